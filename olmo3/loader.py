@@ -1,0 +1,373 @@
+"""Load an Olmo-3 model folder: config, safetensors weights (plain or MLX-quantized), tokenizer, stop tokens.
+
+``load(path) -> (model, tokenizer)`` mirrors ``mlx_lm.load`` for local folders, with three differences:
+it reads both config forms (``olmo3.model.ModelArgs``), it never executes code from the folder (no
+``trust_remote_code``, safetensors only), and every way a folder can be broken gives one ``ModelLoadError``
+that says what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .model import FULL, SLIDING, Model, ModelArgs
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json",)
+IM_END = "<|im_end|>"
+
+
+class ModelLoadError(Exception):
+    """A folder that is not a loadable Olmo-3 model. The message names the file and the problem."""
+
+
+@dataclass
+class ModelInfo:
+    """What the app shows about a model folder, read without loading the weights."""
+
+    path: str
+    name: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    sliding_window: int
+    layer_types: list[str]
+    max_position_embeddings: int
+    vocab_size: int
+    param_count: int
+    weight_bytes: int
+    quantization: dict[str, Any] | None
+    is_think: bool
+    kv_bytes_per_token_full: int  # all full-attention layers together, per token (bf16 or the weights' dtype)
+    kv_bytes_per_token_sliding: int  # all sliding layers together, per token, up to the window
+    eos_token_ids: list[int] = field(default_factory=list)
+    fingerprint: str = ""
+    revision: str | None = None
+
+    @property
+    def num_full_layers(self) -> int:
+        return self.layer_types.count(FULL)
+
+    @property
+    def num_sliding_layers(self) -> int:
+        return self.layer_types.count(SLIDING)
+
+    def kv_bytes(self, tokens: int) -> int:
+        """Bytes of KV cache a conversation of ``tokens`` needs: full layers grow, sliding ones cap."""
+        return self.kv_bytes_per_token_full * tokens + self.kv_bytes_per_token_sliding * min(
+            tokens, self.sliding_window
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: {what} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_config(path: str | Path) -> tuple[dict[str, Any], ModelArgs]:
+    """Read and validate ``config.json`` (merging ``generation_config.json``'s stop tokens)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: not a folder")
+    config = _read_json(folder / "config.json", "config.json")
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{folder / 'config.json'}: expected a JSON object")
+    try:
+        args = ModelArgs.from_config(config)
+    except ValueError as e:
+        raise ModelLoadError(f"{folder / 'config.json'}: {str(e).removeprefix('config.json: ')}") from e
+    return config, args
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a folder, checking a sharded index for missing shards."""
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.exists():
+        index = _read_json(index_path, "the weight index")
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ModelLoadError(f"{index_path}: has no weight_map")
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            if "/" in shard or "\\" in shard or shard.startswith("."):
+                raise ModelLoadError(f"{index_path}: bad shard name {shard!r}")
+            if not (folder / shard).is_file():
+                raise ModelLoadError(f"{folder / shard}: weight shard listed in {index_path.name} is missing")
+        return [folder / s for s in shards]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
+            raise ModelLoadError(f"{folder}: only PyTorch pickle weights found; Olmo Desktop loads safetensors only")
+        raise ModelLoadError(f"{folder}: no *.safetensors weight files")
+    return files
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or n > 100_000_000:
+                raise ValueError("bad header length")
+            return json.loads(f.read(n))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def _quantization(config: dict[str, Any]) -> dict[str, Any] | None:
+    q = config.get("quantization") or config.get("quantization_config")
+    if not q:
+        return None
+    if not isinstance(q, dict) or "bits" not in q:
+        return None
+    return q
+
+
+def _is_think(folder: Path) -> bool:
+    template = chat_template_text(folder) or ""
+    name = folder.name.lower()
+    return "<think>" in template or "think" in name
+
+
+def chat_template_text(folder: Path) -> str | None:
+    """The chat template: ``chat_template.jinja`` wins over ``tokenizer_config.json``'s field."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    tc = folder / "tokenizer_config.json"
+    if tc.is_file():
+        try:
+            t = json.loads(tc.read_text(encoding="utf-8")).get("chat_template")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        if isinstance(t, str):
+            return t
+    return None
+
+
+def eos_token_ids(folder: Path, config: dict[str, Any], vocab: dict[str, int] | None = None) -> list[int]:
+    """Stop tokens: ``generation_config.json`` wins over ``config.json``; ``<|im_end|>`` is always included.
+
+    Olmo-3 turns end with ``<|im_end|>`` while ``config.eos_token_id`` is ``<|endoftext|>``; a folder whose
+    stop list lacks ``<|im_end|>`` would generate past the end of the turn.
+    """
+    ids: list[int] = []
+    gen_path = folder / "generation_config.json"
+    source: Any = None
+    if gen_path.is_file():
+        gen = _read_json(gen_path, "generation_config.json")
+        if isinstance(gen, dict):
+            source = gen.get("eos_token_id")
+    if source is None:
+        source = config.get("eos_token_id")
+    if isinstance(source, int):
+        ids = [source]
+    elif isinstance(source, list):
+        ids = [i for i in source if isinstance(i, int)]
+    if vocab is not None and IM_END in vocab and vocab[IM_END] not in ids:
+        ids.append(vocab[IM_END])
+    return ids
+
+
+def _fingerprint(folder: Path, files: list[Path]) -> str:
+    """Identifies the exact weights (config + file names and sizes): caches made with other weights mismatch."""
+    h = hashlib.sha256()
+    h.update((folder / "config.json").read_bytes())
+    for f in files:
+        h.update(f.name.encode())
+        h.update(str(f.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _revision(folder: Path) -> str | None:
+    marker = folder / ".olmo-desktop.json"
+    if marker.is_file():
+        try:
+            data = json.loads(marker.read_text())
+            return data.get("revision") or data.get("commit")
+        except (json.JSONDecodeError, OSError, AttributeError):
+            return None
+    # A Hugging Face cache snapshot folder is named by its commit.
+    if folder.parent.name == "snapshots" and len(folder.name) == 40:
+        return folder.name
+    return None
+
+
+def inspect_model_dir(path: str | Path) -> ModelInfo:
+    """Validate a folder and describe it without loading the weights (reads only JSON and headers)."""
+    folder = Path(path).expanduser()
+    config, args = read_config(folder)
+    files = weight_files(folder)
+
+    tok_path = folder / "tokenizer.json"
+    if not tok_path.is_file():
+        raise ModelLoadError(f"{folder}: no tokenizer (tokenizer.json is missing)")
+    tok = _read_json(tok_path, "tokenizer.json")
+    vocab: dict[str, int] = {}
+    if isinstance(tok, dict):
+        for t in tok.get("added_tokens", []) or []:
+            if isinstance(t, dict) and "content" in t and "id" in t:
+                vocab[t["content"]] = t["id"]
+
+    n_params = 0
+    n_bytes = 0
+    kv_dtype_bytes = 2
+    for f in files:
+        header = _safetensors_header(f)
+        for name, meta in header.items():
+            if name == "__metadata__" or not isinstance(meta, dict):
+                continue
+            shape = meta.get("shape", [])
+            count = 1
+            for d in shape:
+                count *= d
+            start, end = meta.get("data_offsets", [0, 0])
+            n_bytes += end - start
+            if name.endswith((".scales", ".biases")):
+                continue
+            if meta.get("dtype") == "U32":  # packed quantized weights: 32 / bits values per uint32
+                q = _quantization(config) or {"bits": 4}
+                count *= 32 // int(q.get("bits", 4))
+            elif name.endswith("embed_tokens.weight") and meta.get("dtype") == "F32":
+                kv_dtype_bytes = 4
+            n_params += count
+
+    per_layer = 2 * args.num_key_value_heads * args.head_dim * kv_dtype_bytes
+    return ModelInfo(
+        path=str(folder),
+        name=folder.name,
+        model_type="olmo3",
+        num_layers=args.num_hidden_layers,
+        hidden_size=args.hidden_size,
+        num_heads=args.num_attention_heads,
+        num_kv_heads=args.num_key_value_heads,
+        head_dim=args.head_dim,
+        sliding_window=args.sliding_window,
+        layer_types=list(args.layer_types),
+        max_position_embeddings=args.max_position_embeddings,
+        vocab_size=args.vocab_size,
+        param_count=n_params,
+        weight_bytes=n_bytes,
+        quantization=_quantization(config),
+        is_think=_is_think(folder),
+        kv_bytes_per_token_full=per_layer * args.layer_types.count(FULL),
+        kv_bytes_per_token_sliding=per_layer * args.layer_types.count(SLIDING),
+        eos_token_ids=eos_token_ids(folder, config, vocab),
+        fingerprint=_fingerprint(folder, files),
+        revision=_revision(folder),
+    )
+
+
+def load_model(path: str | Path, *, lazy: bool = False) -> tuple[Model, dict[str, Any]]:
+    """Build the model from ``config.json`` and load its safetensors weights (no tokenizer)."""
+    folder = Path(path).expanduser()
+    config, args = read_config(folder)
+    files = weight_files(folder)
+    model = Model(args)
+
+    weights: dict[str, mx.array] = {}
+    for f in files:
+        try:
+            weights.update(mx.load(str(f)))
+        except Exception as e:  # MLX raises RuntimeError/ValueError for truncated or foreign files
+            raise ModelLoadError(f"{f}: cannot read weights ({e})") from e
+    weights = model.sanitize(weights)
+
+    quant = _quantization(config)
+    if quant is not None:
+        # MLX-quantized checkpoints (mlx-community 4/8-bit) store packed weights plus scales/biases for
+        # every layer that has them; quantize exactly those modules before loading.
+        def predicate(name: str, module: nn.Module) -> bool | dict[str, Any]:
+            if name in quant and isinstance(quant[name], dict):
+                return quant[name]
+            return hasattr(module, "to_quantized") and f"{name}.scales" in weights
+
+        try:
+            nn.quantize(
+                model,
+                group_size=int(quant.get("group_size", 64)),
+                bits=int(quant["bits"]),
+                mode=quant.get("mode", "affine"),
+                class_predicate=predicate,
+            )
+        except (ValueError, TypeError) as e:
+            raise ModelLoadError(f"{folder / 'config.json'}: bad quantization block {quant!r} ({e})") from e
+
+    expected = dict(tree_flatten(model.parameters()))
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing:
+        raise ModelLoadError(
+            f"{folder}: weights missing from the safetensors files: {', '.join(missing[:5])}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
+    if extra:
+        raise ModelLoadError(
+            f"{folder}: unexpected weights (not an Olmo-3 checkpoint of this shape?): {', '.join(extra[:5])}"
+            + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        )
+    for name, value in weights.items():
+        if value.shape != expected[name].shape:
+            raise ModelLoadError(
+                f"{folder}: weight {name} has shape {tuple(value.shape)}, "
+                f"config.json implies {tuple(expected[name].shape)}"
+            )
+    model.load_weights(list(weights.items()), strict=True)
+    if not lazy:
+        mx.eval(model.parameters())
+    model.eval()
+    return model, config
+
+
+def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None):
+    """mlx-lm's ``TokenizerWrapper`` over the folder's fast tokenizer, with Olmo-3's stop tokens."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer_wrapper
+
+    folder = Path(path).expanduser()
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelLoadError(f"{folder}: no tokenizer (tokenizer.json is missing)")
+    if config is None:
+        config, _ = read_config(folder)
+    extra: dict[str, Any] = {"trust_remote_code": False}
+    template = chat_template_text(folder)
+    if template is not None:
+        extra["chat_template"] = template
+    try:
+        tokenizer = load_tokenizer_wrapper(folder, extra, eos_token_ids=eos_token_ids(folder, config))
+    except Exception as e:  # transformers raises many types for broken tokenizer files
+        raise ModelLoadError(f"{folder / 'tokenizer.json'}: cannot load the tokenizer ({e})") from e
+    vocab = tokenizer.get_vocab()
+    if IM_END in vocab:
+        tokenizer.add_eos_token(IM_END)
+    if tokenizer.chat_template is None:
+        raise ModelLoadError(f"{folder}: no chat template (chat_template.jinja or tokenizer_config.json)")
+    return tokenizer
+
+
+def load(path: str | Path, *, lazy: bool = False):
+    """``model, tokenizer = olmo3.load(folder)`` for a local Olmo-3 folder."""
+    folder = Path(path).expanduser()
+    info = inspect_model_dir(folder)  # validates everything cheaply before reading gigabytes
+    model, config = load_model(folder, lazy=lazy)
+    tokenizer = load_tokenizer(folder, config)
+    model.info = info  # type: ignore[attr-defined]
+    return model, tokenizer

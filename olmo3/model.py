@@ -1,0 +1,418 @@
+"""Olmo-3 in MLX, written to be read.
+
+Olmo-3 (Ai2, 2025) is a decoder-only transformer. Compared with a Llama-style model it differs in four ways,
+and each shows up below:
+
+1. **Post-norm blocks.** Each branch (attention, MLP) is normalised *after* it runs and before it is added
+   back to the residual stream: ``h = x + norm(attn(x))``. There is no pre-norm on the input.
+2. **Q/K RMSNorm over the full projected width.** The query and key projections are RMS-normalised across all
+   heads together (``q_norm`` has ``n_heads * head_dim`` weights), before RoPE. Normalising q and k bounds the
+   attention logits, which keeps long-context training stable without a softcap (OLMo 2 introduced it).
+3. **Hybrid attention.** Three of every four layers use sliding-window attention (4,096 tokens); every fourth
+   layer attends to the whole context. Which is which comes from ``config.layer_types``.
+4. **RoPE per layer type.** Sliding layers use plain RoPE (θ = 500,000); full layers use the configured scaling
+   (YaRN, factor 8 over an original 8,192 context) so they can reach 65,536 tokens. Sliding layers never see
+   positions further apart than the window, so they need no scaling (and YaRN there measurably hurts).
+
+The weight names are exactly those of Hugging Face ``Olmo3ForCausalLM`` (``model.layers.N.self_attn.q_proj``…),
+so checkpoints load without renaming. The reference implementation is transformers' ``modeling_olmo3.py``;
+``tests/test_parity.py`` checks our logits against it. mlx-lm's ``models/olmo3.py`` is the MLX port we learned
+from; the cache classes and attention kernels are mlx-lm's and MLX's own.
+
+Shapes use: B batch, L new tokens this call, S keys visible (cached + new), H query heads, Hk key/value heads,
+D head_dim, E hidden size, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.base import create_attention_mask, scaled_dot_product_attention
+from mlx_lm.models.cache import KVCache, RotatingKVCache
+
+FULL = "full_attention"
+SLIDING = "sliding_attention"
+
+_REQUIRED = (
+    "hidden_size",
+    "num_hidden_layers",
+    "intermediate_size",
+    "num_attention_heads",
+    "vocab_size",
+)
+
+
+def _bad(key: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"config.json: {key}={value!r}: {why}")
+
+
+@dataclass
+class ModelArgs:
+    """The hyper-parameters of an Olmo-3 checkpoint, normalised from ``config.json``.
+
+    Two config shapes exist in the wild and both load:
+
+    * legacy (transformers 4.x, mlx-community conversions): top-level ``rope_theta`` and ``rope_scaling``
+      (the scaling applies to full-attention layers only);
+    * transformers 5: ``rope_parameters`` keyed by layer type, e.g.
+      ``{"full_attention": {"rope_type": "yarn", "rope_theta": 5e5, "factor": 8, ...},
+      "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}`` (a flat dict is also accepted).
+
+    ``from_config`` validates everything and raises ``ValueError`` naming the key and the value.
+    """
+
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    vocab_size: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 65536
+    sliding_window: int = 4096
+    layer_types: list[str] = field(default_factory=list)
+    # RoPE per layer type: {"full_attention": {...}, "sliding_attention": {...}}, each with rope_theta and
+    # rope_type ("default" or "yarn" plus its parameters).
+    rope: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attention_bias: bool = False
+    tie_word_embeddings: bool = False
+    model_type: str = "olmo3"
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ModelArgs":
+        if not isinstance(config, dict):
+            raise ValueError("config.json: expected a JSON object")
+        model_type = config.get("model_type")
+        if model_type != "olmo3":
+            raise _bad("model_type", model_type, "not an Olmo-3 model (expected 'olmo3')")
+        for key in _REQUIRED:
+            if key not in config:
+                raise ValueError(f"config.json: missing required key {key!r}")
+            value = config[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise _bad(key, value, "must be a positive integer")
+
+        n_layers = config["num_hidden_layers"]
+        n_heads = config["num_attention_heads"]
+        hidden = config["hidden_size"]
+        n_kv = config.get("num_key_value_heads") or n_heads
+        if not isinstance(n_kv, int) or n_kv <= 0:
+            raise _bad("num_key_value_heads", n_kv, "must be a positive integer")
+        if n_heads % n_kv != 0:
+            raise _bad(
+                "num_key_value_heads",
+                n_kv,
+                f"must divide num_attention_heads={n_heads} (grouped-query attention)",
+            )
+        head_dim = config.get("head_dim")
+        if head_dim is None:
+            if hidden % n_heads != 0:
+                raise _bad(
+                    "num_attention_heads",
+                    n_heads,
+                    f"must divide hidden_size={hidden} when head_dim is not given",
+                )
+            head_dim = hidden // n_heads
+        if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
+            raise _bad("head_dim", head_dim, "must be a positive even integer (RoPE rotates pairs)")
+
+        window = config.get("sliding_window", 4096)
+        if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+            raise _bad("sliding_window", window, "must be a positive integer")
+
+        layer_types = config.get("layer_types")
+        if layer_types is None:
+            # The Olmo-3 pattern: three sliding layers, then one full layer, repeating.
+            layer_types = [FULL if (i + 1) % 4 == 0 else SLIDING for i in range(n_layers)]
+        if not isinstance(layer_types, list) or len(layer_types) != n_layers:
+            count = len(layer_types) if isinstance(layer_types, list) else layer_types
+            raise _bad("layer_types", count, f"needs one entry per layer (num_hidden_layers={n_layers})")
+        for i, lt in enumerate(layer_types):
+            if lt not in (FULL, SLIDING):
+                raise _bad(f"layer_types[{i}]", lt, f"unknown layer type (expected {FULL!r} or {SLIDING!r})")
+
+        max_pos = config.get("max_position_embeddings", 65536)
+        if not isinstance(max_pos, int) or max_pos <= 0:
+            raise _bad("max_position_embeddings", max_pos, "must be a positive integer")
+        eps = config.get("rms_norm_eps", 1e-6)
+        if not isinstance(eps, (int, float)) or eps <= 0:
+            raise _bad("rms_norm_eps", eps, "must be a positive number")
+
+        return cls(
+            hidden_size=hidden,
+            num_hidden_layers=n_layers,
+            intermediate_size=config["intermediate_size"],
+            num_attention_heads=n_heads,
+            vocab_size=config["vocab_size"],
+            num_key_value_heads=n_kv,
+            head_dim=head_dim,
+            rms_norm_eps=float(eps),
+            max_position_embeddings=max_pos,
+            sliding_window=window,
+            layer_types=list(layer_types),
+            rope=_rope_per_layer_type(config),
+            attention_bias=bool(config.get("attention_bias", False)),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+
+
+def _rope_per_layer_type(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Normalise both RoPE config forms to ``{layer_type: {"rope_type", "rope_theta", ...}}``."""
+    params = config.get("rope_parameters")
+    if params is not None:
+        if not isinstance(params, dict):
+            raise _bad("rope_parameters", params, "must be an object")
+        if FULL in params or SLIDING in params:  # transformers 5: keyed by layer type
+            per_type = {lt: dict(params.get(lt) or {}) for lt in (FULL, SLIDING)}
+        else:  # a flat dict applies to both (it only ever carries scaling for full layers in practice)
+            per_type = {FULL: dict(params), SLIDING: {"rope_theta": params.get("rope_theta")}}
+    else:
+        scaling = config.get("rope_scaling")
+        if scaling is not None and not isinstance(scaling, dict):
+            raise _bad("rope_scaling", scaling, "must be an object or null")
+        per_type = {FULL: dict(scaling or {}), SLIDING: {}}
+        for lt in per_type:
+            per_type[lt]["rope_theta"] = config.get("rope_theta", 500000.0)
+    for lt, p in per_type.items():
+        p.setdefault("rope_theta", config.get("rope_theta", 500000.0))
+        if p["rope_theta"] is None:
+            p["rope_theta"] = config.get("rope_theta", 500000.0)
+        rope_type = p.get("rope_type") or p.get("type") or "default"
+        p["rope_type"] = rope_type
+        if not isinstance(p["rope_theta"], (int, float)) or p["rope_theta"] <= 0:
+            raise _bad(f"rope theta ({lt})", p["rope_theta"], "must be a positive number")
+        if rope_type not in ("default", "yarn"):
+            raise _bad(f"rope_type ({lt})", rope_type, "unsupported (Olmo-3 uses 'default' or 'yarn')")
+        if rope_type == "yarn":
+            for key in ("factor", "original_max_position_embeddings"):
+                if not isinstance(p.get(key), (int, float)) or p[key] <= 0:
+                    raise _bad(f"rope scaling {key} ({lt})", p.get(key), "YaRN needs a positive number")
+    return per_type
+
+
+class YarnRoPE(nn.Module):
+    """RoPE with YaRN frequency interpolation (Peng et al. 2023), as transformers computes it.
+
+    Low-frequency dimensions (long wavelengths, beyond the original context) are interpolated by ``factor``;
+    high-frequency dimensions are kept; a linear ramp between ``beta_fast`` and ``beta_slow`` rotations
+    blends the two. The rotated q and k are scaled by ``attention_factor`` (default ``0.1·ln(factor) + 1``),
+    which multiplies the attention logits by its square, compensating the entropy change of a longer context.
+    """
+
+    def __init__(self, dims: int, p: dict[str, Any]):
+        super().__init__()
+        base = float(p["rope_theta"])
+        factor = float(p["factor"])
+        original = float(p["original_max_position_embeddings"])
+        beta_fast = float(p.get("beta_fast") or 32)
+        beta_slow = float(p.get("beta_slow") or 1)
+        attention_factor = p.get("attention_factor")
+        if attention_factor is None:
+            attention_factor = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+        def correction_dim(rotations: float) -> float:
+            return dims * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low = max(math.floor(correction_dim(beta_fast)), 0)
+        high = min(math.ceil(correction_dim(beta_slow)), dims - 1)
+        if low == high:
+            high += 0.001  # avoid a zero-width ramp
+        ramp = mx.clip((mx.arange(dims // 2, dtype=mx.float32) - low) / (high - low), 0, 1)
+        keep = 1.0 - ramp  # 1 → extrapolate (keep the frequency), 0 → interpolate (divide by factor)
+
+        pos_freqs = base ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims)  # wavelengths / 2π, [D/2]
+        inv_freq = (1.0 / (factor * pos_freqs)) * (1 - keep) + (1.0 / pos_freqs) * keep
+        self._freqs = 1.0 / inv_freq  # mx.fast.rope takes periods, not inverse frequencies
+        self.scale = float(attention_factor)
+        self.dims = dims
+
+    def __call__(self, x: mx.array, offset: int = 0) -> mx.array:
+        x = mx.fast.rope(x, self.dims, traditional=False, base=None, scale=1.0, offset=offset, freqs=self._freqs)
+        return x * self.scale if self.scale != 1.0 else x
+
+
+def make_rope(dims: int, p: dict[str, Any]) -> nn.Module:
+    """Plain RoPE for ``rope_type == "default"``, YaRN otherwise."""
+    if p["rope_type"] == "yarn":
+        return YarnRoPE(dims, p)
+    return nn.RoPE(dims, traditional=False, base=float(p["rope_theta"]))
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped KV heads, Q/K RMSNorm and per-layer-type RoPE.
+
+    ``q_norm``/``k_norm`` normalise the whole projected width (all heads at once), *before* the reshape to
+    heads and before RoPE. Without them the dot products q·k can grow without bound during training; with
+    them the logits stay in a range where softmax neither saturates nor collapses.
+
+    The layer's cache is a ``KVCache`` (full attention) or a ``RotatingKVCache`` (sliding window); both expose
+    ``offset`` (absolute position of the first new token) and ``update_and_fetch``.
+    """
+
+    def __init__(self, args: ModelArgs, layer_type: str):
+        super().__init__()
+        self.n_heads = args.num_attention_heads
+        self.n_kv_heads = args.num_key_value_heads
+        self.head_dim = args.head_dim
+        self.scale = self.head_dim**-0.5
+        q_width = self.n_heads * self.head_dim
+        kv_width = self.n_kv_heads * self.head_dim
+        bias = args.attention_bias
+
+        self.q_proj = nn.Linear(args.hidden_size, q_width, bias=bias)
+        self.k_proj = nn.Linear(args.hidden_size, kv_width, bias=bias)
+        self.v_proj = nn.Linear(args.hidden_size, kv_width, bias=bias)
+        self.o_proj = nn.Linear(q_width, args.hidden_size, bias=bias)
+        self.q_norm = nn.RMSNorm(q_width, eps=args.rms_norm_eps)
+        self.k_norm = nn.RMSNorm(kv_width, eps=args.rms_norm_eps)
+        self.rope = make_rope(self.head_dim, args.rope[layer_type])
+
+    def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
+        B, L, _ = x.shape  # x: [B, L, E]
+        q = self.q_norm(self.q_proj(x))  # [B, L, H*D]
+        k = self.k_norm(self.k_proj(x))  # [B, L, Hk*D]
+        v = self.v_proj(x)  # [B, L, Hk*D]
+
+        q = q.reshape(B, L, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, H, L, D]
+        k = k.reshape(B, L, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, Hk, L, D]
+        v = v.reshape(B, L, self.n_kv_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, Hk, L, D]
+
+        offset = cache.offset if cache is not None else 0  # position of the first new token
+        q = self.rope(q, offset=offset)
+        k = self.rope(k, offset=offset)
+        if cache is not None:
+            # Append this call's keys/values; get back everything this layer may attend to.
+            k, v = cache.update_and_fetch(k, v)  # [B, Hk, S, D] (a quantized cache returns tuples)
+
+        # Grouped-query attention: the kernel broadcasts each KV head over H/Hk query heads.
+        out = scaled_dot_product_attention(q, k, v, cache=cache, scale=self.scale, mask=mask)  # [B, H, L, D]
+        out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)  # [B, L, H*D]
+        return self.o_proj(out)  # [B, L, E]
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))  # [B, L, E]
+
+
+class DecoderLayer(nn.Module):
+    """One post-norm transformer block: ``h = x + norm(attn(x)); out = h + norm(mlp(h))``."""
+
+    def __init__(self, args: ModelArgs, layer_type: str):
+        super().__init__()
+        self.layer_type = layer_type
+        self.self_attn = Attention(args, layer_type)
+        self.mlp = MLP(args)
+        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self.post_feedforward_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+    def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
+        h = x + self.post_attention_layernorm(self.self_attn(x, mask, cache))
+        return h + self.post_feedforward_layernorm(self.mlp(h))
+
+
+class Olmo3Model(nn.Module):
+    """Embedding, the stack of decoder layers, and the final norm (``model.*`` in the checkpoint).
+
+    Two masks are built per call, because the two layer kinds see different keys:
+
+    * full layers: plain causal — new token *i* sees every earlier position;
+    * sliding layers: causal **and** at most ``sliding_window - 1`` positions back.
+
+    Both depend on the cache (how many keys it holds, whether the ring buffer has wrapped), so each mask is
+    built from a representative layer of its kind. For one new token (decoding) neither needs a mask: the
+    rotating cache already holds exactly the last ``window`` keys. ``mlx_lm``'s ``create_attention_mask``
+    returns the string ``"causal"`` when the kernel can apply the mask itself.
+    """
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = [DecoderLayer(args, lt) for lt in args.layer_types]
+        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self._first_full = args.layer_types.index(FULL) if FULL in args.layer_types else None
+        self._first_sliding = args.layer_types.index(SLIDING) if SLIDING in args.layer_types else None
+
+    def __call__(self, inputs: mx.array, cache: list[Any] | None = None) -> mx.array:
+        h = self.embed_tokens(inputs)  # [B, L] -> [B, L, E]
+        if cache is None:
+            cache = [None] * len(self.layers)
+
+        full_mask = sliding_mask = None
+        if self._first_full is not None:
+            full_mask = create_attention_mask(h, cache[self._first_full])
+        if self._first_sliding is not None:
+            sliding_mask = create_attention_mask(
+                h, cache[self._first_sliding], window_size=self.args.sliding_window
+            )
+
+        for layer, layer_cache in zip(self.layers, cache):
+            mask = full_mask if layer.layer_type == FULL else sliding_mask
+            h = layer(h, mask, cache=layer_cache)
+        return self.norm(h)  # [B, L, E]
+
+
+class Model(nn.Module):
+    """``Olmo3ForCausalLM``: the transformer plus the language-model head (or tied embeddings).
+
+    ``model(tokens[B, L], cache=list) -> logits[B, L, V]``. Pass the list from ``make_cache()`` to keep keys
+    and values between calls; it is updated in place.
+    """
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model_type = args.model_type
+        self.model = Olmo3Model(args)
+        if not args.tie_word_embeddings:
+            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+
+    def __call__(self, inputs: mx.array, cache: list[Any] | None = None) -> mx.array:
+        h = self.model(inputs, cache)  # [B, L, E]
+        if self.args.tie_word_embeddings:
+            return self.model.embed_tokens.as_linear(h)  # [B, L, V]
+        return self.lm_head(h)  # [B, L, V]
+
+    @property
+    def layers(self) -> list[DecoderLayer]:
+        return self.model.layers
+
+    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        """Drop checkpoint entries the MLX model does not have (rotary tables, a tied head)."""
+        weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
+        if self.args.tie_word_embeddings:
+            weights.pop("lm_head.weight", None)
+        return weights
+
+    def make_cache(self) -> list[Any]:
+        """One cache per layer, mixing two kinds to match the hybrid attention.
+
+        * Full-attention layers get a ``KVCache``: it keeps every key and value (grows in 256-token steps),
+          so memory grows linearly with the conversation, and it can always be trimmed (rewound).
+        * Sliding layers get a ``RotatingKVCache(max_size=sliding_window)``: a ring buffer that never holds
+          more than the window (plus, transiently, one prefill chunk). For Olmo-3 7B that caps 24 of 32
+          layers at 4,096 tokens, so a 32K-token chat needs ~5.5 GiB of bf16 KV instead of ~16 GiB.
+
+        The price: once a ring buffer has wrapped (``offset >= max_size``) the overwritten keys are gone, so
+        the cache can no longer be trimmed back to an earlier point. ``trim_prompt_cache`` then silently
+        does nothing. Regenerate and edit therefore restore snapshots taken at turn boundaries instead of
+        trimming (see ``olmo3.session``).
+        """
+        return [
+            KVCache() if lt == FULL else RotatingKVCache(max_size=self.args.sliding_window)
+            for lt in self.args.layer_types
+        ]
