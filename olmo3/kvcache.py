@@ -1,0 +1,112 @@
+"""Snapshots, restores, trimming and sizes for Olmo-3's hybrid KV cache (a list of per-layer caches).
+
+A conversation's cache mixes ``KVCache`` (full layers) and ``RotatingKVCache`` (sliding layers), possibly a
+``QuantizedKVCache`` for full layers (8-bit KV). Three facts shape this module:
+
+* ``type(c).from_state(c.state)`` is *not* a snapshot: it holds the same ``mx.array`` objects, and both
+  cache kinds update with slice assignment (``keys[..., i:j, :] = k``), which would then change the
+  snapshot too. We give snapshots new array objects over the same data (slices). MLX copies a buffer only
+  when one side writes into it while the other still references it, so a snapshot costs nothing up front.
+* A ring buffer that has wrapped cannot be rewound: ``can_trim`` is False once any sliding layer's
+  ``offset >= max_size``; ``trim`` refuses rather than desynchronising layers.
+* A ``KVCache`` grows in 256-token steps; ``compact`` drops the unused tail so a cache at rest holds exactly
+  its tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.models.cache import KVCache, QuantizedKVCache, RotatingKVCache
+
+Cache = list[Any]
+
+
+def _slice_time(x: Any, end: int | None) -> Any:
+    """New array object(s) over the first ``end`` positions of axis -2 (all of it when ``end`` is None)."""
+    if isinstance(x, (tuple, list)):
+        return type(x)(_slice_time(v, end) for v in x)
+    if x is None:
+        return None
+    return x[..., :end, :] if end is not None else x[...]
+
+
+def _copy_layer(c: Any) -> Any:
+    """A cache object of the same class holding fresh array objects over the same data."""
+    if isinstance(c, RotatingKVCache):
+        n = RotatingKVCache(max_size=c.max_size, keep=c.keep)
+        n.keys, n.values = _slice_time(c.keys, None), _slice_time(c.values, None)
+        n.offset, n._idx = c.offset, c._idx
+        return n
+    if isinstance(c, QuantizedKVCache):
+        n = QuantizedKVCache(group_size=c.group_size, bits=c.bits)
+        n.keys = _slice_time(c.keys, c.offset) if c.keys is not None else None
+        n.values = _slice_time(c.values, c.offset) if c.values is not None else None
+        n.offset = c.offset
+        return n
+    if isinstance(c, KVCache):
+        n = KVCache()
+        n.keys = _slice_time(c.keys, c.offset) if c.keys is not None else None
+        n.values = _slice_time(c.values, c.offset) if c.values is not None else None
+        n.offset = c.offset
+        return n
+    raise TypeError(f"unsupported cache layer {type(c).__name__}")
+
+
+def snapshot(cache: Cache) -> Cache:
+    """A copy-on-write snapshot: independent of later writes to ``cache`` (and vice versa)."""
+    return [_copy_layer(c) for c in cache]
+
+
+def restore(snap: Cache) -> Cache:
+    """A live cache restored from a snapshot; the snapshot stays intact for later restores."""
+    return snapshot(snap)
+
+
+def offset(cache: Cache) -> int:
+    """Tokens the cache has seen (every layer agrees; a mismatch means a corrupted cache)."""
+    offsets = {c.offset for c in cache}
+    if len(offsets) != 1:
+        raise RuntimeError(f"cache layers disagree on their offsets: {sorted(offsets)}")
+    return offsets.pop()
+
+
+def can_trim(cache: Cache, n: int = 1) -> bool:
+    """True if every layer can be rewound by ``n`` tokens (no sliding layer has wrapped)."""
+    for c in cache:
+        if isinstance(c, RotatingKVCache) and c.offset >= c.max_size:
+            return False
+        if c.offset < n:
+            return False
+    return True
+
+
+def trim(cache: Cache, n: int) -> None:
+    """Rewind every layer by ``n`` tokens, or raise (never trims some layers and not others)."""
+    if n <= 0:
+        return
+    if not can_trim(cache, n):
+        raise ValueError(f"cannot trim {n} tokens: a sliding-window layer has wrapped")
+    for c in cache:
+        c.trim(n)
+
+
+def compact(cache: Cache) -> None:
+    """Drop the unused 256-step padding of full-attention layers (a real copy, so memory is freed)."""
+    for c in cache:
+        if isinstance(c, KVCache) and c.keys is not None and c.keys.shape[-2] != c.offset:
+            c.keys = mx.contiguous(c.keys[..., : c.offset, :])
+            c.values = mx.contiguous(c.values[..., : c.offset, :])
+    mx.eval([c.state for c in cache])
+
+
+def nbytes(cache: Cache | None) -> int:
+    if not cache:
+        return 0
+    return sum(c.nbytes for c in cache)
+
+
+def quantize_full_layers(cache: Cache, bits: int = 8, group_size: int = 64) -> Cache:
+    """8-bit KV for the full-attention layers (the rotating ones cannot be quantized in mlx-lm)."""
+    return [c.to_quantized(group_size=group_size, bits=bits) if type(c) is KVCache else c for c in cache]

@@ -1,0 +1,683 @@
+"""One conversation with an Olmo-3 model: a token-exact transcript next to the hybrid KV cache that holds it.
+
+The recipe (why each follow-up feeds only the new tokens, and never a wrong prompt):
+
+1. ``tokens`` are the exact ids whose keys/values the live cache holds: every prompt token fed and every
+   sampled token, including the final stop token (``generate_step`` feeds a token before yielding it).
+   Generated ids are kept as sampled; reply text is never re-tokenized.
+2. For a turn, render the **whole** active conversation with the model's own chat template (so a default
+   system prompt appears once, at the top, as the template wants) plus the generation prompt, giving
+   ``target_text``. The longest prefix of ``tokens`` whose text is a prefix of ``target_text`` is kept
+   verbatim; only the rest of the text is tokenized. Normally that prefix is all of ``tokens``.
+3. Find the cache that already holds the longest prefix of that target: the live cache, or a snapshot
+   taken at a turn boundary, rewound by a few tokens only while no ring buffer has wrapped. Feed the rest.
+   How the cache was brought in line is reported in ``TurnStats.reconcile``.
+4. After the turn, the live cache is compacted and snapshotted (copy-on-write, no bytes copied up front):
+   regenerate and edit restore the snapshot before the user turn and feed only that turn, also long after
+   the sliding layers have wrapped and trimming became impossible.
+
+Branches: messages form a tree. Regenerate adds a sibling reply; edit adds a sibling user message. Nothing
+is erased; ``switch_branch`` picks which alternative is active.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
+
+import mlx.core as mx
+from mlx_lm.generate import generate_step
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+from . import kvcache
+from .events import Event, PrefillProgress, TextDelta, TurnFinished, TurnStats
+
+log = logging.getLogger(__name__)
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+STATE_VERSION = 1
+
+
+@dataclass
+class Sampling:
+    """Sampling settings. ``temperature == 0`` is greedy. ``seed=None`` draws a fresh seed per turn."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    max_tokens: int = 2048
+    seed: int | None = None
+
+    def merged(self, overrides: dict[str, Any] | None) -> "Sampling":
+        if not overrides:
+            return self
+        unknown = set(overrides) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sampling settings: {', '.join(sorted(unknown))}")
+        return replace(self, **overrides)
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature}: must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k}: must be >= 0")
+        if not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p={self.min_p}: must be in [0, 1)")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens={self.max_tokens}: must be >= 1")
+
+
+THINK_DEFAULTS = Sampling(temperature=0.6, top_p=0.95, top_k=50, max_tokens=8192)
+INSTRUCT_DEFAULTS = Sampling(temperature=0.6, top_p=0.95, top_k=0, max_tokens=2048)
+
+
+class ContextOverflowError(Exception):
+    """The turn does not fit; nothing was fed. Carries the numbers so the UI can offer a policy."""
+
+    def __init__(self, used: int, new_tokens: int, max_tokens: int, limit: int, droppable_turns: int,
+                 reason: str = "context"):
+        self.used, self.new_tokens, self.max_tokens = used, new_tokens, max_tokens
+        self.limit, self.droppable_turns, self.reason = limit, droppable_turns, reason
+        what = "context window" if reason == "context" else "memory budget for this conversation"
+        super().__init__(
+            f"this turn needs {used} tokens of history and prompt plus up to {max_tokens} new tokens, "
+            f"but the {what} allows {limit}; {droppable_turns} older turn(s) could be dropped"
+        )
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Node:
+    """A message in the conversation tree."""
+
+    id: str
+    role: str  # "user" | "assistant"
+    content: str  # what is shown: the user's text, or the answer (reasoning removed)
+    raw: str  # what the chat template renders as this message's content
+    parent: str | None  # None: a first user message (child of the conversation root)
+    reasoning: str | None = None
+    tokens: list[int] = field(default_factory=list)  # assistant: the sampled ids, stop token included
+    children: list[str] = field(default_factory=list)
+    active: int = 0  # which child is on the active path
+    finish_reason: str | None = None
+    stats: dict[str, Any] | None = None
+    think: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+
+@dataclass
+class _Snapshot:
+    tokens: list[int]
+    cache: list[Any]
+
+
+class ReasoningSplitter:
+    """Splits streamed text of a Think turn into reasoning and answer at ``</think>`` (even across chunks)."""
+
+    def __init__(self, think: bool):
+        self.in_reasoning = think
+        self._held = ""
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        if not self.in_reasoning:
+            return [(text, "answer")] if text else []
+        buf = self._held + text
+        i = buf.find(THINK_CLOSE)
+        if i >= 0:
+            self.in_reasoning = False
+            self._held = ""
+            out = [(buf[:i], "reasoning")] if buf[:i] else []
+            rest = buf[i + len(THINK_CLOSE):]
+            return out + ([(rest, "answer")] if rest else [])
+        # Hold back a tail that could be the start of "</think>".
+        keep = 0
+        for k in range(1, len(THINK_CLOSE)):
+            if buf.endswith(THINK_CLOSE[:k]):
+                keep = k
+        self._held = buf[len(buf) - keep:] if keep else ""
+        emit = buf[: len(buf) - keep] if keep else buf
+        return [(emit, "reasoning")] if emit else []
+
+    def flush(self) -> list[tuple[str, str]]:
+        held, self._held = self._held, ""
+        return [(held, "reasoning" if self.in_reasoning else "answer")] if held else []
+
+
+def split_reasoning(raw: str, think: bool) -> tuple[str | None, str]:
+    """``"<think>why</think>answer"`` → ``("why", "answer")``; non-Think text → ``(None, text)``."""
+    if not think:
+        return None, raw
+    body = raw[len(THINK_OPEN):] if raw.startswith(THINK_OPEN) else raw
+    if THINK_CLOSE in body:
+        reasoning, answer = body.split(THINK_CLOSE, 1)
+        return reasoning, answer.lstrip("\n")
+    return body, ""
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def model_info(model: Any):
+    info = getattr(model, "info", None)
+    if info is not None:
+        return info
+    from .loader import ModelInfo
+    from .model import FULL, SLIDING
+
+    a = model.args
+    per_layer = 2 * a.num_key_value_heads * a.head_dim * 2
+    return ModelInfo(
+        path="", name="model", model_type="olmo3", num_layers=a.num_hidden_layers, hidden_size=a.hidden_size,
+        num_heads=a.num_attention_heads, num_kv_heads=a.num_key_value_heads, head_dim=a.head_dim,
+        sliding_window=a.sliding_window, layer_types=list(a.layer_types),
+        max_position_embeddings=a.max_position_embeddings, vocab_size=a.vocab_size, param_count=0,
+        weight_bytes=0, quantization=None, is_think=False,
+        kv_bytes_per_token_full=per_layer * a.layer_types.count(FULL),
+        kv_bytes_per_token_sliding=per_layer * a.layer_types.count(SLIDING),
+    )
+
+
+class ChatSession:
+    """One conversation: messages (a tree with branches), ``tokens`` and the live hybrid KV cache.
+
+    ``send``/``regenerate``/``edit`` return iterators of events (``PrefillProgress``, ``TextDelta``, then one
+    ``TurnFinished``); they raise ``ContextOverflowError`` before feeding anything when a turn would not fit.
+    Iterate them to completion (or pass ``should_stop`` to cancel within one decode step / prefill chunk).
+    Not thread-safe: the engine drives all sessions from its one MLX thread.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        system_prompt: str | None = None,
+        *,
+        max_snapshots: int = 4,
+        prefill_step_size: int = 1024,
+        kv_bits: int | None = None,
+        context_limit: int | None = None,
+        kv_budget_bytes: int | None = None,
+        **sampling: Any,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = model_info(model)
+        self.system_prompt = system_prompt or None
+        defaults = THINK_DEFAULTS if self.info.is_think else INSTRUCT_DEFAULTS
+        self.sampling = defaults.merged(sampling)
+        self.sampling.validate()
+        self.max_snapshots = max_snapshots
+        self.prefill_step_size = prefill_step_size
+        self.kv_bits = kv_bits
+        self.context_limit = min(context_limit or self.info.max_position_embeddings,
+                                 self.info.max_position_embeddings)
+        self.kv_budget_bytes = kv_budget_bytes
+        self.nodes: dict[str, Node] = {}
+        self.root_children: list[str] = []
+        self.root_active = 0
+        self.drop_turns = 0  # oldest user turns left out of the prompt (the overflow policy)
+        self.tokens: list[int] = []
+        self.cache: list[Any] | None = None
+        self.snapshots: list[_Snapshot] = []
+        self.restored_from_disk = False
+        self.last_stats: TurnStats | None = None
+
+    # ------------------------------------------------------------------ the tree
+    def _children(self, node_id: str | None) -> list[str]:
+        return self.root_children if node_id is None else self.nodes[node_id].children
+
+    def _active_child(self, node_id: str | None) -> str | None:
+        kids = self._children(node_id)
+        if not kids:
+            return None
+        idx = self.root_active if node_id is None else self.nodes[node_id].active
+        return kids[min(idx, len(kids) - 1)]
+
+    def _set_active(self, child: Node) -> None:
+        kids = self._children(child.parent)
+        idx = kids.index(child.id)
+        if child.parent is None:
+            self.root_active = idx
+        else:
+            self.nodes[child.parent].active = idx
+
+    def _add(self, node: Node) -> Node:
+        self.nodes[node.id] = node
+        self._children(node.parent).append(node.id)
+        self._set_active(node)
+        return node
+
+    def _remove(self, node: Node) -> None:
+        kids = self._children(node.parent)
+        kids.remove(node.id)
+        del self.nodes[node.id]
+        if node.parent is None:
+            self.root_active = max(0, len(kids) - 1)
+        else:
+            self.nodes[node.parent].active = max(0, len(kids) - 1)
+
+    def active_path(self) -> list[Node]:
+        path, cur = [], self._active_child(None)
+        while cur is not None:
+            path.append(self.nodes[cur])
+            cur = self._active_child(cur)
+        return path
+
+    def _path_to(self, node: Node) -> list[Node]:
+        path = [node]
+        while path[-1].parent is not None:
+            path.append(self.nodes[path[-1].parent])
+        return path[::-1]
+
+    def _user_nodes(self) -> list[Node]:
+        return [n for n in self.active_path() if n.role == "user"]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The active conversation: role, content, reasoning (Think), plus branch positions for the UI."""
+        out, turn = [], -1
+        for n in self.active_path():
+            if n.role == "user":
+                turn += 1
+            siblings = self._children(n.parent)
+            out.append({
+                "id": n.id, "role": n.role, "content": n.content, "reasoning": n.reasoning,
+                "user_turn_index": turn, "branch_index": siblings.index(n.id), "branch_count": len(siblings),
+                "finish_reason": n.finish_reason, "stats": n.stats, "tokens": list(n.tokens),
+                "in_context": turn >= self.drop_turns,
+            })
+        return out
+
+    def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
+        """``{"user": (active, count), "reply": (active, count)}`` for user turn ``i`` (edits / regenerations)."""
+        u = self._user_node(user_turn_index)
+        siblings = self._children(u.parent)
+        reply = (min(u.active, max(len(u.children) - 1, 0)), len(u.children))
+        return {"user": (siblings.index(u.id), len(siblings)), "reply": reply}
+
+    def switch_branch(self, user_turn_index: int, index: int, which: str = "reply") -> None:
+        u = self._user_node(user_turn_index)
+        if which == "user":
+            kids = self._children(u.parent)
+            if not 0 <= index < len(kids):
+                raise IndexError(f"user turn {user_turn_index} has {len(kids)} version(s); no #{index}")
+            self._set_active(self.nodes[kids[index]])
+        elif which == "reply":
+            if not 0 <= index < len(u.children):
+                raise IndexError(f"user turn {user_turn_index} has {len(u.children)} repl(ies); no #{index}")
+            u.active = index
+        else:
+            raise ValueError(f"which={which!r}: expected 'reply' or 'user'")
+
+    def _user_node(self, i: int) -> Node:
+        users = self._user_nodes()
+        if not 0 <= i < len(users):
+            raise IndexError(f"user turn {i} does not exist (the conversation has {len(users)})")
+        return users[i]
+
+    # ------------------------------------------------------------------ rendering
+    def _template_messages(self, path: list[Node]) -> list[dict[str, str]]:
+        msgs: list[dict[str, str]] = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        turn, kept = -1, []
+        for n in path:
+            if n.role == "user":
+                turn += 1
+            if turn >= self.drop_turns:
+                kept.append({"role": n.role, "content": n.raw})
+        return msgs + kept
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+    def _verbatim_prefix(self, base: list[int], target_text: str) -> int:
+        """Length of the longest prefix of ``base`` whose text is a prefix of ``target_text``."""
+        if target_text.startswith(self._decode(base)):
+            return len(base)
+        lo, hi = 0, len(base)  # invariant: base[:lo] is a text prefix; base[:hi] is not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if target_text.startswith(self._decode(base[:mid])):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _target(self, target_text: str) -> tuple[list[int], int]:
+        """Target token ids for ``target_text``: the longest verbatim prefix of the live transcript or of a
+        snapshot's transcript (exact sampled ids), then the tokenized rest of the text."""
+        best, keep = self.tokens, -1
+        for base in [self.tokens] + [s.tokens for s in reversed(self.snapshots)]:
+            if len(base) <= keep:
+                continue
+            k = self._verbatim_prefix(base, target_text)
+            if k > keep:
+                best, keep = base, k
+        prefix = best[:keep]
+        return prefix + self._encode(target_text[len(self._decode(prefix)):]), keep
+
+    # ------------------------------------------------------------------ caches
+    def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, str]:
+        """The cache holding the longest prefix of ``target`` (at most ``len(target) - 1``: one token must
+        be fed to get logits). Returns ``(cache, cached_len, how)``."""
+        best: tuple[int, str, Any, list[int]] | None = None
+        candidates = [("live", self.cache, self.tokens)] + [("snapshot", s.cache, s.tokens) for s in self.snapshots]
+        for name, cache, toks in candidates:
+            if cache is None:
+                continue
+            usable = min(common_prefix_len(toks, target), len(target) - 1)
+            if usable < len(toks) and not kvcache.can_trim(cache, len(toks) - usable):
+                continue
+            if best is None or usable > best[0]:
+                best = (usable, name, cache, toks)
+        if best is None or best[0] == 0:
+            fresh = self.cache is None and not self.tokens
+            self.cache = None
+            return self.model.make_cache(), 0, "fresh" if fresh else "reprefill"
+        usable, name, cache, toks = best
+        if name == "snapshot":
+            cache = kvcache.restore(cache)
+        how = "append" if name == "live" else "snapshot"
+        if usable < len(toks):
+            kvcache.trim(cache, len(toks) - usable)
+            how = "trim" if name == "live" else how
+        if name == "live" and self.restored_from_disk:
+            how = "restored"
+        return cache, usable, how
+
+    def _take_snapshot(self) -> None:
+        if self.cache is None or self.max_snapshots <= 0:
+            return
+        self.snapshots = [s for s in self.snapshots if s.tokens != self.tokens]
+        self.snapshots.append(_Snapshot(list(self.tokens), kvcache.snapshot(self.cache)))
+        del self.snapshots[: -self.max_snapshots]
+
+    def drop_snapshots(self) -> int:
+        freed = sum(kvcache.nbytes(s.cache) for s in self.snapshots)
+        self.snapshots = []
+        return freed
+
+    def drop_cache(self) -> None:
+        """Forget the live cache (e.g. spilled to disk or evicted); the transcript stays."""
+        self.cache = None
+        self.snapshots = []
+        self.restored_from_disk = False
+
+    def kv_bytes(self, include_snapshots: bool = False) -> int:
+        n = kvcache.nbytes(self.cache)
+        if include_snapshots:
+            n += sum(kvcache.nbytes(s.cache) for s in self.snapshots)
+        return n
+
+    # ------------------------------------------------------------------ public turns
+    def send(self, text: str, *, sampling: dict[str, Any] | None = None, overflow: str = "error",
+             should_stop: Callable[[], bool] | None = None, logits_processors: list | None = None,
+             ) -> Iterator[Event]:
+        """Add a user message and generate the reply."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the message is empty")
+        path = self.active_path()
+        parent = path[-1].id if path else None
+        user = Node(id=_new_id(), role="user", content=text, raw=text, parent=parent)
+        return self._turn(user, new_user=True, sampling=sampling, overflow=overflow,
+                          should_stop=should_stop, extra_lp=logits_processors)
+
+    def regenerate(self, *, sampling: dict[str, Any] | None = None, overflow: str = "error",
+                   should_stop: Callable[[], bool] | None = None, logits_processors: list | None = None,
+                   ) -> Iterator[Event]:
+        """A new reply to the last user message, kept beside the old ones."""
+        users = self._user_nodes()
+        if not users:
+            raise ValueError("nothing to regenerate: the conversation has no user message")
+        return self._turn(users[-1], new_user=False, sampling=sampling, overflow=overflow,
+                          should_stop=should_stop, extra_lp=logits_processors)
+
+    def edit(self, user_turn_index: int, text: str, *, sampling: dict[str, Any] | None = None,
+             overflow: str = "error", should_stop: Callable[[], bool] | None = None,
+             logits_processors: list | None = None) -> Iterator[Event]:
+        """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the message is empty")
+        old = self._user_node(user_turn_index)
+        user = Node(id=_new_id(), role="user", content=text, raw=text, parent=old.parent)
+        return self._turn(user, new_user=True, sampling=sampling, overflow=overflow,
+                          should_stop=should_stop, extra_lp=logits_processors)
+
+    # ------------------------------------------------------------------ the turn
+    def _fits(self, n_tokens: int) -> tuple[bool, int, str]:
+        if n_tokens > self.context_limit:
+            return False, self.context_limit, "context"
+        if self.kv_budget_bytes is not None and self.info.kv_bytes(n_tokens) > self.kv_budget_bytes:
+            fit = self.kv_budget_bytes // max(1, self.info.kv_bytes_per_token_full or 1)
+            return False, int(min(fit, self.context_limit)), "memory"
+        return True, self.context_limit, ""
+
+    def _plan(self, user: Node, overflow: str, max_tokens: int) -> tuple[list[int], str, int]:
+        """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""
+        dropped = 0
+        while True:
+            path = self._path_to(user) if user.id in self.nodes else self._path_to_parent(user) + [user]
+            target_text = self.render(self._template_messages(path), add_generation_prompt=True)
+            target, _ = self._target(target_text)
+            ok, limit, reason = self._fits(len(target) + max_tokens)
+            n_users = sum(1 for n in path if n.role == "user")
+            droppable = n_users - 1 - self.drop_turns
+            if ok:
+                return target, target_text, dropped
+            if overflow != "drop_oldest" or droppable <= 0:
+                self.drop_turns -= dropped
+                new_tokens = len(self._encode(user.raw))
+                raise ContextOverflowError(len(target), new_tokens, max_tokens, limit, max(droppable, 0), reason)
+            self.drop_turns += 1
+            dropped += 1
+
+    def _path_to_parent(self, user: Node) -> list[Node]:
+        return self._path_to(self.nodes[user.parent]) if user.parent is not None else []
+
+    def _turn(self, user: Node, *, new_user: bool, sampling: dict[str, Any] | None, overflow: str,
+              should_stop: Callable[[], bool] | None, extra_lp: list | None) -> Iterator[Event]:
+        s = self.sampling.merged(sampling)
+        s.validate()
+        # Plan before touching anything: an overflow leaves the session exactly as it was.
+        target, target_text, dropped = self._plan(user, overflow, s.max_tokens)
+        return self._run(user, new_user, s, target, target_text, dropped, should_stop, extra_lp)
+
+    def _run(self, user: Node, new_user: bool, s: Sampling, target: list[int], target_text: str,
+             dropped: int, should_stop: Callable[[], bool] | None, extra_lp: list | None) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        stop = should_stop or (lambda: False)
+        previous_active = self._active_child(user.parent) if new_user else None
+        if new_user:
+            self._add(user)
+        mx.reset_peak_memory()
+        think = target_text.endswith(THINK_OPEN)
+        cache, cached_len, how = self._acquire_cache(target)
+        if dropped:
+            how = "reprefill" if how != "snapshot" else how
+        last_reply = next((n for n in reversed(self._path_to_parent(user)) if n.role == "assistant"), None)
+        if how == "append" and last_reply is not None and last_reply.finish_reason != "stop":
+            how = "append_turn_end"
+        self.restored_from_disk = False
+        feed = target[cached_len:]
+        seed = s.seed if s.seed is not None else random.getrandbits(31)
+
+        # --- prefill everything but the last token, in chunks (cancellable, with progress) ---
+        fed = 0
+        try:
+            yield PrefillProgress(done=0, total=len(feed))
+            while len(feed) - fed > 1:
+                if stop():
+                    raise Cancelled
+                n = min(self.prefill_step_size, len(feed) - fed - 1)
+                self.model(mx.array(feed[fed:fed + n])[None], cache=cache)
+                mx.eval([c.state for c in cache])
+                fed += n
+                mx.clear_cache()
+                yield PrefillProgress(done=fed, total=len(feed))
+            if stop():
+                raise Cancelled
+        except Cancelled:
+            self.tokens, self.cache = target[: cached_len + fed], cache
+            self._discard_turn(user, new_user, previous_active)
+            yield self._finished(user, None, t0, t0, 0, 0.0, "cancelled", len(feed), cached_len, how, seed,
+                                 dropped)
+            return
+        t_prefill = time.perf_counter() - t0
+
+        # --- decode (generate_step feeds the last prompt token, then each sampled token) ---
+        mx.random.seed(seed)
+        sampler = make_sampler(s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k)
+        processors = make_logits_processors(
+            repetition_penalty=s.repetition_penalty if s.repetition_penalty != 1.0 else None
+        ) + list(extra_lp or [])
+        eos = set(self.tokenizer.eos_token_ids)
+        detok = self.tokenizer.detokenizer
+        detok.reset()
+        splitter = ReasoningSplitter(think)
+        generated: list[int] = []
+        finish = "length"
+        t_first = t_last = None
+        for token, _ in generate_step(
+            mx.array(feed[-1:]), self.model, max_tokens=s.max_tokens, sampler=sampler,
+            logits_processors=processors or None, prompt_cache=cache,
+        ):
+            now = time.perf_counter()
+            t_first = t_first or now
+            t_last = now
+            generated.append(token)
+            if token in eos:
+                finish = "stop"
+                break
+            detok.add_token(token)
+            for text, channel in splitter.feed(detok.last_segment):
+                yield TextDelta(text=text, channel=channel)
+            if stop():
+                finish = "cancelled"
+                break
+        detok.finalize()
+        tail = detok.last_segment
+        for text, channel in splitter.feed(tail) + splitter.flush():
+            yield TextDelta(text=text, channel=channel)
+
+        self.tokens = target + generated
+        self.cache = cache
+        if self.kv_bits:
+            self.cache = kvcache.quantize_full_layers(self.cache, bits=self.kv_bits)
+        self._check_offsets()
+        text_ids = generated[:-1] if finish == "stop" else generated
+        raw = (THINK_OPEN if think else "") + self._decode(text_ids)
+        reasoning, content = split_reasoning(raw, think)
+        reply = Node(id=_new_id(), role="assistant", content=content, raw=raw, parent=user.id,
+                     reasoning=reasoning, tokens=list(generated), finish_reason=finish, think=think)
+        self._add(reply)
+        kvcache.compact(self.cache) if self.cache is not None else None
+        self._take_snapshot()
+        ttft = (t_first or time.perf_counter()) - t0
+        tps = (len(generated) - 1) / (t_last - t_first) if len(generated) > 1 and t_last > t_first else 0.0
+        yield self._finished(user, reply, t0, t_prefill, ttft, tps, finish, len(feed), cached_len, how, seed,
+                             dropped, len(generated))
+
+    def _discard_turn(self, user: Node, new_user: bool, previous_active: str | None) -> None:
+        """A turn cancelled before any token: remove the new user message (the UI keeps its text)."""
+        if new_user:
+            self._remove(user)
+            if previous_active is not None and previous_active in self.nodes:
+                self._set_active(self.nodes[previous_active])
+        self._check_offsets()
+
+    def _check_offsets(self) -> None:
+        if self.cache is not None and kvcache.offset(self.cache) != len(self.tokens):
+            log.warning("cache offset %d != %d transcript tokens; dropping the cache",
+                        kvcache.offset(self.cache), len(self.tokens))
+            self.cache = None
+
+    def _finished(self, user: Node, reply: Node | None, t0: float, t_prefill: float, ttft: float, tps: float,
+                  finish: str, fed: int, cached: int, how: str, seed: int, dropped: int,
+                  generated: int = 0) -> TurnFinished:
+        now = time.perf_counter()
+        stats = TurnStats(
+            prompt_tokens=fed, cached_tokens=cached, generated_tokens=generated, ttft_s=ttft, tokens_per_s=tps,
+            prefill_s=max(0.0, t_prefill - t0) if reply is not None else now - t0, total_s=now - t0,
+            finish_reason=finish, peak_memory_bytes=int(mx.get_peak_memory()), reconcile=how,
+            context_used=len(self.tokens), context_limit=self.context_limit, seed=seed, dropped_turns=dropped,
+        )
+        self.last_stats = stats
+        reply_dict: dict[str, Any] = {}
+        if reply is not None:
+            reply.stats = stats.to_dict()
+            reply_dict = {"id": reply.id, "role": "assistant", "content": reply.content,
+                          "reasoning": reply.reasoning, "tokens": list(reply.tokens), "finish_reason": finish,
+                          "parent_id": user.id}
+        return TurnFinished(stats=stats, reply=reply_dict, messages=self.messages, state=self.to_state())
+
+    # ------------------------------------------------------------------ persistence
+    def template_hash(self) -> str:
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        return hashlib.sha256(str(template).encode()).hexdigest()[:16]
+
+    def tokens_hash(self) -> str:
+        return hashlib.sha256(",".join(map(str, self.tokens)).encode()).hexdigest()[:16]
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able description of everything but the cache (which the engine saves to disk)."""
+        return {
+            "version": STATE_VERSION,
+            "system_prompt": self.system_prompt,
+            "drop_turns": self.drop_turns,
+            "root_children": list(self.root_children),
+            "root_active": self.root_active,
+            "nodes": [n.to_dict() for n in self.nodes.values()],
+            "tokens": list(self.tokens),
+            "model_fingerprint": self.info.fingerprint,
+            "template_hash": self.template_hash(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore messages and transcript from ``to_state()``. The cache starts cold."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported conversation state version {state.get('version') if isinstance(state, dict) else state!r}")
+        self.system_prompt = state.get("system_prompt")
+        self.drop_turns = int(state.get("drop_turns", 0))
+        self.nodes = {d["id"]: Node(**copy.deepcopy(d)) for d in state["nodes"]}
+        self.root_children = list(state["root_children"])
+        self.root_active = int(state.get("root_active", 0))
+        # Tokens are only meaningful for the same weights/tokenizer; otherwise the next turn re-prefills.
+        same_model = state.get("model_fingerprint") in ("", None, self.info.fingerprint)
+        self.tokens = list(state.get("tokens", [])) if same_model else []
+        self.drop_cache()
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
