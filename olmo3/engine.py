@@ -1,0 +1,450 @@
+"""The engine: one long-lived thread that owns MLX, the loaded model and every conversation's KV cache.
+
+MLX (≥ 0.31.2) ties streams to the thread that created them, so loading, prefill and decoding must all
+happen on one thread. The GUI and ``olmo3 chat`` submit jobs (thread-safe; each returns a job id at once);
+the engine runs them in order and reports through ``on_event(event)``, called on the engine thread.
+
+Many conversations share one memory budget: after each turn the least recently used idle conversations
+first lose their turn snapshots, then have their live caches spilled to disk (mlx-lm's
+``save_prompt_cache`` format, in the user cache dir). A spilled cache comes back on the next turn if its
+file matches the model and the transcript; a corrupt or mismatched file is discarded with a log line and the
+turn re-prefilled. ``shutdown`` spills everything, so a follow-up after an app restart is instant too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .events import (
+    BranchSwitched,
+    CacheState,
+    ContextOverflow,
+    ConversationClosed,
+    ConversationOpened,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobStarted,
+    ModelLoaded,
+    ModelUnloaded,
+    TurnFinished,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "olmo-desktop-kv-1"
+_CONV_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("Olmo Desktop")) / "kv"
+
+
+def physical_memory_bytes() -> int:
+    try:
+        import mlx.core as mx
+
+        info = mx.device_info() if hasattr(mx, "device_info") else {}
+        if info.get("memory_size"):
+            return int(info["memory_size"])
+    except Exception:  # pragma: no cover - device info is best effort
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_memory_budget(weight_bytes: int) -> int:
+    """Bytes of KV cache to keep in memory: half of what the machine has left after the weights."""
+    return max(256 << 20, int((physical_memory_bytes() - weight_bytes) * 0.5))
+
+
+class _Job:
+    __slots__ = ("id", "kind", "conv_id", "fn")
+
+    def __init__(self, job_id: int, kind: str, conv_id: str, fn: Callable[["_Job"], None]):
+        self.id, self.kind, self.conv_id, self.fn = job_id, kind, conv_id, fn
+
+
+class Engine:
+    """Owns MLX on one thread; see the module docstring."""
+
+    def __init__(
+        self,
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        memory_budget_bytes: int | None = None,
+        kv_bits: int | None = None,
+        session_options: dict[str, Any] | None = None,
+    ):
+        self.on_event = on_event or (lambda e: None)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._budget = memory_budget_bytes
+        self.kv_bits = kv_bits
+        self.session_options = dict(session_options or {})
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._ids = itertools.count(1)
+        self._id_lock = threading.Lock()
+        self._last_submitted = 0
+        self._cancel_upto = 0
+        self._done: set[int] = set()
+        self._done_cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        # Engine-thread state:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.info: Any = None
+        self.sessions: dict[str, Any] = {}
+        self._last_used: dict[str, float] = {}
+        self._busy_conv: str | None = None
+
+    # ------------------------------------------------------------------ thread control (any thread)
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="olmo3-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Cancel what runs, spill every cache to disk, stop the thread. True if it stopped in time."""
+        if self._thread is None:
+            return True
+        self.cancel()
+        self._submit("shutdown", "", lambda job: self._spill_all())
+        self._queue.put(None)
+        self._thread.join(timeout)
+        stopped = not self._thread.is_alive()
+        if stopped:
+            self._thread = None
+        return stopped
+
+    def cancel(self) -> None:
+        """Stop the running generation (within one decode step or prefill chunk) and any queued ones."""
+        self._cancel_upto = self._last_submitted
+
+    def wait(self, job_id: int, timeout: float | None = None) -> bool:
+        """Block until job ``job_id`` has finished (for the CLI and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done_cv:
+            while job_id not in self._done:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._done_cv.wait(left)
+        return True
+
+    # ------------------------------------------------------------------ jobs (any thread)
+    def load_model(self, path: str | Path) -> int:
+        return self._submit("load_model", "", lambda job: self._load_model(job, Path(path)))
+
+    def unload_model(self) -> int:
+        return self._submit("unload_model", "", self._unload_model)
+
+    def open_conversation(self, conv_id: str, *, system_prompt: str | None = None,
+                          state: dict[str, Any] | None = None, sampling: dict[str, Any] | None = None) -> int:
+        self._check_conv_id(conv_id)
+        return self._submit("open", conv_id, lambda job: self._open(job, system_prompt, state, sampling))
+
+    def send(self, conv_id: str, text: str, *, sampling: dict[str, Any] | None = None,
+             overflow: str = "error") -> int:
+        self._check_conv_id(conv_id)
+        return self._submit("send", conv_id, lambda job: self._generate(
+            job, lambda s, stop: s.send(text, sampling=sampling, overflow=overflow, should_stop=stop)))
+
+    def regenerate(self, conv_id: str, *, sampling: dict[str, Any] | None = None, overflow: str = "error") -> int:
+        self._check_conv_id(conv_id)
+        return self._submit("regenerate", conv_id, lambda job: self._generate(
+            job, lambda s, stop: s.regenerate(sampling=sampling, overflow=overflow, should_stop=stop)))
+
+    def edit(self, conv_id: str, user_turn_index: int, text: str, *, sampling: dict[str, Any] | None = None,
+             overflow: str = "error") -> int:
+        self._check_conv_id(conv_id)
+        return self._submit("edit", conv_id, lambda job: self._generate(
+            job, lambda s, stop: s.edit(user_turn_index, text, sampling=sampling, overflow=overflow,
+                                        should_stop=stop)))
+
+    def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: str = "reply") -> int:
+        self._check_conv_id(conv_id)
+        return self._submit("switch_branch", conv_id,
+                            lambda job: self._switch(job, user_turn_index, branch_index, which))
+
+    def set_system_prompt(self, conv_id: str, system_prompt: str | None) -> int:
+        self._check_conv_id(conv_id)
+
+        def run(job: _Job) -> None:
+            self._session(job).system_prompt = system_prompt or None
+
+        return self._submit("set_system_prompt", conv_id, run)
+
+    def close_conversation(self, conv_id: str, *, delete_cache: bool = False) -> int:
+        self._check_conv_id(conv_id)
+        return self._submit("close", conv_id, lambda job: self._close(job, delete_cache))
+
+    def set_memory_budget(self, nbytes: int | None) -> int:
+        def run(job: _Job) -> None:
+            self._budget = nbytes
+            self._enforce_budget(keep=None)
+
+        return self._submit("set_memory_budget", "", run)
+
+    def spill_all(self) -> int:
+        return self._submit("spill_all", "", lambda job: self._spill_all())
+
+    def call(self, fn: Callable[["Engine"], Any]) -> int:
+        """Run ``fn(engine)`` on the engine thread (for tools and tests that need MLX state)."""
+        return self._submit("call", "", lambda job: fn(self))
+
+    def cache_path(self, conv_id: str) -> Path:
+        self._check_conv_id(conv_id)
+        return self.cache_dir / f"{conv_id}.safetensors"
+
+    def delete_cache_file(self, conv_id: str) -> int:
+        """Delete a conversation's spilled cache; returns the bytes freed (safe from any thread)."""
+        p = self.cache_path(conv_id)
+        try:
+            n = p.stat().st_size
+            p.unlink()
+            return n
+        except FileNotFoundError:
+            return 0
+
+    @property
+    def memory_budget(self) -> int:
+        if self._budget is not None:
+            return self._budget
+        return default_memory_budget(self.info.weight_bytes if self.info else 0)
+
+    # ------------------------------------------------------------------ internals (engine thread)
+    @staticmethod
+    def _check_conv_id(conv_id: str) -> None:
+        if not isinstance(conv_id, str) or not _CONV_ID.match(conv_id):
+            raise ValueError(f"bad conversation id {conv_id!r}: use letters, digits, '-' or '_'")
+
+    def _submit(self, kind: str, conv_id: str, fn: Callable[[_Job], None]) -> int:
+        with self._id_lock:
+            job_id = next(self._ids)
+            self._last_submitted = job_id
+            self._queue.put(_Job(job_id, kind, conv_id, fn))
+        return job_id
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self.on_event(event)
+        except Exception:  # a broken listener must not kill the engine
+            log.exception("event listener failed on %r", type(event).__name__)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._emit(JobStarted(job_id=job.id, conv_id=job.conv_id, kind=job.kind))
+            try:
+                job.fn(job)
+            except Exception as e:  # every failure becomes an event; the thread lives on
+                log.exception("job %s (%s) failed", job.id, job.kind)
+                self._emit(JobFailed(job_id=job.id, conv_id=job.conv_id, message=str(e) or type(e).__name__,
+                                     error=type(e).__name__))
+            finally:
+                with self._done_cv:
+                    self._done.add(job.id)
+                    self._done_cv.notify_all()
+
+    def _load_model(self, job: _Job, path: Path) -> None:
+        from .loader import load
+
+        t0 = time.perf_counter()
+        self._spill_all()
+        model, tokenizer = load(path)
+        states = {cid: s.to_state() for cid, s in self.sessions.items()}
+        options = {cid: (s.sampling, s.system_prompt) for cid, s in self.sessions.items()}
+        self.model, self.tokenizer, self.info = model, tokenizer, model.info
+        # Conversations survive a model switch; their transcripts and caches belong to the old model and
+        # are re-prefilled (the fingerprint check in load_state and in the cache file decides).
+        self.sessions = {}
+        for cid, state in states.items():
+            s = self._new_session(options[cid][1], None)
+            s.sampling = options[cid][0]
+            s.load_state(state)
+            self.sessions[cid] = s
+        self._emit(ModelLoaded(job_id=job.id, info=self.info, load_s=time.perf_counter() - t0))
+
+    def _unload_model(self, job: _Job) -> None:
+        self._spill_all()
+        self.model = self.tokenizer = self.info = None
+        import mlx.core as mx
+
+        mx.clear_cache()
+        self._emit(ModelUnloaded(job_id=job.id))
+
+    def _new_session(self, system_prompt: str | None, sampling: dict[str, Any] | None):
+        from .session import ChatSession
+
+        opts = dict(self.session_options)
+        opts.update(sampling or {})
+        return ChatSession(self.model, self.tokenizer, system_prompt, kv_bits=self.kv_bits, **opts)
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise RuntimeError("no model is loaded: choose a model first")
+
+    def _session(self, job: _Job):
+        s = self.sessions.get(job.conv_id)
+        if s is None:
+            raise KeyError(f"conversation {job.conv_id} is not open")
+        return s
+
+    def _open(self, job: _Job, system_prompt: str | None, state: dict[str, Any] | None,
+              sampling: dict[str, Any] | None) -> None:
+        self._require_model()
+        s = self.sessions.get(job.conv_id)
+        if s is None or state is not None:
+            s = self._new_session(system_prompt, sampling)
+            if state:
+                s.load_state(state)
+                if system_prompt is not None:
+                    s.system_prompt = system_prompt or None
+            self.sessions[job.conv_id] = s
+        elif sampling:
+            s.sampling = s.sampling.merged(sampling)
+        self._last_used[job.conv_id] = time.monotonic()
+        cache_state = "warm" if s.cache is not None else ("disk" if self.cache_path(job.conv_id).exists() else "cold")
+        self._emit(ConversationOpened(job_id=job.id, conv_id=job.conv_id, messages=s.messages,
+                                      context_used=len(s.tokens), context_limit=s.context_limit,
+                                      cache_state=cache_state))
+
+    def _generate(self, job: _Job, start: Callable[[Any, Callable[[], bool]], Any]) -> None:
+        from .session import ContextOverflowError
+
+        self._require_model()
+        s = self._session(job)
+        self._busy_conv = job.conv_id
+        self._last_used[job.conv_id] = time.monotonic()
+        try:
+            if s.cache is None:
+                self._restore_from_disk(job.conv_id, s)
+            # Make room for this turn before it grows the cache.
+            self._enforce_budget(keep=job.conv_id)
+            s.kv_budget_bytes = max(0, self.memory_budget)
+            stop = lambda: job.id <= self._cancel_upto  # noqa: E731 - read on the engine thread only
+            try:
+                events = start(s, stop)
+            except ContextOverflowError as e:
+                self._emit(ContextOverflow(job_id=job.id, conv_id=job.conv_id, used=e.used, new_tokens=e.new_tokens,
+                                           max_tokens=e.max_tokens, limit=e.limit,
+                                           droppable_turns=e.droppable_turns, reason=e.reason))
+                return
+            for event in events:
+                if isinstance(event, TurnFinished) and not event.reply and event.stats.finish_reason == "cancelled":
+                    self._emit(dataclasses.replace(event, job_id=job.id, conv_id=job.conv_id))
+                    self._emit(JobCancelled(job_id=job.id, conv_id=job.conv_id))
+                    continue
+                self._emit(dataclasses.replace(event, job_id=job.id, conv_id=job.conv_id))
+        finally:
+            self._busy_conv = None
+            self._last_used[job.conv_id] = time.monotonic()
+        self._enforce_budget(keep=job.conv_id)
+        self._emit(CacheState(job_id=job.id, conv_id=job.conv_id, state="warm" if s.cache is not None else "cold",
+                              nbytes=s.kv_bytes()))
+
+    def _switch(self, job: _Job, user_turn_index: int, branch_index: int, which: str) -> None:
+        s = self._session(job)
+        s.switch_branch(user_turn_index, branch_index, which)
+        self._emit(BranchSwitched(job_id=job.id, conv_id=job.conv_id, messages=s.messages, state=s.to_state()))
+
+    def _close(self, job: _Job, delete_cache: bool) -> None:
+        s = self.sessions.pop(job.conv_id, None)
+        self._last_used.pop(job.conv_id, None)
+        if delete_cache:
+            self.delete_cache_file(job.conv_id)
+        elif s is not None and s.cache is not None:
+            self._spill(job.conv_id, s)
+        self._emit(ConversationClosed(job_id=job.id, conv_id=job.conv_id))
+
+    # ------------------------------------------------------------------ memory pool and disk
+    def _pool_bytes(self) -> int:
+        return sum(s.kv_bytes(include_snapshots=True) for s in self.sessions.values())
+
+    def _enforce_budget(self, keep: str | None) -> None:
+        """Drop snapshots, then spill live caches, least recently used first, until under budget."""
+        budget = self.memory_budget
+        if self._pool_bytes() <= budget:
+            return
+        order = sorted(self.sessions, key=lambda c: self._last_used.get(c, 0.0))
+        for cid in order:
+            if cid != keep and self.sessions[cid].snapshots:
+                self.sessions[cid].drop_snapshots()
+                if self._pool_bytes() <= budget:
+                    return
+        for cid in order:
+            s = self.sessions[cid]
+            if cid != keep and s.cache is not None:
+                self._spill(cid, s)
+                if self._pool_bytes() <= budget:
+                    return
+
+    def _spill(self, conv_id: str, s: Any) -> None:
+        from mlx_lm.models.cache import save_prompt_cache
+
+        if s.cache is None:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cache_path(conv_id)
+        tmp = path.with_suffix(".tmp.safetensors")
+        meta = {"format": CACHE_FORMAT, "model_fingerprint": s.info.fingerprint, "tokens_hash": s.tokens_hash(),
+                "n_tokens": str(len(s.tokens))}
+        save_prompt_cache(str(tmp), s.cache, meta)
+        os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half file under the real name
+        s.drop_cache()
+        self._emit(CacheState(conv_id=conv_id, state="disk", nbytes=path.stat().st_size))
+
+    def _spill_all(self) -> None:
+        for cid, s in list(self.sessions.items()):
+            if s.cache is not None:
+                try:
+                    self._spill(cid, s)
+                except Exception:
+                    log.exception("could not spill the cache of %s", cid)
+
+    def _restore_from_disk(self, conv_id: str, s: Any) -> None:
+        from mlx_lm.models.cache import load_prompt_cache
+
+        path = self.cache_path(conv_id)
+        if not path.exists() or not s.tokens:
+            return
+        try:
+            cache, meta = load_prompt_cache(str(path), return_metadata=True)
+            problems = []
+            if meta.get("format") != CACHE_FORMAT:
+                problems.append(f"format {meta.get('format')!r}")
+            if meta.get("model_fingerprint") != s.info.fingerprint:
+                problems.append("made with other model weights")
+            if meta.get("tokens_hash") != s.tokens_hash():
+                problems.append("transcript differs")
+            if len(cache) != len(s.info.layer_types):
+                problems.append(f"{len(cache)} layers, model has {len(s.info.layer_types)}")
+            elif {c.offset for c in cache} != {len(s.tokens)}:
+                problems.append("offsets do not match the transcript")
+        except Exception as e:  # corrupt file: safetensors/MLX raise various errors
+            problems = [f"unreadable ({e})"]
+        if problems:
+            log.warning("discarding cache file %s: %s; the turn re-prefills", path, "; ".join(problems))
+            path.unlink(missing_ok=True)
+            return
+        s.cache = cache
+        s.restored_from_disk = True
+        path.unlink(missing_ok=True)  # the live cache is the truth now; it is written again on spill
