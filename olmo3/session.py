@@ -551,7 +551,7 @@ class ChatSession:
         except Cancelled:
             self.tokens, self.cache = target[: cached_len + fed], cache
             self._discard_turn(user, new_user, previous_active)
-            yield self._finished(user, None, t0, t0, 0, 0.0, "cancelled", len(feed), cached_len, how, seed,
+            yield self._finished(user, None, t0, time.perf_counter() - t0, 0, 0.0, "cancelled", len(feed), cached_len, how, seed,
                                  dropped)
             return
         t_prefill = time.perf_counter() - t0
@@ -623,13 +623,13 @@ class ChatSession:
                         kvcache.offset(self.cache), len(self.tokens))
             self.cache = None
 
-    def _finished(self, user: Node, reply: Node | None, t0: float, t_prefill: float, ttft: float, tps: float,
+    def _finished(self, user: Node, reply: Node | None, t0: float, prefill_s: float, ttft: float, tps: float,
                   finish: str, fed: int, cached: int, how: str, seed: int, dropped: int,
                   generated: int = 0) -> TurnFinished:
         now = time.perf_counter()
         stats = TurnStats(
             prompt_tokens=fed, cached_tokens=cached, generated_tokens=generated, ttft_s=ttft, tokens_per_s=tps,
-            prefill_s=max(0.0, t_prefill - t0) if reply is not None else now - t0, total_s=now - t0,
+            prefill_s=prefill_s, total_s=now - t0,
             finish_reason=finish, peak_memory_bytes=int(mx.get_peak_memory()), reconcile=how,
             context_used=len(self.tokens), context_limit=self.context_limit, seed=seed, dropped_turns=dropped,
         )

@@ -1,0 +1,248 @@
+"""``olmo3 bench decode|chat``: speed and memory targets measured as ratios inside one run.
+
+Every number compares two things measured in the same process, interleaved, so machine noise and thermal
+state cancel out. Results print as a table and as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from .events import TurnFinished
+
+# A model small enough for a laptop CPU yet large enough that compute, not Python, dominates.
+BENCH_SIZE = dict(hidden_size=384, num_hidden_layers=8, num_attention_heads=6, num_key_value_heads=2,
+                  intermediate_size=1024, sliding_window=128, max_position_embeddings=8192)
+
+
+def _default_model(tmp: Path) -> Path:
+    from .tiny import make_tiny_model
+
+    return make_tiny_model(tmp / "bench-model", weight_std=0.05, **BENCH_SIZE)
+
+
+def _ban(ids: list[int]):
+    """Logits processor that forbids the stop tokens, so every run decodes the same number of tokens."""
+    banned = mx.array(ids)
+
+    def proc(tokens, logits):
+        return mx.put_along_axis(logits, banned[None], mx.array(-1e9, logits.dtype), axis=-1)
+
+    return proc
+
+
+def _mlx_lm_folder(folder: Path, tmp: Path) -> Path:
+    """mlx-lm 0.32 reads only the legacy RoPE config form: give it a translated copy (weights linked)."""
+    config = json.loads((folder / "config.json").read_text())
+    if "rope_parameters" not in config:
+        return folder
+    out = tmp / "mlx-lm-view"
+    out.mkdir(exist_ok=True)
+    for f in folder.iterdir():
+        if f.name != "config.json" and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    rp = config.pop("rope_parameters")
+    full = dict(rp.get("full_attention") or rp)
+    config["rope_theta"] = full.pop("rope_theta", 500000.0)
+    config["rope_scaling"] = full if full.get("rope_type", "default") != "default" else None
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def _tps(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def _decode_ours(model, tok, prompt: str, tokens: int) -> float:
+    from .session import ChatSession
+
+    s = ChatSession(model, tok, temperature=0.0, max_tokens=tokens)
+    fin = [e for e in s.send(prompt, logits_processors=[_ban(list(tok.eos_token_ids))]) if isinstance(e, TurnFinished)]
+    assert fin[0].stats.generated_tokens == tokens
+    return fin[0].stats.tokens_per_s
+
+
+def _decode_mlx_lm(model, tok, prompt_ids: list[int], tokens: int) -> float:
+    from mlx_lm.generate import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    times = []
+    for _ in stream_generate(model, tok, mx.array(prompt_ids), max_tokens=tokens, sampler=make_sampler(0.0),
+                             logits_processors=[_ban(list(tok.eos_token_ids))]):
+        times.append(time.perf_counter())
+    return _tps(times)
+
+
+def bench_decode(model_path: str | None = None, *, tokens: int = 128, rounds: int = 5) -> dict[str, Any]:
+    """Decode tok/s of ``olmo3`` (ChatSession) and of ``mlx_lm.stream_generate`` on the same weights."""
+    import mlx_lm
+
+    from .loader import load
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        folder = Path(model_path) if model_path else _default_model(tmp)
+        ours, tok = load(folder)
+        theirs, their_tok = mlx_lm.load(str(_mlx_lm_folder(folder, tmp)))
+        prompt = "Tell me a long story about a fox who learns to cache keys and values."
+        prompt_ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        a, b = [], []
+        _decode_ours(ours, tok, prompt, 8)  # warm-up both
+        _decode_mlx_lm(theirs, their_tok, prompt_ids, 8)
+        for r in range(rounds):  # alternate who goes first, so drift favours neither
+            if r % 2:
+                b.append(_decode_mlx_lm(theirs, their_tok, prompt_ids, tokens))
+                a.append(_decode_ours(ours, tok, prompt, tokens))
+            else:
+                a.append(_decode_ours(ours, tok, prompt, tokens))
+                b.append(_decode_mlx_lm(theirs, their_tok, prompt_ids, tokens))
+        info = ours.info
+    ma, mb = statistics.median(a), statistics.median(b)
+    return {
+        "benchmark": "decode",
+        "model": str(model_path or "generated"),
+        "params": info.param_count,
+        "device": str(mx.default_device()),
+        "tokens_per_run": tokens,
+        "rounds": rounds,
+        "olmo3_tok_s": round(ma, 2),
+        "mlx_lm_tok_s": round(mb, 2),
+        "olmo3_runs": [round(x, 2) for x in a],
+        "mlx_lm_runs": [round(x, 2) for x in b],
+        "ratios": {"decode_vs_mlx_lm": {"value": round(ma / mb, 3), "target": ">= 1.00"}},
+    }
+
+
+def _grow(session, window: int, times: float, filler: str) -> None:
+    while len(session.tokens) < times * window:
+        for _ in session.send(filler):
+            pass
+
+
+def _ttft(events) -> TurnFinished:
+    fin = [e for e in events if isinstance(e, TurnFinished)]
+    return fin[0]
+
+
+def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, Any]:
+    """Follow-up, regenerate/edit and restore-from-disk TTFT ratios; KV bytes against the hybrid bound."""
+    from mlx_lm.models.cache import load_prompt_cache, save_prompt_cache
+
+    from .loader import load
+    from .session import ChatSession
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        folder = Path(model_path) if model_path else _default_model(tmp)
+        model, tok = load(folder)
+        info = model.info
+        W = info.sliding_window
+        opts = dict(temperature=0.0, max_tokens=16)
+        ban = [_ban(list(tok.eos_token_ids))]
+        filler = "Please explain, in detail, how a sliding window cache keeps memory bounded. " * 2
+        question = "What is the next step?"
+
+        def follow_up_ttft(history: float) -> float:
+            vals = []
+            for _ in range(rounds):
+                s = ChatSession(model, tok, **opts)
+                if history:
+                    _grow(s, W, history, filler)
+                vals.append(_ttft(s.send(question, logits_processors=ban)).stats.ttft_s)
+            return statistics.median(vals)
+
+        follow = {h: follow_up_ttft(h) for h in (0, 1, 2, 4)}
+
+        # Regenerate and edit after the ring buffers wrapped, against a fresh turn at the same history.
+        s = ChatSession(model, tok, **opts)
+        _grow(s, W, 4, filler)
+        fresh, regen, edit = [], [], []
+        for _ in range(rounds):
+            fin = _ttft(s.send(question, logits_processors=ban))
+            fresh.append(fin.stats.ttft_s)
+            r = _ttft(s.regenerate(logits_processors=ban))
+            regen.append(r.stats.ttft_s)
+            n_users = sum(1 for m in s.messages if m["role"] == "user")
+            e = _ttft(s.edit(n_users - 1, "And what comes after that?", logits_processors=ban))
+            edit.append(e.stats.ttft_s)
+        assert r.stats.reconcile == "snapshot" and e.stats.reconcile == "snapshot"
+
+        # KV bytes of the conversation vs the hybrid bound.
+        kv_ratio = s.kv_bytes() / info.kv_bytes(len(s.tokens))
+        history_tokens = len(s.tokens)
+
+        # Follow-up after restoring the cache from disk vs a full re-prefill of the same history.
+        path = tmp / "conv.safetensors"
+        restored, reprefill = [], []
+        for _ in range(rounds):
+            save_prompt_cache(str(path), s.cache, {"n": str(len(s.tokens))})
+            state = s.to_state()
+            t0 = time.perf_counter()
+            a = ChatSession(model, tok, **opts)
+            a.load_state(state)
+            a.cache = load_prompt_cache(str(path))
+            a.restored_from_disk = True
+            fa = _ttft(a.send(question, logits_processors=ban))
+            restored.append(fa.stats.ttft_s + (time.perf_counter() - t0 - fa.stats.total_s))
+            b = ChatSession(model, tok, **opts)
+            b.load_state(state)
+            fb = _ttft(b.send(question, logits_processors=ban))
+            reprefill.append(fb.stats.ttft_s)
+            assert fa.stats.reconcile == "restored" and fb.stats.reconcile == "reprefill"
+            assert fa.reply["tokens"] == fb.reply["tokens"]
+
+        decode = bench_decode(str(folder), tokens=64, rounds=rounds)
+
+    med = statistics.median
+    r0 = follow[0]
+    ratios = {
+        "follow_up_ttft_1x_window": {"value": round(follow[1] / r0, 3), "target": "<= 1.3"},
+        "follow_up_ttft_2x_window": {"value": round(follow[2] / r0, 3), "target": "<= 1.3"},
+        "follow_up_ttft_4x_window": {"value": round(follow[4] / r0, 3), "target": "<= 1.3"},
+        "regenerate_after_wrap_vs_fresh_turn": {"value": round(med(regen) / med(fresh), 3), "target": "<= 1.3"},
+        "edit_after_wrap_vs_fresh_turn": {"value": round(med(edit) / med(fresh), 3), "target": "<= 1.3"},
+        "restore_from_disk_vs_reprefill": {"value": round(med(restored) / med(reprefill), 3), "target": "<= 0.25"},
+        "kv_bytes_vs_hybrid_bound": {"value": round(kv_ratio, 3), "target": "<= 1.05"},
+        "decode_vs_mlx_lm": decode["ratios"]["decode_vs_mlx_lm"],
+    }
+    return {
+        "benchmark": "chat",
+        "model": str(model_path or "generated"),
+        "device": str(mx.default_device()),
+        "sliding_window": W,
+        "history_tokens_at_4x": history_tokens,
+        "ttft_s": {
+            "history_0": round(r0, 4), "history_1x": round(follow[1], 4), "history_2x": round(follow[2], 4),
+            "history_4x": round(follow[4], 4), "fresh_turn_4x": round(med(fresh), 4),
+            "regenerate_4x": round(med(regen), 4), "edit_4x": round(med(edit), 4),
+            "restore_from_disk": round(med(restored), 4), "full_reprefill": round(med(reprefill), 4),
+        },
+        "decode_tok_s": {"olmo3": decode["olmo3_tok_s"], "mlx_lm": decode["mlx_lm_tok_s"]},
+        "ratios": ratios,
+    }
+
+
+def _passes(value: float, target: str) -> bool:
+    op, num = target.split()
+    return value <= float(num) if op == "<=" else value >= float(num)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"olmo3 bench {result['benchmark']} · model {result['model']} · device {result['device']}"]
+    for key in ("ttft_s", "decode_tok_s"):
+        if key in result:
+            lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in result[key].items()))
+    if "olmo3_tok_s" in result:
+        lines.append(f"  decode tok/s: olmo3 {result['olmo3_tok_s']} · mlx_lm {result['mlx_lm_tok_s']}")
+    lines.append(f"  {'ratio':<40} {'value':>8}  {'target':<8}  ok")
+    for name, r in result["ratios"].items():
+        ok = "yes" if _passes(r["value"], r["target"]) else "NO"
+        lines.append(f"  {name:<40} {r['value']:>8}  {r['target']:<8}  {ok}")
+    return "\n".join(lines)

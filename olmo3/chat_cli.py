@@ -1,0 +1,175 @@
+"""``olmo3 chat``: a terminal chat on the same Engine the app uses, interactive or scripted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine
+from .events import (
+    ContextOverflow,
+    Event,
+    JobFailed,
+    ModelLoaded,
+    TextDelta,
+    TurnFinished,
+)
+
+HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
+          /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
+
+
+class _Printer:
+    """Engine callback: streams text to the terminal (interactive) and keeps each job's events."""
+
+    def __init__(self, stream: bool):
+        self.stream = stream
+        self.events: dict[int, list[Event]] = {}
+        self.lock = threading.Lock()
+        self._channel = None
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            self.events.setdefault(event.job_id, []).append(event)
+        if not self.stream:
+            return
+        if isinstance(event, TextDelta):
+            if event.channel != self._channel:
+                sys.stdout.write("\n[thinking] " if event.channel == "reasoning" else
+                                 ("\n[answer] " if self._channel == "reasoning" else ""))
+                self._channel = event.channel
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, TurnFinished):
+            self._channel = None
+            s = event.stats
+            sys.stdout.write(f"\n  ({s.ttft_s:.2f} s to first token · {s.tokens_per_s:.1f} tok/s · "
+                             f"{s.cached_tokens} tokens reused · {s.reconcile})\n")
+        elif isinstance(event, ContextOverflow):
+            sys.stdout.write(f"\n! does not fit: {event.used}+{event.max_tokens} tokens > {event.limit}; "
+                             f"{event.droppable_turns} older turn(s) could be dropped\n")
+        elif isinstance(event, JobFailed):
+            sys.stdout.write(f"\n! {event.message}\n")
+
+    def of(self, job_id: int) -> list[Event]:
+        with self.lock:
+            return list(self.events.get(job_id, []))
+
+
+def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
+    fin = next((e for e in events if isinstance(e, TurnFinished)), None)
+    fail = next((e for e in events if isinstance(e, (JobFailed, ContextOverflow))), None)
+    if fin is None:
+        return {"action": action, "error": getattr(fail, "message", None) or type(fail).__name__ if fail else "no result"}
+    return {
+        "action": action,
+        "text": fin.reply.get("content", ""),
+        "reasoning": fin.reply.get("reasoning"),
+        "stats": fin.stats.to_dict(),
+        "tokens": fin.state["tokens"],
+        "reply_tokens": fin.reply.get("tokens", []),
+    }
+
+
+def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
+    scripted = args.script is not None
+    printer = _Printer(stream=not args.json)
+    engine = Engine(printer, cache_dir=args.cache_dir)
+    engine.start()
+    conv = uuid.uuid4().hex
+    try:
+        job = engine.load_model(args.model)
+        engine.wait(job)
+        fails = [e for e in printer.of(job) if isinstance(e, JobFailed)]
+        if fails:
+            print(f"olmo3: {fails[0].message}", file=sys.stderr)
+            return 2
+        info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
+        engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
+        if scripted:
+            return _run_script(engine, printer, conv, Path(args.script), args.json)
+        print(f"Olmo chat · {info.name} · {HELP}")
+        last: TurnFinished | None = None
+        while True:
+            try:
+                line = input("\n> ").strip()
+            except EOFError:
+                break
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            if line == "/help":
+                print(HELP)
+                continue
+            if line == "/stats":
+                print(json.dumps(last.stats.to_dict(), indent=2) if last else "no turn yet")
+                continue
+            if line.startswith("/save"):
+                parts = line.split(maxsplit=1)
+                if len(parts) < 2 or last is None:
+                    print("usage: /save FILE (after a turn)")
+                    continue
+                Path(parts[1]).write_text(json.dumps({"messages": last.messages, "state": last.state}, indent=2))
+                print(f"saved {parts[1]}")
+                continue
+            if line == "/regen":
+                job = engine.regenerate(conv)
+            elif line.startswith("/edit"):
+                parts = line.split(maxsplit=1)
+                if len(parts) < 2 or not parts[1].isdigit():
+                    print("usage: /edit N")
+                    continue
+                text = input(f"new text for user turn {parts[1]}: ").strip()
+                if not text:
+                    continue
+                job = engine.edit(conv, int(parts[1]), text)
+            else:
+                job = engine.send(conv, line)
+            try:
+                engine.wait(job)
+            except KeyboardInterrupt:
+                engine.cancel()
+                engine.wait(job)
+            last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
+        return 0
+    finally:
+        engine.shutdown()
+
+
+def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_json: bool) -> int:
+    try:
+        actions = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"olmo3: {path}: cannot read the script ({e})", file=sys.stderr)
+        return 2
+    if not isinstance(actions, list):
+        print(f"olmo3: {path}: expected a JSON list of actions", file=sys.stderr)
+        return 2
+    status = 0
+    for i, action in enumerate(actions):
+        if not isinstance(action, dict):
+            print(f"olmo3: {path}: action {i} is not an object", file=sys.stderr)
+            return 2
+        sampling = action.get("sampling")
+        if "send" in action:
+            job = engine.send(conv, str(action["send"]), sampling=sampling)
+        elif action.get("regenerate"):
+            job = engine.regenerate(conv, sampling=sampling)
+        elif "edit" in action:
+            job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling)
+        else:
+            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate' or 'edit'", file=sys.stderr)
+            return 2
+        engine.wait(job)
+        result = _turn_json(action, printer.of(job))
+        if "error" in result:
+            status = 1
+        if as_json:
+            print(json.dumps(result), flush=True)
+    return status
