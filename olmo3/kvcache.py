@@ -107,6 +107,24 @@ def nbytes(cache: Cache | None) -> int:
     return sum(c.nbytes for c in cache)
 
 
-def quantize_full_layers(cache: Cache, bits: int = 8, group_size: int = 64) -> Cache:
-    """8-bit KV for the full-attention layers (the rotating ones cannot be quantized in mlx-lm)."""
-    return [c.to_quantized(group_size=group_size, bits=bits) if type(c) is KVCache else c for c in cache]
+def kv_group_size(head_dim: int) -> int | None:
+    """The quantization group for keys/values of ``head_dim`` (MLX supports 32, 64, 128), or None."""
+    for g in (64, 32):
+        if head_dim % g == 0:
+            return g
+    return None
+
+
+def quantize_full_layers(cache: Cache, bits: int = 8) -> Cache:
+    """8-bit KV for the full-attention layers (the rotating ones cannot be quantized in mlx-lm).
+
+    Halves the bytes of the layers that grow with the conversation. Olmo-3's head_dim 128 quantizes in groups
+    of 64; a head_dim no group divides is left unquantized."""
+    out = []
+    for c in cache:
+        if type(c) is KVCache and c.keys is not None:
+            group = kv_group_size(c.keys.shape[-1])
+            if group is not None:
+                c = c.to_quantized(group_size=group, bits=bits)
+        out.append(c)
+    return out

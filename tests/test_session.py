@@ -342,3 +342,25 @@ def test_kv_bytes_stay_at_the_hybrid_bound(tiny):
     info = s.info
     bound = info.kv_bytes(len(s.tokens))
     assert bound <= s.kv_bytes() <= 1.05 * bound
+
+
+def test_8bit_kv_for_full_layers_stays_close_and_keeps_working(tmp_path):
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    import olmo3
+    from olmo3.tiny import make_tiny_model
+
+    # head_dim 32 (MLX quantizes in groups of 32 or more; real Olmo-3 has 128).
+    model, tok = olmo3.load(make_tiny_model(tmp_path / "m", num_attention_heads=2, num_key_value_heads=1,
+                                            sliding_window=16))
+    s = ChatSession(model, tok, temperature=0.0, max_tokens=10, kv_bits=8)
+    for text in PROMPTS:
+        run(s.send(text))
+    assert any(isinstance(c, QuantizedKVCache) for c in s.cache)
+    assert all(not isinstance(c, QuantizedKVCache) for c in s.cache if c is not s.cache[-1])
+    fin, _ = run(s.regenerate())
+    assert fin.stats.reconcile == "snapshot"
+    extra = tok.encode("<|im_start|>user\nhi", add_special_tokens=False)
+    quant = model(mx.array(extra)[None], cache=kvcache.restore(s.cache))[0, -1]
+    exact = model(mx.array(s.tokens + extra)[None])[0, -1]
+    assert mx.abs(quant - exact).max().item() < 0.05
