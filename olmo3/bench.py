@@ -120,9 +120,12 @@ def bench_decode(model_path: str | None = None, *, tokens: int = 128, rounds: in
     }
 
 
-def _grow(session, window: int, times: float, filler: str) -> None:
+def _grow(session, window: int, times: float, filler: str, processors: list) -> None:
+    """Send long user turns (about a quarter window each) until the history reaches ``times * window``."""
+    per = max(1, len(session.tokenizer.encode(filler, add_special_tokens=False)))
+    text = filler * max(1, window // (4 * per))
     while len(session.tokens) < times * window:
-        for _ in session.send(filler):
+        for _ in session.send(text, logits_processors=processors):
             pass
 
 
@@ -146,23 +149,23 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
         W = info.sliding_window
         opts = dict(temperature=0.0, max_tokens=16)
         ban = [_ban(list(tok.eos_token_ids))]
-        filler = "Please explain, in detail, how a sliding window cache keeps memory bounded. " * 2
+        filler = "Please explain, in detail, how a sliding window cache keeps memory bounded. "
         question = "What is the next step?"
 
-        def follow_up_ttft(history: float) -> float:
-            vals = []
-            for _ in range(rounds):
-                s = ChatSession(model, tok, **opts)
-                if history:
-                    _grow(s, W, history, filler)
-                vals.append(_ttft(s.send(question, logits_processors=ban)).stats.ttft_s)
-            return statistics.median(vals)
-
-        follow = {h: follow_up_ttft(h) for h in (0, 1, 2, 4)}
+        # Follow-up TTFT as one conversation grows past 1x, 2x and 4x the window (history 0 = a new chat).
+        follow: dict[int, float] = {}
+        follow[0] = statistics.median(
+            _ttft(ChatSession(model, tok, **opts).send(question, logits_processors=ban)).stats.ttft_s
+            for _ in range(rounds)
+        )
+        s = ChatSession(model, tok, **opts)
+        for h in (1, 2, 4):
+            _grow(s, W, h, filler, ban)
+            follow[h] = statistics.median(
+                _ttft(s.send(question, logits_processors=ban)).stats.ttft_s for _ in range(rounds)
+            )
 
         # Regenerate and edit after the ring buffers wrapped, against a fresh turn at the same history.
-        s = ChatSession(model, tok, **opts)
-        _grow(s, W, 4, filler)
         fresh, regen, edit = [], [], []
         for _ in range(rounds):
             fin = _ttft(s.send(question, logits_processors=ban))

@@ -195,6 +195,9 @@ def make_tiny_model(
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    # A model can have more embedding rows than its tokenizer has entries (Olmo-3: 100,278); benchmarks
+    # of real shapes use that, with this small tokenizer.
+    embedding_rows = size.pop("embedding_rows", 0)
     vocab_size = make_tokenizer_files(
         dest, vocab_size=size.pop("vocab_size", 384), think=think, template=chat_template_text
     )
@@ -204,7 +207,7 @@ def make_tiny_model(
     eos = tok.token_to_id("<|endoftext|>")
     im_end = tok.token_to_id("<|im_end|>")
     pad = tok.token_to_id("<|pad|>")
-    config = tiny_config(vocab_size, config_format=config_format, eos_token_id=eos, pad_token_id=pad, **size)
+    config = tiny_config(max(vocab_size, embedding_rows), config_format=config_format, eos_token_id=eos, pad_token_id=pad, **size)
     (dest / "generation_config.json").write_text(
         json.dumps({"eos_token_id": [im_end, eos], "pad_token_id": pad, "do_sample": True, "temperature": 0.6,
                     "top_p": 0.95}, indent=2)
@@ -212,14 +215,15 @@ def make_tiny_model(
 
     model = Model(ModelArgs.from_config(config))
     mx.random.seed(seed)
+    dt = getattr(mx, dtype)
     # Random weights large enough that the logits are not flat (std 0.02 would give near-uniform output).
-    params = tree_map(lambda p: mx.random.normal(p.shape) * weight_std, model.parameters())
+    # MLX is lazy: the constructor's own initialisation is never materialised, only these arrays.
+    params = tree_map(lambda p: mx.random.normal(p.shape, dtype=dt) * weight_std, model.parameters())
     model.update(params)
     # RMSNorm weights near 1 keep activations sane through the post-norm stack.
-    norms = [(n, 1.0 + 0.1 * mx.random.normal(p.shape)) for n, p in tree_flatten(model.parameters()) if "norm" in n]
+    norms = [(n, (1.0 + 0.1 * mx.random.normal(p.shape)).astype(dt))
+             for n, p in tree_flatten(model.parameters()) if "norm" in n]
     model.load_weights(norms, strict=False)
-    if dtype != "float32":
-        model.set_dtype(getattr(mx, dtype))
 
     if quant_bits is not None:
         from mlx_lm.utils import quantize_model
