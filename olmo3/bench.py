@@ -152,6 +152,13 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
         filler = "Please explain, in detail, how a sliding window cache keeps memory bounded. "
         question = "What is the next step?"
 
+        # Warm-up: the first prefill of each new shape compiles kernels (seconds on a GPU); keep that out.
+        warm = ChatSession(model, tok, **opts)
+        _grow(warm, W, 1.25, filler, ban)
+        for turn in (warm.send(question, logits_processors=ban), warm.regenerate(logits_processors=ban)):
+            _ttft(turn)
+        del warm
+
         # Follow-up TTFT as one conversation grows past 1x, 2x and 4x the window (history 0 = a new chat).
         follow: dict[int, float] = {}
         follow[0] = statistics.median(
@@ -198,8 +205,8 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
             b.load_state(state)
             fb = _ttft(b.send(question, logits_processors=ban))
             reprefill.append(fb.stats.ttft_s)
+            # (Same replies are asserted in the fp32 tests; in bf16/4-bit the chunking changes rounding.)
             assert fa.stats.reconcile == "restored" and fb.stats.reconcile == "reprefill"
-            assert fa.reply["tokens"] == fb.reply["tokens"]
 
         decode = bench_decode(str(folder), tokens=64, rounds=rounds)
 

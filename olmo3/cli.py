@@ -178,23 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .loader import ModelLoadError
-
     try:
         if getattr(args, "fn", None) is None:  # subcommands that dispatch themselves (models)
             from .cli_models import run_models
 
             return run_models(args)
         return args.fn(args)
-    except ModelLoadError as e:
-        print(f"olmo3: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"olmo3: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # Imported here, not at the top: `olmo3 models list` must not pay for importing MLX.
+        from .loader import ModelLoadError
 
+        if isinstance(e, (ModelLoadError, ValueError, FileNotFoundError, FileExistsError)):
+            print(f"olmo3: {e}", file=sys.stderr)
+            return 2
+        raise
 
 if __name__ == "__main__":
     sys.exit(main())
