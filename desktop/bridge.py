@@ -1,0 +1,217 @@
+"""Qt side of the engine and of blocking chores: events become signals delivered on the GUI thread.
+
+Threads in the app:
+
+* the **GUI thread** (widgets, the conversation store);
+* the **engine thread**, started and owned by :class:`olmo3.engine.Engine`: the one thread that imports, loads and
+  runs MLX (MLX streams are thread-local). Its job methods are thread-safe and return at once;
+* the **chores thread**, a :class:`QThread` (:class:`ChoreRunner`) for slow file work that must not freeze the
+  window and must not queue behind a generation on the engine thread: copying an imported model, deleting
+  gigabytes, asking the Hub about a custom repo.
+* download threads started by :class:`olmo3.hub.ModelStore`.
+
+:class:`EngineBridge` owns the Engine. The engine calls ``_on_engine_event`` on the engine thread; it only emits
+``event`` (a Qt signal). Receivers are bound methods of GUI-thread QObjects, so Qt queues every delivery to the
+GUI thread (never connect a lambda: it would run on the emitting thread). The same pattern forwards download
+events (:class:`DownloadRelay`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+log = logging.getLogger(__name__)
+
+
+class EngineBridge(QObject):
+    """Owns the :class:`olmo3.engine.Engine`; re-emits its events as a Qt signal.
+
+    Signals:
+        event(object): an ``olmo3.events`` dataclass, delivered on the GUI thread.
+    """
+
+    event = Signal(object)
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path,
+        memory_budget_bytes: int | None = None,
+        session_options: dict[str, Any] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        from olmo3.engine import (
+            Engine,  # imports MLX lazily on the engine thread's first job
+        )
+
+        self._engine = Engine(
+            self._on_engine_event,
+            cache_dir=cache_dir,
+            memory_budget_bytes=memory_budget_bytes,
+            session_options=session_options,
+        )
+        self._started = False
+
+    @property
+    def engine(self) -> Any:
+        return self._engine
+
+    def start(self) -> None:
+        if not self._started:
+            self._engine.start()
+            self._started = True
+
+    @property
+    def running(self) -> bool:
+        return bool(self._engine.running)
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Cancel, spill every conversation cache to disk and join the engine thread. True if it stopped."""
+        if not self._started:
+            return True
+        stopped = bool(self._engine.shutdown(timeout=timeout))
+        if not stopped:
+            log.error("the engine thread did not stop within %.0f s", timeout)
+        self._started = not stopped
+        return stopped
+
+    # Runs on the engine thread: touch nothing but the signal.
+    def _on_engine_event(self, event: object) -> None:
+        self.event.emit(event)
+
+    # Job submission (thread-safe, returns a job id at once) --------------------------------------------------
+    def load_model(self, path: str | Path) -> int:
+        return int(self._engine.load_model(path))
+
+    def unload_model(self) -> int:
+        return int(self._engine.unload_model())
+
+    def open_conversation(
+        self, conv_id: str, *, system_prompt: str | None, state: dict[str, Any] | None, sampling: dict[str, Any] | None
+    ) -> int:
+        return int(self._engine.open_conversation(conv_id, system_prompt=system_prompt, state=state, sampling=sampling))
+
+    def send(self, conv_id: str, text: str, *, sampling: dict[str, Any] | None, overflow: str = "error") -> int:
+        return int(self._engine.send(conv_id, text, sampling=sampling, overflow=overflow))
+
+    def regenerate(self, conv_id: str, *, sampling: dict[str, Any] | None, overflow: str = "error") -> int:
+        return int(self._engine.regenerate(conv_id, sampling=sampling, overflow=overflow))
+
+    def edit(
+        self, conv_id: str, user_turn_index: int, text: str, *, sampling: dict[str, Any] | None, overflow: str = "error"
+    ) -> int:
+        return int(self._engine.edit(conv_id, user_turn_index, text, sampling=sampling, overflow=overflow))
+
+    def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: str) -> int:
+        return int(self._engine.switch_branch(conv_id, user_turn_index, branch_index, which))
+
+    def set_system_prompt(self, conv_id: str, system_prompt: str | None) -> int:
+        return int(self._engine.set_system_prompt(conv_id, system_prompt))
+
+    def close_conversation(self, conv_id: str, *, delete_cache: bool = False) -> int:
+        return int(self._engine.close_conversation(conv_id, delete_cache=delete_cache))
+
+    def set_memory_budget(self, nbytes: int | None) -> int:
+        return int(self._engine.set_memory_budget(nbytes))
+
+    def cancel(self) -> None:
+        self._engine.cancel()
+
+    def cache_path(self, conv_id: str) -> Path:
+        return Path(self._engine.cache_path(conv_id))
+
+    def delete_cache_file(self, conv_id: str) -> int:
+        return int(self._engine.delete_cache_file(conv_id))
+
+
+class DownloadRelay(QObject):
+    """Forwards :class:`olmo3.hub.DownloadHandle` events (download thread) to the GUI thread.
+
+    Signals:
+        event(object): a ``olmo3.hub.DownloadEvent``.
+    """
+
+    event = Signal(object)
+
+    def __call__(self, event: object) -> None:  # the hub calls this on its download thread
+        self.event.emit(event)
+
+
+class _ChoreWorker(QObject):
+    """Lives on the chores thread; runs submitted callables one after another."""
+
+    done = Signal(int, object, object)  # chore id, result, error (BaseException or None)
+
+    @Slot(int, object)
+    def run(self, chore_id: int, fn: object) -> None:
+        try:
+            result = fn()  # type: ignore[operator]
+        except Exception as exc:  # reported to the GUI, never lost
+            log.warning("chore %d failed: %s\n%s", chore_id, exc, traceback.format_exc())
+            self.done.emit(chore_id, None, exc)
+            return
+        self.done.emit(chore_id, result, None)
+
+
+class ChoreRunner(QObject):
+    """A QThread for blocking file and network chores; results come back on the GUI thread.
+
+    ``submit(fn, receiver)`` runs ``fn()`` on the chores thread, then calls ``receiver(result, error)`` on the GUI
+    thread. ``receiver`` must be a bound method of a GUI-thread QObject (or a plain function that only touches
+    GUI state, since it is invoked from :meth:`_deliver`, which runs on the GUI thread).
+
+    Signals:
+        _request(int, object): internal, queued to the worker.
+    """
+
+    _request = Signal(int, object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("olmo-chores")
+        self._worker = _ChoreWorker()
+        self._worker.moveToThread(self._thread)
+        self._request.connect(self._worker.run)
+        self._worker.done.connect(self._deliver)
+        self._receivers: dict[int, Callable[[Any, BaseException | None], None]] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any], receiver: Callable[[Any, BaseException | None], None]) -> int:
+        with self._lock:
+            self._next += 1
+            chore_id = self._next
+        self._receivers[chore_id] = receiver
+        self._request.emit(chore_id, fn)
+        return chore_id
+
+    def pending(self) -> int:
+        return len(self._receivers)
+
+    def _deliver(self, chore_id: int, result: object, error: object) -> None:
+        receiver = self._receivers.pop(chore_id, None)
+        if receiver is not None:
+            receiver(result, error if isinstance(error, BaseException) else None)
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Finish the running chore, stop the thread and join it. True if it stopped in time."""
+        if not self._thread.isRunning():
+            return True
+        self._thread.quit()
+        stopped = self._thread.wait(timeout_ms)
+        if not stopped:
+            log.error("the chores thread did not stop within %d ms", timeout_ms)
+        return bool(stopped)
+
+    def is_running(self) -> bool:
+        return self._thread.isRunning()

@@ -1,0 +1,732 @@
+"""The chat controller: turns (send, stop, regenerate, edit, branches, retry) between the engine, the store and the
+chat view.
+
+Data flow of one turn:
+
+1. The user sends. The controller submits the engine job and shows the user message plus a pending reply.
+2. The first streamed token proves the engine accepted the turn (no context overflow, not cancelled during
+   prefill): only then are the user message and a *streaming* reply row written to the store, so a cancelled or
+   refused turn leaves no half-written rows. (The text is also kept as a draft, so a crash before that point
+   loses nothing.)
+3. Every ``TextDelta`` goes to the view (coalesced rendering) and to ``store.stream_append`` (committed about once
+   a second, crash-safe).
+4. ``TurnFinished`` finishes the stream row (complete/interrupted, token ids, stats), saves the engine state and
+   mirrors the engine's tree into the store (:mod:`desktop.sync`); the view is then re-synced from the store's
+   active path, reusing the widgets whose text did not change.
+
+Engine events arrive through :class:`desktop.bridge.EngineBridge` on the GUI thread.
+
+Signals:
+    conversations_changed(): titles/order/trash changed; the sidebar should re-read.
+    current_changed(object): the open conversation id (or None for a new, unsaved chat).
+    model_changed(object): ``ModelInfo`` of the loaded model, or None.
+    model_loading(str, str): path and name of a model being loaded.
+    model_failed(str): loading failed; the message says why.
+    cache_state_changed(str, str, int): conversation id, "warm" | "disk" | "cold", bytes.
+    busy_changed(bool): a turn is running.
+    message(str): a short note for the toast.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from desktop import sync
+from desktop.chat_view import ChatView
+from desktop.composer import Composer, StatusRow
+from desktop.formatting import format_stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Turn:
+    """The generation in progress."""
+
+    job_id: int
+    conv_id: str
+    kind: str  # "send" | "regenerate" | "edit"
+    text: str = ""
+    user_turn_index: int = 0
+    parent_sid: str | None = None  # store parent of a new user message
+    attach_user_sid: str | None = None  # retry of a stored user message the engine does not know: reuse its row
+    user_sid: str | None = None
+    stream_sid: str | None = None
+    overflow: str = "error"
+    started: float = field(default_factory=time.monotonic)
+    reasoning_started: float | None = None
+    reasoning_s: float | None = None
+    got_text: bool = False
+
+
+class ChatController(QObject):
+    """See the module docstring."""
+
+    conversations_changed = Signal()
+    current_changed = Signal(object)
+    model_changed = Signal(object)
+    model_loading = Signal(str, str)
+    model_failed = Signal(str)
+    cache_state_changed = Signal(str, str, int)
+    busy_changed = Signal(bool)
+    message = Signal(str)
+
+    def __init__(
+        self,
+        *,
+        store: Any,
+        bridge: Any,
+        view: ChatView,
+        composer: Composer,
+        status: StatusRow,
+        settings: Callable[[], Any],
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.bridge = bridge
+        self.view = view
+        self.composer = composer
+        self.status = status
+        self._settings = settings
+        self.current: str | None = None
+        self.model_info: Any = None
+        self.model_path: str | None = None
+        self.model_name: str = ""
+        self.loading: tuple[str, str] | None = None
+        self._load_job: int | None = None
+        self._opened: set[str] = set()
+        self._engine_msgs: dict[str, list[dict[str, Any]]] = {}
+        self._context: dict[str, tuple[int, int]] = {}
+        self._cache: dict[str, tuple[str, int]] = {}
+        self.turn: Turn | None = None
+        self.last_stats: Any = None
+        self.last_finished: Any = None  # the last TurnFinished event (tests read it)
+        self.draft_saver: Callable[[str | None, str], None] = lambda conv, text: None
+        # Replaced in tests (offscreen, no modal dialogs): returns "drop" or "cancel".
+        self.ask_overflow: Callable[[Any], str] = lambda event: "cancel"
+
+        bridge.event.connect(self.on_engine_event)
+        view.regenerate_requested.connect(self.regenerate)
+        view.retry_requested.connect(self.retry)
+        view.edit_requested.connect(self.edit)
+        view.branch_requested.connect(self.switch_branch)
+        composer.send_requested.connect(self.send)
+        composer.stop_requested.connect(self.stop)
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setInterval(1000)
+        self._flush_timer.timeout.connect(self._flush_store)
+
+    # ------------------------------------------------------------------------------------------------- models
+    def load_model(self, path: str, name: str) -> None:
+        self.loading = (path, name)
+        self._load_job = self.bridge.load_model(path)
+        self.composer.set_state("loading", model_name=name)
+        self.model_loading.emit(path, name)
+
+    def unload_model(self) -> None:
+        if self.turn is not None:
+            self.stop()
+        self.bridge.unload_model()
+
+    def is_busy(self) -> bool:
+        return self.turn is not None
+
+    # ------------------------------------------------------------------------------------------ conversations
+    def new_chat(self) -> None:
+        """An empty chat; it is saved when its first message is sent."""
+        self._detach_stream_view()
+        self.current = None
+        self.view.clear()
+        self.status.context.set_usage(0, 0)
+        self.status.set_stats_text("")
+        self.current_changed.emit(None)
+        self._update_composer()
+
+    def open(self, conv_id: str) -> None:
+        """Show a stored conversation (and open it in the engine when a model is loaded)."""
+        from olmo3.store import NotFoundError
+
+        try:
+            conv = self.store.get_conversation(conv_id)
+        except NotFoundError:
+            self.message.emit("That conversation no longer exists.")
+            return
+        if conv.deleted_at is not None:
+            self.message.emit("That conversation is in the Trash.")
+            return
+        self._detach_stream_view()
+        self.current = conv_id
+        self.view.clear()
+        self._render_current(attach_stream=True)
+        used, limit = self._context.get(conv_id, (0, 0))
+        self.status.context.set_usage(used, limit)
+        self.status.set_stats_text(self._last_stats_text())
+        if self.model_info is not None:
+            self.ensure_open(conv_id)
+        self.current_changed.emit(conv_id)
+        self._update_composer()
+
+    def ensure_open(self, conv_id: str) -> None:
+        """Open the conversation in the engine once per engine (restoring its state; the cache comes from disk)."""
+        if conv_id in self._opened or self.model_info is None:
+            return
+        conv = self.store.get_conversation(conv_id)
+        state = self.store.get_engine_state(conv_id)
+        tree = self.store.tree(conv_id)
+        if state is None and any(m.role == "user" for m in tree):
+            state = sync.state_from_store(
+                tree, system_prompt=conv.system_prompt, think=bool(getattr(self.model_info, "is_think", False))
+            )
+        elif state is not None:
+            state = sync.align_state_with_store(state, tree)
+        self.bridge.open_conversation(conv_id, system_prompt=conv.system_prompt, state=state, sampling=self._sampling())
+        self._opened.add(conv_id)
+
+    def forget(self, conv_id: str, *, delete_cache: bool = False) -> None:
+        """The conversation went to the trash (or is gone): close it in the engine."""
+        if self.turn is not None and self.turn.conv_id == conv_id:
+            self.stop()
+        if conv_id in self._opened:
+            self.bridge.close_conversation(conv_id, delete_cache=delete_cache)
+            self._opened.discard(conv_id)
+        elif delete_cache:
+            self.bridge.delete_cache_file(conv_id)
+        if self.current == conv_id:
+            self.new_chat()
+
+    def set_conversation_prompt(self, conv_id: str, prompt: str | None) -> None:
+        self.store.update_settings(conv_id, system_prompt=prompt)
+        if conv_id in self._opened:
+            self.bridge.set_system_prompt(conv_id, prompt)
+
+    def cache_state(self, conv_id: str) -> tuple[str, int]:
+        if conv_id in self._cache:
+            return self._cache[conv_id]
+        try:
+            path = self.bridge.cache_path(conv_id)
+            if path.exists():
+                return "disk", path.stat().st_size
+        except (OSError, ValueError):
+            pass
+        return "cold", 0
+
+    def _render_current(self, *, attach_stream: bool = False) -> None:
+        conv_id = self.current
+        if conv_id is None:
+            self.view.clear()
+            return
+        path = self.store.active_path(conv_id)
+        tree_map = sync.build_id_map(self.store.tree(conv_id), self._state_for_map(conv_id))
+        messages = sync.view_messages(path, engine_messages=self._engine_msgs.get(conv_id), id_map=tree_map)
+        turn = self.turn
+        streaming_here = attach_stream and turn is not None and turn.conv_id == conv_id and turn.stream_sid is not None
+        if streaming_here and messages and messages[-1].get("sid") == turn.stream_sid:
+            partial = messages.pop()
+            self.view.set_messages(messages)
+            self.view.set_busy(True)
+            self.view.begin_assistant()
+            if partial.get("reasoning"):
+                self.view.append_delta(str(partial["reasoning"]), "reasoning")
+            if partial.get("content"):
+                self.view.append_delta(str(partial["content"]), "answer")
+        else:
+            self.view.set_messages(messages)
+            if turn is not None and turn.conv_id == conv_id and attach_stream:
+                # Still in prefill: nothing stored yet; show the pending turn again.
+                if turn.kind in ("send", "edit") and turn.attach_user_sid is None:
+                    self.view.add_user_message(turn.text, turn.user_turn_index)
+                self.view.begin_assistant()
+            self.view.set_busy(turn is not None)
+
+    def _state_for_map(self, conv_id: str) -> dict[str, Any] | None:
+        try:
+            return self.store.get_engine_state(conv_id)
+        except Exception:  # noqa: BLE001 - a missing conversation just has no state
+            return None
+
+    def _last_stats_text(self) -> str:
+        messages = self.view.message_dicts()
+        for message in reversed(messages):
+            if message.get("role") == "assistant" and message.get("stats"):
+                return format_stats(message["stats"])
+        return ""
+
+    def _detach_stream_view(self) -> None:
+        if self.view.streaming_widget() is not None:
+            self.view.end_stream()
+
+    # ------------------------------------------------------------------------------------------------- turns
+    def send(self, text: str, *, overflow: str = "error", attach_user_sid: str | None = None) -> bool:
+        """Send ``text`` in the current conversation (creating it if this is a new chat)."""
+        if not self._can_start():
+            return False
+        if self.current is None:
+            self.current = self.store.create_conversation(
+                model_id=self.model_name or None, system_prompt=(self._settings().system_prompt or None), sampling={}
+            )
+            self.current_changed.emit(self.current)
+            self.conversations_changed.emit()
+        conv_id = self.current
+        self.ensure_open(conv_id)
+        messages = self.view.message_dicts()
+        turn_index = sum(1 for m in messages if m.get("role") == "user")
+        if attach_user_sid is not None:
+            turn_index = max(0, turn_index - 1)
+        job = self.bridge.send(conv_id, text, sampling=self._sampling(), overflow=overflow)
+        self.turn = Turn(
+            job_id=job,
+            conv_id=conv_id,
+            kind="send",
+            text=text,
+            user_turn_index=turn_index,
+            parent_sid=self._engine_leaf_sid(conv_id),
+            attach_user_sid=attach_user_sid,
+            overflow=overflow,
+        )
+        if attach_user_sid is None:
+            self.view.add_user_message(text, turn_index)
+        self._start_view_turn()
+        self.draft_saver(conv_id, text)
+        return True
+
+    def regenerate(self) -> bool:
+        if not self._can_start() or self.current is None:
+            return False
+        messages = self.view.message_dicts()
+        if not messages or messages[-1].get("role") != "assistant":
+            return False
+        conv_id = self.current
+        self.ensure_open(conv_id)
+        job = self.bridge.regenerate(conv_id, sampling=self._sampling())
+        user_index = max(0, sum(1 for m in messages if m.get("role") == "user") - 1)
+        self.turn = Turn(job_id=job, conv_id=conv_id, kind="regenerate", user_turn_index=user_index)
+        self.view.remove_last_assistant()
+        self._start_view_turn()
+        return True
+
+    def edit(self, user_turn_index: int, text: str, *, overflow: str = "error") -> bool:
+        if not self._can_start() or self.current is None:
+            return False
+        conv_id = self.current
+        messages = self.view.message_dicts()
+        users = [m for m in messages if m.get("role") == "user"]
+        if not 0 <= user_turn_index < len(users):
+            return False
+        edited_sid = users[user_turn_index].get("sid")
+        parent_sid = None
+        if edited_sid:
+            parent_sid = self.store.get_message(str(edited_sid)).parent_id
+        self.ensure_open(conv_id)
+        job = self.bridge.edit(conv_id, user_turn_index, text, sampling=self._sampling(), overflow=overflow)
+        self.turn = Turn(
+            job_id=job,
+            conv_id=conv_id,
+            kind="edit",
+            text=text,
+            user_turn_index=user_turn_index,
+            parent_sid=parent_sid,
+            overflow=overflow,
+        )
+        self.view.truncate_from_user_turn(user_turn_index)
+        self.view.add_user_message(text, user_turn_index)
+        self._start_view_turn()
+        self.draft_saver(conv_id, text)
+        return True
+
+    def retry(self) -> bool:
+        """Retry an interrupted or failed last reply: regenerate it, or resend its message if the engine lost it."""
+        if not self._can_start() or self.current is None:
+            return False
+        messages = self.view.message_dicts()
+        users = [m for m in messages if m.get("role") == "user"]
+        if not users:
+            return False
+        last_user = users[-1]
+        if not last_user.get("sid"):
+            # The message never reached the store (the engine failed before the first token): send it again.
+            self.view.truncate_from_user_turn(len(users) - 1)
+            return self.send(str(last_user.get("content") or ""))
+        state = self.store.get_engine_state(self.current)
+        id_map = sync.build_id_map(self.store.tree(self.current), state)
+        engine_last_user = None
+        for engine_id in reversed(sync.engine_active_path(state or {})):
+            node = next((n for n in (state or {}).get("nodes", []) if n.get("id") == engine_id), None)
+            if node is not None and node.get("role") == "user":
+                engine_last_user = id_map.get(engine_id)
+                break
+        if engine_last_user is not None and engine_last_user == last_user.get("sid"):
+            return self.regenerate()
+        if messages[-1].get("role") == "assistant":
+            self.view.remove_last_assistant()
+        return self.send(str(last_user.get("content") or ""), attach_user_sid=str(last_user.get("sid")))
+
+    def stop(self) -> None:
+        """Stop the running turn (also during prefill: the engine checks between prefill chunks)."""
+        if self.turn is not None:
+            self.bridge.cancel()
+            self.composer.set_hint("Stopping…")
+
+    def switch_branch(self, request: dict[str, Any]) -> None:
+        """Show another alternative of a user turn (``which="user"``: edits; ``"reply"``: regenerations)."""
+        if self.current is None or self.turn is not None:
+            return
+        sid = request.get("sid")
+        if not sid:
+            return
+        conv_id = self.current
+        siblings = self.store.siblings(str(sid))
+        index = int(request.get("branch_index", 0))
+        if not 0 <= index < len(siblings):
+            return
+        target = siblings[index]
+        self.store.set_active(target.id)
+        state = self.store.get_engine_state(conv_id)
+        if state is not None and conv_id in self._opened:
+            id_map = sync.build_id_map(self.store.tree(conv_id), state)
+            inverse = {v: k for k, v in id_map.items()}
+            engine_id = inverse.get(target.id)
+            if engine_id is not None:
+                node = next((n for n in state.get("nodes", []) if n.get("id") == engine_id), None)
+                if node is not None:
+                    parent = node.get("parent")
+                    kids = (
+                        state.get("root_children", [])
+                        if parent is None
+                        else next((n.get("children", []) for n in state["nodes"] if n.get("id") == parent), [])
+                    )
+                    if engine_id in kids:
+                        self.bridge.switch_branch(
+                            conv_id,
+                            int(request.get("user_turn_index", 0)),
+                            kids.index(engine_id),
+                            str(request.get("which", "reply")),
+                        )
+        self._render_current()
+        self.status.set_stats_text(self._last_stats_text())
+
+    def _can_start(self) -> bool:
+        if self.turn is not None:
+            self.message.emit("Wait for the current reply to finish, or stop it (⌘.).")
+            return False
+        if self.model_info is None:
+            self.message.emit("Load a model first.")
+            return False
+        return True
+
+    def _start_view_turn(self) -> None:
+        self.view.begin_assistant(pending_text="")
+        self.view.set_busy(True)
+        self.composer.set_state("generating", model_name=self.model_name)
+        self.status.set_stats_text("")
+        self.busy_changed.emit(True)
+        self._flush_timer.start()
+
+    def _engine_leaf_sid(self, conv_id: str) -> str | None:
+        """The store id of the message a new user message goes under: the shown leaf when the engine knows it
+        (normal case, also right after a branch switch), else the engine's own last message."""
+        leaf = self.store.active_leaf(conv_id)
+        if leaf is None:
+            return None
+        state = self.store.get_engine_state(conv_id)
+        if not state:
+            return leaf.id
+        id_map = sync.build_id_map(self.store.tree(conv_id), state)
+        if leaf.id in set(id_map.values()):
+            return leaf.id
+        path = sync.engine_active_path(state)
+        return id_map.get(path[-1]) if path else None
+
+    def _sampling(self) -> dict[str, Any]:
+        return self._settings().sampling.to_engine()
+
+    def _ensure_rows(self, turn: Turn) -> None:
+        """First sign the engine accepted the turn: write the user message and open the streaming reply row."""
+        if turn.stream_sid is not None:
+            return
+        conv_id = turn.conv_id
+        if turn.kind == "regenerate":
+            state = self.store.get_engine_state(conv_id)
+            id_map = sync.build_id_map(self.store.tree(conv_id), state)
+            path = sync.engine_active_path(state or {})
+            nodes = {n.get("id"): n for n in (state or {}).get("nodes", [])}
+            user_sid = None
+            for engine_id in reversed(path):
+                if nodes.get(engine_id, {}).get("role") == "user":
+                    user_sid = id_map.get(engine_id)
+                    break
+            if user_sid is None:
+                leaf = self.store.active_path(conv_id)
+                user_sid = next((m.id for m in reversed(leaf) if m.role == "user"), None)
+            turn.user_sid = user_sid
+        elif turn.attach_user_sid is not None:
+            turn.user_sid = turn.attach_user_sid
+        else:
+            turn.user_sid = self.store.append_message(conv_id, turn.parent_sid, "user", turn.text)
+        turn.stream_sid = self.store.begin_stream(conv_id, turn.user_sid, provenance={"model": self.model_name or None})
+        self.draft_saver(None, "")
+        self.conversations_changed.emit()
+
+    def _flush_store(self) -> None:
+        try:
+            self.store.flush_due()
+        except Exception:  # noqa: BLE001 - logged; streaming goes on
+            log.exception("could not commit streamed text")
+
+    # ------------------------------------------------------------------------------------------ engine events
+    def on_engine_event(self, event: object) -> None:
+        """Dispatch one engine event (GUI thread)."""
+        from olmo3 import events as ev
+
+        handler = {
+            ev.TextDelta: self._on_delta,
+            ev.PrefillProgress: self._on_prefill,
+            ev.TurnFinished: self._on_turn_finished,
+            ev.ContextOverflow: self._on_overflow,
+            ev.JobFailed: self._on_failed,
+            ev.ModelLoaded: self._on_model_loaded,
+            ev.ModelUnloaded: self._on_model_unloaded,
+            ev.ConversationOpened: self._on_opened,
+            ev.BranchSwitched: self._on_branch_switched,
+            ev.CacheState: self._on_cache_state,
+        }.get(type(event))
+        if handler is None:
+            return
+        try:
+            handler(event)
+        except Exception:  # a bug here must not lose the stream: log it and carry on
+            log.exception("handling %s failed", type(event).__name__)
+
+    def _is_turn_event(self, event: Any) -> bool:
+        return self.turn is not None and event.job_id == self.turn.job_id
+
+    def _on_delta(self, event: Any) -> None:
+        if not self._is_turn_event(event):
+            return
+        turn = self.turn
+        assert turn is not None
+        self._ensure_rows(turn)
+        if event.channel == "reasoning" and turn.reasoning_started is None:
+            turn.reasoning_started = time.monotonic()
+        elif event.channel != "reasoning" and turn.reasoning_started is not None and turn.reasoning_s is None:
+            turn.reasoning_s = time.monotonic() - turn.reasoning_started
+        turn.got_text = True
+        if self.current == turn.conv_id:
+            self.view.append_delta(event.text, event.channel)
+        assert turn.stream_sid is not None
+        self.store.stream_append(turn.stream_sid, event.text, "reasoning" if event.channel == "reasoning" else "answer")
+
+    def _on_prefill(self, event: Any) -> None:
+        if not self._is_turn_event(event) or self.current != self.turn.conv_id:  # type: ignore[union-attr]
+            return
+        if event.total >= 512 and event.done < event.total:
+            self.view.set_pending_text(f"Reading the conversation… {event.done / event.total:.0%}")
+
+    def _on_turn_finished(self, event: Any) -> None:
+        if not self._is_turn_event(event):
+            return
+        turn = self.turn
+        assert turn is not None
+        self.turn = None
+        self._flush_timer.stop()
+        stats = event.stats
+        self.last_stats = stats
+        self.last_finished = event
+        reply = dict(event.reply or {})
+        conv_id = turn.conv_id
+        if stats is not None:
+            self._context[conv_id] = (int(stats.context_used), int(stats.context_limit))
+        if not reply:
+            # Cancelled before the first token: the engine kept nothing, so neither do we.
+            if turn.stream_sid is not None:
+                self.store.finish_stream(turn.stream_sid, "interrupted")
+            self._end_turn_view(conv_id, restore_text=turn.text if turn.kind in ("send", "edit") else "")
+            self.message.emit("Stopped before the reply started.")
+            return
+        self._ensure_rows(turn)
+        assert turn.stream_sid is not None
+        finish = reply.get("finish_reason") or (stats.finish_reason if stats else "stop")
+        provenance: dict[str, Any] = {sync.ENGINE_ID: reply.get("id"), "model": self.model_name or None}
+        if turn.reasoning_started is not None:
+            provenance["thought_s"] = round(
+                turn.reasoning_s if turn.reasoning_s is not None else time.monotonic() - turn.reasoning_started, 1
+            )
+        self.store.finish_stream(
+            turn.stream_sid,
+            "interrupted" if finish == "cancelled" else "complete",
+            token_ids=reply.get("tokens") or None,
+            stats=stats.to_dict() if stats is not None else None,
+            provenance=provenance,
+        )
+        self.store.set_engine_state(conv_id, event.state)
+        extra = {str(reply["id"]): turn.stream_sid} if reply.get("id") else None
+        sync.sync_store_from_state(self.store, conv_id, event.state, extra=extra)
+        self._engine_msgs[conv_id] = list(event.messages)
+        self._end_turn_view(conv_id)
+        if self.current == conv_id and stats is not None:
+            self.status.set_stats_text(format_stats(stats))
+        self.conversations_changed.emit()
+
+    def _end_turn_view(self, conv_id: str, *, restore_text: str = "") -> None:
+        if self.current == conv_id:
+            self.view.end_stream()
+            self._render_current()
+            used, limit = self._context.get(conv_id, (0, 0))
+            self.status.context.set_usage(used, limit)
+            if restore_text and not self.composer.text().strip():
+                self.composer.set_text(restore_text)
+        self.view.set_busy(False)
+        self.busy_changed.emit(False)
+        self._update_composer()
+
+    def _on_overflow(self, event: Any) -> None:
+        if not self._is_turn_event(event):
+            return
+        turn = self.turn
+        assert turn is not None
+        self.turn = None
+        self._flush_timer.stop()
+        self._end_turn_view(turn.conv_id)
+        choice = self.ask_overflow(event) if event.droppable_turns > 0 else "cancel"
+        if event.droppable_turns <= 0:
+            self.message.emit(
+                "This message doesn't fit in the model's context even on its own. "
+                "Shorten it or lower Max tokens in Settings."
+            )
+        if choice == "drop":
+            if turn.kind == "send":
+                self.send(turn.text, overflow="drop_oldest", attach_user_sid=turn.attach_user_sid)
+            elif turn.kind == "edit":
+                self.edit(turn.user_turn_index, turn.text, overflow="drop_oldest")
+            else:
+                self._regenerate_dropping()
+        elif turn.text and not self.composer.text().strip():
+            self.composer.set_text(turn.text)
+
+    def _regenerate_dropping(self) -> None:
+        if self.current is None or not self._can_start():
+            return
+        conv_id = self.current
+        job = self.bridge.regenerate(conv_id, sampling=self._sampling(), overflow="drop_oldest")
+        messages = self.view.message_dicts()
+        self.turn = Turn(
+            job_id=job,
+            conv_id=conv_id,
+            kind="regenerate",
+            user_turn_index=max(0, sum(1 for m in messages if m.get("role") == "user") - 1),
+        )
+        self.view.remove_last_assistant()
+        self._start_view_turn()
+
+    def _on_failed(self, event: Any) -> None:
+        if self._load_job is not None and event.job_id == self._load_job:
+            self._load_job = None
+            self.loading = None
+            self.model_failed.emit(event.message)
+            self._update_composer()
+            return
+        if not self._is_turn_event(event):
+            log.warning("engine job %s failed: %s", event.job_id, event.message)
+            if event.conv_id and event.conv_id in self._opened and "not open" in event.message:
+                self._opened.discard(event.conv_id)
+            return
+        turn = self.turn
+        assert turn is not None
+        self.turn = None
+        self._flush_timer.stop()
+        if turn.stream_sid is not None:
+            self.store.finish_stream(
+                turn.stream_sid, "error", provenance={"error": event.message, "model": self.model_name or None}
+            )
+        if self.current == turn.conv_id:
+            if turn.stream_sid is not None:
+                self.view.end_stream()
+                self._render_current()
+            else:
+                self.view.fail_stream(event.message)
+        self.view.set_busy(False)
+        self.busy_changed.emit(False)
+        self._update_composer()
+        self.conversations_changed.emit()
+
+    def _on_model_loaded(self, event: Any) -> None:
+        info = event.info
+        self.model_info = info
+        path, name = self.loading if self.loading else (str(getattr(info, "path", "")), str(getattr(info, "name", "")))
+        self.model_path, self.model_name = path, name
+        self.loading = None
+        self._load_job = None
+        # The engine re-created the sessions it had; others are opened on demand.
+        self.view.set_model_name(name)
+        self.model_changed.emit(info)
+        if self.current is not None:
+            self.ensure_open(self.current)
+        self._update_composer()
+
+    def _on_model_unloaded(self, _event: Any) -> None:
+        self.model_info = None
+        self.model_path = None
+        self.model_name = ""
+        self.view.set_model_name(None)
+        self.model_changed.emit(None)
+        self._update_composer()
+
+    def _on_opened(self, event: Any) -> None:
+        self._engine_msgs[event.conv_id] = list(event.messages)
+        self._context[event.conv_id] = (int(event.context_used), int(event.context_limit))
+        if event.cache_state:
+            nbytes = self._cache.get(event.conv_id, ("", 0))[1]
+            self._cache[event.conv_id] = (event.cache_state, nbytes)
+            self.cache_state_changed.emit(event.conv_id, event.cache_state, nbytes)
+        if event.conv_id == self.current:
+            self.status.context.set_usage(int(event.context_used), int(event.context_limit))
+
+    def _on_branch_switched(self, event: Any) -> None:
+        self.store.set_engine_state(event.conv_id, event.state)
+        self._engine_msgs[event.conv_id] = list(event.messages)
+
+    def _on_cache_state(self, event: Any) -> None:
+        self._cache[event.conv_id] = (event.state, int(event.nbytes))
+        self.cache_state_changed.emit(event.conv_id, event.state, int(event.nbytes))
+
+    # --------------------------------------------------------------------------------------------- composer
+    def _update_composer(self) -> None:
+        if self.turn is not None:
+            self.composer.set_state("generating", model_name=self.model_name)
+        elif self.loading is not None:
+            self.composer.set_state("loading", model_name=self.loading[1])
+        elif self.model_info is None:
+            self.composer.set_state("no_model")
+        else:
+            self.composer.set_state("ready", model_name=self.model_name)
+
+    # ------------------------------------------------------------------------------------------------ closing
+    def shutdown(self, process_events: Callable[[], None]) -> bool:
+        """Stop the turn, spill caches and join the engine thread, then persist the events that were still queued."""
+        if self.turn is not None:
+            self.bridge.cancel()
+        stopped = self.bridge.shutdown(timeout=30)
+        process_events()  # deliver the queued TurnFinished of a cancelled turn, so it is saved
+        if self.turn is not None and self.turn.stream_sid is not None:
+            self.store.finish_stream(self.turn.stream_sid, "interrupted")
+        self.turn = None
+        self._flush_timer.stop()
+        return stopped
+
+
+def model_display_name(info: Any, path: str | Path | None = None) -> str:
+    """ "Olmo 3 7B Instruct · 4-bit" from a ModelInfo (falls back to the folder name)."""
+    name = str(getattr(info, "name", "") or (Path(path).name if path else "model"))
+    quant = getattr(info, "quantization", None)
+    bits = quant.get("bits") if isinstance(quant, dict) else None
+    pretty = name.replace("Olmo-3.1-", "Olmo 3.1 ").replace("Olmo-3-", "Olmo 3 ").replace("-", " ")
+    for suffix in (" 4bit", " 8bit", " bf16", " bfloat16", " MLX"):
+        pretty = pretty.replace(suffix, "")
+    return f"{pretty} · {bits}-bit" if bits else pretty

@@ -1,0 +1,212 @@
+"""``olmo-desktop --screenshot DIR``: PNGs of the main screens, light and dark, wide and narrow.
+
+Everything runs against a throwaway home folder with synthetic content (no model is loaded and nothing is
+downloaded): a conversation with reasoning and code written to a real conversation store, a model picker fed
+download events as the hub would send them, the settings window, and the first-run state.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import QApplication, QWidget
+
+from desktop import samples
+
+WIDE = (1100, 720)
+NARROW = (800, 720)
+
+
+def _settle(app: QApplication, rounds: int = 6) -> None:
+    for _ in range(rounds):
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _save(widget: QWidget, path: Path, app: QApplication) -> Path:
+    _settle(app)
+    pixmap = widget.grab()
+    if pixmap.isNull() or not pixmap.save(str(path)):
+        raise RuntimeError(f"could not save a screenshot to {path}")
+    print(f"  {path}")
+    return path
+
+
+def _seed_conversations(store: Any) -> str:
+    """Some sidebar history plus one conversation with reasoning, code and stats; returns its id."""
+    for title, text in (
+        ("Trip ideas for Lisbon in spring", "Plan three days in Lisbon."),
+        ("Explain KV caching like I'm five", "What is a KV cache?"),
+        ("A very long conversation title that will certainly not fit in the sidebar row", "Hi"),
+    ):
+        conv = store.create_conversation(title=title)
+        store.append_message(conv, None, "user", text)
+    pinned = store.create_conversation(title="Weekly report template")
+    store.append_message(pinned, None, "user", "Draft a weekly report template.")
+    store.set_pinned(pinned, True)
+    conv = store.create_conversation()
+    user = store.append_message(conv, None, "user", samples.USER_QUESTION)
+    stats = {
+        "prompt_tokens": 58,
+        "cached_tokens": 0,
+        "generated_tokens": 412,
+        "ttft_s": 0.21,
+        "tokens_per_s": 38.4,
+        "finish_reason": "stop",
+    }
+    store.append_message(conv, user, "assistant", "A first, shorter answer.", stats=stats)
+    reply = store.append_message(
+        conv, user, "assistant", samples.ANSWER, reasoning=samples.REASONING, stats=stats, provenance={"thought_s": 7.4}
+    )
+    follow = store.append_message(conv, reply, "user", samples.FOLLOW_UP)
+    store.append_message(
+        conv,
+        follow,
+        "assistant",
+        samples.FOLLOW_UP_ANSWER,
+        stats={
+            **stats,
+            "cached_tokens": 1180,
+            "generated_tokens": 61,
+            "ttft_s": 0.08,
+            "tokens_per_s": 41.9,
+            "finish_reason": "stop",
+        },
+    )
+    return conv
+
+
+def _pose_loaded(window: Any, name: str, *, used: int = 1_650, limit: int = 65_536) -> None:
+    """Make the window look like a model is loaded (header, composer, greeting), without loading one."""
+    window.header.set_model(name)
+    window.chat_view.set_model_name(name)
+    window.composer.set_state("ready", model_name=name)
+    window.status_row.context.set_usage(used, limit)
+    window.stack.setCurrentWidget(window.chat_view)
+
+
+def _feed_download(manager: Any, repo_id: str) -> None:
+    """Download events as the hub's download thread would deliver them (36 % of the catalog entry's size)."""
+    from olmo3 import hub
+
+    total = next(e for e in hub.CATALOG if e.repo_id == repo_id).download_bytes
+    done = int(total * 0.36)
+    speed = 31_400_000.0
+    manager._on_download_event(
+        hub.DownloadStarted(repo_id=repo_id, commit="0" * 40, files=("model.safetensors",), total_bytes=total,
+                            done_bytes=0)
+    )
+    manager._on_download_event(
+        hub.DownloadProgress(repo_id=repo_id, file="model.safetensors", file_done=done, file_total=total,
+                             done_bytes=done, total_bytes=total, speed_bps=speed, eta_s=(total - done) / speed)
+    )
+
+
+def main_screenshots(out_dir: Path) -> int:
+    from desktop.app import MainWindow, create_application
+    from desktop.paths import AppPaths
+    from desktop.settings import Settings
+    from olmo3.hub import ModelStore
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    app = create_application([])
+    saved: list[Path] = []
+    print(f"olmo-desktop --screenshot {out_dir}")
+    for theme in ("light", "dark"):
+        with tempfile.TemporaryDirectory(prefix="olmo-shots-") as home:
+            paths = AppPaths.under(home)
+            window = MainWindow(
+                paths=paths,
+                theme_mode=theme,
+                start_engine=False,
+                settings=Settings(theme=theme),
+                model_store=ModelStore(paths.models_dir, include_hf_cache=False),
+            )
+            window.resize(*WIDE)
+            window.show()
+            _settle(app)
+            # 1. first run: no model, no conversations
+            saved.append(_save(window, out_dir / f"01-empty-{theme}.png", app))
+            # 2. the model picker with a download in progress
+            _feed_download(window.models, "mlx-community/Olmo-3-7B-Instruct-4bit")
+            picker = window.open_model_picker()
+            picker.resize(760, 700)
+            saved.append(_save(picker, out_dir / f"02-model-picker-download-{theme}.png", app))
+            picker.hide()
+            # 3. a chat with reasoning, code, a table, branches and stats
+            conv = _seed_conversations(window.store)
+            window.refresh_sidebar()
+            window.controller.open(conv)
+            _pose_loaded(window, "Olmo 3 7B Think · 4-bit")
+            window.status_row.set_stats_text(window.controller._last_stats_text())
+            window.chat_view.finish_backfill()
+            reasoning = [w for w in window.chat_view.messages() if w.role == "assistant"][0].reasoning
+            reasoning.set_expanded(theme == "dark")
+            _settle(app)
+            window.chat_view.verticalScrollBar().setValue(0)
+            saved.append(_save(window, out_dir / f"03-chat-{theme}.png", app))
+            window.chat_view.scroll_to_bottom()
+            saved.append(_save(window, out_dir / f"04-chat-bottom-{theme}.png", app))
+            # 4. narrow window
+            window.resize(*NARROW)
+            _settle(app)
+            window.chat_view.verticalScrollBar().setValue(0)
+            saved.append(_save(window, out_dir / f"05-chat-narrow-{theme}.png", app))
+            # 5. a reply streaming, thinking phase, plus search results in the sidebar
+            window.resize(*WIDE)
+            window.controller.new_chat()
+            _pose_loaded(window, "Olmo 3 7B Think · 4-bit", used=0, limit=0)
+            window.chat_view.add_user_message("Why is the sky blue? Think it through.", 0)
+            widget = window.chat_view.begin_assistant()
+            window.chat_view.append_delta(
+                "Rayleigh scattering: shorter wavelengths scatter more strongly...", "reasoning"
+            )
+            window.chat_view.flush()
+            widget.reasoning.set_expanded(True)
+            window.composer.set_state("generating", model_name="Olmo 3 7B Think")
+            window.sidebar.search.setText("interval")
+            window.sidebar._emit_search()
+            saved.append(_save(window, out_dir / f"06-streaming-search-{theme}.png", app))
+            window.chat_view.end_stream()
+            window.sidebar.search.clear()
+            # 6. settings
+            from desktop.settings_dialog import SettingsDialog
+
+            dialog = SettingsDialog(
+                replace(window.settings, system_prompt="You are a concise assistant."),
+                default_models_dir=paths.models_dir,
+                conversation_prompt=None,
+                conversation_title="Merging intervals",
+                parent=window,
+            )
+            dialog.show()
+            saved.append(_save(dialog, out_dir / f"07-settings-{theme}.png", app))
+            dialog.nav.setCurrentRow(1)
+            saved.append(_save(dialog, out_dir / f"08-settings-sampling-{theme}.png", app))
+            dialog.close()
+            # 7. empty conversation with a model loaded
+            window.controller.new_chat()
+            _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=0, limit=0)
+            saved.append(_save(window, out_dir / f"09-new-chat-{theme}.png", app))
+            # 8. an error reply (inline notice with Retry) and the Trash view
+            failed = window.store.create_conversation(title="Summarise the attached notes")
+            user = window.store.append_message(failed, None, "user", "Summarise these notes in three bullets.")
+            oom = "the model ran out of memory (Metal: insufficient memory)"
+            window.store.append_message(failed, user, "assistant", "Here are the", state="error",
+                                        provenance={"error": oom})
+            trashed = window.store.create_conversation(title="Old draft about sourdough")
+            window.store.append_message(trashed, None, "user", "Sourdough?")
+            window.store.delete(trashed)
+            window.refresh_sidebar()
+            window.controller.open(failed)
+            _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=96, limit=65_536)
+            window.sidebar.show_trash(True)
+            saved.append(_save(window, out_dir / f"10-error-and-trash-{theme}.png", app))
+            window.close()
+            _settle(app)
+    print(f"{len(saved)} screenshots")
+    return 0
