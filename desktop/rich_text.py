@@ -50,13 +50,13 @@ def document_css(theme: th.Theme, *, muted: bool = False, body_px: int = th.BODY
     mono = th.mono_font_family()
     code_px = body_px - 1
     return f"""
-p {{ margin-top: 0px; margin-bottom: 10px; line-height: 150%; color: {text}; }}
+p {{ margin-top: 0px; margin-bottom: 10px; line-height: 125%; color: {text}; }}
 h1 {{ font-size: {body_px + 6}px; font-weight: 600; margin-top: 16px; margin-bottom: 8px; color: {text}; }}
 h2 {{ font-size: {body_px + 4}px; font-weight: 600; margin-top: 14px; margin-bottom: 8px; color: {text}; }}
 h3 {{ font-size: {body_px + 2}px; font-weight: 600; margin-top: 12px; margin-bottom: 6px; color: {text}; }}
 h4, h5, h6 {{ font-size: {body_px}px; font-weight: 600; margin-top: 10px; margin-bottom: 6px; color: {text}; }}
 ul, ol {{ margin-top: 0px; margin-bottom: 10px; -qt-list-indent: 1; }}
-li {{ margin-bottom: 3px; line-height: 150%; color: {text}; }}
+li {{ margin-bottom: 3px; line-height: 125%; color: {text}; }}
 code {{ font-family: '{mono}'; font-size: {code_px}px; background-color: {c["inline_code_bg"]}; color: {text}; }}
 pre {{ font-family: '{mono}'; font-size: {code_px}px; background-color: {c["code_bg"]}; margin-bottom: 10px; }}
 a {{ color: {c["link"]}; text-decoration: none; }}
