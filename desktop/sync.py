@@ -166,59 +166,21 @@ def align_state_with_store(state: dict[str, Any], store_tree: Sequence[Any]) -> 
 
 
 def state_from_store(store_tree: Sequence[Any], *, system_prompt: str | None, think: bool) -> dict[str, Any]:
-    """An engine state (``olmo3.session`` STATE_VERSION 1) rebuilt from store messages, without tokens.
+    """An engine state rebuilt from store messages, without tokens (``olmo3.session.state_from_messages``).
 
     Used for conversations imported without an engine state: the engine re-reads the history on the first
     turn (there are no tokens to reuse). Node ids are the store ids, so :func:`build_id_map` maps them.
     """
-    by_parent: dict[str | None, list[Any]] = {}
-    for msg in store_tree:
-        if msg.role in ("user", "assistant"):
-            by_parent.setdefault(msg.parent_id, []).append(msg)
-    nodes: list[dict[str, Any]] = []
+    from olmo3.session import state_from_messages
 
-    def active_index(children: list[Any]) -> int:
-        return next((i for i, m in enumerate(children) if m.active), max(0, len(children) - 1))
-
+    messages = []
     for msg in store_tree:
-        if msg.role not in ("user", "assistant"):
-            continue
-        kids = by_parent.get(msg.id, [])
-        reasoning = msg.reasoning or None
-        raw = msg.content
-        if msg.role == "assistant" and reasoning is not None and think:
-            raw = f"<think>{reasoning}</think>{msg.content}"
-        finish = (msg.stats or {}).get("finish_reason") if isinstance(msg.stats, dict) else None
-        if finish is None and msg.role == "assistant":
-            finish = "cancelled" if msg.state == "interrupted" else "stop"
-        nodes.append(
-            {
-                "id": msg.id,
-                "role": msg.role,
-                "content": msg.content,
-                "raw": raw,
-                "parent": msg.parent_id,
-                "reasoning": reasoning if msg.role == "assistant" else None,
-                "tokens": [],
-                "children": [k.id for k in kids],
-                "active": active_index(kids),
-                "finish_reason": finish,
-                "stats": msg.stats if isinstance(msg.stats, dict) else None,
-                "think": bool(think and msg.role == "assistant"),
-            }
-        )
-    roots = by_parent.get(None, [])
-    return {
-        "version": 1,
-        "system_prompt": system_prompt,
-        "drop_turns": 0,
-        "root_children": [m.id for m in roots],
-        "root_active": active_index(roots),
-        "nodes": nodes,
-        "tokens": [],
-        "model_fingerprint": "",
-        "template_hash": "",
-    }
+        stats = msg.stats if isinstance(msg.stats, dict) else None
+        finish = (stats or {}).get("finish_reason") or ("cancelled" if msg.state == "interrupted" else "stop")
+        messages.append({"id": msg.id, "role": msg.role, "content": msg.content, "reasoning": msg.reasoning,
+                         "parent_id": msg.parent_id, "active": msg.active, "finish_reason": finish,
+                         "stats": stats})
+    return state_from_messages(messages, system_prompt=system_prompt, think=think)
 
 
 def view_messages(

@@ -679,5 +679,42 @@ class ChatSession:
         self.drop_cache()
 
 
+def state_from_messages(messages: list[dict[str, Any]], *, system_prompt: str | None, think: bool) -> dict[str, Any]:
+    """A ``ChatSession`` state rebuilt from a message tree without tokens (e.g. an imported conversation).
+
+    Each message: ``id``, ``role`` ("user"/"assistant"; others are skipped), ``content``, ``reasoning``,
+    ``parent_id``, ``active`` (the active one among its siblings), optionally ``finish_reason`` and ``stats``.
+    The first turn after loading it re-reads the whole history (there are no tokens to reuse).
+    """
+    msgs = [m for m in messages if m.get("role") in ("user", "assistant")]
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    for m in msgs:
+        by_parent.setdefault(m.get("parent_id"), []).append(m)
+
+    def active_index(children: list[dict[str, Any]]) -> int:
+        return next((i for i, m in enumerate(children) if m.get("active")), max(0, len(children) - 1))
+
+    nodes = []
+    for m in msgs:
+        kids = by_parent.get(m["id"], [])
+        assistant = m["role"] == "assistant"
+        reasoning = (m.get("reasoning") or None) if assistant else None
+        raw = m.get("content") or ""
+        if assistant and think and reasoning is not None:
+            raw = f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{raw}"
+        nodes.append(Node(
+            id=m["id"], role=m["role"], content=m.get("content") or "", raw=raw, parent=m.get("parent_id"),
+            reasoning=reasoning, children=[k["id"] for k in kids], active=active_index(kids),
+            finish_reason=(m.get("finish_reason") or "stop") if assistant else None,
+            stats=m.get("stats") if isinstance(m.get("stats"), dict) else None, think=bool(think and assistant),
+        ).to_dict())
+    roots = by_parent.get(None, [])
+    return {
+        "version": STATE_VERSION, "system_prompt": system_prompt, "drop_turns": 0,
+        "root_children": [m["id"] for m in roots], "root_active": active_index(roots), "nodes": nodes,
+        "tokens": [], "model_fingerprint": "", "template_hash": "",
+    }
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex

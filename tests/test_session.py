@@ -364,3 +364,23 @@ def test_8bit_kv_for_full_layers_stays_close_and_keeps_working(tmp_path):
     quant = model(mx.array(extra)[None], cache=kvcache.restore(s.cache))[0, -1]
     exact = model(mx.array(s.tokens + extra)[None])[0, -1]
     assert mx.abs(quant - exact).max().item() < 0.05
+
+
+def test_state_from_messages_rebuilds_a_tree_that_continues(tiny):
+    from olmo3.session import state_from_messages
+
+    model, tok = tiny
+    msgs = [
+        {"id": "u1", "role": "user", "content": "first", "parent_id": None, "active": True},
+        {"id": "a1", "role": "assistant", "content": "one", "parent_id": "u1", "active": False},
+        {"id": "a2", "role": "assistant", "content": "uno", "parent_id": "u1", "active": True},
+        {"id": "u2", "role": "user", "content": "second", "parent_id": "a2", "active": True},
+        {"id": "a3", "role": "assistant", "content": "two", "parent_id": "u2", "active": True},
+    ]
+    s = ChatSession(model, tok, temperature=0.0, max_tokens=5)
+    s.load_state(state_from_messages(msgs, system_prompt="Be kind.", think=False))
+    assert [m["content"] for m in s.messages] == ["first", "uno", "second", "two"]
+    assert s.branches(0)["reply"] == (1, 2)
+    fin, _ = run(s.send("third"))
+    assert fin.stats.reconcile == "fresh" and s._decode(prompt_of(s, fin)) == s.render(
+        [{"role": "system", "content": "Be kind."}] + template_msgs(s)[:-1])
