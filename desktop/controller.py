@@ -445,7 +445,7 @@ class ChatController(QObject):
         return id_map.get(path[-1]) if path else None
 
     def _sampling(self) -> dict[str, Any]:
-        return self._settings().sampling.to_engine()
+        return self._settings().sampling.to_dict()
 
     def _ensure_rows(self, turn: Turn) -> None:
         """First sign the engine accepted the turn: write the user message and open the streaming reply row."""

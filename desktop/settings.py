@@ -15,72 +15,23 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from olmo3.sampling import INSTRUCT_DEFAULTS, PRECISE, THINK_DEFAULTS, Sampling, recommended
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = ""
 THEMES = ("system", "light", "dark")
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters sent with each turn; ``None`` seed means random."""
-
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 50
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    max_tokens: int = 4096
-    seed: int | None = None
-
-    def to_engine(self) -> dict[str, Any]:
-        """The dict passed as ``sampling=`` to the engine's job methods."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Sampling:
-        base = cls()
-        if not isinstance(data, dict):
-            return base
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            default = getattr(base, f.name)
-            try:
-                if f.name == "seed":
-                    values[f.name] = None if value in (None, "") else int(value)
-                elif isinstance(default, int) and not isinstance(default, bool):
-                    values[f.name] = int(value)
-                else:
-                    values[f.name] = float(value)
-            except (TypeError, ValueError):
-                log.warning("settings: ignoring sampling.%s=%r (not a number)", f.name, value)
-        return replace(base, **values)
-
-
-# Olmo-3 presets. Think: LM Studio's catalog values for Olmo-3 7B Think. Instruct: the model's generation_config
-# (temperature/top_p when present), else a conservative default; see :func:`instruct_preset`.
-THINK_PRESET = Sampling(temperature=0.6, top_p=0.95, top_k=50, min_p=0.0, repetition_penalty=1.0, max_tokens=8192)
-INSTRUCT_FALLBACK = Sampling(temperature=0.6, top_p=0.95, top_k=0, min_p=0.0, repetition_penalty=1.0, max_tokens=4096)
-PRECISE_PRESET = Sampling(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0, max_tokens=4096)
+# Olmo-3 presets live in olmo3.sampling (the engine uses the same class and values).
+THINK_PRESET = THINK_DEFAULTS
+INSTRUCT_FALLBACK = INSTRUCT_DEFAULTS
+PRECISE_PRESET = PRECISE
 
 
 def instruct_preset(model_dir: str | Path | None) -> Sampling:
     """The Instruct preset: temperature/top_p/top_k from the model's ``generation_config.json`` when it has them."""
-    if model_dir is None:
-        return INSTRUCT_FALLBACK
-    path = Path(model_dir) / "generation_config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return INSTRUCT_FALLBACK
-    values: dict[str, Any] = {}
-    for key in ("temperature", "top_p", "top_k"):
-        if isinstance(config.get(key), (int, float)) and not isinstance(config.get(key), bool):
-            values[key] = config[key]
-    return Sampling.from_dict({**INSTRUCT_FALLBACK.to_engine(), **values})
+    return recommended(model_dir, think=False)
 
 
 def presets(model_dir: str | Path | None = None) -> dict[str, Sampling]:

@@ -28,7 +28,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import mlx.core as mx
@@ -37,51 +37,13 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from . import kvcache
 from .events import Event, PrefillProgress, TextDelta, TurnFinished, TurnStats
+from .sampling import Sampling, recommended
 
 log = logging.getLogger(__name__)
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 STATE_VERSION = 1
-
-
-@dataclass
-class Sampling:
-    """Sampling settings. ``temperature == 0`` is greedy. ``seed=None`` draws a fresh seed per turn."""
-
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    max_tokens: int = 2048
-    seed: int | None = None
-
-    def merged(self, overrides: dict[str, Any] | None) -> "Sampling":
-        if not overrides:
-            return self
-        unknown = set(overrides) - set(self.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown sampling settings: {', '.join(sorted(unknown))}")
-        return replace(self, **overrides)
-
-    def validate(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature}: must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k}: must be >= 0")
-        if not 0 <= self.min_p < 1:
-            raise ValueError(f"min_p={self.min_p}: must be in [0, 1)")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens={self.max_tokens}: must be >= 1")
-
-
-THINK_DEFAULTS = Sampling(temperature=0.6, top_p=0.95, top_k=50, max_tokens=8192)
-INSTRUCT_DEFAULTS = Sampling(temperature=0.6, top_p=0.95, top_k=0, max_tokens=2048)
 
 
 class ContextOverflowError(Exception):
@@ -226,8 +188,7 @@ class ChatSession:
         self.tokenizer = tokenizer
         self.info = model_info(model)
         self.system_prompt = system_prompt or None
-        defaults = THINK_DEFAULTS if self.info.is_think else INSTRUCT_DEFAULTS
-        self.sampling = defaults.merged(sampling)
+        self.sampling = recommended(self.info.path or None, think=self.info.is_think).merged(sampling)
         self.sampling.validate()
         self.max_snapshots = max_snapshots
         self.prefill_step_size = prefill_step_size

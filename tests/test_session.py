@@ -384,3 +384,19 @@ def test_state_from_messages_rebuilds_a_tree_that_continues(tiny):
     fin, _ = run(s.send("third"))
     assert fin.stats.reconcile == "fresh" and s._decode(prompt_of(s, fin)) == s.render(
         [{"role": "system", "content": "Be kind."}] + template_msgs(s)[:-1])
+
+
+def test_instruct_sampling_comes_from_generation_config(tmp_path, tiny_model_dir):
+    import json
+    import shutil
+
+    from olmo3.sampling import INSTRUCT_DEFAULTS, THINK_DEFAULTS, Sampling, recommended
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "generation_config.json").write_text(json.dumps({"temperature": 0.3, "top_p": 0.8, "top_k": "x"}))
+    rec = recommended(folder, think=False)
+    assert (rec.temperature, rec.top_p, rec.top_k) == (0.3, 0.8, INSTRUCT_DEFAULTS.top_k)
+    assert recommended(folder, think=True) == THINK_DEFAULTS
+    assert recommended(tmp_path / "missing", think=False) == INSTRUCT_DEFAULTS
+    assert Sampling.from_dict({"temperature": "hot", "max_tokens": "12"}).max_tokens == 12

@@ -1,0 +1,97 @@
+"""Sampling settings and Olmo-3's recommended presets (no MLX import: the GUI's settings use this too)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Per-turn sampling. ``temperature == 0`` is greedy; ``seed=None`` draws a fresh seed each turn."""
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 50
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    max_tokens: int = 4096
+    seed: int | None = None
+
+    def merged(self, overrides: dict[str, Any] | None) -> "Sampling":
+        """These settings with ``overrides`` applied; unknown keys are an error (a typo must not pass)."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown sampling settings: {', '.join(sorted(unknown))}")
+        return replace(self, **overrides)
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature}: must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k}: must be >= 0")
+        if not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p={self.min_p}: must be in [0, 1)")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens={self.max_tokens}: must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, base: "Sampling | None" = None) -> "Sampling":
+        """Lenient parse of stored settings: a malformed value falls back to ``base``'s, field by field."""
+        base = base or cls()
+        if not isinstance(data, dict):
+            return base
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            default = getattr(base, f.name)
+            try:
+                if f.name == "seed":
+                    values[f.name] = None if value in (None, "") else int(value)
+                elif isinstance(default, int) and not isinstance(default, bool):
+                    values[f.name] = int(value)
+                else:
+                    values[f.name] = float(value)
+            except (TypeError, ValueError):
+                log.warning("settings: ignoring sampling.%s=%r (not a number)", f.name, value)
+        return replace(base, **values)
+
+
+# Olmo-3 Think: the values Ai2 and LM Studio recommend. Instruct: the model's generation_config.json where it
+# has them (temperature/top_p/top_k), else these. "Precise": greedy, for reproducible answers.
+THINK_DEFAULTS = Sampling(temperature=0.6, top_p=0.95, top_k=50, max_tokens=8192)
+INSTRUCT_DEFAULTS = Sampling(temperature=0.6, top_p=0.95, top_k=0, max_tokens=4096)
+PRECISE = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_tokens=4096)
+
+
+def recommended(model_dir: str | Path | None, *, think: bool) -> Sampling:
+    """The recommended sampling for a model folder: the Think preset, or Instruct from its generation config."""
+    if think:
+        return THINK_DEFAULTS
+    if not model_dir:
+        return INSTRUCT_DEFAULTS
+    try:
+        config = json.loads((Path(model_dir) / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return INSTRUCT_DEFAULTS
+    if not isinstance(config, dict):
+        return INSTRUCT_DEFAULTS
+    values = {k: config[k] for k in ("temperature", "top_p", "top_k")
+              if isinstance(config.get(k), (int, float)) and not isinstance(config.get(k), bool)}
+    return Sampling.from_dict(values, base=INSTRUCT_DEFAULTS)
