@@ -68,6 +68,14 @@ def default_memory_budget(weight_bytes: int) -> int:
     return max(256 << 20, int((physical_memory_bytes() - weight_bytes) * 0.5))
 
 
+def conversation_memory_limit(weight_bytes: int) -> int:
+    """The most KV one conversation may grow to: three quarters of the memory left after the weights.
+
+    The pool budget decides what stays warm (the rest is spilled to disk); this decides what can run at all.
+    """
+    return max(256 << 20, int((physical_memory_bytes() - weight_bytes) * 0.75))
+
+
 class _Job:
     __slots__ = ("id", "kind", "conv_id", "fn")
 
@@ -339,7 +347,7 @@ class Engine:
                 self._restore_from_disk(job.conv_id, s)
             # Make room for this turn before it grows the cache.
             self._enforce_budget(keep=job.conv_id)
-            s.kv_budget_bytes = max(0, self.memory_budget)
+            s.kv_budget_bytes = max(self.memory_budget, conversation_memory_limit(self.info.weight_bytes))
             stop = lambda: job.id <= self._cancel_upto  # noqa: E731 - read on the engine thread only
             try:
                 events = start(s, stop)
