@@ -441,9 +441,17 @@ class ChatSession:
         if n_tokens > self.context_limit:
             return False, self.context_limit, "context"
         if self.kv_budget_bytes is not None and self.info.kv_bytes(n_tokens) > self.kv_budget_bytes:
-            fit = self.kv_budget_bytes // max(1, self.info.kv_bytes_per_token_full or 1)
-            return False, int(min(fit, self.context_limit)), "memory"
+            return False, min(self._tokens_that_fit(self.kv_budget_bytes), self.context_limit), "memory"
         return True, self.context_limit, ""
+
+    def _tokens_that_fit(self, budget: int) -> int:
+        """The longest conversation whose hybrid KV (``ModelInfo.kv_bytes``) fits in ``budget`` bytes."""
+        full, sliding, window = (self.info.kv_bytes_per_token_full, self.info.kv_bytes_per_token_sliding,
+                                 self.info.sliding_window)
+        within_window = budget // max(1, full + sliding)
+        if within_window <= window or not full:
+            return int(min(within_window, window) if not full else within_window)
+        return int((budget - sliding * window) // full)
 
     def _plan(self, user: Node, overflow: str, max_tokens: int) -> tuple[list[int], str, int]:
         """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""

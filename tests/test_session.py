@@ -400,3 +400,13 @@ def test_instruct_sampling_comes_from_generation_config(tmp_path, tiny_model_dir
     assert recommended(folder, think=True) == THINK_DEFAULTS
     assert recommended(tmp_path / "missing", think=False) == INSTRUCT_DEFAULTS
     assert Sampling.from_dict({"temperature": "hot", "max_tokens": "12"}).max_tokens == 12
+
+
+def test_memory_budget_is_checked_before_prefill(tiny):
+    model, tok = tiny
+    s = ChatSession(model, tok, temperature=0.0, max_tokens=10, kv_budget_bytes=30_000)
+    with pytest.raises(ContextOverflowError) as e:
+        run(s.send("hello " * 40))
+    assert e.value.reason == "memory" and "memory budget" in str(e.value)
+    limit = e.value.limit
+    assert s.info.kv_bytes(limit) <= 30_000 < s.info.kv_bytes(limit + 1) and not s.messages
