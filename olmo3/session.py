@@ -449,8 +449,10 @@ class ChatSession:
         full, sliding, window = (self.info.kv_bytes_per_token_full, self.info.kv_bytes_per_token_sliding,
                                  self.info.sliding_window)
         within_window = budget // max(1, full + sliding)
-        if within_window <= window or not full:
-            return int(min(within_window, window) if not full else within_window)
+        if within_window <= window:
+            return int(within_window)
+        if not full:  # only sliding layers: the cache stops growing at the window
+            return self.context_limit
         return int((budget - sliding * window) // full)
 
     def _plan(self, user: Node, overflow: str, max_tokens: int) -> tuple[list[int], str, int]:
