@@ -487,9 +487,27 @@ class ChatSession:
 
     def _run(self, user: Node, new_user: bool, s: Sampling, target: list[int], target_text: str,
              dropped: int, should_stop: Callable[[], bool] | None, extra_lp: list | None) -> Iterator[Event]:
+        previous_active = self._active_child(user.parent) if new_user else None
+        finished = False
+        try:
+            for event in self._run_turn(user, new_user, previous_active, s, target, target_text, dropped,
+                                        should_stop, extra_lp):
+                finished = finished or isinstance(event, TurnFinished)
+                yield event
+        except BaseException:
+            if not finished:
+                # An error (or an abandoned iterator) mid-turn: the live cache may hold tokens the transcript
+                # does not. Drop it (snapshots stay valid) and take the new user message back out.
+                self.cache = None
+                if new_user and user.id in self.nodes and not self.nodes[user.id].children:
+                    self._discard_turn(user, True, previous_active)
+            raise
+
+    def _run_turn(self, user: Node, new_user: bool, previous_active: str | None, s: Sampling, target: list[int],
+                  target_text: str, dropped: int, should_stop: Callable[[], bool] | None,
+                  extra_lp: list | None) -> Iterator[Event]:
         t0 = time.perf_counter()
         stop = should_stop or (lambda: False)
-        previous_active = self._active_child(user.parent) if new_user else None
         if new_user:
             self._add(user)
         mx.reset_peak_memory()
@@ -573,7 +591,8 @@ class ChatSession:
         reply = Node(id=_new_id(), role="assistant", content=content, raw=raw, parent=user.id,
                      reasoning=reasoning, tokens=list(generated), finish_reason=finish, think=think)
         self._add(reply)
-        kvcache.compact(self.cache) if self.cache is not None else None
+        if self.cache is not None:
+            kvcache.compact(self.cache)
         self._take_snapshot()
         ttft = (t_first or time.perf_counter()) - t0
         tps = (len(generated) - 1) / (t_last - t_first) if len(generated) > 1 and t_last > t_first else 0.0

@@ -410,3 +410,24 @@ def test_memory_budget_is_checked_before_prefill(tiny):
     assert e.value.reason == "memory" and "memory budget" in str(e.value)
     limit = e.value.limit
     assert s.info.kv_bytes(limit) <= 30_000 < s.info.kv_bytes(limit + 1) and not s.messages
+
+
+def test_a_failure_mid_turn_never_leaves_a_wrong_cache(tiny):
+    model, tok = tiny
+    s = ChatSession(model, tok, temperature=0.0, max_tokens=10)
+    run(s.send(PROMPTS[0]))
+    before = (list(s.tokens), s.messages)
+
+    def explode(tokens, logits):
+        raise RuntimeError("device lost")
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        run(s.send("boom", logits_processors=[explode]))
+    assert s.cache is None and (s.tokens, s.messages) == before
+    abandoned = s.send("abandoned")
+    next(abandoned)
+    abandoned.close()  # a consumer that stops iterating mid-turn
+    assert s.cache is None and s.messages == before[1]
+    fin, _ = run(s.send("works again"))
+    assert fin.stats.reconcile == "snapshot"  # the turn-boundary snapshot served
+    assert s._decode(prompt_of(s, fin)) == s.render(template_msgs(s)[:-1])
