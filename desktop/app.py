@@ -157,6 +157,9 @@ class MainWindow(QMainWindow):
         self.models = ModelManager(model_store, self.chores, self)
         # Deleting a model also deletes the conversation caches made with it (matched by weight fingerprint).
         self.models.also_delete = model_store.conversation_cache_deleter(self.paths.cache_dir / "kv")
+        # Conversations purged from the Trash (after 30 days) leave their spilled caches behind: remove those.
+        known = {c.id for c in self.store.list_conversations()} | {c.id for c in self.store.list_trash()}
+        self.bridge.remove_orphan_caches(known)
 
         self._build_ui()
         self.controller = ChatController(

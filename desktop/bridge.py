@@ -128,6 +128,9 @@ class EngineBridge(QObject):
     def cache_path(self, conv_id: str) -> Path:
         return Path(self._engine.cache_path(conv_id))
 
+    def remove_orphan_caches(self, keep: set[str]) -> int:
+        return int(self._engine.remove_orphan_caches(keep))
+
     def delete_cache_file(self, conv_id: str) -> int:
         return int(self._engine.delete_cache_file(conv_id))
 

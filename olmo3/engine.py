@@ -230,6 +230,23 @@ class Engine:
         except FileNotFoundError:
             return 0
 
+    def remove_orphan_caches(self, keep: set[str]) -> int:
+        """Delete spilled caches of conversations that no longer exist (e.g. purged from the Trash).
+
+        Returns the bytes freed; safe from any thread (it touches only files)."""
+        freed = 0
+        if not self.cache_dir.is_dir():
+            return 0
+        for path in self.cache_dir.glob("*.safetensors"):
+            conv_id = path.name.removesuffix(".safetensors")
+            if conv_id.endswith(".tmp") or conv_id not in keep:
+                try:
+                    freed += path.stat().st_size
+                    path.unlink()
+                except OSError:
+                    log.warning("could not delete orphan cache %s", path)
+        return freed
+
     @property
     def memory_budget(self) -> int:
         if self._budget is not None:

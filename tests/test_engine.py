@@ -205,3 +205,12 @@ def test_prefill_progress_is_reported(engine):
     turn(engine, job)
     progress = engine.rec.of(PrefillProgress, job)
     assert progress[0].done == 0 and progress[-1].done >= progress[-1].total - 1
+
+
+def test_orphan_caches_are_removed(tmp_path):
+    eng = Engine(cache_dir=tmp_path / "kv")
+    (tmp_path / "kv").mkdir()
+    for name in ("alive", "purged", "half.tmp"):
+        (tmp_path / "kv" / f"{name}.safetensors").write_bytes(b"x" * 10)
+    assert eng.remove_orphan_caches({"alive"}) == 20
+    assert [p.name for p in (tmp_path / "kv").iterdir()] == ["alive.safetensors"]
