@@ -8,9 +8,10 @@ needed. Files are written to a temporary name and renamed, so a failed export ne
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from olmo3.fileio import write_atomic
 
 FORMATS = {"md": ("Markdown", ".md"), "json": ("JSON", ".json"), "html": ("HTML", ".html"), "pdf": ("PDF", ".pdf")}
 
@@ -27,32 +28,17 @@ def safe_filename(title: str, fmt: str) -> str:
     return keep + FORMATS[fmt][1]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def export_conversation(conv: dict[str, Any], fmt: str, path: str | Path) -> Path:
     """Write ``conv`` (a ``store.export_dict``) to ``path`` in ``fmt``; returns the path."""
     from olmo3 import export
 
     path = Path(path)
     if fmt == "md":
-        _write_atomic(path, export.to_markdown(conv).encode("utf-8"))
+        write_atomic(path, export.to_markdown(conv).encode("utf-8"))
     elif fmt == "json":
-        _write_atomic(path, export.to_json(conv).encode("utf-8"))
+        write_atomic(path, export.to_json(conv).encode("utf-8"))
     elif fmt == "html":
-        _write_atomic(path, export.to_html(conv).encode("utf-8"))
+        write_atomic(path, export.to_html(conv).encode("utf-8"))
     elif fmt == "pdf":
         write_pdf(export.to_html(conv), path)
     else:

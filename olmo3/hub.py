@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from .fileio import write_atomic
+
 try:  # macOS and Linux; the app does not run elsewhere
     import fcntl
 except ImportError:  # pragma: no cover
@@ -717,12 +719,7 @@ def _read_json(path: Path) -> Any:
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     """Write via a temporary file + rename, so a crash never leaves a half-written marker or state."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def _allowed(name: str) -> bool:
