@@ -356,8 +356,8 @@ class ChatSession:
         best: tuple[int, str, Any, list[int]] | None = None
         candidates = [("live", self.cache, self.tokens)] + [("snapshot", s.cache, s.tokens) for s in self.snapshots]
         for name, cache, toks in candidates:
-            if cache is None:
-                continue
+            if cache is None or (best is not None and len(toks) <= best[0]):
+                continue  # a shorter transcript cannot beat the best match so far
             usable = min(common_prefix_len(toks, target), len(target) - 1)
             if usable < len(toks) and not kvcache.can_trim(cache, len(toks) - usable):
                 continue
