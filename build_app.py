@@ -196,9 +196,12 @@ def own_modules(root: Path) -> list[str]:
     """Every module of our own packages, so a module imported only by name (importlib) is still bundled."""
     names = []
     for package in OWN_PACKAGES:
-        names.append(package)
-        names += [f"{package}.{p.stem}" for p in sorted((root / package).glob("*.py")) if p.stem != "__init__"]
-    return names
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-1] == "__main__":
+                continue
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(set(names))
 
 
 def prune(toc: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:

@@ -559,7 +559,7 @@ class MainWindow(QMainWindow):
 
     def _name_for_path(self, path: str) -> str:
         try:
-            from olmo3.loader import inspect_model_dir
+            from olmo3.model.modelinfo import inspect_model_dir
 
             return model_display_name(inspect_model_dir(path), path)
         except Exception:  # noqa: BLE001 - a name is cosmetic

@@ -3,7 +3,7 @@
 Threads in the app:
 
 * the **GUI thread** (widgets, the conversation store);
-* the **engine thread**, started and owned by :class:`olmo3.engine.Engine`: the one thread that imports, loads and
+* the **engine thread**, started and owned by :class:`olmo3.chat.engine.Engine`: the one thread that imports, loads and
   runs MLX (MLX streams are thread-local). Its job methods are thread-safe and return at once;
 * the **chores thread**, a :class:`QThread` (:class:`ChoreRunner`) for slow file work that must not freeze the
   window and must not queue behind a generation on the engine thread: copying an imported model, deleting
@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 
 
 class EngineBridge(QObject):
-    """Owns the :class:`olmo3.engine.Engine`; re-emits its events as a Qt signal.
+    """Owns the :class:`olmo3.chat.engine.Engine`; re-emits its events as a Qt signal.
 
     Signals:
-        event(object): an ``olmo3.events`` dataclass, delivered on the GUI thread.
+        event(object): an ``olmo3.chat.events`` dataclass, delivered on the GUI thread.
     """
 
     event = Signal(object)
@@ -48,7 +48,7 @@ class EngineBridge(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        from olmo3.engine import (
+        from olmo3.chat.engine import (
             Engine,  # imports MLX lazily on the engine thread's first job
         )
 

@@ -483,7 +483,7 @@ class ChatController(QObject):
     # ------------------------------------------------------------------------------------------ engine events
     def on_engine_event(self, event: object) -> None:
         """Dispatch one engine event (GUI thread)."""
-        from olmo3 import events as ev
+        from olmo3.chat import events as ev
 
         handler = {
             ev.TextDelta: self._on_delta,

@@ -10,8 +10,8 @@ The packaged app is tested by running it, not by inspecting it: ``"Olmo Desktop"
 3. ``mlx_eval`` – ``mx.eval`` of a small matmul on MLX's default device gives the right number. On macOS the
    default device must be the GPU, which makes MLX load ``mlx.metallib`` from next to the loaded ``libmlx``;
    a failure names the metallib and the paths MLX searched (the main bundling risk, see ``build_app.py``).
-4. ``tiny_model`` – a tiny random-weight Olmo-3 folder is written to a temp dir (``olmo3.tiny``).
-5. ``engine_generate`` – :class:`olmo3.engine.Engine` starts its thread, loads that folder, opens a
+4. ``tiny_model`` – a tiny random-weight Olmo-3 folder is written to a temp dir (``olmo3.model.tiny``).
+5. ``engine_generate`` – :class:`olmo3.chat.engine.Engine` starts its thread, loads that folder, opens a
    conversation and greedily generates a few tokens (tokenizer, chat template, model, KV cache, sampler).
 6. ``engine_shutdown`` – ``Engine.shutdown()`` returned True (the thread joined in time).
 7. ``dynamic_imports`` – modules that mlx-lm and transformers import by name are present (a real checkpoint
@@ -186,14 +186,14 @@ class SelfTest:
             )
 
     def tiny_model(self) -> None:
-        from olmo3.tiny import make_tiny_model
+        from olmo3.model.tiny import make_tiny_model
 
         self.tiny_dir = make_tiny_model(self.workdir / "tiny-olmo3", sliding_window=16)
 
     def engine(self) -> None:
         """Load, open, generate and shut down through the engine thread (the path the GUI uses)."""
-        from olmo3.engine import Engine
-        from olmo3.events import Event, JobFailed, ModelLoaded, TextDelta, TurnFinished
+        from olmo3.chat.engine import Engine
+        from olmo3.chat.events import Event, JobFailed, ModelLoaded, TextDelta, TurnFinished
 
         assert self.tiny_dir is not None
         events: list[Event] = []  # list.append is atomic: the engine thread appends, this thread reads after wait()

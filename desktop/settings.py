@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo3.fileio import write_atomic
-from olmo3.sampling import INSTRUCT_DEFAULTS, PRECISE, THINK_DEFAULTS, Sampling, recommended
+from olmo3.chat.sampling import INSTRUCT_DEFAULTS, PRECISE, THINK_DEFAULTS, Sampling, recommended
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ DEFAULT_SYSTEM_PROMPT = ""
 THEMES = ("system", "light", "dark")
 
 
-# Olmo-3 presets live in olmo3.sampling (the engine uses the same class and values).
+# Olmo-3 presets live in olmo3.chat.sampling (the engine uses the same class and values).
 THINK_PRESET = THINK_DEFAULTS
 INSTRUCT_FALLBACK = INSTRUCT_DEFAULTS
 PRECISE_PRESET = PRECISE

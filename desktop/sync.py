@@ -166,12 +166,12 @@ def align_state_with_store(state: dict[str, Any], store_tree: Sequence[Any]) -> 
 
 
 def state_from_store(store_tree: Sequence[Any], *, system_prompt: str | None, think: bool) -> dict[str, Any]:
-    """An engine state rebuilt from store messages, without tokens (``olmo3.session.state_from_messages``).
+    """An engine state rebuilt from store messages, without tokens (``olmo3.chat.session.state_from_messages``).
 
     Used for conversations imported without an engine state: the engine re-reads the history on the first
     turn (there are no tokens to reuse). Node ids are the store ids, so :func:`build_id_map` maps them.
     """
-    from olmo3.session import state_from_messages
+    from olmo3.chat.session import state_from_messages
 
     messages = []
     for msg in store_tree:

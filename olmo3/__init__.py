@@ -1,24 +1,43 @@
-"""Olmo-3 on MLX: the model, loading, the chat engine, stores and the CLI. Never imports Qt."""
+"""Olmo-3 on MLX: the model, loading, the chat engine, stores and the CLI. Never imports Qt.
+
+The parts of the house, one subpackage each (``pyproject.toml``'s import-linter contracts keep them apart):
+
+* ``olmo3.model``: our Olmo-3 (``config``, ``model``), folder inspection without MLX (``modelinfo``), loading,
+  quantizing and the tiny test models;
+* ``olmo3.chat``: one conversation's token-exact transcript and hybrid cache (``session``, ``kvcache``), the typed
+  messages and events that cross to the GUI (``transcript``, ``events``), sampling, and the engine thread;
+* ``olmo3.hub``: repo ids, the catalog, the local model store, downloads and their verification;
+* ``olmo3.store``: the SQLite conversation store, search, export and import;
+* ``olmo3.cli``: the ``olmo3`` command;
+* small shared modules: ``appinfo`` (name and folders), ``memory`` (one memory reading and budget policy),
+  ``units`` (byte and duration formatting), ``fileio`` (atomic writes).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["load", "ModelLoadError", "ChatSession", "Engine", "__version__"]
+__all__ = ["ChatSession", "Engine", "ModelLoadError", "__version__", "load"]
 
 
-def __getattr__(name: str):
-    # Lazy imports keep `import olmo3` cheap (the CLI's --help, the GUI's start-up).
-    if name in ("load", "ModelLoadError"):
-        from . import loader
+def __getattr__(name: str) -> Any:
+    # Lazy imports keep `import olmo3` cheap and MLX-free (the CLI's --help, the GUI's start-up).
+    if name == "load":
+        from .model.loader import load
 
-        return getattr(loader, name)
+        return load
+    if name == "ModelLoadError":
+        from .model.modelinfo import ModelLoadError
+
+        return ModelLoadError
     if name == "ChatSession":
-        from .session import ChatSession
+        from .chat.session import ChatSession
 
         return ChatSession
     if name == "Engine":
-        from .engine import Engine
+        from .chat.engine import Engine
 
         return Engine
     raise AttributeError(name)

@@ -15,7 +15,7 @@ temporary name and deletes it on any failure, so an interrupted multi-gigabyte s
 sizes, hashes, commit), ``get_hf_file_metadata`` (HEAD ``/resolve``: ETag, size, CDN redirect) and ``http_get``
 (GET with ``Range: bytes=<part size>-``, its own reconnects after a dropped stream). A model is listed as installed
 only when ``.olmo-desktop.json`` exists, which is written after every file matched the size and hash the Hub
-reported and the folder passed ``olmo3.loader.inspect_model_dir``.
+reported and the folder passed ``olmo3.model.modelinfo.inspect_model_dir``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from .loader import ModelInfo
+    from .model.modelinfo import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +469,7 @@ class LocalModel:
     revision: str | None = None  # commit sha
     size_bytes: int = 0  # installed: model files; incomplete: bytes downloaded so far
     total_bytes: int | None = None  # incomplete downloads: the expected total
-    info: dict[str, Any] | None = None  # olmo3.loader.ModelInfo.to_dict(), minus "path"
+    info: dict[str, Any] | None = None  # olmo3.model.modelinfo.ModelInfo.to_dict(), minus "path"
     downloaded_at: str | None = None
     origin: str | None = None  # imports: the folder it came from
     problem: str | None = None  # why it is not installed
@@ -807,7 +807,7 @@ def _owned_bytes(path: Path) -> int:
 
 
 def _inspect(path: Path) -> ModelInfo:
-    from .loader import inspect_model_dir  # lazy: imports MLX
+    from .model.modelinfo import inspect_model_dir
 
     return inspect_model_dir(path)
 
@@ -1068,7 +1068,7 @@ class ModelStore:
         except (CacheNotFound, OSError, ValueError):
             log.debug("cannot scan HF cache %s", self.hf_cache_dir, exc_info=True)
             return []
-        from .loader import ModelLoadError
+        from .model.modelinfo import ModelLoadError
 
         out: list[LocalModel] = []
         for repo in sorted(cache.repos, key=lambda r: r.repo_id):
@@ -1209,7 +1209,7 @@ class ModelStore:
         original files (no copy; deleting the model later never touches the originals). Only weights, config,
         tokenizer and template files are taken. ``on_progress(done_bytes, total_bytes)`` reports copying.
         """
-        from .loader import ModelLoadError
+        from .model.modelinfo import ModelLoadError
 
         src = Path(source).expanduser().resolve()
         if not src.is_dir():
@@ -1290,7 +1290,7 @@ class ModelStore:
 
     @staticmethod
     def _deep_load(path: Path) -> None:
-        from .loader import load
+        from .model.loader import load
 
         model, _tok = load(path)
         del model
@@ -1963,7 +1963,7 @@ class _DownloadJob:
 
     # -- verification ----------------------------------------------------------------------------------------
     def _verify_folder(self) -> ModelInfo:
-        from .loader import ModelLoadError
+        from .model.modelinfo import ModelLoadError
 
         assert self.plan is not None
         try:

@@ -26,14 +26,14 @@ def real_template(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-instruct", sliding_window=16)
 
 
 @pytest.fixture(scope="session")
 def tiny_think_dir(tmp_path_factory) -> Path:
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-think", think=True, sliding_window=16,
                            config_format="transformers5")

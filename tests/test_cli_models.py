@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from olmo3.cli_models import add_models_parser, run_models
+from olmo3.cli.models import add_models_parser, run_models
 
 from hub_server import FakeHub, Hold
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("src") / "Olmo-3-Tiny-Instruct", seed=4)
 
@@ -167,7 +167,7 @@ def _wait_size(path: Path, size: int, timeout: float = 60) -> None:
 
 
 def test_ctrl_c_pauses_and_a_killed_download_resumes(tmp_path, hub):
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     big = make_tiny_model(tmp_path / "src" / "Olmo-3-Tiny-Instruct", hidden_size=256, intermediate_size=1024, seed=5)
     repo = hub.add_folder(REPO, big)

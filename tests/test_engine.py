@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from olmo3.engine import Engine
-from olmo3.events import (
+from olmo3.chat.engine import Engine
+from olmo3.chat.events import (
     CacheState,
     ContextOverflow,
     ConversationOpened,

@@ -1,6 +1,6 @@
 """The model manager against a real local HTTP server speaking the Hub's API, with the real huggingface_hub client.
 
-Nothing is mocked: ``tests/hub_server.py`` serves tiny Olmo-3 folders made by ``olmo3.tiny.make_tiny_model`` over
+Nothing is mocked: ``tests/hub_server.py`` serves tiny Olmo-3 folders made by ``olmo3.model.tiny.make_tiny_model`` over
 HTTP on 127.0.0.1 (LFS files through a "CDN" on another origin), and ``olmo3.hub.ModelStore`` downloads them with
 huggingface_hub into temporary folders.
 """
@@ -70,7 +70,7 @@ def _make_sharded(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     root = tmp_path_factory.mktemp("src")
     plain = make_tiny_model(root / "Olmo-3-Tiny-Instruct", seed=1)

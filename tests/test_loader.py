@@ -9,9 +9,10 @@ import mlx.core as mx
 import pytest
 
 import olmo3
-from olmo3.loader import ModelLoadError, inspect_model_dir, load_model
-from olmo3.model import ModelArgs, YarnRoPE
-from olmo3.tiny import make_tiny_model, tiny_config
+from olmo3.model.loader import ModelLoadError, inspect_model_dir, load_model
+from olmo3.model import model as olmo3_model
+from olmo3.model.model import ModelArgs, YarnRoPE
+from olmo3.model.tiny import make_tiny_model, tiny_config
 
 
 def base_config(**kw):
@@ -33,7 +34,7 @@ def test_defaults_explicit_head_dim_gqa_tied_and_bias():
     a = ModelArgs.from_config(cfg)
     assert a.head_dim == 32 and a.num_key_value_heads == 1
     assert a.layer_types == ["sliding_attention"] * 3 + ["full_attention"]
-    model = olmo3.model.Model(a)
+    model = olmo3_model.Model(a)
     assert model.layers[0].self_attn.q_proj.weight.shape == (128, 64)
     assert "bias" in model.layers[0].self_attn.q_proj
     assert not hasattr(model, "lm_head")
@@ -68,7 +69,7 @@ def test_bad_configs_name_the_key_and_value(change, message):
 def test_yarn_matches_plain_rope_when_factor_is_one():
     x = mx.random.normal((1, 2, 5, 16))
     p = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 1.0, "original_max_position_embeddings": 64}
-    plain = olmo3.model.nn.RoPE(16, base=10000.0)
+    plain = olmo3_model.nn.RoPE(16, base=10000.0)
     assert mx.allclose(YarnRoPE(16, p)(x, offset=3), plain(x, offset=3), atol=1e-5)
 
 
@@ -146,7 +147,7 @@ def test_stop_tokens_always_include_im_end(folder):
 
 
 def test_sharded_and_quantized_folders_load(tmp_path, tiny_model_dir):
-    from olmo3.convert import quantize_folder
+    from olmo3.model.quantize import quantize_folder
 
     q = quantize_folder(tiny_model_dir, tmp_path / "q8", bits=8)
     assert (q / "model.safetensors.index.json").exists()

@@ -26,7 +26,7 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import KVCache, RotatingKVCache
 
-from olmo3.loader import load_model
+from olmo3.model.loader import load_model
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 CASES = ("mha", "gqa")

@@ -7,9 +7,9 @@ import pytest
 from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import KVCache, RotatingKVCache
 
-from olmo3 import kvcache
-from olmo3.events import PrefillProgress, TextDelta, TurnFinished
-from olmo3.session import ChatSession, ContextOverflowError
+from olmo3.chat import kvcache
+from olmo3.chat.events import PrefillProgress, TextDelta, TurnFinished
+from olmo3.chat.session import ChatSession, ContextOverflowError
 
 from conftest import real_template
 
@@ -106,7 +106,7 @@ def test_prompt_is_always_the_templates_rendering(tmp_path, template, system):
     """Every fed prompt is exactly the template's rendering of the history + new user turn; where the
     template re-renders the history verbatim, the cached transcript is a prefix of the next rendering."""
     import olmo3
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     text = real_template(template) if template else None
     folder = make_tiny_model(tmp_path / "m", chat_template_text=text, sliding_window=16)
@@ -150,7 +150,7 @@ def test_stop_on_endoftext_is_reconciled_not_fed_wrong(tiny, tmp_path):
 
     # Before any ring buffer wraps (a wide window here), the same fix is a one-token trim.
     import olmo3
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     model, tok = olmo3.load(make_tiny_model(tmp_path / "wide", sliding_window=512))
     s2 = ChatSession(model, tok, temperature=0.0, max_tokens=8)
@@ -348,7 +348,7 @@ def test_8bit_kv_for_full_layers_stays_close_and_keeps_working(tmp_path):
     from mlx_lm.models.cache import QuantizedKVCache
 
     import olmo3
-    from olmo3.tiny import make_tiny_model
+    from olmo3.model.tiny import make_tiny_model
 
     # head_dim 32 (MLX quantizes in groups of 32 or more; real Olmo-3 has 128).
     model, tok = olmo3.load(make_tiny_model(tmp_path / "m", num_attention_heads=2, num_key_value_heads=1,
@@ -367,7 +367,7 @@ def test_8bit_kv_for_full_layers_stays_close_and_keeps_working(tmp_path):
 
 
 def test_state_from_messages_rebuilds_a_tree_that_continues(tiny):
-    from olmo3.session import state_from_messages
+    from olmo3.chat.session import state_from_messages
 
     model, tok = tiny
     msgs = [
@@ -390,7 +390,7 @@ def test_instruct_sampling_comes_from_generation_config(tmp_path, tiny_model_dir
     import json
     import shutil
 
-    from olmo3.sampling import INSTRUCT_DEFAULTS, THINK_DEFAULTS, Sampling, recommended
+    from olmo3.chat.sampling import INSTRUCT_DEFAULTS, THINK_DEFAULTS, Sampling, recommended
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_model_dir, folder)

@@ -146,8 +146,8 @@ def model_info(model: Any):
     info = getattr(model, "info", None)
     if info is not None:
         return info
-    from .loader import ModelInfo
-    from .model import FULL, SLIDING
+    from ..model.modelinfo import ModelInfo
+    from ..model.config import FULL, SLIDING
 
     a = model.args
     per_layer = 2 * a.num_key_value_heads * a.head_dim * 2

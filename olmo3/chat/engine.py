@@ -290,7 +290,7 @@ class Engine:
                     self._done_cv.notify_all()
 
     def _load_model(self, job: _Job, path: Path) -> None:
-        from .loader import load
+        from ..model.loader import load
 
         t0 = time.perf_counter()
         self._spill_all()

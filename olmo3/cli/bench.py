@@ -15,7 +15,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .events import TurnFinished
+from ..chat.events import TurnFinished
 
 # A model small enough for a laptop CPU yet large enough that compute, not Python, dominates.
 BENCH_SIZE = dict(hidden_size=384, num_hidden_layers=8, num_attention_heads=6, num_key_value_heads=2,
@@ -23,7 +23,7 @@ BENCH_SIZE = dict(hidden_size=384, num_hidden_layers=8, num_attention_heads=6, n
 
 
 def _default_model(tmp: Path) -> Path:
-    from .tiny import make_tiny_model
+    from ..model.tiny import make_tiny_model
 
     return make_tiny_model(tmp / "bench-model", weight_std=0.05, **BENCH_SIZE)
 
@@ -61,7 +61,7 @@ def _tps(times: list[float]) -> float:
 
 
 def _decode_ours(model, tok, prompt: str, tokens: int) -> float:
-    from .session import ChatSession
+    from ..chat.session import ChatSession
 
     s = ChatSession(model, tok, temperature=0.0, max_tokens=tokens)
     fin = [e for e in s.send(prompt, logits_processors=[_ban(list(tok.eos_token_ids))]) if isinstance(e, TurnFinished)]
@@ -84,7 +84,7 @@ def bench_decode(model_path: str | None = None, *, tokens: int = 128, rounds: in
     """Decode tok/s of ``olmo3`` (ChatSession) and of ``mlx_lm.stream_generate`` on the same weights."""
     import mlx_lm
 
-    from .loader import load
+    from ..model.loader import load
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -138,8 +138,8 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
     """Follow-up, regenerate/edit and restore-from-disk TTFT ratios; KV bytes against the hybrid bound."""
     from mlx_lm.models.cache import load_prompt_cache, save_prompt_cache
 
-    from .loader import load
-    from .session import ChatSession
+    from ..model.loader import load
+    from ..chat.session import ChatSession
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

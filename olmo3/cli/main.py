@@ -18,7 +18,7 @@ def _human_bytes(n: float) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .loader import inspect_model_dir
+    from ..model.modelinfo import inspect_model_dir
 
     info = inspect_model_dir(args.model)
     if args.json:
@@ -70,9 +70,9 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .events import TextDelta, TurnFinished
-    from .loader import load
-    from .session import ChatSession
+    from ..chat.events import TextDelta, TurnFinished
+    from ..model.loader import load
+    from ..chat.session import ChatSession
 
     model, tokenizer = load(args.model)
     session = ChatSession(model, tokenizer, system_prompt=args.system, **_sampling_args(args))
@@ -98,7 +98,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .convert import quantize_folder
+    from ..model.quantize import quantize_folder
 
     out = quantize_folder(args.src, args.dst, bits=args.bits, group_size=args.group_size)
     print(f"wrote {out}")
@@ -118,7 +118,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from .chat_cli import run_chat
+    from .chat import run_chat
 
     return run_chat(args, _sampling_args(args))
 
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_bench)
 
     try:
-        from .cli_models import add_models_parser
+        from .models import add_models_parser
 
         add_models_parser(sub)
     except ImportError:  # pragma: no cover - the models subcommand ships with the model manager
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "fn", None) is None:  # subcommands that dispatch themselves (models)
-            from .cli_models import run_models
+            from .models import run_models
 
             return run_models(args)
         return args.fn(args)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:
         # Imported here, not at the top: `olmo3 models list` must not pay for importing MLX.
-        from .loader import ModelLoadError
+        from ..model.modelinfo import ModelLoadError
 
         if isinstance(e, (ModelLoadError, ValueError, FileNotFoundError, FileExistsError)):
             print(f"olmo3: {e}", file=sys.stderr)

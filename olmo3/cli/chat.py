@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine
-from .events import (
+from ..chat.engine import Engine
+from ..chat.events import (
     ContextOverflow,
     Event,
     JobFailed,

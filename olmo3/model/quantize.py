@@ -6,7 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from .loader import ModelLoadError, load_model, read_config
+from .loader import load_model
+from .modelinfo import ModelLoadError, read_config
 
 COPY_FILES = (
     "tokenizer.json",

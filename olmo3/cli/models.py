@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .hub import (
+from ..hub import (
     DEFAULT_CONTEXT_TOKENS,
     DownloadCancelled,
     DownloadCompleted,
@@ -290,7 +290,7 @@ def _delete(store: ModelStore, args: argparse.Namespace, out: TextIO, err: TextI
     if args.cache_dir:
         cache_dir = Path(args.cache_dir)
     else:
-        from .engine import default_cache_dir
+        from ..chat.engine import default_cache_dir
 
         cache_dir = default_cache_dir()
     freed = store.delete_model(model.name, source=model.source,

@@ -1,0 +1,3 @@
+from olmo3.cli import main
+
+raise SystemExit(main())
