@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -74,6 +75,24 @@ def conversation_memory_limit(weight_bytes: int) -> int:
     The pool budget decides what stays warm (the rest is spilled to disk); this decides what can run at all.
     """
     return max(256 << 20, int((physical_memory_bytes() - weight_bytes) * 0.75))
+
+
+def _release_thread_mlx_state() -> None:
+    """Free this thread's MLX streams and random key while the thread still holds the GIL.
+
+    MLX keeps a per-thread random key (``mx.random.seed`` sets it) in a C++ ``thread_local`` whose destructor
+    takes the GIL. Left to the thread's exit, that destructor runs after ``Thread.join`` has returned; if the
+    interpreter is finalizing by then (``olmo3 chat`` returning from ``main``), CPython ends the thread with
+    ``pthread_exit`` inside a ``noexcept`` destructor and the process dies with "terminate called without an
+    active exception" (SIGABRT, exit 134). ``mx.clear_streams()`` resets that key and the thread's streams now,
+    on the thread that made them.
+    """
+    mx = sys.modules.get("mlx.core")
+    if mx is not None and hasattr(mx, "clear_streams"):
+        try:
+            mx.clear_streams()
+        except Exception:  # pragma: no cover - best effort at thread exit
+            log.debug("mx.clear_streams failed", exc_info=True)
 
 
 class _Job:
@@ -273,6 +292,12 @@ class Engine:
             log.exception("event listener failed on %r", type(event).__name__)
 
     def _loop(self) -> None:
+        try:
+            self._run_jobs()
+        finally:
+            _release_thread_mlx_state()
+
+    def _run_jobs(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
