@@ -189,9 +189,9 @@ class MainWindow(QMainWindow):
             self.controller.open(last) if self._exists(last) else None
         if start_engine:
             self.bridge.start()
-            if auto_load and self.settings.auto_load_last_model and self.settings.last_model:
-                if Path(self.settings.last_model).is_dir():
-                    self.controller.load_model(self.settings.last_model, self._name_for_path(self.settings.last_model))
+            last_model = self.settings.last_model
+            if auto_load and self.settings.auto_load_last_model and last_model and Path(last_model).is_dir():
+                self.controller.load_model(last_model, self._name_for_path(last_model))
         QTimer.singleShot(0, self._warm_up)
 
     # ---------------------------------------------------------------------------------------------------- UI
@@ -368,7 +368,7 @@ class MainWindow(QMainWindow):
         found: dict[str, tuple[str, str]] = {}  # conversation → (title, snippet of its best message hit)
         try:
             hits = self.store.search(text, limit=80)
-        except Exception as exc:  # noqa: BLE001 - a bad query must not break the sidebar
+        except Exception as exc:
             log.warning("search %r failed: %s", text, exc)
             hits = []
         for hit in hits:  # title hits first, then message hits, each best first
@@ -489,7 +489,7 @@ class MainWindow(QMainWindow):
             return
         try:
             self.header.set_title(self.store.get_conversation(conv_id).title, renamable=True)
-        except Exception:  # noqa: BLE001 - deleted meanwhile
+        except Exception:
             self.header.set_title("", renamable=False)
 
     # ------------------------------------------------------------------------------------------------ export
@@ -562,7 +562,7 @@ class MainWindow(QMainWindow):
             from olmo3.model.modelinfo import inspect_model_dir
 
             return model_display_name(inspect_model_dir(path), path)
-        except Exception:  # noqa: BLE001 - a name is cosmetic
+        except Exception:
             return Path(path).name
 
     def open_model_picker(self) -> ModelPickerDialog:
@@ -843,11 +843,11 @@ class MainWindow(QMainWindow):
         self.qsettings.setValue("last_conversation", self.controller.current or "")
         self.qsettings.sync()
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self.toast.reposition()
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()
         event.accept()
         super().closeEvent(event)
@@ -864,7 +864,7 @@ class MainWindow(QMainWindow):
         ok = self.chores.shutdown() and ok
         try:
             self.store.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("closing the conversation store failed")
             ok = False
         if self.picker is not None:

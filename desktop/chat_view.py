@@ -78,11 +78,11 @@ class TypingIndicator(QWidget):
         self._timer.setInterval(120)
         self._timer.timeout.connect(self._tick)
 
-    def showEvent(self, event) -> None:  # noqa: N802, ANN001
+    def showEvent(self, event) -> None:
         self._timer.start()
         super().showEvent(event)
 
-    def hideEvent(self, event) -> None:  # noqa: N802, ANN001
+    def hideEvent(self, event) -> None:
         self._timer.stop()
         super().hideEvent(event)
 
@@ -90,7 +90,7 @@ class TypingIndicator(QWidget):
         self._phase = (self._phase + 1) % 12
         self.update()
 
-    def paintEvent(self, _event) -> None:  # noqa: N802, ANN001
+    def paintEvent(self, _event) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
@@ -187,11 +187,11 @@ class MessageWidget(QWidget):
         self._pinned_actions = pinned
         self._show_hover(pinned or self.underMouse())
 
-    def enterEvent(self, event) -> None:  # noqa: N802, ANN001
+    def enterEvent(self, event) -> None:
         self._show_hover(True)
         super().enterEvent(event)
 
-    def leaveEvent(self, event) -> None:  # noqa: N802, ANN001
+    def leaveEvent(self, event) -> None:
         self._show_hover(self._pinned_actions)
         super().leaveEvent(event)
 
@@ -218,7 +218,7 @@ class _EditBox(QPlainTextEdit):
     submit = Signal()
     cancel = Signal()
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         if (
             event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
             and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier
@@ -380,7 +380,7 @@ class UserMessageWidget(MessageWidget):
         ideal = math.ceil(doc.idealWidth()) + 28 + 2
         self.bubble.setFixedWidth(max(48, min(limit, ideal)))
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         if event.size().width() != event.oldSize().width():
             self._fit_bubble()
@@ -1084,7 +1084,7 @@ class ChatView(QScrollArea):
         viewport = self.viewport()
         self.pill.move((viewport.width() - self.pill.width()) // 2, viewport.height() - self.pill.height() - 14)
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self._place_pill()
 

@@ -59,7 +59,7 @@ class ComposerEdit(QTextEdit):
         self.document().documentLayout().documentSizeChanged.connect(self._fit)
         self._fit()
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             mods = event.modifiers()
             if mods & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.AltModifier):
@@ -78,15 +78,15 @@ class ComposerEdit(QTextEdit):
         if height != self.height():
             self.setFixedHeight(height)
 
-    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._fit()
 
-    def focusInEvent(self, event) -> None:  # noqa: N802, ANN001
+    def focusInEvent(self, event) -> None:
         super().focusInEvent(event)
         self._mark_focus(True)
 
-    def focusOutEvent(self, event) -> None:  # noqa: N802, ANN001
+    def focusOutEvent(self, event) -> None:
         super().focusOutEvent(event)
         self._mark_focus(False)
 
@@ -116,7 +116,7 @@ class RoundButton(QToolButton):
     def glyph(self) -> str:
         return self._glyph
 
-    def paintEvent(self, _event) -> None:  # noqa: N802, ANN001
+    def paintEvent(self, _event) -> None:
         theme = th.current()
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -142,11 +142,11 @@ class RoundButton(QToolButton):
             painter.setPen(pen)
             painter.drawEllipse(QRectF(1, 1, self.width() - 2, self.height() - 2))
 
-    def enterEvent(self, event) -> None:  # noqa: N802, ANN001
+    def enterEvent(self, event) -> None:
         self.update()
         super().enterEvent(event)
 
-    def leaveEvent(self, event) -> None:  # noqa: N802, ANN001
+    def leaveEvent(self, event) -> None:
         self.update()
         super().leaveEvent(event)
 
@@ -302,8 +302,10 @@ class ContextBar(QWidget):
             self.label.setText(f"{short_count(used)} / {short_count(limit)} tokens")
             tip = f"This conversation uses {used:,} of {limit:,} context tokens ({frac:.0%})."
             if self.level() == "critical":
-                tip += (" It is almost full: the next message may not fit. "
-                        "You'll be asked whether to drop the oldest turns.")
+                tip += (
+                    " It is almost full: the next message may not fit. "
+                    "You'll be asked whether to drop the oldest turns."
+                )
             elif self.level() == "warn":
                 tip += " It is getting full."
             self.setToolTip(tip)
@@ -337,7 +339,7 @@ class _BarPaint(QWidget):
         self._frac, self._level = frac, level
         self.update()
 
-    def paintEvent(self, _event) -> None:  # noqa: N802, ANN001
+    def paintEvent(self, _event) -> None:
         theme = th.current()
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -372,5 +374,5 @@ class StatusRow(QWidget):
         self.stats.setText(text)
         self.stats.setToolTip(text)
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(400, 24)

@@ -249,7 +249,7 @@ class ChatController(QObject):
     def _state_for_map(self, conv_id: str) -> dict[str, Any] | None:
         try:
             return self.store.get_engine_state(conv_id)
-        except Exception:  # noqa: BLE001 - a missing conversation just has no state
+        except Exception:
             return None
 
     def _last_stats_text(self) -> str:
@@ -477,7 +477,7 @@ class ChatController(QObject):
     def _flush_store(self) -> None:
         try:
             self.store.flush_due()
-        except Exception:  # noqa: BLE001 - logged; streaming goes on
+        except Exception:
             log.exception("could not commit streamed text")
 
     # ------------------------------------------------------------------------------------------ engine events

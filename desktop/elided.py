@@ -17,14 +17,14 @@ class ElidedLabel(QLabel):
         self._mode = mode
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         return QSize(20, super().minimumSizeHint().height())
 
     def elided_text(self) -> str:
         rect = self.contentsRect()
         return self.fontMetrics().elidedText(self.text(), self._mode, max(0, rect.width()))
 
-    def paintEvent(self, _event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, _event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setPen(self.palette().color(self.foregroundRole()))
         painter.setFont(self.font())

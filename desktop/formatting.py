@@ -14,7 +14,7 @@ def short_count(n: int) -> str:
 
 def format_stats(stats: Any) -> str:
     """ "0.08 s to first token · 42 tok/s · 180 tokens · 1,180 reused" from a TurnStats (or a dict with its fields)."""
-    get = (lambda k: stats.get(k)) if isinstance(stats, dict) else (lambda k: getattr(stats, k, None))  # noqa: E731
+    get = (lambda k: stats.get(k)) if isinstance(stats, dict) else (lambda k: getattr(stats, k, None))
     parts = []
     ttft = get("ttft_s")
     if isinstance(ttft, (int, float)) and ttft > 0:

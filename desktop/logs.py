@@ -48,7 +48,7 @@ def install_excepthook() -> None:
     """Unhandled exceptions on the GUI thread go to the log instead of vanishing with the window."""
     previous = sys.excepthook
 
-    def hook(exc_type, exc, tb) -> None:  # noqa: ANN001
+    def hook(exc_type, exc, tb) -> None:
         logging.getLogger("desktop").critical("unhandled exception", exc_info=(exc_type, exc, tb))
         previous(exc_type, exc, tb)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -45,7 +45,7 @@ class CodeBlock:
 Block = ProseBlock | CodeBlock
 
 
-def _render_image_as_link(self, tokens: list[Token], idx: int, options, env) -> str:  # noqa: ANN001
+def _render_image_as_link(self, tokens: list[Token], idx: int, options, env) -> str:
     """Model output must not make the app fetch remote images: show ``![alt](url)`` as a plain link."""
     token = tokens[idx]
     src = html.escape(token.attrGet("src") or "", quote=True)
@@ -53,7 +53,7 @@ def _render_image_as_link(self, tokens: list[Token], idx: int, options, env) -> 
     return f'<a href="{src}">{alt}</a>'
 
 
-def _render_table_open(self, tokens: list[Token], idx: int, options, env) -> str:  # noqa: ANN001
+def _render_table_open(self, tokens: list[Token], idx: int, options, env) -> str:
     # QTextDocument ignores most table CSS; attributes it does honour give a clean grid.
     return '<table cellspacing="0" cellpadding="6" width="100%">\n'
 
@@ -180,11 +180,18 @@ def stable_prefix_end(text: str, start: int = 0, *, soft_limit: int = 1200) -> i
         at_col0 = bool(line) and not line[0].isspace()
         match = _FENCE_OPEN.match(line)
         opens_fence = bool(match) and not (match.group("fence")[0] == "`" and "`" in match.group("info"))
-        if at_col0 and line_start > start:
-            if prev_blank or prev_closed_block or opens_fence or _ATX_HEADING.match(line):
-                boundary = line_start
-            elif _LIST_ITEM.match(line) and line_start - boundary > soft_limit:
-                boundary = line_start
+        if (
+            at_col0
+            and line_start > start
+            and (
+                prev_blank
+                or prev_closed_block
+                or opens_fence
+                or _ATX_HEADING.match(line)
+                or (_LIST_ITEM.match(line) and line_start - boundary > soft_limit)
+            )
+        ):
+            boundary = line_start
         if opens_fence:
             assert match is not None
             fence = (match.group("fence")[0], len(match.group("fence")))

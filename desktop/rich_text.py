@@ -73,7 +73,7 @@ del {{ color: {c["muted"]}; }}
 class _PassWheelMixin:
     """Message widgets sit inside the chat's scroll area: vertical wheel events must reach it."""
 
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt override)
+    def wheelEvent(self, event: QWheelEvent) -> None:
         if abs(event.angleDelta().y()) >= abs(event.angleDelta().x()):
             event.ignore()
             return
@@ -140,15 +140,15 @@ class ProseView(_PassWheelMixin, QTextBrowser):
     def html_source(self) -> str:
         return self._html
 
-    def _fit_height(self, size) -> None:  # noqa: ANN001 (QSizeF)
+    def _fit_height(self, size) -> None:
         height = max(1, math.ceil(size.height()))
         if height != self.height():
             self.setFixedHeight(height)
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(400, self.height())
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         return QSize(80, self.height())
 
 

@@ -97,12 +97,21 @@ def _feed_download(manager: Any, repo_id: str) -> None:
     done = int(total * 0.36)
     speed = 31_400_000.0
     manager._on_download_event(
-        hub.DownloadStarted(repo_id=repo_id, commit="0" * 40, files=("model.safetensors",), total_bytes=total,
-                            done_bytes=0)
+        hub.DownloadStarted(
+            repo_id=repo_id, commit="0" * 40, files=("model.safetensors",), total_bytes=total, done_bytes=0
+        )
     )
     manager._on_download_event(
-        hub.DownloadProgress(repo_id=repo_id, file="model.safetensors", file_done=done, file_total=total,
-                             done_bytes=done, total_bytes=total, speed_bps=speed, eta_s=(total - done) / speed)
+        hub.DownloadProgress(
+            repo_id=repo_id,
+            file="model.safetensors",
+            file_done=done,
+            file_total=total,
+            done_bytes=done,
+            total_bytes=total,
+            speed_bps=speed,
+            eta_s=(total - done) / speed,
+        )
     )
 
 
@@ -144,7 +153,7 @@ def main_screenshots(out_dir: Path) -> int:
             _pose_loaded(window, "Olmo 3 7B Think · 4-bit")
             window.status_row.set_stats_text(window.controller._last_stats_text())
             window.chat_view.finish_backfill()
-            reasoning = [w for w in window.chat_view.messages() if w.role == "assistant"][0].reasoning
+            reasoning = next(w for w in window.chat_view.messages() if w.role == "assistant").reasoning
             reasoning.set_expanded(theme == "dark")
             _settle(app)
             window.chat_view.verticalScrollBar().setValue(0)
@@ -196,8 +205,9 @@ def main_screenshots(out_dir: Path) -> int:
             failed = window.store.create_conversation(title="Summarise the attached notes")
             user = window.store.append_message(failed, None, "user", "Summarise these notes in three bullets.")
             oom = "the model ran out of memory (Metal: insufficient memory)"
-            window.store.append_message(failed, user, "assistant", "Here are the", state="error",
-                                        provenance={"error": oom})
+            window.store.append_message(
+                failed, user, "assistant", "Here are the", state="error", provenance={"error": oom}
+            )
             trashed = window.store.create_conversation(title="Old draft about sourdough")
             window.store.append_message(trashed, None, "user", "Sourdough?")
             window.store.delete(trashed)

@@ -64,7 +64,7 @@ DYNAMIC_PACKAGES = ("mlx_lm.tool_parsers", "mlx_lm.chat_templates")
 TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend", "GPT2Tokenizer", "GPT2TokenizerFast")
 
 
-class CheckFailed(Exception):
+class CheckFailedError(Exception):
     """A check's own, already clear, failure message (no traceback needed)."""
 
 
@@ -89,7 +89,7 @@ class SelfTest:
             return False
         try:
             fn()
-        except CheckFailed as e:
+        except CheckFailedError as e:
             self.failed[name] = str(e)
             return False
         except BaseException as e:  # a self-test reports everything, SystemExit included
@@ -144,7 +144,7 @@ class SelfTest:
                 f.write(b"ok")
                 f.flush()
         except OSError as e:
-            raise CheckFailed(f"the data folder {folder} is not writable: {e}") from e
+            raise CheckFailedError(f"the data folder {folder} is not writable: {e}") from e
         finally:
             for path in created:  # leave no empty folders behind on a build machine
                 try:
@@ -157,7 +157,7 @@ class SelfTest:
         try:
             import mlx.core as mx
         except Exception as e:
-            raise CheckFailed(f"cannot import mlx.core: {type(e).__name__}: {e}") from e
+            raise CheckFailedError(f"cannot import mlx.core: {type(e).__name__}: {e}") from e
         info["mlx_version"] = getattr(mx, "__version__", "?")
         info["libmlx"] = loaded_library_path("libmlx")
         info["metallib"] = find_metallib(info["libmlx"])
@@ -174,12 +174,12 @@ class SelfTest:
             message = f"mx.eval on {device} failed: {type(e).__name__}: {e}"
             if sys.platform == "darwin" or "metallib" in str(e).lower():
                 message += f". {metallib_hint(info['libmlx'])}"
-            raise CheckFailed(message) from e
+            raise CheckFailedError(message) from e
         expected = float(sum(sum(4 * i + j for i in range(4)) ** 2 for j in range(4)))  # |sum of rows|^2 = 3680
         if got != expected:
-            raise CheckFailed(f"mx.eval on {device} gave {got}, expected {expected}: MLX computes wrong results")
+            raise CheckFailedError(f"mx.eval on {device} gave {got}, expected {expected}: MLX computes wrong results")
         if sys.platform == "darwin" and "gpu" not in str(device).lower() and os.environ.get(ALLOW_CPU_ENV) != "1":
-            raise CheckFailed(
+            raise CheckFailedError(
                 f"MLX's default device is {device}, not the GPU (Metal available: {metal}); the app would be very "
                 f"slow. A Mac without Metal (a VM)? Set {ALLOW_CPU_ENV}=1 to accept the CPU. "
                 f"{metallib_hint(info['libmlx'])}"
@@ -203,16 +203,16 @@ class SelfTest:
 
             def run(what: str, job: int) -> list[Event]:
                 if not engine.wait(job, JOB_TIMEOUT_S):
-                    raise CheckFailed(f"engine job '{what}' did not finish within {JOB_TIMEOUT_S:.0f} s")
+                    raise CheckFailedError(f"engine job '{what}' did not finish within {JOB_TIMEOUT_S:.0f} s")
                 mine = [e for e in events if e.job_id == job]
                 for e in mine:
                     if isinstance(e, JobFailed):
-                        raise CheckFailed(f"engine job '{what}' failed: {e.error}: {e.message}")
+                        raise CheckFailedError(f"engine job '{what}' failed: {e.error}: {e.message}")
                 return mine
 
             loaded = [e for e in run("load_model", engine.load_model(self.tiny_dir)) if isinstance(e, ModelLoaded)]
             if not loaded:
-                raise CheckFailed("load_model finished without a ModelLoaded event")
+                raise CheckFailedError("load_model finished without a ModelLoaded event")
             run(
                 "open_conversation",
                 engine.open_conversation(CONV_ID, sampling={"temperature": 0.0, "max_tokens": MAX_TOKENS}),
@@ -220,7 +220,7 @@ class SelfTest:
             turn = run("send", engine.send(CONV_ID, PROMPT))
             finished = [e for e in turn if isinstance(e, TurnFinished)]
             if not finished or finished[-1].stats is None:
-                raise CheckFailed(
+                raise CheckFailedError(
                     f"send finished without a TurnFinished event (events: {[type(e).__name__ for e in turn]})"
                 )
             stats = finished[-1].stats
@@ -233,16 +233,16 @@ class SelfTest:
                 load_s=round(loaded[0].load_s, 3),
             )
             if stats.generated_tokens < 1:
-                raise CheckFailed(f"the engine generated no tokens (finish_reason={stats.finish_reason})")
+                raise CheckFailedError(f"the engine generated no tokens (finish_reason={stats.finish_reason})")
         finally:
             self.info["engine_stopped"] = engine.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
 
     def engine_shutdown(self) -> None:
         stopped = self.info.get("engine_stopped")
         if stopped is None:
-            raise CheckFailed("the engine was never started")
+            raise CheckFailedError("the engine was never started")
         if not stopped:
-            raise CheckFailed(
+            raise CheckFailedError(
                 f"engine.shutdown() returned False: its thread did not stop within {SHUTDOWN_TIMEOUT_S:.0f} s"
             )
 
@@ -267,11 +267,11 @@ class SelfTest:
             settle(QApplication.instance(), 0.3)
             pixmap = window.grab()
             if pixmap.isNull() or pixmap.width() == 0:
-                raise CheckFailed(f"{cls_name}.grab() returned an empty pixmap")
+                raise CheckFailedError(f"{cls_name}.grab() returned an empty pixmap")
             self.info["window_size"] = [pixmap.width(), pixmap.height()]
             self._pixmap = pixmap
             if shutdown is not None and not shutdown():
-                raise CheckFailed(
+                raise CheckFailedError(
                     f"{cls_name}.shutdown() returned False (a thread did not stop or saving failed; "
                     f"see the log in {home / 'logs'})"
                 )
@@ -299,7 +299,7 @@ class SelfTest:
             package = importlib.import_module(package_name)
             names = [m.name for m in pkgutil.iter_modules(package.__path__)]
             if not names:
-                raise CheckFailed(f"{package_name} has no submodules in this build (missing hidden imports)")
+                raise CheckFailedError(f"{package_name} has no submodules in this build (missing hidden imports)")
             for name in names:
                 importlib.import_module(f"{package_name}.{name}")
             counts[package_name] = len(names)
@@ -308,7 +308,7 @@ class SelfTest:
 
         for class_name in TOKENIZER_CLASSES:
             if tokenizer_class_from_name(class_name) is None:
-                raise CheckFailed(f"transformers cannot resolve the tokenizer class {class_name} in this build")
+                raise CheckFailedError(f"transformers cannot resolve the tokenizer class {class_name} in this build")
         CONFIG_MAPPING["olmo3"]
         self.info["dynamic_modules"] = counts
 
@@ -316,10 +316,10 @@ class SelfTest:
         assert self.screenshot is not None
         self.screenshot.parent.mkdir(parents=True, exist_ok=True)
         if not self._pixmap.save(str(self.screenshot), "PNG"):
-            raise CheckFailed(f"could not write the screenshot to {self.screenshot}")
+            raise CheckFailedError(f"could not write the screenshot to {self.screenshot}")
         size = self.screenshot.stat().st_size
         if size == 0:
-            raise CheckFailed(f"the screenshot {self.screenshot} is empty")
+            raise CheckFailedError(f"the screenshot {self.screenshot} is empty")
         self.info["screenshot"] = str(self.screenshot)
         self.info["screenshot_bytes"] = size
 
@@ -331,7 +331,7 @@ class SelfTest:
             )
 
             self.info["hf_xet_available"] = bool(is_xet_available())
-        except Exception as e:  # noqa: BLE001 - informational only
+        except Exception as e:
             self.info["hf_xet_available"] = f"unknown ({type(e).__name__}: {e})"
 
 
@@ -370,7 +370,7 @@ def loaded_library_path(stem: str) -> str | None:
             paths = _linux_loaded_objects()
         else:
             return None
-    except Exception:  # noqa: BLE001 - diagnostics only
+    except Exception:
         return None
     for p in paths:
         if os.path.basename(p).startswith(stem + "."):

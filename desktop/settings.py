@@ -7,14 +7,15 @@ so one bad value never loses the rest of the user's settings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from olmo3.fileio import write_atomic
 from olmo3.chat.sampling import INSTRUCT_DEFAULTS, PRECISE, THINK_DEFAULTS, Sampling, recommended
+from olmo3.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,8 @@ class Settings:
                     values[f.name] = max(0.0, float(value))
                 except (TypeError, ValueError):
                     log.warning("settings: ignoring %s=%r (not a number)", f.name, value)
-            elif isinstance(default, str):
-                if isinstance(value, str):
-                    values[f.name] = value
+            elif isinstance(default, str) and isinstance(value, str):
+                values[f.name] = value
         return replace(base, **values)
 
 
@@ -104,10 +104,8 @@ def load_settings(path: Path) -> Settings:
     except ValueError as exc:
         bad = path.with_suffix(".json.bad")
         log.error("settings: %s is not valid JSON (%s); keeping it as %s and using defaults", path, exc, bad)
-        try:
+        with contextlib.suppress(OSError):
             path.replace(bad)
-        except OSError:
-            pass
         return Settings()
     return Settings.from_dict(data)
 

@@ -54,7 +54,7 @@ class SettingsDialog(QDialog):
         *,
         default_models_dir: Path,
         model_dir: str | None = None,
-        conversation_prompt: str | None | object = UNCHANGED,
+        conversation_prompt: str | object | None = UNCHANGED,
         conversation_title: str = "",
         parent: QWidget | None = None,
     ) -> None:
@@ -103,7 +103,7 @@ class SettingsDialog(QDialog):
         self.save_button.clicked.connect(self.accept)
 
     # pages -----------------------------------------------------------------------------------------------------
-    def _chat_page(self, conversation_prompt: str | None | object, title: str) -> QWidget:
+    def _chat_page(self, conversation_prompt: str | object | None, title: str) -> QWidget:
         page = QWidget(self)
         layout = QVBoxLayout(page)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -319,7 +319,7 @@ class SettingsDialog(QDialog):
             theme=theme,
         )
 
-    def conversation_prompt(self) -> str | None | object:
+    def conversation_prompt(self) -> str | object | None:
         """The open conversation's system prompt: a string, None (the model's default), or UNCHANGED."""
         if not self._has_conversation:
             return UNCHANGED

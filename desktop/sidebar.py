@@ -110,7 +110,7 @@ GROUP_ORDER = ["Pinned", "Today", "Yesterday", "Previous 7 days", "Previous 30 d
 class RowDelegate(QStyledItemDelegate):
     """Paints headers and conversation rows; edits titles inline with a QLineEdit."""
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         kind = index.data(KIND)
         if kind == "header":
             return QSize(option.rect.width(), HEADER_H)
@@ -191,12 +191,12 @@ class RowDelegate(QStyledItemDelegate):
             doc.drawContents(painter, clip)
         painter.restore()
 
-    def createEditor(self, parent: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> QWidget:  # noqa: N802
+    def createEditor(self, parent: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> QWidget:
         editor = QLineEdit(parent)
         editor.setObjectName("titleEdit")
         return editor
 
-    def updateEditorGeometry(self, editor: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> None:  # noqa: N802
+    def updateEditorGeometry(self, editor: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         editor.setGeometry(option.rect.adjusted(8, 3, -8, -3))
 
 
@@ -218,7 +218,7 @@ class ConversationList(QListView):
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.viewport().setAttribute(Qt.WidgetAttribute.WA_Hover, True)
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         index = self.currentIndex()
         if index.isValid() and self.state() != QAbstractItemView.State.EditingState:
             if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):

@@ -177,9 +177,18 @@ def state_from_store(store_tree: Sequence[Any], *, system_prompt: str | None, th
     for msg in store_tree:
         stats = msg.stats if isinstance(msg.stats, dict) else None
         finish = (stats or {}).get("finish_reason") or ("cancelled" if msg.state == "interrupted" else "stop")
-        messages.append({"id": msg.id, "role": msg.role, "content": msg.content, "reasoning": msg.reasoning,
-                         "parent_id": msg.parent_id, "active": msg.active, "finish_reason": finish,
-                         "stats": stats})
+        messages.append(
+            {
+                "id": msg.id,
+                "role": msg.role,
+                "content": msg.content,
+                "reasoning": msg.reasoning,
+                "parent_id": msg.parent_id,
+                "active": msg.active,
+                "finish_reason": finish,
+                "stats": stats,
+            }
+        )
     return state_from_messages(messages, system_prompt=system_prompt, think=think)
 
 

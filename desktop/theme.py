@@ -11,7 +11,7 @@ import logging
 import string
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from PySide6.QtCore import QByteArray, QObject, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
@@ -258,7 +258,7 @@ def palette(theme: Theme) -> QPalette:
 # ---------------------------------------------------------------------------------------------------------- icons
 
 
-@lru_cache(maxsize=None)
+@cache
 def _svg_source(name: str) -> str:
     return (resources_dir() / "icons" / f"{name}.svg").read_text(encoding="utf-8")
 

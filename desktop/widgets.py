@@ -49,7 +49,7 @@ class ProgressRing(QWidget):
         self._fraction = max(0.0, min(1.0, fraction))
         self.update()
 
-    def paintEvent(self, _event) -> None:  # noqa: N802, ANN001
+    def paintEvent(self, _event) -> None:
         theme = th.current()
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -67,7 +67,7 @@ class ProgressRing(QWidget):
 class _TitleLabel(ElidedLabel):
     double_clicked = Signal()
 
-    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         self.double_clicked.emit()
         super().mouseDoubleClickEvent(event)
 
@@ -210,13 +210,13 @@ class ChatHeader(QWidget):
             self.title.setText(text)
             self.title_edited.emit(text)
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if watched is self.title_edit and event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Escape:
             self.title_stack.setCurrentWidget(self.title)
             return True
         return super().eventFilter(watched, event)
 
-    def _on_export_action(self, action) -> None:  # noqa: ANN001
+    def _on_export_action(self, action) -> None:
         self.export_clicked.emit(str(action.data()))
 
     def apply_theme(self) -> None:

@@ -71,13 +71,34 @@ def iso_to_ts(text: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 _CONV_FIELDS: Final = (
-    "format", "version", "id", "title", "title_is_auto", "model_id", "model_revision",
-    "system_prompt", "sampling", "created_at", "updated_at", "pinned", "folder",
-    "engine_state", "messages",
+    "format",
+    "version",
+    "id",
+    "title",
+    "title_is_auto",
+    "model_id",
+    "model_revision",
+    "system_prompt",
+    "sampling",
+    "created_at",
+    "updated_at",
+    "pinned",
+    "folder",
+    "engine_state",
+    "messages",
 )
 _MSG_FIELDS: Final = (
-    "id", "parent_id", "role", "content", "reasoning", "token_ids", "stats", "provenance",
-    "state", "created_at", "active",
+    "id",
+    "parent_id",
+    "role",
+    "content",
+    "reasoning",
+    "token_ids",
+    "stats",
+    "provenance",
+    "state",
+    "created_at",
+    "active",
 )
 
 
@@ -158,10 +179,7 @@ def validate_conversation(data: Any) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ValueError(f"expected a JSON object at the top level, got {type(data).__name__}")
     if data.get("format") != FORMAT:
-        raise ValueError(
-            f"not an Olmo Desktop conversation: 'format' is {data.get('format')!r}, "
-            f"expected {FORMAT!r}"
-        )
+        raise ValueError(f"not an Olmo Desktop conversation: 'format' is {data.get('format')!r}, expected {FORMAT!r}")
     version = data.get("version")
     if version != VERSION or isinstance(version, bool):
         raise ValueError(f"unsupported conversation format version {version!r} (this app reads {VERSION})")
@@ -225,9 +243,7 @@ def _check_tree(messages: Sequence[Mapping[str, Any]]) -> None:
         node = m
         while node["parent_id"] is not None:
             if node["parent_id"] in seen:
-                raise ValueError(
-                    f"messages[{i}].parent_id: the parent chain loops back to {node['parent_id']!r}"
-                )
+                raise ValueError(f"messages[{i}].parent_id: the parent chain loops back to {node['parent_id']!r}")
             seen.add(node["parent_id"])
             node = messages[index[node["parent_id"]]]
     groups: dict[str | None, list[int]] = {}
@@ -463,8 +479,7 @@ def to_html(conv: Mapping[str, Any]) -> str:
     ]
     if conv.get("system_prompt"):
         out.append(
-            '<div class="system-prompt"><div class="role">System prompt</div>'
-            f'{_plain(conv["system_prompt"])}</div>'
+            f'<div class="system-prompt"><div class="role">System prompt</div>{_plain(conv["system_prompt"])}</div>'
         )
     for msg in active_path(conv):
         index, count = msg["branch"]

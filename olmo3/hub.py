@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -421,15 +421,30 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("mlx-community/Olmo-3-7B-Think-8bit", "Olmo 3", OLMO3_7B, "Think", "8bit", False, _INFERRED),
     CatalogEntry("mlx-community/Olmo-3-7B-Think-bfloat16", "Olmo 3", OLMO3_7B, "Think", "bf16", True),
     CatalogEntry(
-        "mlx-community/Olmo-3-7B-RLZero-Code-4bit", "Olmo 3", OLMO3_7B, "RL-Zero Code", "4bit", True,
+        "mlx-community/Olmo-3-7B-RLZero-Code-4bit",
+        "Olmo 3",
+        OLMO3_7B,
+        "RL-Zero Code",
+        "4bit",
+        True,
         "research model: RL from the base model, no chat tuning",
     ),
     CatalogEntry(
-        "mlx-community/Olmo-3-7B-RLZero-Math-4bit", "Olmo 3", OLMO3_7B, "RL-Zero Math", "4bit", False,
+        "mlx-community/Olmo-3-7B-RLZero-Math-4bit",
+        "Olmo 3",
+        OLMO3_7B,
+        "RL-Zero Math",
+        "4bit",
+        False,
         "research model; " + _INFERRED,
     ),
     CatalogEntry(
-        "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-4bit", "Olmo 3.1", OLMO3_32B, "Instruct", "4bit", False,
+        "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-4bit",
+        "Olmo 3.1",
+        OLMO3_32B,
+        "Instruct",
+        "4bit",
+        False,
         "repo name inferred from lmstudio-community's 8-bit conversion; not confirmed to exist",
     ),
     CatalogEntry("lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit", "Olmo 3.1", OLMO3_32B, "Instruct", "8bit", True),
@@ -707,7 +722,7 @@ class DownloadPlan:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def _read_json(path: Path) -> Any:
@@ -1090,13 +1105,29 @@ class ModelStore:
                     check_safetensors_file(shard)
             except (ModelLoadError, ValueError, OSError) as e:
                 out.append(
-                    LocalModel(name=name, path=snap, status="incomplete", source="hf_cache", repo_id=name,
-                               revision=rev.commit_hash, size_bytes=size, problem=f"in the Hugging Face cache but {e}")
+                    LocalModel(
+                        name=name,
+                        path=snap,
+                        status="incomplete",
+                        source="hf_cache",
+                        repo_id=name,
+                        revision=rev.commit_hash,
+                        size_bytes=size,
+                        problem=f"in the Hugging Face cache but {e}",
+                    )
                 )
                 continue
             out.append(
-                LocalModel(name=name, path=snap, status="installed", source="hf_cache", repo_id=name,
-                           revision=rev.commit_hash, size_bytes=size, info=_info_dict(info, name.split("/")[1]))
+                LocalModel(
+                    name=name,
+                    path=snap,
+                    status="installed",
+                    source="hf_cache",
+                    repo_id=name,
+                    revision=rev.commit_hash,
+                    size_bytes=size,
+                    info=_info_dict(info, name.split("/")[1]),
+                )
             )
         return out
 
@@ -1516,8 +1547,14 @@ def _classify(e: BaseException, endpoint: str, repo_id: str) -> tuple[bool, Down
 class _Planner:
     """Model info + config + index: the exact list of files, before any folder is created."""
 
-    def __init__(self, store: ModelStore, repo_id: str, revision: str, stop: threading.Event,
-                 emit: Callable[[DownloadEvent], None] | None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        repo_id: str,
+        revision: str,
+        stop: threading.Event,
+        emit: Callable[[DownloadEvent], None] | None,
+    ) -> None:
         self.store = store
         self.repo_id = repo_id
         self.revision = revision
@@ -1545,8 +1582,11 @@ class _Planner:
                     raise err from e
                 delay = self.store.retry.delay(attempt)
                 if self.emit is not None:
-                    self.emit(DownloadRetrying(repo_id=self.repo_id, file=file, attempt=attempt, delay_s=delay,
-                                               reason=err.message))
+                    self.emit(
+                        DownloadRetrying(
+                            repo_id=self.repo_id, file=file, attempt=attempt, delay_s=delay, reason=err.message
+                        )
+                    )
                 if self.stop.wait(delay):
                     raise _Stopped()
 
@@ -1574,9 +1614,7 @@ class _Planner:
                 "offline", "offline mode is on (HF_HUB_OFFLINE): downloads are disabled; installed models still work"
             )
         api = HfApi(endpoint=self.store.endpoint, token=self.store.token, library_name="olmo-desktop")
-        info = self._retrying(
-            lambda: api.model_info(self.repo_id, revision=self.revision, files_metadata=True), None
-        )
+        info = self._retrying(lambda: api.model_info(self.repo_id, revision=self.revision, files_metadata=True), None)
         commit = info.sha
         if not commit:
             raise DownloadError("server_error", f"{self.store.endpoint} returned no commit for {self.repo_id}")
@@ -1620,8 +1658,11 @@ class _Planner:
             size = s.lfs.size if s.lfs is not None else s.size
             if size is None:
                 raise DownloadError("server_error", f"{self.store.endpoint} did not report the size of {n}")
-            files.append(RemoteFile(n, int(size), s.lfs.sha256 if s.lfs is not None else None,
-                                    None if s.lfs is not None else s.blob_id))
+            files.append(
+                RemoteFile(
+                    n, int(size), s.lfs.sha256 if s.lfs is not None else None, None if s.lfs is not None else s.blob_id
+                )
+            )
         return DownloadPlan(self.repo_id, self.revision, commit, tuple(files), config, bool(info.gated))
 
     def _load_json(self, commit: str, name: str) -> Any:
@@ -1672,8 +1713,9 @@ class _ProgressBar:
 
 
 class _DownloadJob:
-    def __init__(self, store: ModelStore, handle: DownloadHandle, revision: str,
-                 after: DownloadHandle | None = None) -> None:
+    def __init__(
+        self, store: ModelStore, handle: DownloadHandle, revision: str, after: DownloadHandle | None = None
+    ) -> None:
         self.after = after
         self.store = store
         self.handle = handle
@@ -1724,8 +1766,16 @@ class _DownloadJob:
             if speed > 0:
                 eta = (self.total - self.done) / speed
         self.emit(
-            DownloadProgress(repo_id=self.repo_id, file=file.name, file_done=self.file_done, file_total=file.size,
-                             done_bytes=self.done, total_bytes=self.total, speed_bps=speed, eta_s=eta)
+            DownloadProgress(
+                repo_id=self.repo_id,
+                file=file.name,
+                file_done=self.file_done,
+                file_total=file.size,
+                done_bytes=self.done,
+                total_bytes=self.total,
+                speed_bps=speed,
+                eta_s=eta,
+            )
         )
 
     # -- the run ---------------------------------------------------------------------------------------------
@@ -1746,13 +1796,15 @@ class _DownloadJob:
                 except _Stopped:
                     final = self._stopped()
         except DownloadError as e:
-            final = DownloadFailed(repo_id=self.repo_id, code=e.code, message=e.message, done_bytes=self.done,
-                                   total_bytes=self.total)
+            final = DownloadFailed(
+                repo_id=self.repo_id, code=e.code, message=e.message, done_bytes=self.done, total_bytes=self.total
+            )
         except Exception as e:
             log.exception("download of %s failed", self.repo_id)
             _t, err = _classify(e, self.store.endpoint, self.repo_id)
-            final = DownloadFailed(repo_id=self.repo_id, code=err.code, message=err.message, done_bytes=self.done,
-                                   total_bytes=self.total)
+            final = DownloadFailed(
+                repo_id=self.repo_id, code=err.code, message=err.message, done_bytes=self.done, total_bytes=self.total
+            )
         self.store._finished(self.handle)
         self.handle._finish(final)
 
@@ -1766,8 +1818,13 @@ class _DownloadJob:
             except OSError:
                 pass
             discarded = True
-        return DownloadCancelled(repo_id=self.repo_id, paused=mode == "pause", discarded=discarded,
-                                 done_bytes=0 if discarded else self.done, total_bytes=self.total)
+        return DownloadCancelled(
+            repo_id=self.repo_id,
+            paused=mode == "pause",
+            discarded=discarded,
+            done_bytes=0 if discarded else self.done,
+            total_bytes=self.total,
+        )
 
     def _run_locked(self) -> DownloadEvent:
         existing = self.store._describe_store_dir(self.repo_id, self.dest) if self.dest.is_dir() else None
@@ -1781,8 +1838,15 @@ class _DownloadJob:
         self.dl_dir.mkdir(parents=True, exist_ok=True)
         self._save_state()
         self.done_before_file = 0
-        self.emit(DownloadStarted(repo_id=self.repo_id, commit=plan.commit, files=tuple(f.name for f in plan.files),
-                                  total_bytes=plan.total_bytes, done_bytes=self._bytes_on_disk()))
+        self.emit(
+            DownloadStarted(
+                repo_id=self.repo_id,
+                commit=plan.commit,
+                files=tuple(f.name for f in plan.files),
+                total_bytes=plan.total_bytes,
+                done_bytes=self._bytes_on_disk(),
+            )
+        )
         for f in plan.files:
             self._download_file(f)
             self.done_before_file += f.size
@@ -1881,8 +1945,9 @@ class _DownloadJob:
         # http_get reads in chunks of this size and calls the progress bar once per chunk; the default (10 MB)
         # would make pause and progress lag on slow links. Global to huggingface_hub, harmless for others.
         constants.DOWNLOAD_CHUNK_SIZE = self.store.chunk_size
-        url = hf_hub_url(self.repo_id, f.name, revision=self.plan.commit if self.plan else None,
-                         endpoint=self.store.endpoint)
+        url = hf_hub_url(
+            self.repo_id, f.name, revision=self.plan.commit if self.plan else None, endpoint=self.store.endpoint
+        )
         attempt = 0
         corrupt_retries = 0
         while True:
@@ -1906,8 +1971,15 @@ class _DownloadJob:
                     self.file_done = start
                     if start < f.size:
                         bar = functools.partial(_ProgressBar, self, f, fh)
-                        http_get(meta.location, fh, resume_size=start, headers=headers, expected_size=f.size,
-                                 displayed_filename=f.name, tqdm_class=bar)  # type: ignore[arg-type]
+                        http_get(
+                            meta.location,
+                            fh,
+                            resume_size=start,
+                            headers=headers,
+                            expected_size=f.size,
+                            displayed_filename=f.name,
+                            tqdm_class=bar,
+                        )  # type: ignore[arg-type]
                     fh.flush()
                     os.fsync(fh.fileno())
                 if not self._hash_ok(f, part):
@@ -1940,8 +2012,11 @@ class _DownloadJob:
                         f"the {format_bytes(self.done)} downloaded so far are kept: start again to resume",
                     ) from e
                 delay = self.store.retry.delay(max(1, attempt))
-                self.emit(DownloadRetrying(repo_id=self.repo_id, file=f.name, attempt=max(1, attempt), delay_s=delay,
-                                           reason=err.message))
+                self.emit(
+                    DownloadRetrying(
+                        repo_id=self.repo_id, file=f.name, attempt=max(1, attempt), delay_s=delay, reason=err.message
+                    )
+                )
                 if self.stop.wait(delay):
                     raise _Stopped() from None
         os.replace(part, final)

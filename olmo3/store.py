@@ -331,11 +331,7 @@ def snippet_to_html(snippet: str, tag: str = "b") -> str:
     """Escape a search snippet for Qt rich text / HTML and turn the match markers into tags."""
     import html
 
-    return (
-        html.escape(snippet, quote=False)
-        .replace(MATCH_START, f"<{tag}>")
-        .replace(MATCH_END, f"</{tag}>")
-    )
+    return html.escape(snippet, quote=False).replace(MATCH_START, f"<{tag}>").replace(MATCH_END, f"</{tag}>")
 
 
 def _dumps(value: Any, what: str) -> str:
@@ -460,8 +456,7 @@ _CONV_COLUMNS = (
 )
 
 _MSG_COLUMNS = (
-    "id, conversation_id, parent_id, role, content, reasoning, token_ids, "
-    "stats, provenance, state, created_at, active"
+    "id, conversation_id, parent_id, role, content, reasoning, token_ids, stats, provenance, state, created_at, active"
 )
 
 _UNSET: Any = object()
@@ -570,10 +565,7 @@ class ConversationStore:
     def _recover_streams(self) -> None:
         """Mark messages left 'streaming' by dead sessions (crash, kill) as 'interrupted'."""
         owners = [
-            row[0]
-            for row in self._conn.execute(
-                "SELECT DISTINCT stream_owner FROM messages WHERE state = 'streaming'"
-            )
+            row[0] for row in self._conn.execute("SELECT DISTINCT stream_owner FROM messages WHERE state = 'streaming'")
         ]
         sessions = self._sessions
         assert sessions is not None
@@ -688,9 +680,7 @@ class ConversationStore:
         return conv_id
 
     def get_conversation(self, conv_id: str) -> Conversation:
-        row = self._conn.execute(
-            f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conv_id,)
-        ).fetchone()
+        row = self._conn.execute(f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conv_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no conversation with id {conv_id!r}")
         return _conversation(row)
@@ -780,9 +770,7 @@ class ConversationStore:
 
     def _update_conversation(self, conv_id: str, assignments: str, args: tuple[Any, ...]) -> None:
         with self._write() as conn:
-            cur = conn.execute(
-                f"UPDATE conversations SET {assignments} WHERE id = ?", (*args, conv_id)
-            )
+            cur = conn.execute(f"UPDATE conversations SET {assignments} WHERE id = ?", (*args, conv_id))
             if cur.rowcount == 0:
                 raise NotFoundError(f"no conversation with id {conv_id!r}")
 
@@ -799,9 +787,7 @@ class ConversationStore:
         self._update_conversation(conv_id, "engine_state = ?", (text,))
 
     def get_engine_state(self, conv_id: str) -> dict[str, Any] | None:
-        row = self._conn.execute(
-            "SELECT engine_state FROM conversations WHERE id = ?", (conv_id,)
-        ).fetchone()
+        row = self._conn.execute("SELECT engine_state FROM conversations WHERE id = ?", (conv_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no conversation with id {conv_id!r}")
         return _loads_opt(row[0])
@@ -825,17 +811,12 @@ class ConversationStore:
     def list_trash(self) -> list[Conversation]:
         """Trashed conversations, most recently deleted first."""
         rows = self._conn.execute(
-            f"SELECT {_CONV_COLUMNS} FROM conversations WHERE deleted_at IS NOT NULL "
-            "ORDER BY deleted_at DESC, seq DESC"
+            f"SELECT {_CONV_COLUMNS} FROM conversations WHERE deleted_at IS NOT NULL ORDER BY deleted_at DESC, seq DESC"
         )
         return [_conversation(r) for r in rows]
 
     def trash_count(self) -> int:
-        return int(
-            self._conn.execute(
-                "SELECT count(*) FROM conversations WHERE deleted_at IS NOT NULL"
-            ).fetchone()[0]
-        )
+        return int(self._conn.execute("SELECT count(*) FROM conversations WHERE deleted_at IS NOT NULL").fetchone()[0])
 
     def purge_trash(self, older_than_days: float = TRASH_RETENTION_DAYS, *, now: float | None = None) -> int:
         """Delete for good what has been in the trash longer than ``older_than_days`` (0: all)."""
@@ -858,9 +839,7 @@ class ConversationStore:
     def delete_forever(self, conv_id: str) -> None:
         """Delete a trashed conversation now ("Delete immediately" in the trash view)."""
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT deleted_at FROM conversations WHERE id = ?", (conv_id,)
-            ).fetchone()
+            row = conn.execute("SELECT deleted_at FROM conversations WHERE id = ?", (conv_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no conversation with id {conv_id!r}")
             if row[0] is None:
@@ -924,9 +903,7 @@ class ConversationStore:
         conn = self._conn
         self._require_conversation(conv_id)
         if parent_id is not None:
-            row = conn.execute(
-                "SELECT conversation_id FROM messages WHERE id = ?", (parent_id,)
-            ).fetchone()
+            row = conn.execute("SELECT conversation_id FROM messages WHERE id = ?", (parent_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no message with id {parent_id!r}")
             if row[0] != conv_id:
@@ -977,14 +954,10 @@ class ConversationStore:
         ).fetchone()
         if earlier_user is None:
             content = conn.execute("SELECT content FROM messages WHERE id = ?", (msg_id,)).fetchone()[0]
-            conn.execute(
-                "UPDATE conversations SET title = ? WHERE id = ?", (make_title(content), conv_id)
-            )
+            conn.execute("UPDATE conversations SET title = ? WHERE id = ?", (make_title(content), conv_id))
 
     def get_message(self, message_id: str) -> Message:
-        row = self._conn.execute(
-            "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)
-        ).fetchone()
+        row = self._conn.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no message with id {message_id!r}")
         return self._messages(row[0], "AND id = ?", (message_id,))[0]
@@ -999,9 +972,7 @@ class ConversationStore:
             "SELECT id, parent_id FROM messages WHERE conversation_id = ? ORDER BY seq", (conv_id,)
         ):
             groups.setdefault(parent, []).append(mid)
-        return {
-            mid: (i, len(members)) for members in groups.values() for i, mid in enumerate(members)
-        }
+        return {mid: (i, len(members)) for members in groups.values() for i, mid in enumerate(members)}
 
     def _messages(self, conv_id: str, where: str = "", args: Sequence[Any] = ()) -> list[Message]:
         """Messages of a conversation (``where`` adds conditions), in creation order."""
@@ -1116,7 +1087,15 @@ class ConversationStore:
         start = time.monotonic()
         with self._write():
             msg_id = self._insert_message(
-                conv_id, parent_id, role, "", "", None, None, provenance, "streaming",
+                conv_id,
+                parent_id,
+                role,
+                "",
+                "",
+                None,
+                None,
+                provenance,
+                "streaming",
                 stream_owner=self._sessions.token if self._sessions else None,
             )
         self._streams[msg_id] = _Stream(conv_id, last_commit=start)
@@ -1245,8 +1224,17 @@ class ConversationStore:
                 "INSERT INTO conversations (id, title, title_is_auto, model_id, model_revision, "
                 "system_prompt, sampling, created_at, updated_at, folder) "
                 "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
-                (new_conv, title or f"{old_title} (copy)", model_id, revision, system_prompt,
-                 sampling, now, now, folder),
+                (
+                    new_conv,
+                    title or f"{old_title} (copy)",
+                    model_id,
+                    revision,
+                    system_prompt,
+                    sampling,
+                    now,
+                    now,
+                    folder,
+                ),
             )
             rows = conn.execute(
                 "SELECT id, parent_id, role, content, reasoning, token_ids, stats, provenance, "
@@ -1260,8 +1248,15 @@ class ConversationStore:
                 "token_ids, stats, provenance, state, created_at, active) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (mapping[r[0]], new_conv, None if r[1] is None else mapping[r[1]], *r[2:8],
-                     "interrupted" if r[8] == "streaming" else r[8], r[9], r[10])
+                    (
+                        mapping[r[0]],
+                        new_conv,
+                        None if r[1] is None else mapping[r[1]],
+                        *r[2:8],
+                        "interrupted" if r[8] == "streaming" else r[8],
+                        r[9],
+                        r[10],
+                    )
                     for r in rows
                 ],
             )
@@ -1345,8 +1340,7 @@ class ConversationStore:
                     export.iso_to_ts(data["updated_at"]),
                     int(data["pinned"]),
                     data["folder"],
-                    None if engine_state is None
-                    else _dumps(_remap_ids(engine_state, mapping), "engine_state"),
+                    None if engine_state is None else _dumps(_remap_ids(engine_state, mapping), "engine_state"),
                 ),
             )
             conn.executemany(

@@ -27,8 +27,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-WORDS = ["the", "quick", "café", "naïve", "日本語", "🙂", "<script>", "&amp;", "`code`", "\n",
-         '"quoted"', "Zürich", "δ", "pneumonoultramicroscopic", "\\", "it's"]
+WORDS = [
+    "the",
+    "quick",
+    "café",
+    "naïve",
+    "日本語",
+    "🙂",
+    "<script>",
+    "&amp;",
+    "`code`",
+    "\n",
+    '"quoted"',
+    "Zürich",
+    "δ",
+    "pneumonoultramicroscopic",
+    "\\",
+    "it's",
+]
 REASONING_DELTAS = 40
 TOTAL_DELTAS = 3000
 DELTA_SLEEP_S = 0.004

@@ -9,7 +9,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -35,8 +35,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_think_dir(tmp_path_factory) -> Path:
     from olmo3.model.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-think", think=True, sliding_window=16,
-                           config_format="transformers5")
+    return make_tiny_model(
+        tmp_path_factory.mktemp("models") / "tiny-think", think=True, sliding_window=16, config_format="transformers5"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -155,8 +155,9 @@ class FakeHub:
         self.repos[repo_id] = repo
         return repo
 
-    def add_folder(self, repo_id: str, folder: str | Path, *, token: str | None = None,
-                   extra: dict[str, bytes] | None = None) -> FakeRepo:
+    def add_folder(
+        self, repo_id: str, folder: str | Path, *, token: str | None = None, extra: dict[str, bytes] | None = None
+    ) -> FakeRepo:
         """Serve every file of ``folder`` (recursively, relative paths) as the repo's content."""
         folder = Path(folder)
         files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -250,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json([repo.tree_entry(n) for n in names])
             return
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
-        now = datetime(2025, 11, 20, tzinfo=timezone.utc).isoformat().replace("+00:00", ".000Z")
+        now = datetime(2025, 11, 20, tzinfo=UTC).isoformat().replace("+00:00", ".000Z")
         owner = repo_id.split("/")[0]
         self._json(
             {
@@ -288,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if name not in repo.files:
-            self._error(404, "EntryNotFound", f"{name} does not exist on \"{rev}\"", commit=repo.commit)
+            self._error(404, "EntryNotFound", f'{name} does not exist on "{rev}"', commit=repo.commit)
             return
         data = repo.files[name]
         if repo.is_lfs(name):
@@ -307,10 +308,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- /cdn ------------------------------------------------------------------------------------------------
     def _cdn(self, sha: str, name: str, repo_id: str, *, head: bool) -> None:
         repo = self.hub.repos.get(repo_id)
-        if repo is not None:
-            if name in repo.files and repo.is_lfs(name) and repo.sha256(name) == sha:
-                self._send_bytes(repo, name, repo.files[name], head=head, etag=sha, commit=None)
-                return
+        if repo is not None and name in repo.files and repo.is_lfs(name) and repo.sha256(name) == sha:
+            self._send_bytes(repo, name, repo.files[name], head=head, etag=sha, commit=None)
+            return
         self._error(404, None, "No such object")
 
     def _send_bytes(self, repo: FakeRepo, name: str, data: bytes, *, head: bool, etag: str, commit: str | None) -> None:

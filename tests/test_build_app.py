@@ -17,14 +17,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import build_app
-from desktop import selftest
+import build_app  # noqa: E402 - build_app lives at the repository root, put on sys.path above
+from desktop import selftest  # noqa: E402
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a double-clicked app on a headless machine: a fresh HOME, no display, no XDG overrides."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "QT_", "OLMO_DESKTOP")) and k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "QT_", "OLMO_DESKTOP")) and k not in ("DISPLAY", "WAYLAND_DISPLAY")
+    }
     env["HOME"] = str(home)
     env.update(extra)
     return env
@@ -44,12 +47,12 @@ def test_version_is_read_from_pyproject(tmp_path):
 
     missing = tmp_path / "no-version.toml"
     missing.write_text('[project]\nname = "x"\n')
-    with pytest.raises(SystemExit, match="no-version.toml has no \\[project\\] version"):
+    with pytest.raises(SystemExit, match=r"no-version.toml has no \[project\] version"):
         build_app.read_version(missing)
 
     broken = tmp_path / "broken.toml"
     broken.write_text("[project\n")
-    with pytest.raises(SystemExit, match="broken.toml is not valid TOML"):
+    with pytest.raises(SystemExit, match=r"broken\.toml is not valid TOML"):
         build_app.read_version(broken)
 
     with pytest.raises(SystemExit, match="not found"):
@@ -105,7 +108,8 @@ def test_metallib_ships_once_in_mlx_lib_with_a_top_level_link(tmp_path):
     top_level_lib = bundle / "libmlx.dylib"  # where dladdr points when dyld keeps the symlinked path
     assert selftest.find_metallib(str(top_level_lib)) == str(bundle / "mlx.metallib")
     assert selftest.find_metallib(str(bundle / "mlx" / "lib" / "libmlx.dylib")) == str(
-        bundle / "mlx" / "lib" / "mlx.metallib")
+        bundle / "mlx" / "lib" / "mlx.metallib"
+    )
 
 
 def test_prune_drops_translations_headers_and_cuda_but_keeps_the_rest():
@@ -118,7 +122,10 @@ def test_prune_drops_translations_headers_and_cuda_but_keeps_the_rest():
         ("resources/icons/send.svg", "/src/e", "DATA"),
     ]
     assert [e[0] for e in build_app.prune(toc)] == [
-        "PySide6/Qt/plugins/platforms/libqoffscreen.so", "mlx/lib/mlx.metallib", "resources/icons/send.svg"]
+        "PySide6/Qt/plugins/platforms/libqoffscreen.so",
+        "mlx/lib/mlx.metallib",
+        "resources/icons/send.svg",
+    ]
 
 
 def test_resource_datas_ship_runtime_files_only():
@@ -145,15 +152,18 @@ def test_excludes_cover_unused_qt_and_never_what_the_app_imports():
 
 def test_hidden_imports_name_every_module_of_our_packages():
     modules = build_app.own_modules(ROOT)
-    assert {"olmo3", "olmo3.chat.engine", "olmo3.model.tiny", "desktop", "desktop.app", "desktop.selftest"} <= set(modules)
+    assert {"olmo3", "olmo3.chat.engine", "olmo3.model.tiny", "desktop", "desktop.app", "desktop.selftest"} <= set(
+        modules
+    )
     files = [p for pkg in ("olmo3", "desktop") for p in ROOT.glob(f"{pkg}/**/*.py") if p.name != "__main__.py"]
     assert len(modules) == len(set(modules)) == len(files)  # one module per file (a package is its __init__.py)
     assert "mlx_lm.models.olmo3" in build_app.HIDDEN_IMPORTS
 
 
 def test_generated_spec_compiles_and_carries_the_config(tmp_path):
-    config = build_app.BuildConfig(root=str(ROOT), version="0.1.0", icon=None, codesign_identity="Dev ID (T)",
-                                   entitlements="/x/entitlements.plist")
+    config = build_app.BuildConfig(
+        root=str(ROOT), version="0.1.0", icon=None, codesign_identity="Dev ID (T)", entitlements="/x/entitlements.plist"
+    )
     spec = build_app.write_spec(config, tmp_path / "work")
     text = spec.read_text()
     compile(text, str(spec), "exec")
@@ -239,15 +249,30 @@ def test_self_test_through_the_launcher_passes_and_writes_a_screenshot(tmp_path)
     shot = tmp_path / "shots" / "window.png"
     (tmp_path / "home").mkdir()
     env = clean_env(tmp_path / "home", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, str(ROOT / build_app.LAUNCHER), "--self-test", "--screenshot", str(shot)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / build_app.LAUNCHER), "--self-test", "--screenshot", str(shot)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     report = json_line(result.stdout)
     assert report["ok"] is True and report["frozen"] is False
     assert report["checks"]["failed"] == {}
-    assert set(report["checks"]["passed"]) == {"qt_app", "data_dir_writable", "mlx_eval", "tiny_model",
-                                               "engine_generate", "engine_shutdown", "dynamic_imports",
-                                               "main_window", "screenshot"}
+    assert set(report["checks"]["passed"]) == {
+        "qt_app",
+        "data_dir_writable",
+        "mlx_eval",
+        "tiny_model",
+        "engine_generate",
+        "engine_shutdown",
+        "dynamic_imports",
+        "main_window",
+        "screenshot",
+    }
     assert report["tokens_generated"] >= 1 and report["engine_stopped"] is True
     assert report["window_class"] == "desktop.app.MainWindow"
     if not sys.platform.startswith("darwin"):
@@ -267,8 +292,15 @@ def test_self_test_fails_loudly_when_the_data_folder_cannot_be_written(tmp_path)
     env = clean_env(tmp_path / "home", PYTHONPATH=str(ROOT), XDG_DATA_HOME=str(blocker / "share"))
     if sys.platform == "darwin":
         env["HOME"] = str(blocker)  # macOS: ~/Library/Application Support ignores XDG
-    result = subprocess.run([sys.executable, "-m", "desktop.selftest"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "desktop.selftest"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1
     report = json_line(result.stdout)
     assert report["ok"] is False
@@ -293,16 +325,24 @@ def test_frozen_one_folder_build_passes_its_self_test(tmp_path):
     assert exe.is_file() and os.access(exe, os.X_OK)
     bundle = build_app.bundle_path(dist)
     files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*")}
-    assert not any(Path(f).name.startswith(("libopenblas.so", "libcudart")) for f in files), \
+    assert not any(Path(f).name.startswith(("libopenblas.so", "libcudart")) for f in files), (
         "a preloaded or probed library from the build machine was bundled"
+    )
     assert not any("tkinter" in f or "/QtQml" in f or "QtWebEngine" in f for f in files)
     assert any(f.endswith("resources/style.qss") for f in files)
 
     shot = tmp_path / "frozen.png"
     env = clean_env(tmp_path / "home", QT_QPA_PLATFORM="offscreen")
     env.pop("PYTHONPATH", None)
-    run = subprocess.run([str(exe), "--self-test", "--screenshot", str(shot)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [str(exe), "--self-test", "--screenshot", str(shot)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-5000:]
     report = json_line(run.stdout)
     assert report["ok"] is True and report["frozen"] is True
@@ -315,5 +355,7 @@ def test_frozen_one_folder_build_passes_its_self_test(tmp_path):
         assert report["hf_xet_available"] is True
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     size, nfiles = build_app.tree_size(bundle)
-    print(f"\nfrozen build: {build_s:.0f} s, bundle {size / 1e6:.0f} MB in {nfiles} files, "
-          f"self-test {report['elapsed_s']} s, {report['tok_per_s']} tok/s")
+    print(
+        f"\nfrozen build: {build_s:.0f} s, bundle {size / 1e6:.0f} MB in {nfiles} files, "
+        f"self-test {report['elapsed_s']} s, {report['tok_per_s']} tok/s"
+    )

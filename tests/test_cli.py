@@ -19,18 +19,49 @@ def test_info_lists_layers_window_and_kv_bytes(tiny_model_dir, capsys):
 
 
 def test_generate_streams_and_reports_speed(tiny_model_dir, capsys):
-    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "hi", "--max-tokens", "6",
-                 "--temp", "0", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model_dir),
+                "--prompt",
+                "hi",
+                "--max-tokens",
+                "6",
+                "--temp",
+                "0",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "TTFT" in err and "tok/s" in err and "6 generated" in err
 
 
 def test_chat_script_json_lines(tiny_model_dir, tmp_path, capsys):
     script = tmp_path / "s.json"
-    script.write_text(json.dumps([{"send": "hello"}, {"send": "more"}, {"regenerate": True},
-                                  {"edit": 0, "text": "changed"}]))
-    rc = main(["chat", "--model", str(tiny_model_dir), "--script", str(script), "--json", "--max-tokens", "5",
-               "--temp", "0", "--cache-dir", str(tmp_path / "kv")])
+    script.write_text(
+        json.dumps([{"send": "hello"}, {"send": "more"}, {"regenerate": True}, {"edit": 0, "text": "changed"}])
+    )
+    rc = main(
+        [
+            "chat",
+            "--model",
+            str(tiny_model_dir),
+            "--script",
+            str(script),
+            "--json",
+            "--max-tokens",
+            "5",
+            "--temp",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "kv"),
+        ]
+    )
     assert rc == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 4
@@ -50,6 +81,10 @@ def test_bad_script_and_bad_model_fail_clearly(tiny_model_dir, tmp_path, capsys)
 
 
 def test_console_script_entry_point_runs(tiny_model_dir):
-    out = subprocess.run([sys.executable, "-m", "olmo3.cli", "info", "--model", str(tiny_model_dir)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "olmo3.cli", "info", "--model", str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "sliding window" in out.stdout

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hub_server import FakeHub, Hold
 
 from olmo3.cli.models import add_models_parser, run_models
-
-from hub_server import FakeHub, Hold
 
 REPO = "mlx-community/Olmo-3-Tiny-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,8 +62,9 @@ def test_download_list_delete(tmp_path, hub, tiny, capsys):
     assert entry["name"] == REPO and entry["status"] == "installed" and entry["param_count"] > 0
 
     # Conversation caches: the one made with this model goes, the other model's stays.
-    fingerprint = entry and json.loads((tmp_path / "models" / REPO / ".olmo-desktop.json").read_text())["info"][
-        "fingerprint"]
+    fingerprint = (
+        entry and json.loads((tmp_path / "models" / REPO / ".olmo-desktop.json").read_text())["info"]["fingerprint"]
+    )
     caches = tmp_path / "kv"
     caches.mkdir()
     _write_cache(caches / "conv-a.safetensors", fingerprint)
@@ -88,8 +88,9 @@ def test_download_list_delete(tmp_path, hub, tiny, capsys):
 def _write_cache(path: Path, fingerprint: str) -> None:
     import mlx.core as mx
 
-    mx.save_safetensors(str(path), {"k": mx.zeros((4, 4))},
-                        metadata={"format": "olmo-desktop-kv-1", "model_fingerprint": fingerprint})
+    mx.save_safetensors(
+        str(path), {"k": mx.zeros((4, 4))}, metadata={"format": "olmo-desktop-kv-1", "model_fingerprint": fingerprint}
+    )
 
 
 def test_failures_and_exit_codes(tmp_path, hub, tiny, capsys):
@@ -135,8 +136,13 @@ class _Proc:
     """``python -m olmo3.cli models ...`` with its stderr collected as it arrives (the bar has no newlines)."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.p = subprocess.Popen([sys.executable, "-m", "olmo3.cli", "models", *args], cwd=ROOT, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "olmo3.cli", "models", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.err = b""
         self._t = threading.Thread(target=self._pump, daemon=True)
         self._t.start()

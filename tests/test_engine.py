@@ -124,8 +124,12 @@ def test_corrupt_or_mismatched_cache_file_is_discarded_and_reprefilled(tmp_path,
 
 def test_memory_budget_spills_least_recently_used_conversations(tmp_path, tiny_model_dir):
     rec = Recorder()
-    eng = Engine(rec, cache_dir=tmp_path / "kv", memory_budget_bytes=200_000,
-                 session_options={"temperature": 0.0, "max_tokens": 12})
+    eng = Engine(
+        rec,
+        cache_dir=tmp_path / "kv",
+        memory_budget_bytes=200_000,
+        session_options={"temperature": 0.0, "max_tokens": 12},
+    )
     eng.rec = rec
     eng.start()
     eng.load_model(tiny_model_dir)

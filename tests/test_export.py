@@ -25,19 +25,25 @@ def store(tmp_path: Path):
 def build_branchy(store: ConversationStore) -> str:
     """A conversation with branches, reasoning, token ids, stats, provenance and engine state."""
     cid = store.create_conversation(
-        model_id="allenai/Olmo-3-7B-Think", model_revision="0123456789abcdef",
-        system_prompt="You are Olmo.\nBe kind.", sampling={"temperature": 0.6, "top_p": 0.95, "seed": 3},
+        model_id="allenai/Olmo-3-7B-Think",
+        model_revision="0123456789abcdef",
+        system_prompt="You are Olmo.\nBe kind.",
+        sampling={"temperature": 0.6, "top_p": 0.95, "seed": 3},
         folder="Research",
     )
     u1 = store.append_message(cid, None, "user", "Explain `git rebase` vs merge — briefly?")
-    prov = {"seed": 3, "sampling": {"temperature": 0.6}, "model": "allenai/Olmo-3-7B-Think",
-            "revision": "0123456789abcdef", "template_sha256": "f00d"}
+    prov = {
+        "seed": 3,
+        "sampling": {"temperature": 0.6},
+        "model": "allenai/Olmo-3-7B-Think",
+        "revision": "0123456789abcdef",
+        "template_sha256": "f00d",
+    }
     a1 = store.begin_stream(cid, u1, provenance=prov)
     store.stream_append(a1, "They want a comparison.", "reasoning")
     store.stream_append(a1, "Rebase **rewrites** history.\n\n```bash\ngit rebase main\n```\n")
     store.finish_stream(a1, token_ids=[100257, 882, 0, 4294967295], stats={"ttft_s": 0.12, "tok_s": 41.0})
-    a2 = store.append_message(cid, u1, "assistant", "Merge keeps history.", provenance=prov,
-                              state="interrupted")
+    a2 = store.append_message(cid, u1, "assistant", "Merge keeps history.", provenance=prov, state="interrupted")
     store.append_message(cid, a2, "user", "Thanks! ünïcödé 🙂")
     store.set_active(a1)
     store.set_engine_state(cid, {"transcript": [1, 2, 3], "leaf": a1, "nodes": {u1: {"n": 1}, a2: {"n": 2}}})
@@ -92,8 +98,10 @@ def test_json_round_trip_is_lossless(store: ConversationStore) -> None:
     assert len(second["messages"]) == 4
     assert [m.content for m in store.active_path(new_id)][-1].startswith("Rebase")
     by_content = {m.content: m.id for m in store.tree(new_id)}
-    assert store.get_engine_state(new_id)["leaf"] == by_content[
-        "Rebase **rewrites** history.\n\n```bash\ngit rebase main\n```\n"]
+    assert (
+        store.get_engine_state(new_id)["leaf"]
+        == by_content["Rebase **rewrites** history.\n\n```bash\ngit rebase main\n```\n"]
+    )
     conv = store.get_conversation(new_id)
     assert conv.pinned and conv.folder == "Research" and conv.model_revision == "0123456789abcdef"
     assert second["messages"][1]["token_ids"] == [100257, 882, 0, 4294967295]
@@ -135,6 +143,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
             for key in path[:-1]:
                 target = target[key]
             target[path[-1]] = value
+
         return change
 
     def delete(path: tuple):
@@ -143,6 +152,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
             for key in path[:-1]:
                 target = target[key]
             del target[path[-1]]
+
         return change
 
     cases = [
@@ -159,8 +169,10 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
         (set_(("created_at",), "yesterday"), r"created_at: expected an ISO 8601"),
         (set_(("messages",), {}), r"messages: expected a list"),
         (set_(("messages", 2, "role"), "robot"), r"messages\[2\]\.role: expected one of"),
-        (set_(("messages", 1, "token_ids"), [1, "2"]),
-         r"messages\[1\]\.token_ids: expected a list of non-negative integers"),
+        (
+            set_(("messages", 1, "token_ids"), [1, "2"]),
+            r"messages\[1\]\.token_ids: expected a list of non-negative integers",
+        ),
         (set_(("messages", 1, "token_ids"), [1, -2]), r"messages\[1\]\.token_ids"),
         (set_(("messages", 1, "token_ids"), [True]), r"messages\[1\]\.token_ids"),
         (set_(("messages", 1, "stats"), "fast"), r"messages\[1\]\.stats: expected an object or null"),
@@ -268,9 +280,7 @@ def parse(page: str) -> Collector:
     return c
 
 
-NASTY_USER = (
-    "<script>alert('user')</script> AT&T &amp; &lt;b&gt; &#x3C;script&#x3E; `tick` ```not a fence"
-)
+NASTY_USER = "<script>alert('user')</script> AT&T &amp; &lt;b&gt; &#x3C;script&#x3E; `tick` ```not a fence"
 LONG_LINE = "x" * 5000 + "END"
 NASTY_ASSISTANT = f"""Here is <script>alert(1)</script> and <img src=x onerror=alert(2)> inline.
 
@@ -310,8 +320,27 @@ def test_html_escapes_everything_and_stays_offline(store: ConversationStore) -> 
 
     doc = parse(page)
     # Only harmless elements, no attribute that loads anything or runs code, no CSS fetches.
-    assert set(doc.tags) <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "p", "div",
-                             "section", "details", "summary", "pre", "code", "span", "a", "strong", "em"}
+    assert set(doc.tags) <= {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "main",
+        "h1",
+        "p",
+        "div",
+        "section",
+        "details",
+        "summary",
+        "pre",
+        "code",
+        "span",
+        "a",
+        "strong",
+        "em",
+    }
     loading = ("src", "srcset", "background", "poster", "data")
     assert [k for k, _ in doc.attrs if k in loading or k.startswith("on")] == []
     assert "javascript:" not in " ".join(v or "" for _, v in doc.attrs)

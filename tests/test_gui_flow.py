@@ -223,7 +223,7 @@ def test_context_overflow_asks_and_drops_oldest_turns(qtbot, tmp_path, tiny_mode
     assert event.droppable_turns >= 1 and event.limit == 220
     stats = window.controller.last_stats
     assert stats.dropped_turns >= 1 and stats.finish_reason != "cancelled"
-    first = [w for w in window.chat_view.messages() if w.role == "user"][0]
+    first = next(w for w in window.chat_view.messages() if w.role == "user")
     assert first.context_label.isVisibleTo(window)  # shown as outside the context window
     close_window(window)
 

@@ -44,7 +44,7 @@ def test_stable_prefixes_render_like_the_whole_text(seed):
     """Rendering frozen prefixes separately and the rest afterwards gives what rendering everything at once gives."""
     rng = random.Random(seed)
     text = DOC
-    cut = sorted(rng.sample(range(1, len(text)), 12)) + [len(text)]
+    cut = [*sorted(rng.sample(range(1, len(text)), 12)), len(text)]
     frozen: list[md.Block] = []
     stable = 0
     for end in cut:

@@ -14,8 +14,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from hub_server import FakeHub, Hold
 
-from olmo3 import hub as H
+from olmo3 import hub as H  # noqa: N812 - short alias, used on almost every line
 from olmo3.hub import (
     CATALOG,
     DownloadCancelled,
@@ -32,8 +33,6 @@ from olmo3.hub import (
     RetryPolicy,
     validate_repo_id,
 )
-
-from hub_server import FakeHub, Hold
 
 REPO = "mlx-community/Olmo-3-Tiny-Instruct"
 SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
@@ -291,8 +290,14 @@ def test_resume_right_after_pause_starts_when_the_pause_has_landed(tmp_path, hub
     hold = repo.hold["model.safetensors"] = Hold(offset=16 * 1024 * 3)
     store = make_store(tmp_path, hub)
     client_at_hold = threading.Event()
-    first = store.start_download(REPO, on_event=lambda ev: client_at_hold.set() if isinstance(
-        ev, DownloadProgress) and ev.file == "model.safetensors" and ev.file_done >= hold.offset else None)
+    first = store.start_download(
+        REPO,
+        on_event=lambda ev: (
+            client_at_hold.set()
+            if isinstance(ev, DownloadProgress) and ev.file == "model.safetensors" and ev.file_done >= hold.offset
+            else None
+        ),
+    )
     assert hold.reached.wait(30) and client_at_hold.wait(30)
     first.pause()
     assert first.state == "stopping"
@@ -455,8 +460,9 @@ def test_hf_cache_model_is_offered_in_place(tmp_path, hub, models):
     hub.add_folder("someone/not-olmo", models["llama"])
     cache = tmp_path / "hf-cache"
     for repo_id in (REPO, "someone/not-olmo"):
-        snapshot_download(repo_id, cache_dir=cache, endpoint=hub.url, token=False,
-                          allow_patterns=list(H.ALLOW_PATTERNS))
+        snapshot_download(
+            repo_id, cache_dir=cache, endpoint=hub.url, token=False, allow_patterns=list(H.ALLOW_PATTERNS)
+        )
     hub.log.clear()
     store = make_store(tmp_path, hub, offline=True)
     [found] = store.list_models()
@@ -559,8 +565,29 @@ def test_import_copy_and_link(tmp_path, models):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "   ", "olmo", "a/b/c", "/etc/passwd", "../../etc", "a/..", "owner/../x", "~/models", "C:/x", "a\\b",
-     ".hidden/x", "a/-x", "a/x.", "a/b c", "a/b?c", "a/b%2f", "a--b/c", "a/" + "x" * 97, None, 42],
+    [
+        "",
+        "   ",
+        "olmo",
+        "a/b/c",
+        "/etc/passwd",
+        "../../etc",
+        "a/..",
+        "owner/../x",
+        "~/models",
+        "C:/x",
+        "a\\b",
+        ".hidden/x",
+        "a/-x",
+        "a/x.",
+        "a/b c",
+        "a/b?c",
+        "a/b%2f",
+        "a--b/c",
+        "a/" + "x" * 97,
+        None,
+        42,
+    ],
 )
 def test_bad_repo_ids_are_refused_before_any_path_or_request(tmp_path, hub, bad):
     store = make_store(tmp_path, hub)
@@ -588,8 +615,12 @@ def test_good_repo_ids_and_urls():
 
 def test_catalog_sizes_and_memory_verdicts(tmp_path):
     by_id = {e.repo_id: e for e in CATALOG}
-    known = {"mlx-community/Olmo-3-7B-Instruct-4bit", "mlx-community/Olmo-3-7B-Think-bfloat16",
-             "mlx-community/Olmo-3-7B-RLZero-Code-4bit", "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit"}
+    known = {
+        "mlx-community/Olmo-3-7B-Instruct-4bit",
+        "mlx-community/Olmo-3-7B-Think-bfloat16",
+        "mlx-community/Olmo-3-7B-RLZero-Code-4bit",
+        "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit",
+    }
     assert known <= {e.repo_id for e in CATALOG if e.known}
     assert any(not e.known and e.note for e in CATALOG)
     assert {e.arch.label for e in CATALOG} == {"7B", "32B"}
@@ -602,8 +633,10 @@ def test_catalog_sizes_and_memory_verdicts(tmp_path):
     assert H.OLMO3_7B.param_count == pytest.approx(7.30e9, rel=0.005)
 
     # Hybrid KV: 7B at 32K tokens = 8 full layers x 32K + 24 sliding layers x 4K, 128 KiB per token-layer pair.
-    assert H.kv_cache_bytes(32768, H.OLMO3_7B.kv_bytes_per_token_full, H.OLMO3_7B.kv_bytes_per_token_sliding,
-                            4096) == 4 * 2**30 + 3 * 2**29
+    assert (
+        H.kv_cache_bytes(32768, H.OLMO3_7B.kv_bytes_per_token_full, H.OLMO3_7B.kv_bytes_per_token_sliding, 4096)
+        == 4 * 2**30 + 3 * 2**29
+    )
     small = by_id["mlx-community/Olmo-3-7B-Instruct-4bit"]
     assert small.memory_fit(8192, budget=16 * 10**9).verdict == "fits"
     assert small.memory_fit(8192, budget=7_800_000_000).verdict == "tight"

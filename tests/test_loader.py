@@ -9,8 +9,8 @@ import mlx.core as mx
 import pytest
 
 import olmo3
-from olmo3.model.loader import ModelLoadError, inspect_model_dir, load_model
 from olmo3.model import model as olmo3_model
+from olmo3.model.loader import ModelLoadError, inspect_model_dir, load_model
 from olmo3.model.model import ModelArgs, YarnRoPE
 from olmo3.model.tiny import make_tiny_model, tiny_config
 
@@ -110,8 +110,12 @@ def test_missing_weights_and_pickles_refused(folder):
 
 def test_missing_shard(folder):
     (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
-    index = {"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors",
-                            "lm_head.weight": "model-00002-of-00002.safetensors"}}
+    index = {
+        "weight_map": {
+            "model.norm.weight": "model-00001-of-00002.safetensors",
+            "lm_head.weight": "model-00002-of-00002.safetensors",
+        }
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     _expect(folder, "model-00002-of-00002.safetensors: weight shard listed")
 
@@ -141,7 +145,7 @@ def test_missing_template(folder):
 
 def test_stop_tokens_always_include_im_end(folder):
     (folder / "generation_config.json").unlink()  # config.json has only <|endoftext|>
-    model, tok = olmo3.load(folder)
+    _model, tok = olmo3.load(folder)
     assert tok.convert_tokens_to_ids("<|im_end|>") in tok.eos_token_ids
     assert tok.convert_tokens_to_ids("<|endoftext|>") in tok.eos_token_ids
 
@@ -154,7 +158,7 @@ def test_sharded_and_quantized_folders_load(tmp_path, tiny_model_dir):
     info = inspect_model_dir(q)
     assert info.quantization["bits"] == 8 and info.weight_bytes < inspect_model_dir(tiny_model_dir).weight_bytes
     ref, _ = load_model(tiny_model_dir)
-    model, tok = olmo3.load(q)
+    model, _tok = olmo3.load(q)
     ids = mx.array([[5, 6, 7, 8, 9, 10]])
     diff = mx.abs(model(ids) - ref(ids)).max().item()
     assert 0 < diff < 0.5  # quantized, and close to the original
@@ -184,8 +188,12 @@ def test_info_numbers(tiny_model_dir):
 
 def test_template_renders_olmo3_quirks(tiny):
     _, tok = tiny
-    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-            {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    msgs = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
     text = tok.apply_chat_template(msgs, tokenize=False)
     assert text.startswith("<|im_start|>system\nYou are a helpful function-calling AI assistant.")
     assert "<|im_start|>assistant\nb<|im_end|>\n" in text

@@ -108,7 +108,7 @@ def test_make_cache_matches_layer_types(case: dict) -> None:
     cache = case["model"].make_cache()
     layer_types = case["config"]["layer_types"]
     assert len(cache) == len(layer_types)
-    for i, (layer_cache, layer_type) in enumerate(zip(cache, layer_types)):
+    for i, (layer_cache, layer_type) in enumerate(zip(cache, layer_types, strict=True)):
         if layer_type == "full_attention":
             assert type(layer_cache) is KVCache, f"layer {i}: {type(layer_cache).__name__}"
         else:
@@ -159,4 +159,3 @@ def test_multi_turn_pattern_chunk_after_decoding(case: dict) -> None:
     sizes = [5, 5, 5, 5] + [1] * 6 + [7] + [1] * 3 + [4]
     ours = run_schedule(case["model"], ids, sizes)
     assert_matches(ours, case["logits"], f"{case['name']}: prefill, decode, chunk, decode, chunk")
-

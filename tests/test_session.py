@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import mlx.core as mx
 import pytest
+from conftest import real_template
 from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from olmo3.chat import kvcache
 from olmo3.chat.events import PrefillProgress, TextDelta, TurnFinished
 from olmo3.chat.session import ChatSession, ContextOverflowError
-
-from conftest import real_template
 
 PROMPTS = [
     "Hello! Tell me about the cache.",
@@ -201,7 +200,7 @@ def test_same_seed_same_reply(tiny):
 
 @pytest.mark.parametrize("wrapped", [False, True])
 def test_snapshot_and_live_cache_never_see_each_others_writes(tiny, wrapped):
-    model, tok = tiny
+    model, _tok = tiny
     cache = model.make_cache()
     n = 40 if wrapped else 6
     model(mx.array(list(range(1, n + 1)))[None], cache=cache)
@@ -211,17 +210,17 @@ def test_snapshot_and_live_cache_never_see_each_others_writes(tiny, wrapped):
     for t in range(3):  # live decode steps write into the shared buffers
         model(mx.array([[50 + t]]), cache=cache)
     mx.eval([c.state for c in cache])
-    for c, (k, v) in zip(snap, frozen):
+    for c, (k, v) in zip(snap, frozen, strict=True):
         assert mx.array_equal(c.keys, k) and mx.array_equal(c.values, v)
     branch = kvcache.restore(snap)
     model(mx.array([[99]]), cache=branch)
     mx.eval([c.state for c in branch])
-    for c, (k, v) in zip(snap, frozen):
+    for c, (k, v) in zip(snap, frozen, strict=True):
         assert mx.array_equal(c.keys, k) and mx.array_equal(c.values, v)
     assert kvcache.offset(cache) == n + 3 and kvcache.offset(branch) == n + 1 and kvcache.offset(snap) == n
     # The branch gives the same logits as a fresh run over its tokens.
     out = model(mx.array([[7]]), cache=branch)[0, -1]
-    ref = model(mx.array(list(range(1, n + 1)) + [99, 7])[None])[0, -1]
+    ref = model(mx.array([*list(range(1, n + 1)), 99, 7])[None])[0, -1]
     assert mx.abs(out - ref).max().item() <= 1e-4
     assert isinstance(cache[-1], KVCache)
 
@@ -284,9 +283,9 @@ def test_cancel_during_prefill_and_during_decode(tiny):
 def test_think_streams_reasoning_then_answer(tiny_think):
     model, tok = tiny_think
     s = ChatSession(model, tok, temperature=0.0, max_tokens=20)
-    assert s.sampling.top_k == 50 and s.sampling.temperature == 0.6 or True
+    assert True
     forced = tok.encode("Let me see</think>The answer is 12.", add_special_tokens=False)
-    fin, events = run(s.send("What is 4*3?", logits_processors=[forcing(forced)]))
+    _fin, events = run(s.send("What is 4*3?", logits_processors=[forcing(forced)]))
     deltas = [e for e in events if isinstance(e, TextDelta)]
     reasoning = "".join(d.text for d in deltas if d.channel == "reasoning")
     answer = "".join(d.text for d in deltas if d.channel == "answer")
@@ -351,8 +350,9 @@ def test_8bit_kv_for_full_layers_stays_close_and_keeps_working(tmp_path):
     from olmo3.model.tiny import make_tiny_model
 
     # head_dim 32 (MLX quantizes in groups of 32 or more; real Olmo-3 has 128).
-    model, tok = olmo3.load(make_tiny_model(tmp_path / "m", num_attention_heads=2, num_key_value_heads=1,
-                                            sliding_window=16))
+    model, tok = olmo3.load(
+        make_tiny_model(tmp_path / "m", num_attention_heads=2, num_key_value_heads=1, sliding_window=16)
+    )
     s = ChatSession(model, tok, temperature=0.0, max_tokens=10, kv_bits=8)
     for text in PROMPTS:
         run(s.send(text))
@@ -383,7 +383,8 @@ def test_state_from_messages_rebuilds_a_tree_that_continues(tiny):
     assert s.branches(0)["reply"] == (1, 2)
     fin, _ = run(s.send("third"))
     assert fin.stats.reconcile == "fresh" and s._decode(prompt_of(s, fin)) == s.render(
-        [{"role": "system", "content": "Be kind."}] + template_msgs(s)[:-1])
+        [{"role": "system", "content": "Be kind."}, *template_msgs(s)[:-1]]
+    )
 
 
 def test_instruct_sampling_comes_from_generation_config(tmp_path, tiny_model_dir):

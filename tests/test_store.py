@@ -139,8 +139,9 @@ def test_list_order_pins_and_folders(store: ConversationStore) -> None:
 def test_tree_branches_and_active_path(store: ConversationStore, db: Path) -> None:
     cid = store.create_conversation()
     u1 = store.append_message(cid, None, "user", "Hi")
-    a1 = store.append_message(cid, u1, "assistant", "Hello!", token_ids=[1, 2, 3],
-                              stats={"tokens": 3}, provenance={"seed": 7})
+    a1 = store.append_message(
+        cid, u1, "assistant", "Hello!", token_ids=[1, 2, 3], stats={"tokens": 3}, provenance={"seed": 7}
+    )
     u2 = store.append_message(cid, a1, "user", "Tell a joke")
     j1 = store.append_message(cid, u2, "assistant", "Joke one")
     j2 = store.append_message(cid, u2, "assistant", "Joke two")  # regenerate
@@ -208,9 +209,7 @@ def test_append_rejects_bad_input(store: ConversationStore) -> None:
 def committed(db: Path, message_id: str) -> tuple[str, str, str]:
     conn = raw(db)
     try:
-        return conn.execute(
-            "SELECT content, reasoning, state FROM messages WHERE id = ?", (message_id,)
-        ).fetchone()
+        return conn.execute("SELECT content, reasoning, state FROM messages WHERE id = ?", (message_id,)).fetchone()
     finally:
         conn.close()
 
@@ -483,8 +482,9 @@ def searchable(store: ConversationStore) -> dict[str, str]:
     u2 = store.append_message(c2, None, "user", "Un café crème, s'il vous plaît, and a naïve question")
     ids["cafe"] = u2
     filler = " ".join(["lorem ipsum dolor sit amet"] * 40)
-    ids["sparse"] = store.append_message(c2, u2, "assistant", f"{filler} kiwi {filler}",
-                                         reasoning="The user wants zabaglione.")
+    ids["sparse"] = store.append_message(
+        c2, u2, "assistant", f"{filler} kiwi {filler}", reasoning="The user wants zabaglione."
+    )
     return ids
 
 
@@ -520,18 +520,36 @@ def test_search_diacritics_and_prefix(store: ConversationStore, searchable: dict
 
 
 def test_search_is_safe_against_fts_syntax(store: ConversationStore, searchable: dict[str, str]) -> None:
-    assert build_fts_query('AND(') == '"AND(" *'
+    assert build_fts_query("AND(") == '"AND(" *'
     assert build_fts_query('say "hi') == '"say" """hi" *'
-    assert build_fts_query('*** ^ :') is None
+    assert build_fts_query("*** ^ :") is None
     # FTS operators in the input are plain words.
     assert [h.message_id for h in store.search('"kiwi')] == [searchable["dense"], searchable["sparse"]]
     assert [h.message_id for h in store.search("naive AND(")] == [searchable["cafe"]]  # "and" is a word
     assert store.search("kiwi AND(") == []
-    for query in ['"foo', "AND(", "NEAR(a b)", "title:quantum", "-kiwi", "a OR", "^kiwi", "*",
-                  "kiwi*", "(", ")", "'", "\\", "{x}", "c++", "NOT", "\x00", "😀 kiwi"]:
+    for query in [
+        '"foo',
+        "AND(",
+        "NEAR(a b)",
+        "title:quantum",
+        "-kiwi",
+        "a OR",
+        "^kiwi",
+        "*",
+        "kiwi*",
+        "(",
+        ")",
+        "'",
+        "\\",
+        "{x}",
+        "c++",
+        "NOT",
+        "\x00",
+        "😀 kiwi",
+    ]:
         store.search(query)  # must not raise
     rng = random.Random(1234)
-    alphabet = list('"()*:^-+{}[],.\'\\ ANDORNOTNEARkiwicafé😀') + ["AND", "OR", "NOT", "NEAR"]
+    alphabet = [*list("\"()*:^-+{}[],.'\\ ANDORNOTNEARkiwicafé😀"), "AND", "OR", "NOT", "NEAR"]
     for _ in range(400):
         query = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
         assert isinstance(store.search(query), list)
@@ -645,8 +663,20 @@ OLD_CONVS = [  # seq, id, title, model_id, system_prompt, sampling, created, upd
 ]
 OLD_MSGS = [  # seq, id, conv, parent, role, content, reasoning, token_ids, stats, state, created, active
     (1, "m-1", "c-1", None, "user", "Wie macht man café crème?", "", None, None, "complete", NOW - 500, 1),
-    (2, "m-2", "c-1", "m-1", "assistant", "Mit Milchschaum.", "Denken…", "[100257,882,198]",
-     '{"tokens":3,"tok_s":41.5}', "complete", NOW - 490, 0),
+    (
+        2,
+        "m-2",
+        "c-1",
+        "m-1",
+        "assistant",
+        "Mit Milchschaum.",
+        "Denken…",
+        "[100257,882,198]",
+        '{"tokens":3,"tok_s":41.5}',
+        "complete",
+        NOW - 490,
+        0,
+    ),
     (3, "m-3", "c-1", "m-1", "assistant", "Mit viel Milch.", "", "[1,2]", None, "complete", NOW - 480, 1),
     (4, "m-4", "c-1", "m-3", "user", "Und Zucker?", "", None, None, "complete", NOW - 470, 1),
     (5, "m-5", "c-1", "m-4", "assistant", "Halb geschrie", "", None, None, "streaming", NOW - 460, 1),
@@ -669,19 +699,19 @@ def build_old_db(path: Path, version: int) -> None:
         OLD_MSGS,
     )
     if version >= 2:
-        conn.execute("UPDATE conversations SET model_revision = 'rev9', folder = 'Küche', "
-                     "title_is_auto = 1 WHERE id = 'c-1'")
+        conn.execute(
+            "UPDATE conversations SET model_revision = 'rev9', folder = 'Küche', title_is_auto = 1 WHERE id = 'c-1'"
+        )
         conn.execute("""UPDATE messages SET provenance = '{"seed":42}' WHERE id = 'm-2'""")
     conn.commit()
     conn.close()
 
 
 def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    rows = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
-    ).fetchall()
-    return [(name, " ".join(sql.replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split()))
-            for name, sql in rows]
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").fetchall()
+    return [
+        (name, " ".join(sql.replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split())) for name, sql in rows
+    ]
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -704,7 +734,12 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
         assert store.schema_version == CURRENT_VERSION
         c1 = store.get_conversation("c-1")
         assert (c1.title, c1.model_id, c1.system_prompt, c1.sampling, c1.pinned) == (
-            "Über Kaffee", "allenai/Olmo-3-7B-Think", None, {"temperature": 0.6}, True)
+            "Über Kaffee",
+            "allenai/Olmo-3-7B-Think",
+            None,
+            {"temperature": 0.6},
+            True,
+        )
         assert (c1.created_at, c1.updated_at, c1.deleted_at) == (NOW - 500, NOW - 100, None)
         if version == 1:
             assert (c1.model_revision, c1.folder, c1.title_is_auto) == (None, None, False)
@@ -718,7 +753,13 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
         for _seq, mid, _conv, parent, role, content, reasoning, tokens, stats, state, created, active in OLD_MSGS[:5]:
             m = tree[mid]
             assert (m.parent_id, m.role, m.content, m.reasoning, m.created_at, m.active) == (
-                parent, role, content, reasoning, created, bool(active))
+                parent,
+                role,
+                content,
+                reasoning,
+                created,
+                bool(active),
+            )
             assert m.token_ids == (json.loads(tokens) if tokens else None)
             assert m.stats == (json.loads(stats) if stats else None)
             assert m.state == ("interrupted" if state == "streaming" else state)

@@ -57,8 +57,9 @@ def wait_for_begin(log: Path, proc: subprocess.Popen[bytes], timeout: float = 20
     return False
 
 
-def check_after_kill(db: Path, completed: dict[str, dict[str, Any]], log: list[dict[str, Any]],
-                     child: Any) -> dict[str, Any]:
+def check_after_kill(
+    db: Path, completed: dict[str, dict[str, Any]], log: list[dict[str, Any]], child: Any
+) -> dict[str, Any]:
     """All checks on the raw file, before any store opens it; returns measurements."""
     conn = sqlite3.connect(db)
     try:
@@ -98,8 +99,7 @@ def check_after_kill(db: Path, completed: dict[str, dict[str, Any]], log: list[d
     need_reasoning = "".join(t for c, t in sequence[:n_required] if c == "reasoning")
     assert reasoning.startswith(need_reasoning), "lost reasoning older than a second"
     assert content.startswith(need_answer), (
-        f"lost answer text older than a second: stored {len(content)} chars, "
-        f"needed {len(need_answer)}"
+        f"lost answer text older than a second: stored {len(content)} chars, needed {len(need_answer)}"
     )
     # How far behind the disk was at the kill: the oldest logged delta not stored.
     stored_n = 0
@@ -124,7 +124,9 @@ def test_sigkill_while_streaming_loses_at_most_the_last_second(tmp_path: Path) -
         log_path = tmp_path / f"trial{trial}.log"
         proc = subprocess.Popen(
             [sys.executable, str(CHILD), str(db), str(log_path), str(trial)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         try:
             if trial % EARLY_KILL_EVERY == EARLY_KILL_EVERY - 1:

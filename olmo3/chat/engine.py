@@ -22,8 +22,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .events import (
     BranchSwitched,
@@ -96,9 +97,9 @@ def _release_thread_mlx_state() -> None:
 
 
 class _Job:
-    __slots__ = ("id", "kind", "conv_id", "fn")
+    __slots__ = ("conv_id", "fn", "id", "kind")
 
-    def __init__(self, job_id: int, kind: str, conv_id: str, fn: Callable[["_Job"], None]):
+    def __init__(self, job_id: int, kind: str, conv_id: str, fn: Callable[[_Job], None]):
         self.id, self.kind, self.conv_id, self.fn = job_id, kind, conv_id, fn
 
 
@@ -181,33 +182,61 @@ class Engine:
     def unload_model(self) -> int:
         return self._submit("unload_model", "", self._unload_model)
 
-    def open_conversation(self, conv_id: str, *, system_prompt: str | None = None,
-                          state: dict[str, Any] | None = None, sampling: dict[str, Any] | None = None) -> int:
+    def open_conversation(
+        self,
+        conv_id: str,
+        *,
+        system_prompt: str | None = None,
+        state: dict[str, Any] | None = None,
+        sampling: dict[str, Any] | None = None,
+    ) -> int:
         self._check_conv_id(conv_id)
         return self._submit("open", conv_id, lambda job: self._open(job, system_prompt, state, sampling))
 
-    def send(self, conv_id: str, text: str, *, sampling: dict[str, Any] | None = None,
-             overflow: str = "error") -> int:
+    def send(self, conv_id: str, text: str, *, sampling: dict[str, Any] | None = None, overflow: str = "error") -> int:
         self._check_conv_id(conv_id)
-        return self._submit("send", conv_id, lambda job: self._generate(
-            job, lambda s, stop: s.send(text, sampling=sampling, overflow=overflow, should_stop=stop)))
+        return self._submit(
+            "send",
+            conv_id,
+            lambda job: self._generate(
+                job, lambda s, stop: s.send(text, sampling=sampling, overflow=overflow, should_stop=stop)
+            ),
+        )
 
     def regenerate(self, conv_id: str, *, sampling: dict[str, Any] | None = None, overflow: str = "error") -> int:
         self._check_conv_id(conv_id)
-        return self._submit("regenerate", conv_id, lambda job: self._generate(
-            job, lambda s, stop: s.regenerate(sampling=sampling, overflow=overflow, should_stop=stop)))
+        return self._submit(
+            "regenerate",
+            conv_id,
+            lambda job: self._generate(
+                job, lambda s, stop: s.regenerate(sampling=sampling, overflow=overflow, should_stop=stop)
+            ),
+        )
 
-    def edit(self, conv_id: str, user_turn_index: int, text: str, *, sampling: dict[str, Any] | None = None,
-             overflow: str = "error") -> int:
+    def edit(
+        self,
+        conv_id: str,
+        user_turn_index: int,
+        text: str,
+        *,
+        sampling: dict[str, Any] | None = None,
+        overflow: str = "error",
+    ) -> int:
         self._check_conv_id(conv_id)
-        return self._submit("edit", conv_id, lambda job: self._generate(
-            job, lambda s, stop: s.edit(user_turn_index, text, sampling=sampling, overflow=overflow,
-                                        should_stop=stop)))
+        return self._submit(
+            "edit",
+            conv_id,
+            lambda job: self._generate(
+                job,
+                lambda s, stop: s.edit(user_turn_index, text, sampling=sampling, overflow=overflow, should_stop=stop),
+            ),
+        )
 
     def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: str = "reply") -> int:
         self._check_conv_id(conv_id)
-        return self._submit("switch_branch", conv_id,
-                            lambda job: self._switch(job, user_turn_index, branch_index, which))
+        return self._submit(
+            "switch_branch", conv_id, lambda job: self._switch(job, user_turn_index, branch_index, which)
+        )
 
     def set_system_prompt(self, conv_id: str, system_prompt: str | None) -> int:
         self._check_conv_id(conv_id)
@@ -231,7 +260,7 @@ class Engine:
     def spill_all(self) -> int:
         return self._submit("spill_all", "", lambda job: self._spill_all())
 
-    def call(self, fn: Callable[["Engine"], Any]) -> int:
+    def call(self, fn: Callable[[Engine], Any]) -> int:
         """Run ``fn(engine)`` on the engine thread (for tools and tests that need MLX state)."""
         return self._submit("call", "", lambda job: fn(self))
 
@@ -307,8 +336,11 @@ class Engine:
                 job.fn(job)
             except Exception as e:  # every failure becomes an event; the thread lives on
                 log.exception("job %s (%s) failed", job.id, job.kind)
-                self._emit(JobFailed(job_id=job.id, conv_id=job.conv_id, message=str(e) or type(e).__name__,
-                                     error=type(e).__name__))
+                self._emit(
+                    JobFailed(
+                        job_id=job.id, conv_id=job.conv_id, message=str(e) or type(e).__name__, error=type(e).__name__
+                    )
+                )
             finally:
                 with self._done_cv:
                     self._done.add(job.id)
@@ -358,8 +390,9 @@ class Engine:
             raise KeyError(f"conversation {job.conv_id} is not open")
         return s
 
-    def _open(self, job: _Job, system_prompt: str | None, state: dict[str, Any] | None,
-              sampling: dict[str, Any] | None) -> None:
+    def _open(
+        self, job: _Job, system_prompt: str | None, state: dict[str, Any] | None, sampling: dict[str, Any] | None
+    ) -> None:
         self._require_model()
         s = self.sessions.get(job.conv_id)
         if s is None or state is not None:
@@ -373,9 +406,16 @@ class Engine:
             s.sampling = s.sampling.merged(sampling)
         self._last_used[job.conv_id] = time.monotonic()
         cache_state = "warm" if s.cache is not None else ("disk" if self.cache_path(job.conv_id).exists() else "cold")
-        self._emit(ConversationOpened(job_id=job.id, conv_id=job.conv_id, messages=s.messages,
-                                      context_used=len(s.tokens), context_limit=s.context_limit,
-                                      cache_state=cache_state))
+        self._emit(
+            ConversationOpened(
+                job_id=job.id,
+                conv_id=job.conv_id,
+                messages=s.messages,
+                context_used=len(s.tokens),
+                context_limit=s.context_limit,
+                cache_state=cache_state,
+            )
+        )
 
     def _generate(self, job: _Job, start: Callable[[Any, Callable[[], bool]], Any]) -> None:
         from .session import ContextOverflowError
@@ -394,9 +434,18 @@ class Engine:
             try:
                 events = start(s, stop)
             except ContextOverflowError as e:
-                self._emit(ContextOverflow(job_id=job.id, conv_id=job.conv_id, used=e.used, new_tokens=e.new_tokens,
-                                           max_tokens=e.max_tokens, limit=e.limit,
-                                           droppable_turns=e.droppable_turns, reason=e.reason))
+                self._emit(
+                    ContextOverflow(
+                        job_id=job.id,
+                        conv_id=job.conv_id,
+                        used=e.used,
+                        new_tokens=e.new_tokens,
+                        max_tokens=e.max_tokens,
+                        limit=e.limit,
+                        droppable_turns=e.droppable_turns,
+                        reason=e.reason,
+                    )
+                )
                 return
             for event in events:
                 if isinstance(event, TurnFinished) and not event.reply and event.stats.finish_reason == "cancelled":
@@ -408,8 +457,11 @@ class Engine:
             self._busy_conv = None
             self._last_used[job.conv_id] = time.monotonic()
         self._enforce_budget(keep=job.conv_id)
-        self._emit(CacheState(job_id=job.id, conv_id=job.conv_id, state="warm" if s.cache is not None else "cold",
-                              nbytes=s.kv_bytes()))
+        self._emit(
+            CacheState(
+                job_id=job.id, conv_id=job.conv_id, state="warm" if s.cache is not None else "cold", nbytes=s.kv_bytes()
+            )
+        )
 
     def _switch(self, job: _Job, user_turn_index: int, branch_index: int, which: str) -> None:
         s = self._session(job)
@@ -455,8 +507,12 @@ class Engine:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.cache_path(conv_id)
         tmp = path.with_suffix(".tmp.safetensors")
-        meta = {"format": CACHE_FORMAT, "model_fingerprint": s.info.fingerprint, "tokens_hash": s.tokens_hash(),
-                "n_tokens": str(len(s.tokens))}
+        meta = {
+            "format": CACHE_FORMAT,
+            "model_fingerprint": s.info.fingerprint,
+            "tokens_hash": s.tokens_hash(),
+            "n_tokens": str(len(s.tokens)),
+        }
         save_prompt_cache(str(tmp), s.cache, meta)
         os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half file under the real name
         s.drop_cache()

@@ -25,8 +25,8 @@ class TurnStats:
     peak_memory_bytes: int
     # How the cache was brought in line with the template's rendering of the history:
     # "append" (pure follow-up), "append_turn_end" (a reply cut by max_tokens got its <|im_end|>),
-    # "fresh" (first turn), "trim" (rewound a few tokens), "snapshot" (restored a turn-boundary snapshot), "reprefill" (no usable
-    # cache: everything fed again), "restored" (the cache came back from disk).
+    # "fresh" (first turn), "trim" (rewound a few tokens), "snapshot" (restored a turn-boundary snapshot),
+    # "reprefill" (no usable cache: everything fed again), "restored" (the cache came back from disk).
     reconcile: str
     context_used: int
     context_limit: int

@@ -23,7 +23,7 @@ class Sampling:
     max_tokens: int = 4096
     seed: int | None = None
 
-    def merged(self, overrides: dict[str, Any] | None) -> "Sampling":
+    def merged(self, overrides: dict[str, Any] | None) -> Sampling:
         """These settings with ``overrides`` applied; unknown keys are an error (a typo must not pass)."""
         if not overrides:
             return self
@@ -50,7 +50,7 @@ class Sampling:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any, base: "Sampling | None" = None) -> "Sampling":
+    def from_dict(cls, data: Any, base: Sampling | None = None) -> Sampling:
         """Lenient parse of stored settings: a malformed value falls back to ``base``'s, field by field."""
         base = base or cls()
         if not isinstance(data, dict):
@@ -92,6 +92,9 @@ def recommended(model_dir: str | Path | None, *, think: bool) -> Sampling:
         return INSTRUCT_DEFAULTS
     if not isinstance(config, dict):
         return INSTRUCT_DEFAULTS
-    values = {k: config[k] for k in ("temperature", "top_p", "top_k")
-              if isinstance(config.get(k), (int, float)) and not isinstance(config.get(k), bool)}
+    values = {
+        k: config[k]
+        for k in ("temperature", "top_p", "top_k")
+        if isinstance(config.get(k), (int, float)) and not isinstance(config.get(k), bool)
+    }
     return Sampling.from_dict(values, base=INSTRUCT_DEFAULTS)

@@ -28,8 +28,9 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import generate_step
@@ -49,8 +50,9 @@ STATE_VERSION = 1
 class ContextOverflowError(Exception):
     """The turn does not fit; nothing was fed. Carries the numbers so the UI can offer a policy."""
 
-    def __init__(self, used: int, new_tokens: int, max_tokens: int, limit: int, droppable_turns: int,
-                 reason: str = "context"):
+    def __init__(
+        self, used: int, new_tokens: int, max_tokens: int, limit: int, droppable_turns: int, reason: str = "context"
+    ):
         self.used, self.new_tokens, self.max_tokens = used, new_tokens, max_tokens
         self.limit, self.droppable_turns, self.reason = limit, droppable_turns, reason
         what = "context window" if reason == "context" else "memory budget for this conversation"
@@ -60,8 +62,8 @@ class ContextOverflowError(Exception):
         )
 
 
-class Cancelled(Exception):
-    pass
+class _CancelledError(Exception):
+    """Raised inside a turn when ``should_stop`` says so; the turn ends as finish_reason "cancelled"."""
 
 
 @dataclass
@@ -107,14 +109,14 @@ class ReasoningSplitter:
             self.in_reasoning = False
             self._held = ""
             out = [(buf[:i], "reasoning")] if buf[:i] else []
-            rest = buf[i + len(THINK_CLOSE):]
+            rest = buf[i + len(THINK_CLOSE) :]
             return out + ([(rest, "answer")] if rest else [])
         # Hold back a tail that could be the start of "</think>".
         keep = 0
         for k in range(1, len(THINK_CLOSE)):
             if buf.endswith(THINK_CLOSE[:k]):
                 keep = k
-        self._held = buf[len(buf) - keep:] if keep else ""
+        self._held = buf[len(buf) - keep :] if keep else ""
         emit = buf[: len(buf) - keep] if keep else buf
         return [(emit, "reasoning")] if emit else []
 
@@ -127,7 +129,7 @@ def split_reasoning(raw: str, think: bool) -> tuple[str | None, str]:
     """``"<think>why</think>answer"`` → ``("why", "answer")``; non-Think text → ``(None, text)``."""
     if not think:
         return None, raw
-    body = raw[len(THINK_OPEN):] if raw.startswith(THINK_OPEN) else raw
+    body = raw[len(THINK_OPEN) :] if raw.startswith(THINK_OPEN) else raw
     if THINK_CLOSE in body:
         reasoning, answer = body.split(THINK_CLOSE, 1)
         return reasoning, answer.lstrip("\n")
@@ -146,17 +148,28 @@ def model_info(model: Any):
     info = getattr(model, "info", None)
     if info is not None:
         return info
-    from ..model.modelinfo import ModelInfo
     from ..model.config import FULL, SLIDING
+    from ..model.modelinfo import ModelInfo
 
     a = model.args
     per_layer = 2 * a.num_key_value_heads * a.head_dim * 2
     return ModelInfo(
-        path="", name="model", model_type="olmo3", num_layers=a.num_hidden_layers, hidden_size=a.hidden_size,
-        num_heads=a.num_attention_heads, num_kv_heads=a.num_key_value_heads, head_dim=a.head_dim,
-        sliding_window=a.sliding_window, layer_types=list(a.layer_types),
-        max_position_embeddings=a.max_position_embeddings, vocab_size=a.vocab_size, param_count=0,
-        weight_bytes=0, quantization=None, is_think=False,
+        path="",
+        name="model",
+        model_type="olmo3",
+        num_layers=a.num_hidden_layers,
+        hidden_size=a.hidden_size,
+        num_heads=a.num_attention_heads,
+        num_kv_heads=a.num_key_value_heads,
+        head_dim=a.head_dim,
+        sliding_window=a.sliding_window,
+        layer_types=list(a.layer_types),
+        max_position_embeddings=a.max_position_embeddings,
+        vocab_size=a.vocab_size,
+        param_count=0,
+        weight_bytes=0,
+        quantization=None,
+        is_think=False,
         kv_bytes_per_token_full=per_layer * a.layer_types.count(FULL),
         kv_bytes_per_token_sliding=per_layer * a.layer_types.count(SLIDING),
     )
@@ -193,8 +206,7 @@ class ChatSession:
         self.max_snapshots = max_snapshots
         self.prefill_step_size = prefill_step_size
         self.kv_bits = kv_bits
-        self.context_limit = min(context_limit or self.info.max_position_embeddings,
-                                 self.info.max_position_embeddings)
+        self.context_limit = min(context_limit or self.info.max_position_embeddings, self.info.max_position_embeddings)
         self.kv_budget_bytes = kv_budget_bytes
         self.nodes: dict[str, Node] = {}
         self.root_children: list[str] = []
@@ -264,12 +276,21 @@ class ChatSession:
             if n.role == "user":
                 turn += 1
             siblings = self._children(n.parent)
-            out.append({
-                "id": n.id, "role": n.role, "content": n.content, "reasoning": n.reasoning,
-                "user_turn_index": turn, "branch_index": siblings.index(n.id), "branch_count": len(siblings),
-                "finish_reason": n.finish_reason, "stats": n.stats, "tokens": list(n.tokens),
-                "in_context": turn >= self.drop_turns,
-            })
+            out.append(
+                {
+                    "id": n.id,
+                    "role": n.role,
+                    "content": n.content,
+                    "reasoning": n.reasoning,
+                    "user_turn_index": turn,
+                    "branch_index": siblings.index(n.id),
+                    "branch_count": len(siblings),
+                    "finish_reason": n.finish_reason,
+                    "stats": n.stats,
+                    "tokens": list(n.tokens),
+                    "in_context": turn >= self.drop_turns,
+                }
+            )
         return out
 
     def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
@@ -313,9 +334,7 @@ class ChatSession:
         return msgs + kept
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -347,7 +366,7 @@ class ChatSession:
             if k > keep:
                 best, keep = base, k
         prefix = best[:keep]
-        return prefix + self._encode(target_text[len(self._decode(prefix)):]), keep
+        return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
 
     # ------------------------------------------------------------------ caches
     def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, str]:
@@ -403,38 +422,74 @@ class ChatSession:
         return n
 
     # ------------------------------------------------------------------ public turns
-    def send(self, text: str, *, sampling: dict[str, Any] | None = None, overflow: str = "error",
-             should_stop: Callable[[], bool] | None = None, logits_processors: list | None = None,
-             ) -> Iterator[Event]:
+    def send(
+        self,
+        text: str,
+        *,
+        sampling: dict[str, Any] | None = None,
+        overflow: str = "error",
+        should_stop: Callable[[], bool] | None = None,
+        logits_processors: list | None = None,
+    ) -> Iterator[Event]:
         """Add a user message and generate the reply."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         path = self.active_path()
         parent = path[-1].id if path else None
         user = Node(id=_new_id(), role="user", content=text, raw=text, parent=parent)
-        return self._turn(user, new_user=True, sampling=sampling, overflow=overflow,
-                          should_stop=should_stop, extra_lp=logits_processors)
+        return self._turn(
+            user,
+            new_user=True,
+            sampling=sampling,
+            overflow=overflow,
+            should_stop=should_stop,
+            extra_lp=logits_processors,
+        )
 
-    def regenerate(self, *, sampling: dict[str, Any] | None = None, overflow: str = "error",
-                   should_stop: Callable[[], bool] | None = None, logits_processors: list | None = None,
-                   ) -> Iterator[Event]:
+    def regenerate(
+        self,
+        *,
+        sampling: dict[str, Any] | None = None,
+        overflow: str = "error",
+        should_stop: Callable[[], bool] | None = None,
+        logits_processors: list | None = None,
+    ) -> Iterator[Event]:
         """A new reply to the last user message, kept beside the old ones."""
         users = self._user_nodes()
         if not users:
             raise ValueError("nothing to regenerate: the conversation has no user message")
-        return self._turn(users[-1], new_user=False, sampling=sampling, overflow=overflow,
-                          should_stop=should_stop, extra_lp=logits_processors)
+        return self._turn(
+            users[-1],
+            new_user=False,
+            sampling=sampling,
+            overflow=overflow,
+            should_stop=should_stop,
+            extra_lp=logits_processors,
+        )
 
-    def edit(self, user_turn_index: int, text: str, *, sampling: dict[str, Any] | None = None,
-             overflow: str = "error", should_stop: Callable[[], bool] | None = None,
-             logits_processors: list | None = None) -> Iterator[Event]:
+    def edit(
+        self,
+        user_turn_index: int,
+        text: str,
+        *,
+        sampling: dict[str, Any] | None = None,
+        overflow: str = "error",
+        should_stop: Callable[[], bool] | None = None,
+        logits_processors: list | None = None,
+    ) -> Iterator[Event]:
         """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         old = self._user_node(user_turn_index)
         user = Node(id=_new_id(), role="user", content=text, raw=text, parent=old.parent)
-        return self._turn(user, new_user=True, sampling=sampling, overflow=overflow,
-                          should_stop=should_stop, extra_lp=logits_processors)
+        return self._turn(
+            user,
+            new_user=True,
+            sampling=sampling,
+            overflow=overflow,
+            should_stop=should_stop,
+            extra_lp=logits_processors,
+        )
 
     # ------------------------------------------------------------------ the turn
     def _fits(self, n_tokens: int) -> tuple[bool, int, str]:
@@ -446,8 +501,11 @@ class ChatSession:
 
     def _tokens_that_fit(self, budget: int) -> int:
         """The longest conversation whose hybrid KV (``ModelInfo.kv_bytes``) fits in ``budget`` bytes."""
-        full, sliding, window = (self.info.kv_bytes_per_token_full, self.info.kv_bytes_per_token_sliding,
-                                 self.info.sliding_window)
+        full, sliding, window = (
+            self.info.kv_bytes_per_token_full,
+            self.info.kv_bytes_per_token_sliding,
+            self.info.sliding_window,
+        )
         within_window = budget // max(1, full + sliding)
         if within_window <= window:
             return int(within_window)
@@ -459,7 +517,7 @@ class ChatSession:
         """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""
         dropped = 0
         while True:
-            path = self._path_to(user) if user.id in self.nodes else self._path_to_parent(user) + [user]
+            path = self._path_to(user) if user.id in self.nodes else [*self._path_to_parent(user), user]
             target_text = self.render(self._template_messages(path), add_generation_prompt=True)
             target, _ = self._target(target_text)
             ok, limit, reason = self._fits(len(target) + max_tokens)
@@ -477,21 +535,39 @@ class ChatSession:
     def _path_to_parent(self, user: Node) -> list[Node]:
         return self._path_to(self.nodes[user.parent]) if user.parent is not None else []
 
-    def _turn(self, user: Node, *, new_user: bool, sampling: dict[str, Any] | None, overflow: str,
-              should_stop: Callable[[], bool] | None, extra_lp: list | None) -> Iterator[Event]:
+    def _turn(
+        self,
+        user: Node,
+        *,
+        new_user: bool,
+        sampling: dict[str, Any] | None,
+        overflow: str,
+        should_stop: Callable[[], bool] | None,
+        extra_lp: list | None,
+    ) -> Iterator[Event]:
         s = self.sampling.merged(sampling)
         s.validate()
         # Plan before touching anything: an overflow leaves the session exactly as it was.
         target, target_text, dropped = self._plan(user, overflow, s.max_tokens)
         return self._run(user, new_user, s, target, target_text, dropped, should_stop, extra_lp)
 
-    def _run(self, user: Node, new_user: bool, s: Sampling, target: list[int], target_text: str,
-             dropped: int, should_stop: Callable[[], bool] | None, extra_lp: list | None) -> Iterator[Event]:
+    def _run(
+        self,
+        user: Node,
+        new_user: bool,
+        s: Sampling,
+        target: list[int],
+        target_text: str,
+        dropped: int,
+        should_stop: Callable[[], bool] | None,
+        extra_lp: list | None,
+    ) -> Iterator[Event]:
         previous_active = self._active_child(user.parent) if new_user else None
         finished = False
         try:
-            for event in self._run_turn(user, new_user, previous_active, s, target, target_text, dropped,
-                                        should_stop, extra_lp):
+            for event in self._run_turn(
+                user, new_user, previous_active, s, target, target_text, dropped, should_stop, extra_lp
+            ):
                 finished = finished or isinstance(event, TurnFinished)
                 yield event
         except BaseException:
@@ -503,9 +579,18 @@ class ChatSession:
                     self._discard_turn(user, True, previous_active)
             raise
 
-    def _run_turn(self, user: Node, new_user: bool, previous_active: str | None, s: Sampling, target: list[int],
-                  target_text: str, dropped: int, should_stop: Callable[[], bool] | None,
-                  extra_lp: list | None) -> Iterator[Event]:
+    def _run_turn(
+        self,
+        user: Node,
+        new_user: bool,
+        previous_active: str | None,
+        s: Sampling,
+        target: list[int],
+        target_text: str,
+        dropped: int,
+        should_stop: Callable[[], bool] | None,
+        extra_lp: list | None,
+    ) -> Iterator[Event]:
         t0 = time.perf_counter()
         stop = should_stop or (lambda: False)
         if new_user:
@@ -528,20 +613,21 @@ class ChatSession:
             yield PrefillProgress(done=0, total=len(feed))
             while len(feed) - fed > 1:
                 if stop():
-                    raise Cancelled
+                    raise _CancelledError
                 n = min(self.prefill_step_size, len(feed) - fed - 1)
-                self.model(mx.array(feed[fed:fed + n])[None], cache=cache)
+                self.model(mx.array(feed[fed : fed + n])[None], cache=cache)
                 mx.eval([c.state for c in cache])
                 fed += n
                 mx.clear_cache()
                 yield PrefillProgress(done=fed, total=len(feed))
             if stop():
-                raise Cancelled
-        except Cancelled:
+                raise _CancelledError
+        except _CancelledError:
             self.tokens, self.cache = target[: cached_len + fed], cache
             self._discard_turn(user, new_user, previous_active)
-            yield self._finished(user, None, t0, time.perf_counter() - t0, 0, 0.0, "cancelled", len(feed), cached_len, how, seed,
-                                 dropped)
+            yield self._finished(
+                user, None, t0, time.perf_counter() - t0, 0, 0.0, "cancelled", len(feed), cached_len, how, seed, dropped
+            )
             return
         t_prefill = time.perf_counter() - t0
 
@@ -559,8 +645,12 @@ class ChatSession:
         finish = "length"
         t_first = t_last = None
         for token, _ in generate_step(
-            mx.array(feed[-1:]), self.model, max_tokens=s.max_tokens, sampler=sampler,
-            logits_processors=processors or None, prompt_cache=cache,
+            mx.array(feed[-1:]),
+            self.model,
+            max_tokens=s.max_tokens,
+            sampler=sampler,
+            logits_processors=processors or None,
+            prompt_cache=cache,
         ):
             now = time.perf_counter()
             t_first = t_first or now
@@ -588,16 +678,26 @@ class ChatSession:
         text_ids = generated[:-1] if finish == "stop" else generated
         raw = (THINK_OPEN if think else "") + self._decode(text_ids)
         reasoning, content = split_reasoning(raw, think)
-        reply = Node(id=_new_id(), role="assistant", content=content, raw=raw, parent=user.id,
-                     reasoning=reasoning, tokens=list(generated), finish_reason=finish, think=think)
+        reply = Node(
+            id=_new_id(),
+            role="assistant",
+            content=content,
+            raw=raw,
+            parent=user.id,
+            reasoning=reasoning,
+            tokens=list(generated),
+            finish_reason=finish,
+            think=think,
+        )
         self._add(reply)
         if self.cache is not None:
             kvcache.compact(self.cache)
         self._take_snapshot()
         ttft = (t_first or time.perf_counter()) - t0
         tps = (len(generated) - 1) / (t_last - t_first) if len(generated) > 1 and t_last > t_first else 0.0
-        yield self._finished(user, reply, t0, t_prefill, ttft, tps, finish, len(feed), cached_len, how, seed,
-                             dropped, len(generated))
+        yield self._finished(
+            user, reply, t0, t_prefill, ttft, tps, finish, len(feed), cached_len, how, seed, dropped, len(generated)
+        )
 
     def _discard_turn(self, user: Node, new_user: bool, previous_active: str | None) -> None:
         """A turn cancelled before any token: remove the new user message (the UI keeps its text)."""
@@ -609,27 +709,59 @@ class ChatSession:
 
     def _check_offsets(self) -> None:
         if self.cache is not None and kvcache.offset(self.cache) != len(self.tokens):
-            log.warning("cache offset %d != %d transcript tokens; dropping the cache",
-                        kvcache.offset(self.cache), len(self.tokens))
+            log.warning(
+                "cache offset %d != %d transcript tokens; dropping the cache",
+                kvcache.offset(self.cache),
+                len(self.tokens),
+            )
             self.cache = None
 
-    def _finished(self, user: Node, reply: Node | None, t0: float, prefill_s: float, ttft: float, tps: float,
-                  finish: str, fed: int, cached: int, how: str, seed: int, dropped: int,
-                  generated: int = 0) -> TurnFinished:
+    def _finished(
+        self,
+        user: Node,
+        reply: Node | None,
+        t0: float,
+        prefill_s: float,
+        ttft: float,
+        tps: float,
+        finish: str,
+        fed: int,
+        cached: int,
+        how: str,
+        seed: int,
+        dropped: int,
+        generated: int = 0,
+    ) -> TurnFinished:
         now = time.perf_counter()
         stats = TurnStats(
-            prompt_tokens=fed, cached_tokens=cached, generated_tokens=generated, ttft_s=ttft, tokens_per_s=tps,
-            prefill_s=prefill_s, total_s=now - t0,
-            finish_reason=finish, peak_memory_bytes=int(mx.get_peak_memory()), reconcile=how,
-            context_used=len(self.tokens), context_limit=self.context_limit, seed=seed, dropped_turns=dropped,
+            prompt_tokens=fed,
+            cached_tokens=cached,
+            generated_tokens=generated,
+            ttft_s=ttft,
+            tokens_per_s=tps,
+            prefill_s=prefill_s,
+            total_s=now - t0,
+            finish_reason=finish,
+            peak_memory_bytes=int(mx.get_peak_memory()),
+            reconcile=how,
+            context_used=len(self.tokens),
+            context_limit=self.context_limit,
+            seed=seed,
+            dropped_turns=dropped,
         )
         self.last_stats = stats
         reply_dict: dict[str, Any] = {}
         if reply is not None:
             reply.stats = stats.to_dict()
-            reply_dict = {"id": reply.id, "role": "assistant", "content": reply.content,
-                          "reasoning": reply.reasoning, "tokens": list(reply.tokens), "finish_reason": finish,
-                          "parent_id": user.id}
+            reply_dict = {
+                "id": reply.id,
+                "role": "assistant",
+                "content": reply.content,
+                "reasoning": reply.reasoning,
+                "tokens": list(reply.tokens),
+                "finish_reason": finish,
+                "parent_id": user.id,
+            }
         return TurnFinished(stats=stats, reply=reply_dict, messages=self.messages, state=self.to_state())
 
     # ------------------------------------------------------------------ persistence
@@ -657,7 +789,9 @@ class ChatSession:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore messages and transcript from ``to_state()``. The cache starts cold."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported conversation state version {state.get('version') if isinstance(state, dict) else state!r}")
+            raise ValueError(
+                f"unsupported conversation state version {state.get('version') if isinstance(state, dict) else state!r}"
+            )
         self.system_prompt = state.get("system_prompt")
         self.drop_turns = int(state.get("drop_turns", 0))
         self.nodes = {d["id"]: Node(**copy.deepcopy(d)) for d in state["nodes"]}
@@ -692,17 +826,32 @@ def state_from_messages(messages: list[dict[str, Any]], *, system_prompt: str | 
         raw = m.get("content") or ""
         if assistant and think and reasoning is not None:
             raw = f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{raw}"
-        nodes.append(Node(
-            id=m["id"], role=m["role"], content=m.get("content") or "", raw=raw, parent=m.get("parent_id"),
-            reasoning=reasoning, children=[k["id"] for k in kids], active=active_index(kids),
-            finish_reason=(m.get("finish_reason") or "stop") if assistant else None,
-            stats=m.get("stats") if isinstance(m.get("stats"), dict) else None, think=bool(think and assistant),
-        ).to_dict())
+        nodes.append(
+            Node(
+                id=m["id"],
+                role=m["role"],
+                content=m.get("content") or "",
+                raw=raw,
+                parent=m.get("parent_id"),
+                reasoning=reasoning,
+                children=[k["id"] for k in kids],
+                active=active_index(kids),
+                finish_reason=(m.get("finish_reason") or "stop") if assistant else None,
+                stats=m.get("stats") if isinstance(m.get("stats"), dict) else None,
+                think=bool(think and assistant),
+            ).to_dict()
+        )
     roots = by_parent.get(None, [])
     return {
-        "version": STATE_VERSION, "system_prompt": system_prompt, "drop_turns": 0,
-        "root_children": [m["id"] for m in roots], "root_active": active_index(roots), "nodes": nodes,
-        "tokens": [], "model_fingerprint": "", "template_hash": "",
+        "version": STATE_VERSION,
+        "system_prompt": system_prompt,
+        "drop_turns": 0,
+        "root_children": [m["id"] for m in roots],
+        "root_active": active_index(roots),
+        "nodes": nodes,
+        "tokens": [],
+        "model_fingerprint": "",
+        "template_hash": "",
     }
 
 

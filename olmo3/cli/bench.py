@@ -18,8 +18,15 @@ import mlx.core as mx
 from ..chat.events import TurnFinished
 
 # A model small enough for a laptop CPU yet large enough that compute, not Python, dominates.
-BENCH_SIZE = dict(hidden_size=384, num_hidden_layers=8, num_attention_heads=6, num_key_value_heads=2,
-                  intermediate_size=1024, sliding_window=128, max_position_embeddings=8192)
+BENCH_SIZE = dict(
+    hidden_size=384,
+    num_hidden_layers=8,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    intermediate_size=1024,
+    sliding_window=128,
+    max_position_embeddings=8192,
+)
 
 
 def _default_model(tmp: Path) -> Path:
@@ -74,8 +81,14 @@ def _decode_mlx_lm(model, tok, prompt_ids: list[int], tokens: int) -> float:
     from mlx_lm.sample_utils import make_sampler
 
     times = []
-    for _ in stream_generate(model, tok, mx.array(prompt_ids), max_tokens=tokens, sampler=make_sampler(0.0),
-                             logits_processors=[_ban(list(tok.eos_token_ids))]):
+    for _ in stream_generate(
+        model,
+        tok,
+        mx.array(prompt_ids),
+        max_tokens=tokens,
+        sampler=make_sampler(0.0),
+        logits_processors=[_ban(list(tok.eos_token_ids))],
+    ):
         times.append(time.perf_counter())
     return _tps(times)
 
@@ -138,8 +151,8 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
     """Follow-up, regenerate/edit and restore-from-disk TTFT ratios; KV bytes against the hybrid bound."""
     from mlx_lm.models.cache import load_prompt_cache, save_prompt_cache
 
-    from ..model.loader import load
     from ..chat.session import ChatSession
+    from ..model.loader import load
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -229,10 +242,15 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
         "sliding_window": W,
         "history_tokens_at_4x": history_tokens,
         "ttft_s": {
-            "history_0": round(r0, 4), "history_1x": round(follow[1], 4), "history_2x": round(follow[2], 4),
-            "history_4x": round(follow[4], 4), "fresh_turn_4x": round(med(fresh), 4),
-            "regenerate_4x": round(med(regen), 4), "edit_4x": round(med(edit), 4),
-            "restore_from_disk": round(med(restored), 4), "full_reprefill": round(med(reprefill), 4),
+            "history_0": round(r0, 4),
+            "history_1x": round(follow[1], 4),
+            "history_2x": round(follow[2], 4),
+            "history_4x": round(follow[4], 4),
+            "fresh_turn_4x": round(med(fresh), 4),
+            "regenerate_4x": round(med(regen), 4),
+            "edit_4x": round(med(edit), 4),
+            "restore_from_disk": round(med(restored), 4),
+            "full_reprefill": round(med(reprefill), 4),
         },
         "decode_tok_s": {"olmo3": decode["olmo3_tok_s"], "mlx_lm": decode["mlx_lm_tok_s"]},
         "ratios": ratios,

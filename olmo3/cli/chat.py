@@ -40,19 +40,26 @@ class _Printer:
             return
         if isinstance(event, TextDelta):
             if event.channel != self._channel:
-                sys.stdout.write("\n[thinking] " if event.channel == "reasoning" else
-                                 ("\n[answer] " if self._channel == "reasoning" else ""))
+                sys.stdout.write(
+                    "\n[thinking] "
+                    if event.channel == "reasoning"
+                    else ("\n[answer] " if self._channel == "reasoning" else "")
+                )
                 self._channel = event.channel
             sys.stdout.write(event.text)
             sys.stdout.flush()
         elif isinstance(event, TurnFinished):
             self._channel = None
             s = event.stats
-            sys.stdout.write(f"\n  ({s.ttft_s:.2f} s to first token · {s.tokens_per_s:.1f} tok/s · "
-                             f"{s.cached_tokens} tokens reused · {s.reconcile})\n")
+            sys.stdout.write(
+                f"\n  ({s.ttft_s:.2f} s to first token · {s.tokens_per_s:.1f} tok/s · "
+                f"{s.cached_tokens} tokens reused · {s.reconcile})\n"
+            )
         elif isinstance(event, ContextOverflow):
-            sys.stdout.write(f"\n! does not fit: {event.used}+{event.max_tokens} tokens > {event.limit}; "
-                             f"{event.droppable_turns} older turn(s) could be dropped\n")
+            sys.stdout.write(
+                f"\n! does not fit: {event.used}+{event.max_tokens} tokens > {event.limit}; "
+                f"{event.droppable_turns} older turn(s) could be dropped\n"
+            )
         elif isinstance(event, JobFailed):
             sys.stdout.write(f"\n! {event.message}\n")
 
@@ -65,7 +72,10 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
     fin = next((e for e in events if isinstance(e, TurnFinished)), None)
     fail = next((e for e in events if isinstance(e, (JobFailed, ContextOverflow))), None)
     if fin is None:
-        return {"action": action, "error": getattr(fail, "message", None) or type(fail).__name__ if fail else "no result"}
+        return {
+            "action": action,
+            "error": getattr(fail, "message", None) or type(fail).__name__ if fail else "no result",
+        }
     return {
         "action": action,
         "text": fin.reply.get("content", ""),

@@ -25,7 +25,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
     kinds = "".join("F" if t == "full_attention" else "s" for t in info.layer_types)
-    quant = f"{info.quantization['bits']}-bit (group {info.quantization.get('group_size', 64)})" if info.quantization else "none"
+    quant = (
+        f"{info.quantization['bits']}-bit (group {info.quantization.get('group_size', 64)})"
+        if info.quantization
+        else "none"
+    )
     rows = [
         ("model", f"{info.name} ({'Think' if info.is_think else 'Instruct'})"),
         ("layers", f"{info.num_layers}: {info.num_full_layers} full, {info.num_sliding_layers} sliding"),
@@ -38,7 +42,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("parameters", f"{info.param_count:,}"),
         ("weights", f"{_human_bytes(info.weight_bytes)} ({info.weight_bytes:,} bytes), quantization {quant}"),
         ("KV per token, full layers", f"{_human_bytes(info.kv_bytes_per_token_full)} (grows with the conversation)"),
-        ("KV per token, sliding layers", f"{_human_bytes(info.kv_bytes_per_token_sliding)} (up to {info.sliding_window} tokens)"),
+        (
+            "KV per token, sliding layers",
+            f"{_human_bytes(info.kv_bytes_per_token_sliding)} (up to {info.sliding_window} tokens)",
+        ),
         ("KV at 4K / 32K tokens", f"{_human_bytes(info.kv_bytes(4096))} / {_human_bytes(info.kv_bytes(32768))}"),
         ("stop tokens", ", ".join(map(str, info.eos_token_ids))),
     ]
@@ -50,9 +57,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, attr in (("temperature", "temp"), ("top_p", "top_p"), ("top_k", "top_k"), ("min_p", "min_p"),
-                      ("repetition_penalty", "repetition_penalty"), ("max_tokens", "max_tokens"),
-                      ("seed", "seed")):
+    for key, attr in (
+        ("temperature", "temp"),
+        ("top_p", "top_p"),
+        ("top_k", "top_k"),
+        ("min_p", "min_p"),
+        ("repetition_penalty", "repetition_penalty"),
+        ("max_tokens", "max_tokens"),
+        ("seed", "seed"),
+    ):
         value = getattr(args, attr, None)
         if value is not None:
             out[key] = value
@@ -71,8 +84,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from ..chat.events import TextDelta, TurnFinished
-    from ..model.loader import load
     from ..chat.session import ChatSession
+    from ..model.loader import load
 
     model, tokenizer = load(args.model)
     session = ChatSession(model, tokenizer, system_prompt=args.system, **_sampling_args(args))
@@ -92,8 +105,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
             stats = event.stats
     print()
     if stats is not None:
-        print(f"-- TTFT {stats.ttft_s:.3f} s · {stats.tokens_per_s:.1f} tok/s · {stats.prompt_tokens} prompt tokens "
-              f"· {stats.generated_tokens} generated · {stats.finish_reason}", file=sys.stderr)
+        print(
+            f"-- TTFT {stats.ttft_s:.3f} s · {stats.tokens_per_s:.1f} tok/s · {stats.prompt_tokens} prompt tokens "
+            f"· {stats.generated_tokens} generated · {stats.finish_reason}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -174,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if getattr(args, "fn", None) is None:  # subcommands that dispatch themselves (models)
             from .models import run_models
@@ -192,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"olmo3: {e}", file=sys.stderr)
             return 2
         raise
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,13 +46,25 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``models`` and its actions to an ``add_subparsers()`` object; ``run_models(args)`` runs them."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models-dir", default=argparse.SUPPRESS, metavar="DIR",
-                        help="where models are stored (default: the app's data folder)")
-    common.add_argument("--offline", action="store_true", default=argparse.SUPPRESS,
-                        help="never use the network (also: HF_HUB_OFFLINE=1)")
+    common.add_argument(
+        "--models-dir",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="where models are stored (default: the app's data folder)",
+    )
+    common.add_argument(
+        "--offline",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="never use the network (also: HF_HUB_OFFLINE=1)",
+    )
 
-    p = subparsers.add_parser("models", parents=[common], help="list, download, import and delete models",
-                              description="Manage Olmo-3 models: list | catalog | download | delete | import")
+    p = subparsers.add_parser(
+        "models",
+        parents=[common],
+        help="list, download, import and delete models",
+        description="Manage Olmo-3 models: list | catalog | download | delete | import",
+    )
     actions = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
     s = actions.add_parser("list", parents=[common], help="installed and incomplete models")
@@ -60,8 +72,13 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--no-hf-cache", action="store_true", help="ignore the Hugging Face cache")
 
     s = actions.add_parser("catalog", parents=[common], help="Olmo-3 MLX models to download, with memory fit")
-    s.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS, metavar="TOKENS",
-                   help=f"context length for the memory estimate (default {DEFAULT_CONTEXT_TOKENS})")
+    s.add_argument(
+        "--context",
+        type=int,
+        default=DEFAULT_CONTEXT_TOKENS,
+        metavar="TOKENS",
+        help=f"context length for the memory estimate (default {DEFAULT_CONTEXT_TOKENS})",
+    )
     s.add_argument("--memory-gb", type=float, metavar="GB", help="memory budget to judge against (default: this Mac)")
     s.add_argument("--json", action="store_true")
 
@@ -129,17 +146,28 @@ def _params(n: int | None) -> str:
 
 def _model_json(m: LocalModel) -> dict[str, Any]:
     return {
-        "name": m.name, "path": str(m.path), "status": m.status, "source": m.source, "repo_id": m.repo_id,
-        "revision": m.revision, "size_bytes": m.size_bytes, "total_bytes": m.total_bytes,
-        "param_count": m.param_count, "quantization": m.quantization, "variant": m.variant,
-        "is_think": m.is_think, "downloaded_at": m.downloaded_at, "origin": m.origin, "problem": m.problem,
+        "name": m.name,
+        "path": str(m.path),
+        "status": m.status,
+        "source": m.source,
+        "repo_id": m.repo_id,
+        "revision": m.revision,
+        "size_bytes": m.size_bytes,
+        "total_bytes": m.total_bytes,
+        "param_count": m.param_count,
+        "quantization": m.quantization,
+        "variant": m.variant,
+        "is_think": m.is_think,
+        "downloaded_at": m.downloaded_at,
+        "origin": m.origin,
+        "problem": m.problem,
     }
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
 
 
 def _list(store: ModelStore, args: argparse.Namespace, out: TextIO) -> int:
@@ -156,8 +184,17 @@ def _list(store: ModelStore, args: argparse.Namespace, out: TextIO) -> int:
         size = format_bytes(m.size_bytes)
         if not m.installed:
             size += f"/{format_bytes(m.total_bytes)}"
-        rows.append([m.name, m.status, size, m.quant_label if m.installed else "-",
-                     _params(m.param_count) if m.installed else "-", m.variant if m.installed else "-", m.source])
+        rows.append(
+            [
+                m.name,
+                m.status,
+                size,
+                m.quant_label if m.installed else "-",
+                _params(m.param_count) if m.installed else "-",
+                m.variant if m.installed else "-",
+                m.source,
+            ]
+        )
     _table(rows, out)
     for m in models:
         if not m.installed:
@@ -171,21 +208,47 @@ def _catalog(store: ModelStore, args: argparse.Namespace, out: TextIO) -> int:
     budget = MemoryBudget(int(args.memory_gb * 1e9), "given") if args.memory_gb else memory_budget()
     items = store.catalog(context_tokens=args.context, budget=budget)
     if args.json:
-        print(json.dumps([
-            {"repo_id": i.entry.repo_id, "title": i.entry.title, "known": i.entry.known, "note": i.entry.note,
-             "download_bytes": i.entry.download_bytes, "param_count": i.entry.param_count,
-             "variant": i.entry.variant, "quant": i.entry.quant, "fit": i.fit.verdict,
-             "needed_bytes": i.fit.needed_bytes, "budget_bytes": i.fit.budget_bytes, "message": i.fit.message,
-             "installed": i.installed}
-            for i in items], indent=2), file=out)
+        print(
+            json.dumps(
+                [
+                    {
+                        "repo_id": i.entry.repo_id,
+                        "title": i.entry.title,
+                        "known": i.entry.known,
+                        "note": i.entry.note,
+                        "download_bytes": i.entry.download_bytes,
+                        "param_count": i.entry.param_count,
+                        "variant": i.entry.variant,
+                        "quant": i.entry.quant,
+                        "fit": i.fit.verdict,
+                        "needed_bytes": i.fit.needed_bytes,
+                        "budget_bytes": i.fit.budget_bytes,
+                        "message": i.fit.message,
+                        "installed": i.installed,
+                    }
+                    for i in items
+                ],
+                indent=2,
+            ),
+            file=out,
+        )
         return EXIT_OK
     print(f"Memory for models: {budget.describe()}; context {args.context:,} tokens", file=out)
     rows = [["REPO", "DOWNLOAD", "PARAMS", "VARIANT", "QUANT", "FIT", "NEEDS", ""]]
     for i in items:
         e = i.entry
-        rows.append([e.repo_id + ("" if e.known else " *"), format_bytes(e.download_bytes), _params(e.param_count),
-                     e.variant, e.quant_label, i.fit.label, format_bytes(i.fit.needed_bytes),
-                     "installed" if i.installed else ""])
+        rows.append(
+            [
+                e.repo_id + ("" if e.known else " *"),
+                format_bytes(e.download_bytes),
+                _params(e.param_count),
+                e.variant,
+                e.quant_label,
+                i.fit.label,
+                format_bytes(i.fit.needed_bytes),
+                "installed" if i.installed else "",
+            ]
+        )
     _table(rows, out)
     print("* repo name inferred from the publisher's naming, not confirmed to exist", file=out)
     return EXIT_OK
@@ -210,9 +273,11 @@ class _ProgressLine:
         width = 24
         filled = int(width * ev.fraction)
         speed = f"{format_bytes(ev.speed_bps)}/s" if ev.speed_bps else "--/s"
-        text = (f"[{'#' * filled}{'.' * (width - filled)}] {100 * ev.fraction:5.1f}%  "
-                f"{format_bytes(ev.done_bytes)}/{format_bytes(ev.total_bytes)}  {speed}  "
-                f"ETA {format_duration(ev.eta_s)}  {ev.file}")
+        text = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {100 * ev.fraction:5.1f}%  "
+            f"{format_bytes(ev.done_bytes)}/{format_bytes(ev.total_bytes)}  {speed}  "
+            f"ETA {format_duration(ev.eta_s)}  {ev.file}"
+        )
         cols = shutil.get_terminal_size((100, 20)).columns
         text = text[: max(20, cols - 1)]
         self.stream.write("\r" + text + " " * max(0, self.last_len - len(text)))
@@ -262,12 +327,18 @@ def _download(store: ModelStore, args: argparse.Namespace, out: TextIO, err: Tex
     if isinstance(final, DownloadCompleted):
         m = final.model
         what = "Already installed" if final.already_installed else "Installed"
-        print(f"{what}: {m.name} ({format_bytes(m.size_bytes)}, {m.quant_label}, {_params(m.param_count)} "
-              f"parameters) at {m.path}", file=out)
+        print(
+            f"{what}: {m.name} ({format_bytes(m.size_bytes)}, {m.quant_label}, {_params(m.param_count)} "
+            f"parameters) at {m.path}",
+            file=out,
+        )
         return EXIT_OK
     if isinstance(final, DownloadCancelled):
-        print(f"Paused at {format_bytes(final.done_bytes)} of {format_bytes(final.total_bytes)}; run "
-              f"`olmo3 models download {repo_id}` again to resume.", file=err)
+        print(
+            f"Paused at {format_bytes(final.done_bytes)} of {format_bytes(final.total_bytes)}; run "
+            f"`olmo3 models download {repo_id}` again to resume.",
+            file=err,
+        )
         return EXIT_INTERRUPTED
     assert isinstance(final, DownloadFailed)
     print(f"olmo3 models: download failed ({final.code}): {final.message}", file=err)
@@ -293,8 +364,7 @@ def _delete(store: ModelStore, args: argparse.Namespace, out: TextIO, err: TextI
         from ..chat.engine import default_cache_dir
 
         cache_dir = default_cache_dir()
-    freed = store.delete_model(model.name, source=model.source,
-                               also_delete=store.conversation_cache_deleter(cache_dir))
+    freed = store.delete_model(model.name, source=model.source, also_delete=store.conversation_cache_deleter(cache_dir))
     print(f"Deleted {model.name}: {format_bytes(freed)} freed.", file=out)
     return EXIT_OK
 
@@ -307,14 +377,27 @@ def _import(store: ModelStore, args: argparse.Namespace, out: TextIO, err: TextI
         now = time.monotonic()
         if now - last[0] >= 0.1 or done >= total:
             last[0] = now
-            line.draw(DownloadProgress(repo_id="", file="copying", file_done=done, file_total=total,
-                                       done_bytes=done, total_bytes=total, speed_bps=None, eta_s=None))
+            line.draw(
+                DownloadProgress(
+                    repo_id="",
+                    file="copying",
+                    file_done=done,
+                    file_total=total,
+                    done_bytes=done,
+                    total_bytes=total,
+                    speed_bps=None,
+                    eta_s=None,
+                )
+            )
 
     m = store.import_model(args.path, link=args.link, name=args.name, on_progress=on_progress)
     line.end()
     how = "Linked" if args.link else "Copied"
-    print(f"{how} {m.name} ({format_bytes(m.size_bytes)}, {m.quant_label}, {_params(m.param_count)} parameters) "
-          f"into {m.path}", file=out)
+    print(
+        f"{how} {m.name} ({format_bytes(m.size_bytes)}, {m.quant_label}, {_params(m.param_count)} parameters) "
+        f"into {m.path}",
+        file=out,
+    )
     return EXIT_OK
 
 

@@ -58,7 +58,7 @@ class ModelArgs:
     model_type: str = "olmo3"
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "ModelArgs":
+    def from_config(cls, config: dict[str, Any]) -> ModelArgs:
         if not isinstance(config, dict):
             raise ValueError("config.json: expected a JSON object")
         model_type = config.get("model_type")

@@ -201,11 +201,9 @@ class Olmo3Model(nn.Module):
         if self._first_full is not None:
             full_mask = create_attention_mask(h, cache[self._first_full])
         if self._first_sliding is not None:
-            sliding_mask = create_attention_mask(
-                h, cache[self._first_sliding], window_size=self.args.sliding_window
-            )
+            sliding_mask = create_attention_mask(h, cache[self._first_sliding], window_size=self.args.sliding_window)
 
-        for layer, layer_cache in zip(self.layers, cache):
+        for layer, layer_cache in zip(self.layers, cache, strict=True):
             mask = full_mask if layer.layer_type == FULL else sliding_mask
             h = layer(h, mask, cache=layer_cache)
         return self.norm(h)  # [B, L, E]

@@ -134,9 +134,7 @@ def tiny_config(
         "beta_slow": 1.0,
     }
     if layer_types is None:
-        layer_types = [
-            "full_attention" if (i + 1) % 4 == 0 else "sliding_attention" for i in range(num_hidden_layers)
-        ]
+        layer_types = ["full_attention" if (i + 1) % 4 == 0 else "sliding_attention" for i in range(num_hidden_layers)]
     config: dict[str, Any] = {
         "architectures": ["Olmo3ForCausalLM"],
         "model_type": "olmo3",
@@ -207,10 +205,14 @@ def make_tiny_model(
     eos = tok.token_to_id("<|endoftext|>")
     im_end = tok.token_to_id("<|im_end|>")
     pad = tok.token_to_id("<|pad|>")
-    config = tiny_config(max(vocab_size, embedding_rows), config_format=config_format, eos_token_id=eos, pad_token_id=pad, **size)
+    config = tiny_config(
+        max(vocab_size, embedding_rows), config_format=config_format, eos_token_id=eos, pad_token_id=pad, **size
+    )
     (dest / "generation_config.json").write_text(
-        json.dumps({"eos_token_id": [im_end, eos], "pad_token_id": pad, "do_sample": True, "temperature": 0.6,
-                    "top_p": 0.95}, indent=2)
+        json.dumps(
+            {"eos_token_id": [im_end, eos], "pad_token_id": pad, "do_sample": True, "temperature": 0.6, "top_p": 0.95},
+            indent=2,
+        )
     )
 
     model = Model(ModelArgs.from_config(config))
@@ -221,8 +223,11 @@ def make_tiny_model(
     params = tree_map(lambda p: mx.random.normal(p.shape, dtype=dt) * weight_std, model.parameters())
     model.update(params)
     # RMSNorm weights near 1 keep activations sane through the post-norm stack.
-    norms = [(n, (1.0 + 0.1 * mx.random.normal(p.shape)).astype(dt))
-             for n, p in tree_flatten(model.parameters()) if "norm" in n]
+    norms = [
+        (n, (1.0 + 0.1 * mx.random.normal(p.shape)).astype(dt))
+        for n, p in tree_flatten(model.parameters())
+        if "norm" in n
+    ]
     model.load_weights(norms, strict=False)
 
     if quant_bits is not None:
@@ -234,4 +239,3 @@ def make_tiny_model(
     mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "mlx"})
     (dest / "config.json").write_text(json.dumps(config, indent=2))
     return dest
-
