@@ -27,6 +27,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptState
+
 log = logging.getLogger(__name__)
 
 
@@ -95,22 +97,60 @@ class EngineBridge(QObject):
         return int(self._engine.unload_model())
 
     def open_conversation(
-        self, conv_id: str, *, system_prompt: str | None, state: dict[str, Any] | None, sampling: dict[str, Any] | None
+        self,
+        conv_id: str,
+        *,
+        system_prompt: str | None,
+        state: TranscriptState | None,
+        sampling: dict[str, Any] | None,
     ) -> int:
         return int(self._engine.open_conversation(conv_id, system_prompt=system_prompt, state=state, sampling=sampling))
 
-    def send(self, conv_id: str, text: str, *, sampling: dict[str, Any] | None, overflow: str = "error") -> int:
-        return int(self._engine.send(conv_id, text, sampling=sampling, overflow=overflow))
+    def send(
+        self,
+        conv_id: str,
+        text: str,
+        *,
+        message_id: str,
+        reply_id: str,
+        sampling: dict[str, Any] | None,
+        overflow: OverflowPolicy = "error",
+    ) -> int:
+        return int(
+            self._engine.send(
+                conv_id, text, message_id=message_id, reply_id=reply_id, sampling=sampling, overflow=overflow
+            )
+        )
 
-    def regenerate(self, conv_id: str, *, sampling: dict[str, Any] | None, overflow: str = "error") -> int:
-        return int(self._engine.regenerate(conv_id, sampling=sampling, overflow=overflow))
+    def regenerate(
+        self, conv_id: str, *, reply_id: str, sampling: dict[str, Any] | None, overflow: OverflowPolicy = "error"
+    ) -> int:
+        return int(self._engine.regenerate(conv_id, reply_id=reply_id, sampling=sampling, overflow=overflow))
 
     def edit(
-        self, conv_id: str, user_turn_index: int, text: str, *, sampling: dict[str, Any] | None, overflow: str = "error"
+        self,
+        conv_id: str,
+        user_turn_index: int,
+        text: str,
+        *,
+        message_id: str,
+        reply_id: str,
+        sampling: dict[str, Any] | None,
+        overflow: OverflowPolicy = "error",
     ) -> int:
-        return int(self._engine.edit(conv_id, user_turn_index, text, sampling=sampling, overflow=overflow))
+        return int(
+            self._engine.edit(
+                conv_id,
+                user_turn_index,
+                text,
+                message_id=message_id,
+                reply_id=reply_id,
+                sampling=sampling,
+                overflow=overflow,
+            )
+        )
 
-    def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: str) -> int:
+    def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: BranchKind) -> int:
         return int(self._engine.switch_branch(conv_id, user_turn_index, branch_index, which))
 
     def set_system_prompt(self, conv_id: str, system_prompt: str | None) -> int:

@@ -1022,6 +1022,8 @@ class ChatView(QScrollArea):
     def end_stream(self, message: dict[str, Any] | None = None) -> AssistantMessageWidget | None:
         """Finish the streaming reply; ``message`` (the final reply dict) replaces its metadata."""
         widget = self._streaming
+        if self._flush_timer.isActive():
+            self.flush()  # text still buffered (a fast reply can end within one 16 ms tick): render it the usual way
         self._flush_timer.stop()
         if widget is None:
             return None

@@ -30,9 +30,7 @@ Signals:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,28 +40,12 @@ from desktop import sync
 from desktop.chat_view import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
+from desktop.turns import Turn, TurnRecorder
+from olmo3.chat import events as ev
+from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptError, TranscriptMessage, TranscriptState
+from olmo3.ids import new_id
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Turn:
-    """The generation in progress."""
-
-    job_id: int
-    conv_id: str
-    kind: str  # "send" | "regenerate" | "edit"
-    text: str = ""
-    user_turn_index: int = 0
-    parent_sid: str | None = None  # store parent of a new user message
-    attach_user_sid: str | None = None  # retry of a stored user message the engine does not know: reuse its row
-    user_sid: str | None = None
-    stream_sid: str | None = None
-    overflow: str = "error"
-    started: float = field(default_factory=time.monotonic)
-    reasoning_started: float | None = None
-    reasoning_s: float | None = None
-    got_text: bool = False
 
 
 class ChatController(QObject):
@@ -103,10 +85,11 @@ class ChatController(QObject):
         self.loading: tuple[str, str] | None = None
         self._load_job: int | None = None
         self._opened: set[str] = set()
-        self._engine_msgs: dict[str, list[dict[str, Any]]] = {}
+        self._engine_msgs: dict[str, tuple[TranscriptMessage, ...]] = {}
         self._context: dict[str, tuple[int, int]] = {}
         self._cache: dict[str, tuple[str, int]] = {}
         self.turn: Turn | None = None
+        self.recorder = TurnRecorder(store, lambda: self.model_name)
         self.last_stats: Any = None
         self.last_finished: Any = None  # the last TurnFinished event (tests read it)
         self.draft_saver: Callable[[str | None, str], None] = lambda conv, text: None
@@ -179,14 +162,17 @@ class ChatController(QObject):
         if conv_id in self._opened or self.model_info is None:
             return
         conv = self.store.get_conversation(conv_id)
-        state = self.store.get_engine_state(conv_id)
+        state = self._engine_state(conv_id)
         tree = self.store.tree(conv_id)
         if state is None and any(m.role == "user" for m in tree):
             state = sync.state_from_store(
                 tree, system_prompt=conv.system_prompt, think=bool(getattr(self.model_info, "is_think", False))
             )
         elif state is not None:
-            state = sync.align_state_with_store(state, tree)
+            adopted = sync.adopt_store_ids(state, tree)
+            if adopted is not state:  # saved by v0.1, before the engine took the store's ids: convert it once
+                self.store.set_engine_state(conv_id, adopted.to_json())
+            state = sync.align_state_with_store(adopted, tree)
         self.bridge.open_conversation(conv_id, system_prompt=conv.system_prompt, state=state, sampling=self._sampling())
         self._opened.add(conv_id)
 
@@ -224,11 +210,10 @@ class ChatController(QObject):
             self.view.clear()
             return
         path = self.store.active_path(conv_id)
-        tree_map = sync.build_id_map(self.store.tree(conv_id), self._state_for_map(conv_id))
-        messages = sync.view_messages(path, engine_messages=self._engine_msgs.get(conv_id), id_map=tree_map)
+        messages = sync.view_messages(path, engine_messages=self._engine_msgs.get(conv_id))
         turn = self.turn
-        streaming_here = attach_stream and turn is not None and turn.conv_id == conv_id and turn.stream_sid is not None
-        if streaming_here and messages and messages[-1].get("sid") == turn.stream_sid:
+        streaming_here = attach_stream and turn is not None and turn.conv_id == conv_id and turn.rows_written
+        if streaming_here and turn is not None and messages and messages[-1].get("sid") == turn.reply_id:
             partial = messages.pop()
             self.view.set_messages(messages)
             self.view.set_busy(True)
@@ -241,22 +226,17 @@ class ChatController(QObject):
             self.view.set_messages(messages)
             if turn is not None and turn.conv_id == conv_id and attach_stream:
                 # Still in prefill: nothing stored yet; show the pending turn again.
-                if turn.kind in ("send", "edit") and turn.attach_user_sid is None:
+                if turn.new_user:
                     self.view.add_user_message(turn.text, turn.user_turn_index)
                 self.view.begin_assistant()
             self.view.set_busy(turn is not None)
 
-    def _state_for_map(self, conv_id: str) -> dict[str, Any] | None:
-        try:
-            return self.store.get_engine_state(conv_id)
-        except Exception:
-            return None
-
     def _last_stats_text(self) -> str:
-        messages = self.view.message_dicts()
-        for message in reversed(messages):
-            if message.get("role") == "assistant" and message.get("stats"):
-                return format_stats(message["stats"])
+        if self.current is None:
+            return ""
+        for message in reversed(self.store.active_path(self.current)):
+            if message.role == "assistant" and isinstance(message.stats, dict):
+                return format_stats(message.stats)
         return ""
 
     def _detach_stream_view(self) -> None:
@@ -264,8 +244,12 @@ class ChatController(QObject):
             self.view.end_stream()
 
     # ------------------------------------------------------------------------------------------------- turns
-    def send(self, text: str, *, overflow: str = "error", attach_user_sid: str | None = None) -> bool:
-        """Send ``text`` in the current conversation (creating it if this is a new chat)."""
+    def send(self, text: str, *, overflow: OverflowPolicy = "error", attach_user_id: str | None = None) -> bool:
+        """Send ``text`` in the current conversation (creating it if this is a new chat).
+
+        ``attach_user_id``: the stored user message to answer instead of writing a new one (a retry of a message the
+        engine never saw: the app closed before the first token of its reply).
+        """
         if not self._can_start():
             return False
         if self.current is None:
@@ -276,63 +260,83 @@ class ChatController(QObject):
             self.conversations_changed.emit()
         conv_id = self.current
         self.ensure_open(conv_id)
-        messages = self.view.message_dicts()
-        turn_index = sum(1 for m in messages if m.get("role") == "user")
-        if attach_user_sid is not None:
-            turn_index = max(0, turn_index - 1)
-        job = self.bridge.send(conv_id, text, sampling=self._sampling(), overflow=overflow)
+        turn_index = self._user_count(conv_id) - (1 if attach_user_id is not None else 0)
+        user_id = attach_user_id or new_id()
+        reply_id = new_id()
+        job = self.bridge.send(
+            conv_id, text, message_id=user_id, reply_id=reply_id, sampling=self._sampling(), overflow=overflow
+        )
         self.turn = Turn(
             job_id=job,
             conv_id=conv_id,
             kind="send",
+            user_id=user_id,
+            reply_id=reply_id,
+            new_user=attach_user_id is None,
+            parent_id=self._engine_leaf_id(conv_id) if attach_user_id is None else None,
             text=text,
             user_turn_index=turn_index,
-            parent_sid=self._engine_leaf_sid(conv_id),
-            attach_user_sid=attach_user_sid,
             overflow=overflow,
         )
-        if attach_user_sid is None:
+        if attach_user_id is None:
             self.view.add_user_message(text, turn_index)
         self._start_view_turn()
         self.draft_saver(conv_id, text)
         return True
 
-    def regenerate(self) -> bool:
+    def regenerate(self, *, overflow: OverflowPolicy = "error") -> bool:
         if not self._can_start() or self.current is None:
             return False
-        messages = self.view.message_dicts()
-        if not messages or messages[-1].get("role") != "assistant":
-            return False
         conv_id = self.current
+        path = self.store.active_path(conv_id)
+        user_id = self._engine_last_user_id(conv_id)
+        if not path or path[-1].role != "assistant" or user_id is None:
+            return False
         self.ensure_open(conv_id)
-        job = self.bridge.regenerate(conv_id, sampling=self._sampling())
-        user_index = max(0, sum(1 for m in messages if m.get("role") == "user") - 1)
-        self.turn = Turn(job_id=job, conv_id=conv_id, kind="regenerate", user_turn_index=user_index)
+        reply_id = new_id()
+        job = self.bridge.regenerate(conv_id, reply_id=reply_id, sampling=self._sampling(), overflow=overflow)
+        self.turn = Turn(
+            job_id=job,
+            conv_id=conv_id,
+            kind="regenerate",
+            user_id=user_id,
+            reply_id=reply_id,
+            new_user=False,
+            user_turn_index=max(0, self._user_count(conv_id) - 1),
+            overflow=overflow,
+        )
         self.view.remove_last_assistant()
         self._start_view_turn()
         return True
 
-    def edit(self, user_turn_index: int, text: str, *, overflow: str = "error") -> bool:
+    def edit(self, user_turn_index: int, text: str, *, overflow: OverflowPolicy = "error") -> bool:
         if not self._can_start() or self.current is None:
             return False
         conv_id = self.current
-        messages = self.view.message_dicts()
-        users = [m for m in messages if m.get("role") == "user"]
+        users = [m for m in self.store.active_path(conv_id) if m.role == "user"]
         if not 0 <= user_turn_index < len(users):
             return False
-        edited_sid = users[user_turn_index].get("sid")
-        parent_sid = None
-        if edited_sid:
-            parent_sid = self.store.get_message(str(edited_sid)).parent_id
         self.ensure_open(conv_id)
-        job = self.bridge.edit(conv_id, user_turn_index, text, sampling=self._sampling(), overflow=overflow)
+        user_id, reply_id = new_id(), new_id()
+        job = self.bridge.edit(
+            conv_id,
+            user_turn_index,
+            text,
+            message_id=user_id,
+            reply_id=reply_id,
+            sampling=self._sampling(),
+            overflow=overflow,
+        )
         self.turn = Turn(
             job_id=job,
             conv_id=conv_id,
             kind="edit",
+            user_id=user_id,
+            reply_id=reply_id,
+            new_user=True,
+            parent_id=users[user_turn_index].parent_id,
             text=text,
             user_turn_index=user_turn_index,
-            parent_sid=parent_sid,
             overflow=overflow,
         )
         self.view.truncate_from_user_turn(user_turn_index)
@@ -345,28 +349,22 @@ class ChatController(QObject):
         """Retry an interrupted or failed last reply: regenerate it, or resend its message if the engine lost it."""
         if not self._can_start() or self.current is None:
             return False
-        messages = self.view.message_dicts()
-        users = [m for m in messages if m.get("role") == "user"]
+        conv_id = self.current
+        path = self.store.active_path(conv_id)
+        users = [m for m in path if m.role == "user"]
+        shown_users = [m for m in self.view.message_dicts() if m.get("role") == "user"]
+        if shown_users and not shown_users[-1].get("sid"):
+            # The message never reached the store (the engine failed before the first token): send it again.
+            self.view.truncate_from_user_turn(len(shown_users) - 1)
+            return self.send(str(shown_users[-1].get("content") or ""))
         if not users:
             return False
         last_user = users[-1]
-        if not last_user.get("sid"):
-            # The message never reached the store (the engine failed before the first token): send it again.
-            self.view.truncate_from_user_turn(len(users) - 1)
-            return self.send(str(last_user.get("content") or ""))
-        state = self.store.get_engine_state(self.current)
-        id_map = sync.build_id_map(self.store.tree(self.current), state)
-        engine_last_user = None
-        for engine_id in reversed(sync.engine_active_path(state or {})):
-            node = next((n for n in (state or {}).get("nodes", []) if n.get("id") == engine_id), None)
-            if node is not None and node.get("role") == "user":
-                engine_last_user = id_map.get(engine_id)
-                break
-        if engine_last_user is not None and engine_last_user == last_user.get("sid"):
+        if self._engine_last_user_id(conv_id) == last_user.id:
             return self.regenerate()
-        if messages[-1].get("role") == "assistant":
+        if path[-1].role == "assistant":
             self.view.remove_last_assistant()
-        return self.send(str(last_user.get("content") or ""), attach_user_sid=str(last_user.get("sid")))
+        return self.send(last_user.content, attach_user_id=last_user.id)
 
     def stop(self) -> None:
         """Stop the running turn (also during prefill: the engine checks between prefill chunks)."""
@@ -388,27 +386,13 @@ class ChatController(QObject):
             return
         target = siblings[index]
         self.store.set_active(target.id)
-        state = self.store.get_engine_state(conv_id)
-        if state is not None and conv_id in self._opened:
-            id_map = sync.build_id_map(self.store.tree(conv_id), state)
-            inverse = {v: k for k, v in id_map.items()}
-            engine_id = inverse.get(target.id)
-            if engine_id is not None:
-                node = next((n for n in state.get("nodes", []) if n.get("id") == engine_id), None)
-                if node is not None:
-                    parent = node.get("parent")
-                    kids = (
-                        state.get("root_children", [])
-                        if parent is None
-                        else next((n.get("children", []) for n in state["nodes"] if n.get("id") == parent), [])
-                    )
-                    if engine_id in kids:
-                        self.bridge.switch_branch(
-                            conv_id,
-                            int(request.get("user_turn_index", 0)),
-                            kids.index(engine_id),
-                            str(request.get("which", "reply")),
-                        )
+        state = self._engine_state(conv_id)
+        node = state.node(target.id) if state is not None else None
+        if state is not None and node is not None and conv_id in self._opened:
+            parent = state.node(node.parent) if node.parent is not None else None
+            kids = parent.children if parent is not None else state.root_children
+            which: BranchKind = "user" if str(request.get("which", "reply")) == "user" else "reply"
+            self.bridge.switch_branch(conv_id, int(request.get("user_turn_index", 0)), kids.index(node.id), which)
         self._render_current()
         self.status.set_stats_text(self._last_stats_text())
 
@@ -429,50 +413,38 @@ class ChatController(QObject):
         self.busy_changed.emit(True)
         self._flush_timer.start()
 
-    def _engine_leaf_sid(self, conv_id: str) -> str | None:
-        """The store id of the message a new user message goes under: the shown leaf when the engine knows it
-        (normal case, also right after a branch switch), else the engine's own last message."""
+    def _user_count(self, conv_id: str) -> int:
+        return sum(1 for m in self.store.active_path(conv_id) if m.role == "user")
+
+    def _engine_state(self, conv_id: str) -> TranscriptState | None:
+        data = self.store.get_engine_state(conv_id)
+        if data is None:
+            return None
+        try:
+            return TranscriptState.from_json(data)
+        except TranscriptError as e:
+            log.warning("conversation %s: unreadable engine state (%s); it is rebuilt from the messages", conv_id, e)
+            return None
+
+    def _engine_last_user_id(self, conv_id: str) -> str | None:
+        state = self._engine_state(conv_id)
+        users = [n for n in state.active_path() if n.role == "user"] if state is not None else []
+        return users[-1].id if users else None
+
+    def _engine_leaf_id(self, conv_id: str) -> str | None:
+        """The message a new user message goes under: the shown leaf when the engine knows it (normal case, also
+        right after a branch switch), else the engine's own last message."""
         leaf = self.store.active_leaf(conv_id)
         if leaf is None:
             return None
-        state = self.store.get_engine_state(conv_id)
-        if not state:
-            return leaf.id
-        id_map = sync.build_id_map(self.store.tree(conv_id), state)
-        if leaf.id in set(id_map.values()):
-            return leaf.id
-        path = sync.engine_active_path(state)
-        return id_map.get(path[-1]) if path else None
+        state = self._engine_state(conv_id)
+        if state is None or state.node(leaf.id) is not None:
+            return str(leaf.id)
+        path = state.active_path()
+        return path[-1].id if path else None
 
     def _sampling(self) -> dict[str, Any]:
-        return self._settings().sampling.to_dict()
-
-    def _ensure_rows(self, turn: Turn) -> None:
-        """First sign the engine accepted the turn: write the user message and open the streaming reply row."""
-        if turn.stream_sid is not None:
-            return
-        conv_id = turn.conv_id
-        if turn.kind == "regenerate":
-            state = self.store.get_engine_state(conv_id)
-            id_map = sync.build_id_map(self.store.tree(conv_id), state)
-            path = sync.engine_active_path(state or {})
-            nodes = {n.get("id"): n for n in (state or {}).get("nodes", [])}
-            user_sid = None
-            for engine_id in reversed(path):
-                if nodes.get(engine_id, {}).get("role") == "user":
-                    user_sid = id_map.get(engine_id)
-                    break
-            if user_sid is None:
-                leaf = self.store.active_path(conv_id)
-                user_sid = next((m.id for m in reversed(leaf) if m.role == "user"), None)
-            turn.user_sid = user_sid
-        elif turn.attach_user_sid is not None:
-            turn.user_sid = turn.attach_user_sid
-        else:
-            turn.user_sid = self.store.append_message(conv_id, turn.parent_sid, "user", turn.text)
-        turn.stream_sid = self.store.begin_stream(conv_id, turn.user_sid, provenance={"model": self.model_name or None})
-        self.draft_saver(None, "")
-        self.conversations_changed.emit()
+        return self._settings().sampling.to_dict()  # type: ignore[no-any-return]
 
     def _flush_store(self) -> None:
         try:
@@ -483,8 +455,6 @@ class ChatController(QObject):
     # ------------------------------------------------------------------------------------------ engine events
     def on_engine_event(self, event: object) -> None:
         """Dispatch one engine event (GUI thread)."""
-        from olmo3.chat import events as ev
-
         handler = {
             ev.TextDelta: self._on_delta,
             ev.PrefillProgress: self._on_prefill,
@@ -500,77 +470,50 @@ class ChatController(QObject):
         if handler is None:
             return
         try:
-            handler(event)
+            handler(event)  # type: ignore[operator]
         except Exception:  # a bug here must not lose the stream: log it and carry on
             log.exception("handling %s failed", type(event).__name__)
 
-    def _is_turn_event(self, event: Any) -> bool:
-        return self.turn is not None and event.job_id == self.turn.job_id
+    def _turn_of(self, event: ev.Event) -> Turn | None:
+        return self.turn if self.turn is not None and event.job_id == self.turn.job_id else None
 
-    def _on_delta(self, event: Any) -> None:
-        if not self._is_turn_event(event):
+    def _on_delta(self, event: ev.TextDelta) -> None:
+        turn = self._turn_of(event)
+        if turn is None:
             return
-        turn = self.turn
-        assert turn is not None
-        self._ensure_rows(turn)
-        if event.channel == "reasoning" and turn.reasoning_started is None:
-            turn.reasoning_started = time.monotonic()
-        elif event.channel != "reasoning" and turn.reasoning_started is not None and turn.reasoning_s is None:
-            turn.reasoning_s = time.monotonic() - turn.reasoning_started
-        turn.got_text = True
+        if self.recorder.ensure_rows(turn):
+            self.draft_saver(None, "")
+            self.conversations_changed.emit()
+        self.recorder.on_delta(turn, event)
         if self.current == turn.conv_id:
             self.view.append_delta(event.text, event.channel)
-        assert turn.stream_sid is not None
-        self.store.stream_append(turn.stream_sid, event.text, "reasoning" if event.channel == "reasoning" else "answer")
 
-    def _on_prefill(self, event: Any) -> None:
-        if not self._is_turn_event(event) or self.current != self.turn.conv_id:  # type: ignore[union-attr]
+    def _on_prefill(self, event: ev.PrefillProgress) -> None:
+        turn = self._turn_of(event)
+        if turn is None or self.current != turn.conv_id:
             return
         if event.total >= 512 and event.done < event.total:
             self.view.set_pending_text(f"Reading the conversation… {event.done / event.total:.0%}")
 
-    def _on_turn_finished(self, event: Any) -> None:
-        if not self._is_turn_event(event):
+    def _on_turn_finished(self, event: ev.TurnFinished) -> None:
+        turn = self._turn_of(event)
+        if turn is None:
             return
-        turn = self.turn
-        assert turn is not None
         self.turn = None
         self._flush_timer.stop()
         stats = event.stats
         self.last_stats = stats
         self.last_finished = event
-        reply = dict(event.reply or {})
         conv_id = turn.conv_id
-        if stats is not None:
-            self._context[conv_id] = (int(stats.context_used), int(stats.context_limit))
-        if not reply:
+        self._context[conv_id] = (int(stats.context_used), int(stats.context_limit))
+        if not self.recorder.on_finished(turn, event):
             # Cancelled before the first token: the engine kept nothing, so neither do we.
-            if turn.stream_sid is not None:
-                self.store.finish_stream(turn.stream_sid, "interrupted")
             self._end_turn_view(conv_id, restore_text=turn.text if turn.kind in ("send", "edit") else "")
             self.message.emit("Stopped before the reply started.")
             return
-        self._ensure_rows(turn)
-        assert turn.stream_sid is not None
-        finish = reply.get("finish_reason") or (stats.finish_reason if stats else "stop")
-        provenance: dict[str, Any] = {sync.ENGINE_ID: reply.get("id"), "model": self.model_name or None}
-        if turn.reasoning_started is not None:
-            provenance["thought_s"] = round(
-                turn.reasoning_s if turn.reasoning_s is not None else time.monotonic() - turn.reasoning_started, 1
-            )
-        self.store.finish_stream(
-            turn.stream_sid,
-            "interrupted" if finish == "cancelled" else "complete",
-            token_ids=reply.get("tokens") or None,
-            stats=stats.to_dict() if stats is not None else None,
-            provenance=provenance,
-        )
-        self.store.set_engine_state(conv_id, event.state)
-        extra = {str(reply["id"]): turn.stream_sid} if reply.get("id") else None
-        sync.sync_store_from_state(self.store, conv_id, event.state, extra=extra)
-        self._engine_msgs[conv_id] = list(event.messages)
+        self._engine_msgs[conv_id] = event.messages
         self._end_turn_view(conv_id)
-        if self.current == conv_id and stats is not None:
+        if self.current == conv_id:
             self.status.set_stats_text(format_stats(stats))
         self.conversations_changed.emit()
 
@@ -586,11 +529,10 @@ class ChatController(QObject):
         self.busy_changed.emit(False)
         self._update_composer()
 
-    def _on_overflow(self, event: Any) -> None:
-        if not self._is_turn_event(event):
+    def _on_overflow(self, event: ev.ContextOverflow) -> None:
+        turn = self._turn_of(event)
+        if turn is None:
             return
-        turn = self.turn
-        assert turn is not None
         self.turn = None
         self._flush_timer.stop()
         self._end_turn_view(turn.conv_id)
@@ -602,51 +544,32 @@ class ChatController(QObject):
             )
         if choice == "drop":
             if turn.kind == "send":
-                self.send(turn.text, overflow="drop_oldest", attach_user_sid=turn.attach_user_sid)
+                self.send(turn.text, overflow="drop_oldest", attach_user_id=None if turn.new_user else turn.user_id)
             elif turn.kind == "edit":
                 self.edit(turn.user_turn_index, turn.text, overflow="drop_oldest")
             else:
-                self._regenerate_dropping()
+                self.regenerate(overflow="drop_oldest")
         elif turn.text and not self.composer.text().strip():
             self.composer.set_text(turn.text)
 
-    def _regenerate_dropping(self) -> None:
-        if self.current is None or not self._can_start():
-            return
-        conv_id = self.current
-        job = self.bridge.regenerate(conv_id, sampling=self._sampling(), overflow="drop_oldest")
-        messages = self.view.message_dicts()
-        self.turn = Turn(
-            job_id=job,
-            conv_id=conv_id,
-            kind="regenerate",
-            user_turn_index=max(0, sum(1 for m in messages if m.get("role") == "user") - 1),
-        )
-        self.view.remove_last_assistant()
-        self._start_view_turn()
-
-    def _on_failed(self, event: Any) -> None:
+    def _on_failed(self, event: ev.JobFailed) -> None:
         if self._load_job is not None and event.job_id == self._load_job:
             self._load_job = None
             self.loading = None
             self.model_failed.emit(event.message)
             self._update_composer()
             return
-        if not self._is_turn_event(event):
+        turn = self._turn_of(event)
+        if turn is None:
             log.warning("engine job %s failed: %s", event.job_id, event.message)
             if event.conv_id and event.conv_id in self._opened and "not open" in event.message:
                 self._opened.discard(event.conv_id)
             return
-        turn = self.turn
-        assert turn is not None
         self.turn = None
         self._flush_timer.stop()
-        if turn.stream_sid is not None:
-            self.store.finish_stream(
-                turn.stream_sid, "error", provenance={"error": event.message, "model": self.model_name or None}
-            )
+        self.recorder.on_failed(turn, event.message)
         if self.current == turn.conv_id:
-            if turn.stream_sid is not None:
+            if turn.rows_written:
                 self.view.end_stream()
                 self._render_current()
             else:
@@ -678,8 +601,8 @@ class ChatController(QObject):
         self.model_changed.emit(None)
         self._update_composer()
 
-    def _on_opened(self, event: Any) -> None:
-        self._engine_msgs[event.conv_id] = list(event.messages)
+    def _on_opened(self, event: ev.ConversationOpened) -> None:
+        self._engine_msgs[event.conv_id] = event.messages
         self._context[event.conv_id] = (int(event.context_used), int(event.context_limit))
         if event.cache_state:
             nbytes = self._cache.get(event.conv_id, ("", 0))[1]
@@ -688,11 +611,11 @@ class ChatController(QObject):
         if event.conv_id == self.current:
             self.status.context.set_usage(int(event.context_used), int(event.context_limit))
 
-    def _on_branch_switched(self, event: Any) -> None:
-        self.store.set_engine_state(event.conv_id, event.state)
-        self._engine_msgs[event.conv_id] = list(event.messages)
+    def _on_branch_switched(self, event: ev.BranchSwitched) -> None:
+        self.store.set_engine_state(event.conv_id, event.state.to_json())
+        self._engine_msgs[event.conv_id] = event.messages
 
-    def _on_cache_state(self, event: Any) -> None:
+    def _on_cache_state(self, event: ev.CacheState) -> None:
         self._cache[event.conv_id] = (event.state, int(event.nbytes))
         self.cache_state_changed.emit(event.conv_id, event.state, int(event.nbytes))
 
@@ -714,8 +637,8 @@ class ChatController(QObject):
             self.bridge.cancel()
         stopped = self.bridge.shutdown(timeout=30)
         process_events()  # deliver the queued TurnFinished of a cancelled turn, so it is saved
-        if self.turn is not None and self.turn.stream_sid is not None:
-            self.store.finish_stream(self.turn.stream_sid, "interrupted")
+        if self.turn is not None:
+            self.recorder.on_abandoned(self.turn)
         self.turn = None
         self._flush_timer.stop()
         return stopped

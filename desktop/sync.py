@@ -2,212 +2,156 @@
 
 Two trees describe a conversation:
 
-* the **engine's** (``TurnFinished.state``): token-exact, the one generation works on, but only usable while a
-  model is loaded;
-* the **store's** (:class:`olmo3.store.ConversationStore`): what the sidebar, search, export and the chat view
-  read, available without a model, crash-safe while streaming.
+* the **engine's** (:class:`olmo3.chat.transcript.TranscriptState`): token-exact, the one generation works on, only
+  usable while a model is loaded;
+* the **store's** (:class:`olmo3.store.ConversationStore`): what the sidebar, search, export and the chat view read,
+  available without a model, crash-safe while streaming.
 
-After every turn :func:`sync_store_from_state` adds the engine's new nodes to the store and copies which branch is
-active. Store messages carry the engine node id in ``provenance["engine_id"]`` where it was known when they were
-written (replies); user messages are written before the engine has named them, so they are matched by
-``(parent, role, content)``. Messages only the store has (a reply interrupted by a crash) stay in the store as
+**One id per message.** The GUI writes a message to the store under an id it made, and hands the same id to the
+engine (``message_id``/``reply_id``), so an engine node id *is* a store row id and nothing is ever matched by
+content. After a turn :func:`sync_store_from_state` adds any engine node the store lacks (normally none) and copies
+which branch is active. Messages only the store has (a reply interrupted by a crash) stay in the store as
 alternatives; they are never deleted.
 
-:func:`view_messages` turns the store's active path into the dicts the chat view shows, and
-:func:`state_from_store` builds an engine state for a conversation that has none (imported from elsewhere), so
-the model still sees the history (its first turn then re-reads it).
+:func:`adopt_store_ids` converts a state saved before ids were shared (v0.1: engine ids mapped through
+``provenance["engine_id"]`` and, for user messages, by ``(parent, role, content)``); it runs once per such
+conversation, when it is opened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from desktop.formatting import format_stats
+from olmo3.chat.transcript import (
+    HistoryMessage,
+    NodeState,
+    TranscriptMessage,
+    TranscriptState,
+    TurnStats,
+    state_from_messages,
+)
 
-ENGINE_ID = "engine_id"
-
-
-def _engine_nodes(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n["id"]: n for n in state.get("nodes", []) if isinstance(n, dict) and "id" in n}
-
-
-def _engine_children(state: dict[str, Any], nodes: dict[str, dict[str, Any]], node_id: str | None) -> list[str]:
-    if node_id is None:
-        return list(state.get("root_children", []))
-    return list(nodes[node_id].get("children", []))
+LEGACY_ENGINE_ID = "engine_id"
 
 
-def _engine_active_index(state: dict[str, Any], nodes: dict[str, dict[str, Any]], node_id: str | None) -> int:
-    return int(state.get("root_active", 0)) if node_id is None else int(nodes[node_id].get("active", 0))
-
-
-def engine_order(state: dict[str, Any]) -> list[str]:
-    """Engine node ids, parents before children."""
-    nodes = _engine_nodes(state)
-    out: list[str] = []
-    stack = list(reversed(_engine_children(state, nodes, None)))
-    while stack:
-        node_id = stack.pop()
-        if node_id not in nodes:
+def sync_store_from_state(store: Any, conv_id: str, state: TranscriptState) -> None:
+    """Add the engine's nodes the store lacks (parents first) and make the store show the engine's active path."""
+    known = {m.id for m in store.tree(conv_id)}
+    by_id = {n.id: n for n in state.nodes}
+    for node in _parents_first(state):
+        if node.id in known or (node.parent is not None and node.parent not in known):
             continue
-        out.append(node_id)
-        stack.extend(reversed(_engine_children(state, nodes, node_id)))
-    return out
-
-
-def engine_active_path(state: dict[str, Any]) -> list[str]:
-    nodes = _engine_nodes(state)
-    path: list[str] = []
-    parent: str | None = None
-    while True:
-        kids = [k for k in _engine_children(state, nodes, parent) if k in nodes]
-        if not kids:
-            return path
-        idx = min(_engine_active_index(state, nodes, parent), len(kids) - 1)
-        parent = kids[idx]
-        path.append(parent)
-
-
-def build_id_map(store_tree: Sequence[Any], state: dict[str, Any] | None) -> dict[str, str]:
-    """engine node id → store message id, from provenance and, for the rest, ``(parent, role, content)``."""
-    mapping: dict[str, str] = {}
-    used: set[str] = set()
-    for msg in store_tree:
-        engine_id = (msg.provenance or {}).get(ENGINE_ID) if isinstance(msg.provenance, dict) else None
-        if engine_id:
-            mapping[str(engine_id)] = msg.id
-            used.add(msg.id)
-    if not state:
-        return mapping
-    nodes = _engine_nodes(state)
-    children_of: dict[str | None, list[Any]] = {}
-    for msg in store_tree:
-        children_of.setdefault(msg.parent_id, []).append(msg)
-    for node_id in engine_order(state):
-        if node_id in mapping:
-            continue
-        node = nodes[node_id]
-        parent_engine = node.get("parent")
-        if parent_engine is not None and parent_engine not in mapping:
-            continue
-        parent_store = mapping.get(parent_engine) if parent_engine is not None else None
-        for msg in children_of.get(parent_store, []):
-            if msg.id in used or msg.role != node.get("role"):
-                continue
-            if (msg.content or "") == (node.get("content") or ""):
-                mapping[node_id] = msg.id
-                used.add(msg.id)
-                break
-    return mapping
-
-
-def sync_store_from_state(
-    store: Any, conv_id: str, state: dict[str, Any], *, extra: dict[str, str] | None = None
-) -> dict[str, str]:
-    """Add the engine's missing nodes to the store and mirror its active branches; returns the id map.
-
-    ``extra`` maps engine ids to store ids known from the current turn (the streamed reply's row).
-    """
-    tree = store.tree(conv_id)
-    mapping = build_id_map(tree, state)
-    if extra:
-        mapping.update(extra)
-    nodes = _engine_nodes(state)
-    for node_id in engine_order(state):
-        if node_id in mapping:
-            continue
-        node = nodes[node_id]
-        parent_engine = node.get("parent")
-        parent_store = mapping.get(parent_engine) if parent_engine is not None else None
-        if parent_engine is not None and parent_store is None:
-            continue  # cannot place it (should not happen: parents come first)
-        finish = node.get("finish_reason")
-        mapping[node_id] = store.append_message(
+        store.append_message(
             conv_id,
-            parent_store,
-            node.get("role", "user"),
-            node.get("content") or "",
-            reasoning=node.get("reasoning") or "",
-            token_ids=node.get("tokens") or None,
-            stats=node.get("stats") if isinstance(node.get("stats"), dict) else None,
-            provenance={ENGINE_ID: node_id},
-            state="interrupted" if finish == "cancelled" else "complete",
+            node.parent,
+            node.role,
+            node.content,
+            reasoning=node.reasoning or "",
+            token_ids=list(node.tokens) or None,
+            stats=node.stats.to_dict() if node.stats else None,
+            state="interrupted" if node.finish_reason == "cancelled" else "complete",
+            message_id=node.id,
         )
-    # Make the store show the engine's active path.
+        known.add(node.id)
     active = {m.id for m in store.active_path(conv_id)}
-    for node_id in engine_active_path(state):
-        sid = mapping.get(node_id)
-        if sid is not None and sid not in active:
-            store.set_active(sid)
+    for node in state.active_path():
+        if node.id in by_id and node.id in known and node.id not in active:
+            store.set_active(node.id)
             active = {m.id for m in store.active_path(conv_id)}
-    return mapping
 
 
-def align_state_with_store(state: dict[str, Any], store_tree: Sequence[Any]) -> dict[str, Any]:
-    """A copy of ``state`` whose active branches follow the store's (the user may have switched branches while
-    no model was loaded). Store-only messages cannot be selected in the engine and are ignored."""
-    import copy
+def align_state_with_store(state: TranscriptState, store_tree: Sequence[Any]) -> TranscriptState:
+    """``state`` with its active branches following the store's (the user may have switched branches while no model
+    was loaded). Store-only messages cannot be selected in the engine and are ignored."""
+    active_ids = {m.id for m in store_tree if getattr(m, "active", False)}
 
-    state = copy.deepcopy(state)
-    mapping = build_id_map(store_tree, state)
-    active_store = {m.id for m in store_tree if getattr(m, "active", False)}
-    nodes = _engine_nodes(state)
-    for parent in [None, *engine_order(state)]:
-        kids = [k for k in _engine_children(state, nodes, parent) if k in nodes]
-        for idx, kid in enumerate(kids):
-            if mapping.get(kid) in active_store:
-                if parent is None:
-                    state["root_active"] = idx
-                else:
-                    nodes[parent]["active"] = idx
-                break
-    return state
+    def pick(children: Sequence[str], current: int) -> int:
+        return next((i for i, kid in enumerate(children) if kid in active_ids), current)
+
+    nodes = tuple(dataclasses.replace(n, active=pick(n.children, n.active)) for n in state.nodes)
+    return dataclasses.replace(state, nodes=nodes, root_active=pick(state.root_children, state.root_active))
 
 
-def state_from_store(store_tree: Sequence[Any], *, system_prompt: str | None, think: bool) -> dict[str, Any]:
-    """An engine state rebuilt from store messages, without tokens (``olmo3.chat.session.state_from_messages``).
+def state_from_store(store_tree: Sequence[Any], *, system_prompt: str | None, think: bool) -> TranscriptState:
+    """An engine state rebuilt from store messages, without tokens (a conversation imported from elsewhere).
 
-    Used for conversations imported without an engine state: the engine re-reads the history on the first
-    turn (there are no tokens to reuse). Node ids are the store ids, so :func:`build_id_map` maps them.
+    The engine re-reads the history on the first turn (there are no tokens to reuse). Node ids are the store ids.
     """
-    from olmo3.chat.session import state_from_messages
-
     messages = []
     for msg in store_tree:
-        stats = msg.stats if isinstance(msg.stats, dict) else None
-        finish = (stats or {}).get("finish_reason") or ("cancelled" if msg.state == "interrupted" else "stop")
+        stats = _stats(msg.stats)
+        finish = stats.finish_reason if stats else ("cancelled" if msg.state == "interrupted" else "stop")
         messages.append(
-            {
-                "id": msg.id,
-                "role": msg.role,
-                "content": msg.content,
-                "reasoning": msg.reasoning,
-                "parent_id": msg.parent_id,
-                "active": msg.active,
-                "finish_reason": finish,
-                "stats": stats,
-            }
+            HistoryMessage(
+                id=msg.id,
+                role=msg.role,
+                content=msg.content,
+                reasoning=msg.reasoning,
+                parent_id=msg.parent_id,
+                active=msg.active,
+                finish_reason=finish,
+                stats=stats,
+            )
         )
     return state_from_messages(messages, system_prompt=system_prompt, think=think)
 
 
+def adopt_store_ids(state: TranscriptState, store_tree: Sequence[Any]) -> TranscriptState:
+    """A v0.1 state whose node ids were the engine's own, renamed to the store's ids (see the module docstring).
+
+    Nodes that match no store row keep their id (the next sync adds them to the store).
+    """
+    store_ids = {m.id for m in store_tree}
+    if all(n.id in store_ids for n in state.nodes):
+        return state
+    mapping: dict[str, str] = {}
+    used: set[str] = set()
+    for msg in store_tree:
+        engine_id = msg.provenance.get(LEGACY_ENGINE_ID) if isinstance(msg.provenance, dict) else None
+        if engine_id:
+            mapping[str(engine_id)] = msg.id
+            used.add(msg.id)
+    children_of: dict[str | None, list[Any]] = {}
+    for msg in store_tree:
+        children_of.setdefault(msg.parent_id, []).append(msg)
+    for node in _parents_first(state):
+        if node.id in mapping or node.id in store_ids:
+            continue
+        if node.parent is not None and node.parent not in mapping and node.parent not in store_ids:
+            continue
+        parent_store = mapping.get(node.parent, node.parent) if node.parent is not None else None
+        for msg in children_of.get(parent_store, []):
+            if msg.id not in used and msg.role == node.role and (msg.content or "") == node.content:
+                mapping[node.id] = msg.id
+                used.add(msg.id)
+                break
+
+    def rename(node_id: str) -> str:
+        return mapping.get(node_id, node_id)
+
+    nodes = tuple(
+        dataclasses.replace(
+            n,
+            id=rename(n.id),
+            parent=rename(n.parent) if n.parent is not None else None,
+            children=tuple(rename(c) for c in n.children),
+        )
+        for n in state.nodes
+    )
+    return dataclasses.replace(state, nodes=nodes, root_children=tuple(rename(c) for c in state.root_children))
+
+
 def view_messages(
-    path: Iterable[Any],
-    *,
-    engine_messages: Sequence[dict[str, Any]] | None = None,
-    id_map: dict[str, str] | None = None,
+    path: Iterable[Any], *, engine_messages: Sequence[TranscriptMessage] | None = None
 ) -> list[dict[str, Any]]:
     """Chat-view dicts from the store's active path (system messages left out).
 
-    ``engine_messages``/``id_map`` add what only the engine knows (whether a turn is still in the context).
+    ``engine_messages`` add what only the engine knows (whether a turn is still in the context).
     """
-    in_context: dict[str, bool] = {}
-    if engine_messages and id_map:
-        for em in engine_messages:
-            sid = id_map.get(str(em.get("id")))
-            if sid is not None:
-                in_context[sid] = bool(em.get("in_context", True))
+    in_context = {m.id: m.in_context for m in engine_messages or ()}
     out: list[dict[str, Any]] = []
     turn = -1
     for msg in path:
@@ -238,3 +182,23 @@ def view_messages(
         }
         out.append(item)
     return out
+
+
+def _parents_first(state: TranscriptState) -> list[NodeState]:
+    by_id = {n.id: n for n in state.nodes}
+    out: list[NodeState] = []
+    stack = [c for c in reversed(state.root_children) if c in by_id]
+    while stack:
+        node = by_id[stack.pop()]
+        out.append(node)
+        stack.extend(c for c in reversed(node.children) if c in by_id)
+    return out
+
+
+def _stats(value: Any) -> TurnStats | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return TurnStats.from_dict(value)
+    except ValueError:
+        return None

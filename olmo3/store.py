@@ -865,17 +865,19 @@ class ConversationStore:
         stats: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
         state: State = "complete",
+        message_id: str | None = None,
     ) -> str:
         """Add a message under ``parent_id`` (None: a new root) and make it the active branch.
 
         Regenerate and edit are just appends under the same parent: the new message becomes a
-        sibling of the old one and the shown branch.
+        sibling of the old one and the shown branch. ``message_id``: an id made by the caller (the
+        GUI shares one id per message with the chat engine); a fresh one otherwise.
         """
         if not isinstance(content, str) or not isinstance(reasoning, str):
             raise ValueError("content and reasoning must be str")
         with self._write():
             msg_id = self._insert_message(
-                conv_id, parent_id, role, content, reasoning, token_ids, stats, provenance, state
+                conv_id, parent_id, role, content, reasoning, token_ids, stats, provenance, state, message_id=message_id
             )
             if role == "user":
                 self._maybe_auto_title(conv_id, msg_id)
@@ -893,6 +895,7 @@ class ConversationStore:
         provenance: Mapping[str, Any] | None,
         state: str,
         stream_owner: str | None = None,
+        message_id: str | None = None,
     ) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
@@ -909,7 +912,12 @@ class ConversationStore:
             if row[0] != conv_id:
                 raise ValueError(f"message {parent_id!r} belongs to another conversation")
         now = time.time()
-        msg_id = _new_id()
+        if message_id is not None:
+            if not isinstance(message_id, str) or not message_id or len(message_id) > 128:
+                raise ValueError(f"bad message id {message_id!r}")
+            if conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is not None:
+                raise ValueError(f"message id {message_id!r} is already used")
+        msg_id = message_id or _new_id()
         conn.execute(
             "UPDATE messages SET active = 0 WHERE conversation_id = ? AND parent_id IS ? AND active = 1",
             (conv_id, parent_id),
@@ -1082,8 +1090,9 @@ class ConversationStore:
         parent_id: str | None,
         role: Role = "assistant",
         provenance: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
     ) -> str:
-        """Create the (empty, 'streaming') message row right away and return its id."""
+        """Create the (empty, 'streaming') message row right away and return its id (``message_id`` if given)."""
         start = time.monotonic()
         with self._write():
             msg_id = self._insert_message(
@@ -1097,6 +1106,7 @@ class ConversationStore:
                 provenance,
                 "streaming",
                 stream_owner=self._sessions.token if self._sessions else None,
+                message_id=message_id,
             )
         self._streams[msg_id] = _Stream(conv_id, last_commit=start)
         return msg_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -19,6 +20,7 @@ from olmo3.chat.events import (
     TextDelta,
     TurnFinished,
 )
+from olmo3.chat.transcript import TranscriptState
 
 
 class Recorder:
@@ -70,7 +72,7 @@ def test_events_arrive_in_order_on_the_engine_thread(engine):
     assert "TextDelta" in kinds and kinds.index("TurnFinished") > kinds.index("TextDelta")
     assert engine.rec.threads == {"olmo3-engine"}
     assert fin.conv_id == "c1" and fin.stats.generated_tokens == 12
-    assert "".join(e.text for e in engine.rec.of(TextDelta, job)) == fin.reply["content"]
+    assert "".join(e.text for e in engine.rec.of(TextDelta, job)) == fin.reply.content
 
 
 def test_follow_up_after_restart_reuses_the_cache_from_disk(tmp_path, tiny_model_dir):
@@ -82,7 +84,9 @@ def test_follow_up_after_restart_reuses_the_cache_from_disk(tmp_path, tiny_model
     eng.rec = rec
     for text in ("one", "two", "three"):
         fin = turn(eng, eng.send("c1", text))
-    state = fin.state
+    # The state goes through JSON, as it does through the store.
+    state = TranscriptState.from_json(json.loads(json.dumps(fin.state.to_json())))
+    assert state == fin.state
     assert eng.shutdown(30)
     assert (tmp_path / "kv" / "c1.safetensors").exists()
 
@@ -95,7 +99,7 @@ def test_follow_up_after_restart_reuses_the_cache_from_disk(tmp_path, tiny_model
     assert rec2.of(ConversationOpened)[0].cache_state == "disk"
     fin2 = turn(eng2, eng2.send("c1", "four"))
     assert fin2.stats.reconcile == "restored"
-    assert fin2.stats.cached_tokens == len(state["tokens"])
+    assert fin2.stats.cached_tokens == len(state.tokens)
     assert eng2.shutdown(30)
 
 
@@ -115,7 +119,7 @@ def test_corrupt_or_mismatched_cache_file_is_discarded_and_reprefilled(tmp_path,
     assert "discarding cache file" in caplog.text
     # A state from another transcript: the saved cache must not be used.
     eng.wait(eng.spill_all(), 30)
-    other = dict(fin.state)
+    other = fin.state
     eng.wait(eng.open_conversation("c1", state=other), 30)
     fin3 = turn(eng, eng.send("c1", "three"))
     assert fin3.stats.reconcile == "reprefill"

@@ -70,7 +70,7 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     finished = window.controller.last_finished
     assert len(streamed) >= 2 and all(busy and live for busy, live in streamed)
     assert window.chat_view.flush_count > flushes
-    assert shown(window) == [("user", "Hello there"), ("assistant", finished.reply["content"])]
+    assert shown(window) == [("user", "Hello there"), ("assistant", finished.reply.content)]
     conv_id = window.controller.current
     assert conv_id is not None and window.sidebar.visible_ids() == [conv_id]
     assert "tok/s" in window.status_row.stats.text()
@@ -196,7 +196,7 @@ def test_stop_during_prefill_keeps_the_text_and_writes_nothing(qtbot, tmp_path, 
     window.act_stop.trigger()  # ⌘. before any token: the engine stops between prefill chunks
     wait_idle(qtbot, window)
     assert window.controller.last_stats.finish_reason == "cancelled"
-    assert window.controller.last_finished.reply == {}
+    assert window.controller.last_finished.reply is None
     assert window.composer.text() == text  # nothing was lost
     assert shown(window) == []
     conv_id = window.controller.current
@@ -251,7 +251,7 @@ def test_think_model_shows_reasoning(qtbot, tmp_path, tiny_think_dir):
     send(qtbot, window, "Why?")
     reply = [w for w in window.chat_view.messages() if w.role == "assistant"][-1]
     finished = window.controller.last_finished.reply
-    assert finished["reasoning"]
+    assert finished.reasoning
     assert reply.reasoning.isVisibleTo(window)
     assert reply.reasoning.header.text().startswith("Thought for")
     assert not reply.reasoning.is_expanded()

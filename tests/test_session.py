@@ -55,7 +55,7 @@ def fresh_greedy(model, prompt: list[int], max_tokens: int, eos: set[int]) -> li
 
 def prompt_of(session: ChatSession, fin: TurnFinished) -> list[int]:
     """The prompt ids of the turn that just finished (transcript minus the reply's ids)."""
-    n = len(fin.reply["tokens"])
+    n = len(fin.reply.tokens)
     return session.tokens[: len(session.tokens) - n]
 
 
@@ -71,7 +71,7 @@ def test_greedy_turns_equal_cacheless_generation_past_three_windows(tiny):
     for i, text in enumerate(PROMPTS):
         fin, _ = run(s.send(text))
         prompt = prompt_of(s, fin)
-        assert fin.reply["tokens"] == fresh_greedy(model, prompt, 12, eos)
+        assert list(fin.reply.tokens) == fresh_greedy(model, prompt, 12, eos)
         assert fin.stats.prompt_tokens + fin.stats.cached_tokens == len(prompt)
         if i > 0:
             assert fin.stats.cached_tokens > 0 and fin.stats.reconcile in ("append", "append_turn_end")
@@ -122,7 +122,7 @@ def test_prompt_is_always_the_templates_rendering(tmp_path, template, system):
         fin, _ = run(s.send(text, logits_processors=[forcing(close, start=2)]))
         rendered = s.render(sys_msgs + history + [{"role": "user", "content": text}])
         assert s._decode(prompt_of(s, fin)) == rendered
-        if s.messages[-1]["reasoning"] is not None:
+        if s.messages[-1].reasoning is not None:
             assert rendered.endswith("<think>")
         if i > 0:
             expected = {"reprefill", "snapshot"} if strips_reasoning else {"append_turn_end", "append"}
@@ -139,7 +139,7 @@ def test_stop_on_endoftext_is_reconciled_not_fed_wrong(tiny, tmp_path):
     for text in PROMPTS[:3]:
         run(s.send(text))
     fin, _ = run(s.send("stop with endoftext", logits_processors=[forcing([eot], start=3)]))
-    assert fin.reply["tokens"][-1] == eot and fin.stats.finish_reason == "stop"
+    assert fin.reply.tokens[-1] == eot and fin.stats.finish_reason == "stop"
     assert not kvcache.can_trim(s.cache)
     fin2, _ = run(s.send("follow-up"))
     assert fin2.stats.reconcile == "snapshot"
@@ -166,7 +166,7 @@ def test_regenerate_and_edit_after_wrap_restore_snapshots_and_keep_branches(tiny
     for text in PROMPTS:
         last, _ = run(s.send(text))
     assert not kvcache.can_trim(s.cache)
-    first_reply = s.messages[-1]["content"]
+    first_reply = s.messages[-1].content
 
     fin, _ = run(s.regenerate(sampling={"temperature": 1.0, "seed": 7}))
     assert fin.stats.reconcile == "snapshot"
@@ -174,15 +174,15 @@ def test_regenerate_and_edit_after_wrap_restore_snapshots_and_keep_branches(tiny
     assert s.branches(4)["reply"] == (1, 2)
     assert s._decode(prompt_of(s, fin)) == s.render(template_msgs(s)[:-1])
     s.switch_branch(4, 0)
-    assert s.messages[-1]["content"] == first_reply
+    assert s.messages[-1].content == first_reply
 
-    before = [m["content"] for m in s.messages]
+    before = [m.content for m in s.messages]
     fin, _ = run(s.edit(3, "An edited question"))
     assert fin.stats.reconcile == "snapshot"
     assert s.branches(3)["user"] == (1, 2)
-    assert s.messages[-2]["content"] == "An edited question" and len(s.messages) == 8
+    assert s.messages[-2].content == "An edited question" and len(s.messages) == 8
     s.switch_branch(3, 0, which="user")
-    assert [m["content"] for m in s.messages] == before  # nothing was erased
+    assert [m.content for m in s.messages] == before  # nothing was erased
 
 
 def test_same_seed_same_reply(tiny):
@@ -193,8 +193,8 @@ def test_same_seed_same_reply(tiny):
     a, _ = run(s.regenerate(sampling={"seed": 1234}))
     b, _ = run(s.regenerate(sampling={"seed": 1234}))
     c, _ = run(s.regenerate(sampling={"seed": 99}))
-    assert a.reply["tokens"] == b.reply["tokens"]
-    assert a.reply["tokens"] != c.reply["tokens"]
+    assert a.reply.tokens == b.reply.tokens
+    assert a.reply.tokens != c.reply.tokens
     assert a.stats.seed == 1234
 
 
@@ -242,7 +242,7 @@ def test_context_overflow_raises_with_numbers_and_drop_oldest_policy(tiny):
     fin, _ = run(s.send(big, overflow="drop_oldest"))
     assert fin.stats.dropped_turns >= 1 and fin.stats.reconcile == "reprefill"
     assert "Hello! Tell me" not in s._decode(s.tokens)  # the oldest turn left the prompt...
-    assert s.messages[0]["content"] == PROMPTS[0] and not s.messages[0]["in_context"]  # ...not the chat
+    assert s.messages[0].content == PROMPTS[0] and not s.messages[0].in_context  # ...not the chat
     assert "<|im_start|>system" in s._decode(s.tokens)  # the system prompt stays
 
 
@@ -274,7 +274,7 @@ def test_cancel_during_prefill_and_during_decode(tiny):
 
     fin, _ = run(s.send("tell me more", should_stop=stop_after_tokens))
     assert fin.stats.finish_reason == "cancelled" and 0 < fin.stats.generated_tokens < 50
-    assert s.messages[-1]["finish_reason"] == "cancelled"
+    assert s.messages[-1].finish_reason == "cancelled"
     fin2, _ = run(s.send("go on"))
     assert fin2.stats.reconcile == "append_turn_end"
     assert s._decode(prompt_of(s, fin2)) == s.render(template_msgs(s)[:-1])
@@ -292,7 +292,7 @@ def test_think_streams_reasoning_then_answer(tiny_think):
     assert reasoning.startswith("Let me see") and "</think>" not in reasoning + answer
     assert answer.startswith("The answer is 12.")
     msg = s.messages[-1]
-    assert msg["reasoning"].startswith("Let me see") and msg["content"].startswith("The answer is 12.")
+    assert msg.reasoning.startswith("Let me see") and msg.content.startswith("The answer is 12.")
     # Re-rendering the stored turn reproduces the cached tokens: the follow-up is a pure append.
     fin2, _ = run(s.send("And 5*5?"))
     assert fin2.stats.reconcile in ("append", "append_turn_end") and fin2.stats.cached_tokens > 0
@@ -314,7 +314,7 @@ def test_state_round_trip_continues_token_exactly(tiny):
     assert s2.messages == s.messages and s2.tokens == s.tokens
     a, _ = run(s.send("next"))
     b, _ = run(s2.send("next"))
-    assert a.reply["tokens"] == b.reply["tokens"]
+    assert a.reply.tokens == b.reply.tokens
     assert b.stats.reconcile == "reprefill" and prompt_of(s, a) == prompt_of(s2, b)
 
 
@@ -367,19 +367,20 @@ def test_8bit_kv_for_full_layers_stays_close_and_keeps_working(tmp_path):
 
 
 def test_state_from_messages_rebuilds_a_tree_that_continues(tiny):
-    from olmo3.chat.session import state_from_messages
+    from olmo3.chat.transcript import HistoryMessage as M
+    from olmo3.chat.transcript import state_from_messages
 
     model, tok = tiny
     msgs = [
-        {"id": "u1", "role": "user", "content": "first", "parent_id": None, "active": True},
-        {"id": "a1", "role": "assistant", "content": "one", "parent_id": "u1", "active": False},
-        {"id": "a2", "role": "assistant", "content": "uno", "parent_id": "u1", "active": True},
-        {"id": "u2", "role": "user", "content": "second", "parent_id": "a2", "active": True},
-        {"id": "a3", "role": "assistant", "content": "two", "parent_id": "u2", "active": True},
+        M(id="u1", role="user", content="first", parent_id=None, active=True),
+        M(id="a1", role="assistant", content="one", parent_id="u1", active=False),
+        M(id="a2", role="assistant", content="uno", parent_id="u1", active=True),
+        M(id="u2", role="user", content="second", parent_id="a2", active=True),
+        M(id="a3", role="assistant", content="two", parent_id="u2", active=True),
     ]
     s = ChatSession(model, tok, temperature=0.0, max_tokens=5)
     s.load_state(state_from_messages(msgs, system_prompt="Be kind.", think=False))
-    assert [m["content"] for m in s.messages] == ["first", "uno", "second", "two"]
+    assert [m.content for m in s.messages] == ["first", "uno", "second", "two"]
     assert s.branches(0)["reply"] == (1, 2)
     fin, _ = run(s.send("third"))
     assert fin.stats.reconcile == "fresh" and s._decode(prompt_of(s, fin)) == s.render(

@@ -40,6 +40,7 @@ from .events import (
     ModelUnloaded,
     TurnFinished,
 )
+from .transcript import BranchKind, CacheStateKind, OverflowPolicy, TranscriptState
 
 log = logging.getLogger(__name__)
 
@@ -187,29 +188,55 @@ class Engine:
         conv_id: str,
         *,
         system_prompt: str | None = None,
-        state: dict[str, Any] | None = None,
+        state: TranscriptState | None = None,
         sampling: dict[str, Any] | None = None,
     ) -> int:
         self._check_conv_id(conv_id)
         return self._submit("open", conv_id, lambda job: self._open(job, system_prompt, state, sampling))
 
-    def send(self, conv_id: str, text: str, *, sampling: dict[str, Any] | None = None, overflow: str = "error") -> int:
+    def send(
+        self,
+        conv_id: str,
+        text: str,
+        *,
+        message_id: str | None = None,
+        reply_id: str | None = None,
+        sampling: dict[str, Any] | None = None,
+        overflow: OverflowPolicy = "error",
+    ) -> int:
+        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages."""
         self._check_conv_id(conv_id)
         return self._submit(
             "send",
             conv_id,
             lambda job: self._generate(
-                job, lambda s, stop: s.send(text, sampling=sampling, overflow=overflow, should_stop=stop)
+                job,
+                lambda s, stop: s.send(
+                    text,
+                    message_id=message_id,
+                    reply_id=reply_id,
+                    sampling=sampling,
+                    overflow=overflow,
+                    should_stop=stop,
+                ),
             ),
         )
 
-    def regenerate(self, conv_id: str, *, sampling: dict[str, Any] | None = None, overflow: str = "error") -> int:
+    def regenerate(
+        self,
+        conv_id: str,
+        *,
+        reply_id: str | None = None,
+        sampling: dict[str, Any] | None = None,
+        overflow: OverflowPolicy = "error",
+    ) -> int:
         self._check_conv_id(conv_id)
         return self._submit(
             "regenerate",
             conv_id,
             lambda job: self._generate(
-                job, lambda s, stop: s.regenerate(sampling=sampling, overflow=overflow, should_stop=stop)
+                job,
+                lambda s, stop: s.regenerate(reply_id=reply_id, sampling=sampling, overflow=overflow, should_stop=stop),
             ),
         )
 
@@ -219,8 +246,10 @@ class Engine:
         user_turn_index: int,
         text: str,
         *,
+        message_id: str | None = None,
+        reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
-        overflow: str = "error",
+        overflow: OverflowPolicy = "error",
     ) -> int:
         self._check_conv_id(conv_id)
         return self._submit(
@@ -228,11 +257,19 @@ class Engine:
             conv_id,
             lambda job: self._generate(
                 job,
-                lambda s, stop: s.edit(user_turn_index, text, sampling=sampling, overflow=overflow, should_stop=stop),
+                lambda s, stop: s.edit(
+                    user_turn_index,
+                    text,
+                    message_id=message_id,
+                    reply_id=reply_id,
+                    sampling=sampling,
+                    overflow=overflow,
+                    should_stop=stop,
+                ),
             ),
         )
 
-    def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: str = "reply") -> int:
+    def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: BranchKind = "reply") -> int:
         self._check_conv_id(conv_id)
         return self._submit(
             "switch_branch", conv_id, lambda job: self._switch(job, user_turn_index, branch_index, which)
@@ -391,13 +428,13 @@ class Engine:
         return s
 
     def _open(
-        self, job: _Job, system_prompt: str | None, state: dict[str, Any] | None, sampling: dict[str, Any] | None
+        self, job: _Job, system_prompt: str | None, state: TranscriptState | None, sampling: dict[str, Any] | None
     ) -> None:
         self._require_model()
         s = self.sessions.get(job.conv_id)
         if s is None or state is not None:
             s = self._new_session(system_prompt, sampling)
-            if state:
+            if state is not None:
                 s.load_state(state)
                 if system_prompt is not None:
                     s.system_prompt = system_prompt or None
@@ -405,7 +442,9 @@ class Engine:
         elif sampling:
             s.sampling = s.sampling.merged(sampling)
         self._last_used[job.conv_id] = time.monotonic()
-        cache_state = "warm" if s.cache is not None else ("disk" if self.cache_path(job.conv_id).exists() else "cold")
+        cache_state: CacheStateKind = (
+            "warm" if s.cache is not None else ("disk" if self.cache_path(job.conv_id).exists() else "cold")
+        )
         self._emit(
             ConversationOpened(
                 job_id=job.id,
@@ -448,7 +487,7 @@ class Engine:
                 )
                 return
             for event in events:
-                if isinstance(event, TurnFinished) and not event.reply and event.stats.finish_reason == "cancelled":
+                if isinstance(event, TurnFinished) and event.reply is None and event.stats.finish_reason == "cancelled":
                     self._emit(dataclasses.replace(event, job_id=job.id, conv_id=job.conv_id))
                     self._emit(JobCancelled(job_id=job.id, conv_id=job.conv_id))
                     continue
@@ -463,10 +502,12 @@ class Engine:
             )
         )
 
-    def _switch(self, job: _Job, user_turn_index: int, branch_index: int, which: str) -> None:
+    def _switch(self, job: _Job, user_turn_index: int, branch_index: int, which: BranchKind) -> None:
         s = self._session(job)
         s.switch_branch(user_turn_index, branch_index, which)
-        self._emit(BranchSwitched(job_id=job.id, conv_id=job.conv_id, messages=s.messages, state=s.to_state()))
+        self._emit(
+            BranchSwitched(job_id=job.id, conv_id=job.conv_id, which=which, messages=s.messages, state=s.to_state())
+        )
 
     def _close(self, job: _Job, delete_cache: bool) -> None:
         s = self.sessions.pop(job.conv_id, None)

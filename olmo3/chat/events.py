@@ -1,127 +1,139 @@
-"""Events that chat sessions and the engine deliver (plain frozen dataclasses; no Qt).
+"""Events that chat sessions and the engine deliver (frozen dataclasses; no Qt, no MLX).
 
 Sessions yield them with ``job_id=0``/``conv_id=""``; the engine stamps its job id and conversation id
-(``dataclasses.replace``) before handing them to its callback, on the engine thread.
+(``dataclasses.replace``) before handing them to its callback, on the engine thread. Fields are keyword-only and
+those without a default are required: a ``TurnFinished`` always carries its stats.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from .transcript import (
+    BranchKind,
+    CacheStateKind,
+    OverflowReason,
+    TranscriptMessage,
+    TranscriptState,
+    TurnStats,
+)
 
-@dataclass(frozen=True)
-class TurnStats:
-    """What one turn cost. ``prompt_tokens`` were fed this turn; ``cached_tokens`` were reused from a cache."""
-
-    prompt_tokens: int
-    cached_tokens: int
-    generated_tokens: int
-    ttft_s: float
-    tokens_per_s: float
-    prefill_s: float
-    total_s: float
-    finish_reason: str  # "stop" | "length" | "cancelled"
-    peak_memory_bytes: int
-    # How the cache was brought in line with the template's rendering of the history:
-    # "append" (pure follow-up), "append_turn_end" (a reply cut by max_tokens got its <|im_end|>),
-    # "fresh" (first turn), "trim" (rewound a few tokens), "snapshot" (restored a turn-boundary snapshot),
-    # "reprefill" (no usable cache: everything fed again), "restored" (the cache came back from disk).
-    reconcile: str
-    context_used: int
-    context_limit: int
-    seed: int | None = None
-    dropped_turns: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = [
+    "BranchSwitched",
+    "CacheState",
+    "ContextOverflow",
+    "ConversationClosed",
+    "ConversationOpened",
+    "Event",
+    "JobCancelled",
+    "JobFailed",
+    "JobStarted",
+    "MemoryReport",
+    "ModelLoaded",
+    "ModelUnloaded",
+    "PrefillProgress",
+    "TextDelta",
+    "TurnFinished",
+    "TurnStats",
+]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Event:
     job_id: int = 0
     conv_id: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobStarted(Event):
-    kind: str = ""
+    kind: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelLoaded(Event):
-    info: Any = None  # olmo3.loader.ModelInfo
-    load_s: float = 0.0
+    info: Any  # olmo3.model.modelinfo.ModelInfo (typed loosely: events stay import-light)
+    load_s: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelUnloaded(Event):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class MemoryReport(Event):
+    """What the engine thread read about the device once: Metal's recommended working set (0 where there is none)."""
+
+    working_set_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConversationOpened(Event):
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    context_used: int = 0
-    context_limit: int = 0
-    cache_state: str = "cold"
+    messages: tuple[TranscriptMessage, ...]
+    context_used: int
+    context_limit: int
+    cache_state: CacheStateKind
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrefillProgress(Event):
-    done: int = 0
-    total: int = 0
+    done: int
+    total: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TextDelta(Event):
-    text: str = ""
+    text: str
     channel: str = "answer"  # "answer" | "reasoning"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TurnFinished(Event):
-    stats: TurnStats | None = None
-    reply: dict[str, Any] = field(default_factory=dict)  # role, content, reasoning, tokens, finish_reason, id
-    messages: list[dict[str, Any]] = field(default_factory=list)  # the active path
-    state: dict[str, Any] = field(default_factory=dict)  # ChatSession.to_state(), JSON-able
+    """The end of a turn. ``reply`` is None when it was cancelled before the first token (nothing was kept)."""
+
+    stats: TurnStats
+    reply: TranscriptMessage | None
+    messages: tuple[TranscriptMessage, ...]  # the active path
+    state: TranscriptState
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContextOverflow(Event):
     """Nothing was generated: the turn would not fit. Resend with ``overflow="drop_oldest"`` or give up."""
 
-    used: int = 0  # tokens of history + the new turn
-    new_tokens: int = 0
-    max_tokens: int = 0
-    limit: int = 0
-    droppable_turns: int = 0
-    reason: str = "context"  # "context" (max_position_embeddings) | "memory" (the KV budget)
+    used: int  # tokens of history + the new turn
+    new_tokens: int
+    max_tokens: int
+    limit: int
+    droppable_turns: int
+    reason: OverflowReason = "context"  # "context" (max_position_embeddings) | "memory" (the KV budget)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobFailed(Event):
-    message: str = ""
-    error: str = ""
+    message: str
+    error: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobCancelled(Event):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BranchSwitched(Event):
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    which: BranchKind
+    messages: tuple[TranscriptMessage, ...]
+    state: TranscriptState
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CacheState(Event):
-    state: str = "cold"  # "warm" (in memory) | "disk" (spilled) | "cold" (none)
-    nbytes: int = 0
+    state: CacheStateKind  # "warm" (in memory) | "disk" (spilled) | "cold" (none)
+    nbytes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConversationClosed(Event):
     pass

@@ -22,12 +22,10 @@ is erased; ``switch_branch`` picks which alternative is active.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,15 +34,26 @@ import mlx.core as mx
 from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+from ..ids import new_id
 from . import kvcache
-from .events import Event, PrefillProgress, TextDelta, TurnFinished, TurnStats
+from .events import Event, PrefillProgress, TextDelta, TurnFinished
 from .sampling import Sampling, recommended
+from .transcript import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    BranchKind,
+    FinishReason,
+    NodeState,
+    OverflowPolicy,
+    Reconcile,
+    Role,
+    TranscriptMessage,
+    TranscriptState,
+    TurnStats,
+    split_reasoning,
+)
 
 log = logging.getLogger(__name__)
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-STATE_VERSION = 1
 
 
 class ContextOverflowError(Exception):
@@ -68,10 +77,10 @@ class _CancelledError(Exception):
 
 @dataclass
 class Node:
-    """A message in the conversation tree."""
+    """A message in the conversation tree (the session's working copy; :class:`NodeState` is its saved form)."""
 
     id: str
-    role: str  # "user" | "assistant"
+    role: Role
     content: str  # what is shown: the user's text, or the answer (reasoning removed)
     raw: str  # what the chat template renders as this message's content
     parent: str | None  # None: a first user message (child of the conversation root)
@@ -79,12 +88,58 @@ class Node:
     tokens: list[int] = field(default_factory=list)  # assistant: the sampled ids, stop token included
     children: list[str] = field(default_factory=list)
     active: int = 0  # which child is on the active path
-    finish_reason: str | None = None
-    stats: dict[str, Any] | None = None
+    finish_reason: FinishReason | None = None
+    stats: TurnStats | None = None
     think: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy({k: getattr(self, k) for k in self.__dataclass_fields__})
+    def freeze(self) -> NodeState:
+        return NodeState(
+            id=self.id,
+            role=self.role,
+            content=self.content,
+            raw=self.raw,
+            parent=self.parent,
+            reasoning=self.reasoning,
+            tokens=tuple(self.tokens),
+            children=tuple(self.children),
+            active=self.active,
+            finish_reason=self.finish_reason,
+            stats=self.stats,
+            think=self.think,
+        )
+
+    @classmethod
+    def thaw(cls, n: NodeState) -> Node:
+        return cls(
+            id=n.id,
+            role=n.role,
+            content=n.content,
+            raw=n.raw,
+            parent=n.parent,
+            reasoning=n.reasoning,
+            tokens=list(n.tokens),
+            children=list(n.children),
+            active=n.active,
+            finish_reason=n.finish_reason,
+            stats=n.stats,
+            think=n.think,
+        )
+
+
+@dataclass
+class _TurnPlan:
+    """A planned turn: what it feeds and where its messages go (built before anything is touched)."""
+
+    user: Node
+    new_user: bool
+    reply_id: str
+    sampling: Sampling
+    target: list[int]
+    target_text: str
+    dropped: int
+    should_stop: Callable[[], bool]
+    extra_lp: list[Any]
+    previous_active: str | None
 
 
 @dataclass
@@ -123,17 +178,6 @@ class ReasoningSplitter:
     def flush(self) -> list[tuple[str, str]]:
         held, self._held = self._held, ""
         return [(held, "reasoning" if self.in_reasoning else "answer")] if held else []
-
-
-def split_reasoning(raw: str, think: bool) -> tuple[str | None, str]:
-    """``"<think>why</think>answer"`` → ``("why", "answer")``; non-Think text → ``(None, text)``."""
-    if not think:
-        return None, raw
-    body = raw[len(THINK_OPEN) :] if raw.startswith(THINK_OPEN) else raw
-    if THINK_CLOSE in body:
-        reasoning, answer = body.split(THINK_CLOSE, 1)
-        return reasoning, answer.lstrip("\n")
-    return body, ""
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -269,29 +313,31 @@ class ChatSession:
         return [n for n in self.active_path() if n.role == "user"]
 
     @property
-    def messages(self) -> list[dict[str, Any]]:
+    def messages(self) -> tuple[TranscriptMessage, ...]:
         """The active conversation: role, content, reasoning (Think), plus branch positions for the UI."""
         out, turn = [], -1
         for n in self.active_path():
             if n.role == "user":
                 turn += 1
-            siblings = self._children(n.parent)
-            out.append(
-                {
-                    "id": n.id,
-                    "role": n.role,
-                    "content": n.content,
-                    "reasoning": n.reasoning,
-                    "user_turn_index": turn,
-                    "branch_index": siblings.index(n.id),
-                    "branch_count": len(siblings),
-                    "finish_reason": n.finish_reason,
-                    "stats": n.stats,
-                    "tokens": list(n.tokens),
-                    "in_context": turn >= self.drop_turns,
-                }
-            )
-        return out
+            out.append(self._message(n, turn))
+        return tuple(out)
+
+    def _message(self, n: Node, user_turn_index: int) -> TranscriptMessage:
+        siblings = self._children(n.parent)
+        return TranscriptMessage(
+            id=n.id,
+            role=n.role,
+            content=n.content,
+            reasoning=n.reasoning,
+            parent_id=n.parent,
+            user_turn_index=user_turn_index,
+            branch_index=siblings.index(n.id),
+            branch_count=len(siblings),
+            finish_reason=n.finish_reason,
+            stats=n.stats,
+            tokens=tuple(n.tokens),
+            in_context=user_turn_index >= self.drop_turns,
+        )
 
     def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
         """``{"user": (active, count), "reply": (active, count)}`` for user turn ``i`` (edits / regenerations)."""
@@ -300,7 +346,7 @@ class ChatSession:
         reply = (min(u.active, max(len(u.children) - 1, 0)), len(u.children))
         return {"user": (siblings.index(u.id), len(siblings)), "reply": reply}
 
-    def switch_branch(self, user_turn_index: int, index: int, which: str = "reply") -> None:
+    def switch_branch(self, user_turn_index: int, index: int, which: BranchKind = "reply") -> None:
         u = self._user_node(user_turn_index)
         if which == "user":
             kids = self._children(u.parent)
@@ -426,70 +472,65 @@ class ChatSession:
         self,
         text: str,
         *,
+        message_id: str | None = None,
+        reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
-        overflow: str = "error",
+        overflow: OverflowPolicy = "error",
         should_stop: Callable[[], bool] | None = None,
-        logits_processors: list | None = None,
+        logits_processors: list[Any] | None = None,
     ) -> Iterator[Event]:
-        """Add a user message and generate the reply."""
+        """Add a user message and generate the reply.
+
+        ``message_id``/``reply_id`` name the new user message and reply (the store's ids, so both sides agree);
+        fresh ids are made when they are not given.
+        """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         path = self.active_path()
         parent = path[-1].id if path else None
-        user = Node(id=_new_id(), role="user", content=text, raw=text, parent=parent)
-        return self._turn(
-            user,
-            new_user=True,
-            sampling=sampling,
-            overflow=overflow,
-            should_stop=should_stop,
-            extra_lp=logits_processors,
-        )
+        user = Node(id=self._fresh_id(message_id), role="user", content=text, raw=text, parent=parent)
+        return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def regenerate(
         self,
         *,
+        reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
-        overflow: str = "error",
+        overflow: OverflowPolicy = "error",
         should_stop: Callable[[], bool] | None = None,
-        logits_processors: list | None = None,
+        logits_processors: list[Any] | None = None,
     ) -> Iterator[Event]:
         """A new reply to the last user message, kept beside the old ones."""
         users = self._user_nodes()
         if not users:
             raise ValueError("nothing to regenerate: the conversation has no user message")
-        return self._turn(
-            users[-1],
-            new_user=False,
-            sampling=sampling,
-            overflow=overflow,
-            should_stop=should_stop,
-            extra_lp=logits_processors,
-        )
+        return self._turn(users[-1], False, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def edit(
         self,
         user_turn_index: int,
         text: str,
         *,
+        message_id: str | None = None,
+        reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
-        overflow: str = "error",
+        overflow: OverflowPolicy = "error",
         should_stop: Callable[[], bool] | None = None,
-        logits_processors: list | None = None,
+        logits_processors: list[Any] | None = None,
     ) -> Iterator[Event]:
         """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         old = self._user_node(user_turn_index)
-        user = Node(id=_new_id(), role="user", content=text, raw=text, parent=old.parent)
-        return self._turn(
-            user,
-            new_user=True,
-            sampling=sampling,
-            overflow=overflow,
-            should_stop=should_stop,
-            extra_lp=logits_processors,
-        )
+        user = Node(id=self._fresh_id(message_id), role="user", content=text, raw=text, parent=old.parent)
+        return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
+
+    def _fresh_id(self, wanted: str | None) -> str:
+        if wanted is None:
+            return new_id()
+        if not isinstance(wanted, str) or not wanted or wanted in self.nodes:
+            raise ValueError(f"message id {wanted!r} is empty or already used in this conversation")
+        return wanted
 
     # ------------------------------------------------------------------ the turn
     def _fits(self, n_tokens: int) -> tuple[bool, int, str]:
@@ -513,7 +554,7 @@ class ChatSession:
             return self.context_limit
         return int((budget - sliding * window) // full)
 
-    def _plan(self, user: Node, overflow: str, max_tokens: int) -> tuple[list[int], str, int]:
+    def _plan(self, user: Node, overflow: OverflowPolicy, max_tokens: int) -> tuple[list[int], str, int]:
         """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""
         dropped = 0
         while True:
@@ -538,36 +579,38 @@ class ChatSession:
     def _turn(
         self,
         user: Node,
-        *,
         new_user: bool,
+        reply_id: str | None,
         sampling: dict[str, Any] | None,
-        overflow: str,
+        overflow: OverflowPolicy,
         should_stop: Callable[[], bool] | None,
-        extra_lp: list | None,
+        extra_lp: list[Any] | None,
     ) -> Iterator[Event]:
         s = self.sampling.merged(sampling)
         s.validate()
+        if reply_id is not None and (reply_id in self.nodes or reply_id == user.id):
+            raise ValueError(f"message id {reply_id!r} is already used in this conversation")
         # Plan before touching anything: an overflow leaves the session exactly as it was.
         target, target_text, dropped = self._plan(user, overflow, s.max_tokens)
-        return self._run(user, new_user, s, target, target_text, dropped, should_stop, extra_lp)
+        plan = _TurnPlan(
+            user=user,
+            new_user=new_user,
+            reply_id=reply_id or new_id(),
+            sampling=s,
+            target=target,
+            target_text=target_text,
+            dropped=dropped,
+            should_stop=should_stop or (lambda: False),
+            extra_lp=list(extra_lp or []),
+            previous_active=self._active_child(user.parent) if new_user else None,
+        )
+        return self._run(plan)
 
-    def _run(
-        self,
-        user: Node,
-        new_user: bool,
-        s: Sampling,
-        target: list[int],
-        target_text: str,
-        dropped: int,
-        should_stop: Callable[[], bool] | None,
-        extra_lp: list | None,
-    ) -> Iterator[Event]:
-        previous_active = self._active_child(user.parent) if new_user else None
+    def _run(self, plan: _TurnPlan) -> Iterator[Event]:
         finished = False
+        user = plan.user
         try:
-            for event in self._run_turn(
-                user, new_user, previous_active, s, target, target_text, dropped, should_stop, extra_lp
-            ):
+            for event in self._run_turn(plan):
                 finished = finished or isinstance(event, TurnFinished)
                 yield event
         except BaseException:
@@ -575,24 +618,14 @@ class ChatSession:
                 # An error (or an abandoned iterator) mid-turn: the live cache may hold tokens the transcript
                 # does not. Drop it (snapshots stay valid) and take the new user message back out.
                 self.cache = None
-                if new_user and user.id in self.nodes and not self.nodes[user.id].children:
-                    self._discard_turn(user, True, previous_active)
+                if plan.new_user and user.id in self.nodes and not self.nodes[user.id].children:
+                    self._discard_turn(user, True, plan.previous_active)
             raise
 
-    def _run_turn(
-        self,
-        user: Node,
-        new_user: bool,
-        previous_active: str | None,
-        s: Sampling,
-        target: list[int],
-        target_text: str,
-        dropped: int,
-        should_stop: Callable[[], bool] | None,
-        extra_lp: list | None,
-    ) -> Iterator[Event]:
+    def _run_turn(self, plan: _TurnPlan) -> Iterator[Event]:
+        user, new_user, s, target, target_text = plan.user, plan.new_user, plan.sampling, plan.target, plan.target_text
+        dropped, stop, previous_active = plan.dropped, plan.should_stop, plan.previous_active
         t0 = time.perf_counter()
-        stop = should_stop or (lambda: False)
         if new_user:
             self._add(user)
         mx.reset_peak_memory()
@@ -634,9 +667,10 @@ class ChatSession:
         # --- decode (generate_step feeds the last prompt token, then each sampled token) ---
         mx.random.seed(seed)
         sampler = make_sampler(s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k)
-        processors = make_logits_processors(
-            repetition_penalty=s.repetition_penalty if s.repetition_penalty != 1.0 else None
-        ) + list(extra_lp or [])
+        processors = (
+            make_logits_processors(repetition_penalty=s.repetition_penalty if s.repetition_penalty != 1.0 else None)
+            + plan.extra_lp
+        )
         eos = set(self.tokenizer.eos_token_ids)
         detok = self.tokenizer.detokenizer
         detok.reset()
@@ -679,7 +713,7 @@ class ChatSession:
         raw = (THINK_OPEN if think else "") + self._decode(text_ids)
         reasoning, content = split_reasoning(raw, think)
         reply = Node(
-            id=_new_id(),
+            id=plan.reply_id,
             role="assistant",
             content=content,
             raw=raw,
@@ -724,10 +758,10 @@ class ChatSession:
         prefill_s: float,
         ttft: float,
         tps: float,
-        finish: str,
+        finish: FinishReason,
         fed: int,
         cached: int,
-        how: str,
+        how: Reconcile,
         seed: int,
         dropped: int,
         generated: int = 0,
@@ -750,19 +784,11 @@ class ChatSession:
             dropped_turns=dropped,
         )
         self.last_stats = stats
-        reply_dict: dict[str, Any] = {}
+        message = None
         if reply is not None:
-            reply.stats = stats.to_dict()
-            reply_dict = {
-                "id": reply.id,
-                "role": "assistant",
-                "content": reply.content,
-                "reasoning": reply.reasoning,
-                "tokens": list(reply.tokens),
-                "finish_reason": finish,
-                "parent_id": user.id,
-            }
-        return TurnFinished(stats=stats, reply=reply_dict, messages=self.messages, state=self.to_state())
+            reply.stats = stats
+            message = self._message(reply, sum(1 for n in self._path_to(user) if n.role == "user") - 1)
+        return TurnFinished(stats=stats, reply=message, messages=self.messages, state=self.to_state())
 
     # ------------------------------------------------------------------ persistence
     def template_hash(self) -> str:
@@ -772,88 +798,27 @@ class ChatSession:
     def tokens_hash(self) -> str:
         return hashlib.sha256(",".join(map(str, self.tokens)).encode()).hexdigest()[:16]
 
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-able description of everything but the cache (which the engine saves to disk)."""
-        return {
-            "version": STATE_VERSION,
-            "system_prompt": self.system_prompt,
-            "drop_turns": self.drop_turns,
-            "root_children": list(self.root_children),
-            "root_active": self.root_active,
-            "nodes": [n.to_dict() for n in self.nodes.values()],
-            "tokens": list(self.tokens),
-            "model_fingerprint": self.info.fingerprint,
-            "template_hash": self.template_hash(),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore messages and transcript from ``to_state()``. The cache starts cold."""
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"unsupported conversation state version {state.get('version') if isinstance(state, dict) else state!r}"
-            )
-        self.system_prompt = state.get("system_prompt")
-        self.drop_turns = int(state.get("drop_turns", 0))
-        self.nodes = {d["id"]: Node(**copy.deepcopy(d)) for d in state["nodes"]}
-        self.root_children = list(state["root_children"])
-        self.root_active = int(state.get("root_active", 0))
-        # Tokens are only meaningful for the same weights/tokenizer; otherwise the next turn re-prefills.
-        same_model = state.get("model_fingerprint") in ("", None, self.info.fingerprint)
-        self.tokens = list(state.get("tokens", [])) if same_model else []
-        self.drop_cache()
-
-
-def state_from_messages(messages: list[dict[str, Any]], *, system_prompt: str | None, think: bool) -> dict[str, Any]:
-    """A ``ChatSession`` state rebuilt from a message tree without tokens (e.g. an imported conversation).
-
-    Each message: ``id``, ``role`` ("user"/"assistant"; others are skipped), ``content``, ``reasoning``,
-    ``parent_id``, ``active`` (the active one among its siblings), optionally ``finish_reason`` and ``stats``.
-    The first turn after loading it re-reads the whole history (there are no tokens to reuse).
-    """
-    msgs = [m for m in messages if m.get("role") in ("user", "assistant")]
-    by_parent: dict[str | None, list[dict[str, Any]]] = {}
-    for m in msgs:
-        by_parent.setdefault(m.get("parent_id"), []).append(m)
-
-    def active_index(children: list[dict[str, Any]]) -> int:
-        return next((i for i, m in enumerate(children) if m.get("active")), max(0, len(children) - 1))
-
-    nodes = []
-    for m in msgs:
-        kids = by_parent.get(m["id"], [])
-        assistant = m["role"] == "assistant"
-        reasoning = (m.get("reasoning") or None) if assistant else None
-        raw = m.get("content") or ""
-        if assistant and think and reasoning is not None:
-            raw = f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{raw}"
-        nodes.append(
-            Node(
-                id=m["id"],
-                role=m["role"],
-                content=m.get("content") or "",
-                raw=raw,
-                parent=m.get("parent_id"),
-                reasoning=reasoning,
-                children=[k["id"] for k in kids],
-                active=active_index(kids),
-                finish_reason=(m.get("finish_reason") or "stop") if assistant else None,
-                stats=m.get("stats") if isinstance(m.get("stats"), dict) else None,
-                think=bool(think and assistant),
-            ).to_dict()
+    def to_state(self) -> TranscriptState:
+        """Everything but the cache (which the engine saves to disk); ``to_json()`` of it goes to the store."""
+        return TranscriptState(
+            system_prompt=self.system_prompt,
+            drop_turns=self.drop_turns,
+            root_children=tuple(self.root_children),
+            root_active=self.root_active,
+            nodes=tuple(n.freeze() for n in self.nodes.values()),
+            tokens=tuple(self.tokens),
+            model_fingerprint=self.info.fingerprint,
+            template_hash=self.template_hash(),
         )
-    roots = by_parent.get(None, [])
-    return {
-        "version": STATE_VERSION,
-        "system_prompt": system_prompt,
-        "drop_turns": 0,
-        "root_children": [m["id"] for m in roots],
-        "root_active": active_index(roots),
-        "nodes": nodes,
-        "tokens": [],
-        "model_fingerprint": "",
-        "template_hash": "",
-    }
 
-
-def _new_id() -> str:
-    return uuid.uuid4().hex
+    def load_state(self, state: TranscriptState) -> None:
+        """Restore messages and transcript from ``to_state()``. The cache starts cold."""
+        self.system_prompt = state.system_prompt
+        self.drop_turns = state.drop_turns
+        self.nodes = {n.id: Node.thaw(n) for n in state.nodes}
+        self.root_children = list(state.root_children)
+        self.root_active = state.root_active
+        # Tokens are only meaningful for the same weights/tokenizer; otherwise the next turn re-prefills.
+        same_model = state.model_fingerprint in ("", self.info.fingerprint)
+        self.tokens = list(state.tokens) if same_model else []
+        self.drop_cache()

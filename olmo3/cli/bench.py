@@ -192,7 +192,7 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
             fresh.append(fin.stats.ttft_s)
             r = _ttft(s.regenerate(logits_processors=ban))
             regen.append(r.stats.ttft_s)
-            n_users = sum(1 for m in s.messages if m["role"] == "user")
+            n_users = sum(1 for m in s.messages if m.role == "user")
             e = _ttft(s.edit(n_users - 1, "And what comes after that?", logits_processors=ban))
             edit.append(e.stats.ttft_s)
         assert r.stats.reconcile == "snapshot" and e.stats.reconcile == "snapshot"

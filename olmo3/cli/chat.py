@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -76,13 +77,14 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
             "action": action,
             "error": getattr(fail, "message", None) or type(fail).__name__ if fail else "no result",
         }
+    reply = fin.reply
     return {
         "action": action,
-        "text": fin.reply.get("content", ""),
-        "reasoning": fin.reply.get("reasoning"),
+        "text": reply.content if reply else "",
+        "reasoning": reply.reasoning if reply else None,
         "stats": fin.stats.to_dict(),
-        "tokens": fin.state["tokens"],
-        "reply_tokens": fin.reply.get("tokens", []),
+        "tokens": list(fin.state.tokens),
+        "reply_tokens": list(reply.tokens) if reply else [],
     }
 
 
@@ -125,7 +127,9 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 if len(parts) < 2 or last is None:
                     print("usage: /save FILE (after a turn)")
                     continue
-                Path(parts[1]).write_text(json.dumps({"messages": last.messages, "state": last.state}, indent=2))
+                messages = [dataclasses.asdict(m) for m in last.messages]
+                saved = {"messages": messages, "state": last.state.to_json()}
+                Path(parts[1]).write_text(json.dumps(saved, indent=2))
                 print(f"saved {parts[1]}")
                 continue
             if line == "/regen":

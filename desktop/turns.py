@@ -1,0 +1,111 @@
+"""Recording a turn in the conversation store as the engine reports it (Qt-free, testable without widgets).
+
+One turn's rows follow the engine's events:
+
+1. The controller makes the ids (``user_id`` for a new user message, ``reply_id`` for the reply) and hands them to
+   the engine with the job, so the engine's messages and the store's rows share ids.
+2. The first streamed token proves the engine accepted the turn (no context overflow, not cancelled during
+   prefill): only then are the user message and a *streaming* reply row written, so a cancelled or refused turn
+   leaves no half-written rows.
+3. Every ``TextDelta`` is appended to the streaming row (committed about once a second: crash-safe).
+4. ``TurnFinished`` finishes the row (complete or interrupted, token ids, stats, provenance), saves the engine's
+   state and mirrors its tree into the store (:func:`desktop.sync.sync_store_from_state`).
+
+``ChatController`` owns a :class:`TurnRecorder` and does the view side of the same events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from desktop import sync
+from olmo3.chat.events import TextDelta, TurnFinished
+from olmo3.chat.transcript import OverflowPolicy
+
+TurnKind = Literal["send", "regenerate", "edit"]
+
+
+@dataclass
+class Turn:
+    """The generation in progress."""
+
+    job_id: int
+    conv_id: str
+    kind: TurnKind
+    user_id: str  # the user message this turn answers (new for send/edit, existing for regenerate and retries)
+    reply_id: str
+    new_user: bool  # the user row is written at the first token
+    parent_id: str | None = None  # store parent of a new user message
+    text: str = ""
+    user_turn_index: int = 0
+    overflow: OverflowPolicy = "error"
+    started: float = field(default_factory=time.monotonic)
+    reasoning_started: float | None = None
+    reasoning_s: float | None = None
+    rows_written: bool = False
+
+
+class TurnRecorder:
+    """Writes turns to the store; see the module docstring."""
+
+    def __init__(self, store: Any, model_name: Callable[[], str | None]) -> None:
+        self.store = store
+        self._model_name = model_name
+
+    def _provenance(self) -> dict[str, Any]:
+        return {"model": self._model_name() or None}
+
+    def ensure_rows(self, turn: Turn) -> bool:
+        """Write the user message (if new) and open the streaming reply row; True the first time."""
+        if turn.rows_written:
+            return False
+        if turn.new_user:
+            self.store.append_message(turn.conv_id, turn.parent_id, "user", turn.text, message_id=turn.user_id)
+        self.store.begin_stream(turn.conv_id, turn.user_id, provenance=self._provenance(), message_id=turn.reply_id)
+        turn.rows_written = True
+        return True
+
+    def on_delta(self, turn: Turn, event: TextDelta) -> None:
+        self.ensure_rows(turn)
+        now = time.monotonic()
+        if event.channel == "reasoning" and turn.reasoning_started is None:
+            turn.reasoning_started = now
+        elif event.channel != "reasoning" and turn.reasoning_started is not None and turn.reasoning_s is None:
+            turn.reasoning_s = now - turn.reasoning_started
+        self.store.stream_append(turn.reply_id, event.text, "reasoning" if event.channel == "reasoning" else "answer")
+
+    def on_finished(self, turn: Turn, event: TurnFinished) -> bool:
+        """Finish the rows; False when the turn was cancelled before its first token (nothing is kept)."""
+        reply = event.reply
+        if reply is None:
+            if turn.rows_written:
+                self.store.finish_stream(turn.reply_id, "interrupted")
+            return False
+        self.ensure_rows(turn)
+        provenance = self._provenance()
+        if turn.reasoning_started is not None:
+            spent = turn.reasoning_s if turn.reasoning_s is not None else time.monotonic() - turn.reasoning_started
+            provenance["thought_s"] = round(spent, 1)
+        finish = reply.finish_reason or event.stats.finish_reason
+        self.store.finish_stream(
+            turn.reply_id,
+            "interrupted" if finish == "cancelled" else "complete",
+            token_ids=list(reply.tokens) or None,
+            stats=event.stats.to_dict(),
+            provenance=provenance,
+        )
+        self.store.set_engine_state(turn.conv_id, event.state.to_json())
+        sync.sync_store_from_state(self.store, turn.conv_id, event.state)
+        return True
+
+    def on_failed(self, turn: Turn, message: str) -> None:
+        if turn.rows_written:
+            self.store.finish_stream(turn.reply_id, "error", provenance={"error": message, **self._provenance()})
+
+    def on_abandoned(self, turn: Turn) -> None:
+        """The app closes with the turn unfinished (its TurnFinished never came)."""
+        if turn.rows_written:
+            self.store.finish_stream(turn.reply_id, "interrupted")
