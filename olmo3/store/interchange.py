@@ -1,0 +1,214 @@
+"""Export, import and duplicate: whole conversations (tree and engine state) under new ids.
+
+The export format itself (validation, JSON, Markdown, HTML) is :mod:`olmo3.export`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from olmo3.ids import new_id
+
+from .records import Conversation, Message, NotFoundError, dump_json, dump_json_opt, encode_token_ids
+
+__all__ = ["InterchangeMixin"]
+
+
+def _remap_ids(value: Any, mapping: Mapping[str, str]) -> Any:
+    """Replace every string (or dict key) that *equals* an old id with the new one.
+
+    The engine state is opaque to us but may refer to message ids; ids are UUIDs, so an exact
+    match is never ordinary text. Substrings are left alone.
+    """
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    if isinstance(value, list):
+        return [_remap_ids(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {mapping.get(k, k): _remap_ids(v, mapping) for k, v in value.items()}
+    return value
+
+
+class InterchangeMixin:
+    """:meth:`duplicate`, :meth:`export_dict` and :meth:`import_conversation` for the store."""
+
+    if TYPE_CHECKING:  # provided by ConversationStore
+
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _messages(self, conv_id: str, where: str = "", args: Sequence[Any] = ()) -> list[Message]: ...
+
+        def flush(self, message_id: str | None = None) -> None: ...
+
+        def get_conversation(self, conv_id: str) -> Conversation: ...
+
+        def get_engine_state(self, conv_id: str) -> dict[str, Any] | None: ...
+
+    def duplicate(self, conv_id: str, title: str | None = None) -> str:
+        """Deep copy (whole tree, engine state) under new ids; the copy is not pinned or trashed."""
+        self.flush()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT title, model_id, model_revision, system_prompt, sampling, folder, "
+                "engine_state FROM conversations WHERE id = ?",
+                (conv_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no conversation with id {conv_id!r}")
+            old_title, model_id, revision, system_prompt, sampling, folder, engine_state = row
+            new_conv = new_id()
+            mapping: dict[str, str] = {conv_id: new_conv}
+            now = time.time()
+            conn.execute(
+                "INSERT INTO conversations (id, title, title_is_auto, model_id, model_revision, "
+                "system_prompt, sampling, created_at, updated_at, folder) "
+                "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new_conv,
+                    title or f"{old_title} (copy)",
+                    model_id,
+                    revision,
+                    system_prompt,
+                    sampling,
+                    now,
+                    now,
+                    folder,
+                ),
+            )
+            rows = conn.execute(
+                "SELECT id, parent_id, role, content, reasoning, token_ids, stats, provenance, "
+                "state, created_at, active FROM messages WHERE conversation_id = ? ORDER BY seq",
+                (conv_id,),
+            ).fetchall()
+            for r in rows:
+                mapping[r[0]] = new_id()
+            conn.executemany(
+                "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
+                "token_ids, stats, provenance, state, created_at, active) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        mapping[r[0]],
+                        new_conv,
+                        None if r[1] is None else mapping[r[1]],
+                        *r[2:8],
+                        "interrupted" if r[8] == "streaming" else r[8],
+                        r[9],
+                        r[10],
+                    )
+                    for r in rows
+                ],
+            )
+            if engine_state is not None:
+                remapped = _remap_ids(json.loads(engine_state), mapping)
+                conn.execute(
+                    "UPDATE conversations SET engine_state = ? WHERE id = ?",
+                    (dump_json(remapped, "engine_state"), new_conv),
+                )
+        return new_conv
+
+    def export_dict(self, conv_id: str) -> dict[str, Any]:
+        """The conversation in the versioned export format of :mod:`olmo3.export` (whole tree)."""
+        from olmo3 import export
+
+        with self._read():
+            conv = self.get_conversation(conv_id)
+            engine_state = self.get_engine_state(conv_id)
+            messages = self._messages(conv_id)
+        return {
+            "format": export.FORMAT,
+            "version": export.VERSION,
+            "id": conv.id,
+            "title": conv.title,
+            "title_is_auto": conv.title_is_auto,
+            "model_id": conv.model_id,
+            "model_revision": conv.model_revision,
+            "system_prompt": conv.system_prompt,
+            "sampling": conv.sampling,
+            "created_at": export.ts_to_iso(conv.created_at),
+            "updated_at": export.ts_to_iso(conv.updated_at),
+            "pinned": conv.pinned,
+            "folder": conv.folder,
+            "engine_state": engine_state,
+            "messages": [
+                {
+                    "id": m.id,
+                    "parent_id": m.parent_id,
+                    "role": m.role,
+                    "content": m.content,
+                    "reasoning": m.reasoning,
+                    "token_ids": m.token_ids,
+                    "stats": m.stats,
+                    "provenance": m.provenance,
+                    "state": m.state,
+                    "created_at": export.ts_to_iso(m.created_at),
+                    "active": m.active,
+                }
+                for m in messages
+            ],
+        }
+
+    def import_conversation(self, conv_dict: Mapping[str, Any]) -> str:
+        """Import an exported conversation under new ids, in one transaction; returns its id.
+
+        The dict is validated first (``ValueError`` naming the problem); on any error nothing
+        is written. A message exported mid-stream comes back as 'interrupted'.
+        """
+        from olmo3 import export
+
+        data = export.validate_conversation(conv_dict)
+        new_conv = new_id()
+        mapping: dict[str, str] = {data["id"]: new_conv}
+        for m in data["messages"]:
+            mapping[m["id"]] = new_id()
+        engine_state = data["engine_state"]
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO conversations (id, title, title_is_auto, model_id, model_revision, "
+                "system_prompt, sampling, created_at, updated_at, pinned, folder, engine_state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new_conv,
+                    data["title"],
+                    int(data["title_is_auto"]),
+                    data["model_id"],
+                    data["model_revision"],
+                    data["system_prompt"],
+                    dump_json(data["sampling"], "sampling"),
+                    export.iso_to_ts(data["created_at"]),
+                    export.iso_to_ts(data["updated_at"]),
+                    int(data["pinned"]),
+                    data["folder"],
+                    None if engine_state is None else dump_json(_remap_ids(engine_state, mapping), "engine_state"),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
+                "token_ids, stats, provenance, state, created_at, active) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        mapping[m["id"]],
+                        new_conv,
+                        None if m["parent_id"] is None else mapping[m["parent_id"]],
+                        m["role"],
+                        m["content"],
+                        m["reasoning"],
+                        encode_token_ids(m["token_ids"]),
+                        dump_json_opt(m["stats"], "stats"),
+                        dump_json_opt(m["provenance"], "provenance"),
+                        "interrupted" if m["state"] == "streaming" else m["state"],
+                        export.iso_to_ts(m["created_at"]),
+                        int(m["active"]),
+                    )
+                    for m in export.parents_first(data["messages"])
+                ],
+            )
+        return new_conv
