@@ -152,7 +152,7 @@ class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeM
 
     def close(self) -> None:
         """Commit pending streamed text, finish open streams as 'interrupted', close the file."""
-        if self._conn is None:  # type: ignore[comparison-overlap]
+        if self._conn is None:  # closed already (close() drops the connection)
             return
         try:
             for message_id in list(self._streams):
@@ -360,7 +360,8 @@ class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeM
         row = self._conn.execute("SELECT engine_state FROM conversations WHERE id = ?", (conv_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no conversation with id {conv_id!r}")
-        return load_json_opt(row[0])
+        state: dict[str, Any] | None = load_json_opt(row[0])  # always a JSON object: set_engine_state checks
+        return state
 
     # ---- trash -------------------------------------------------------------------------------
 

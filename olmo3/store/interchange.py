@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from olmo3.ids import new_id
 
@@ -128,7 +128,7 @@ class _Checker:
         if unknown:
             raise ValueError(f"{where}unknown field {unknown[0]!r}")
 
-    def fail(self, key: str, expected: str) -> None:
+    def fail(self, key: str, expected: str) -> NoReturn:
         value = self.obj[key]
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise ValueError(f"{self.where}{key}: expected {expected}, got {shown}")
@@ -154,11 +154,12 @@ class _Checker:
             return None
         if not isinstance(value, dict):
             self.fail(key, "an object" + (" or null" if optional else ""))
-        return json.loads(json.dumps(value))  # deep copy; also proves it is plain JSON
+        copied: dict[str, Any] = json.loads(json.dumps(value))  # deep copy; also proves it is plain JSON
+        return copied
 
     def choice(self, key: str, choices: Sequence[str]) -> str:
         value = self.obj[key]
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             self.fail(key, "one of " + ", ".join(repr(c) for c in choices))
         return value
 
