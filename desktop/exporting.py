@@ -1,6 +1,6 @@
 """Export a conversation to Markdown, JSON, HTML or PDF, and import JSON.
 
-Markdown, JSON and HTML come from :mod:`olmo3.export`. PDF is Qt's job: the HTML export is laid out by a
+Markdown, JSON and HTML come from :mod:`olmo3.store.interchange`. PDF is Qt's job: the HTML export is laid out by a
 ``QTextDocument`` and printed with ``QPdfWriter`` (QtGui, part of PySide6-Essentials), so no browser engine is
 needed. Files are written to a temporary name and renamed, so a failed export never leaves half a file behind.
 """
@@ -30,17 +30,17 @@ def safe_filename(title: str, fmt: str) -> str:
 
 def export_conversation(conv: dict[str, Any], fmt: str, path: str | Path) -> Path:
     """Write ``conv`` (a ``store.export_dict``) to ``path`` in ``fmt``; returns the path."""
-    from olmo3 import export
+    from olmo3.store import interchange
 
     path = Path(path)
     if fmt == "md":
-        write_atomic(path, export.to_markdown(conv).encode("utf-8"))
+        write_atomic(path, interchange.to_markdown(conv).encode("utf-8"))
     elif fmt == "json":
-        write_atomic(path, export.to_json(conv).encode("utf-8"))
+        write_atomic(path, interchange.to_json(conv).encode("utf-8"))
     elif fmt == "html":
-        write_atomic(path, export.to_html(conv).encode("utf-8"))
+        write_atomic(path, interchange.to_html(conv).encode("utf-8"))
     elif fmt == "pdf":
-        write_pdf(export.to_html(conv), path)
+        write_pdf(interchange.to_html(conv), path)
     else:
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     return path
@@ -75,7 +75,7 @@ def write_pdf(html: str, path: str | Path) -> Path:
 
 def read_import(path: str | Path) -> dict[str, Any]:
     """Read and validate a JSON export; ``ValueError`` names the problem and the file."""
-    from olmo3 import export
+    from olmo3.store import interchange
 
     path = Path(path)
     try:
@@ -83,6 +83,6 @@ def read_import(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ValueError(f"can't read {path}: {exc.strerror or exc}") from None
     try:
-        return export.from_json(data)
+        return interchange.from_json(data)
     except ValueError as exc:
         raise ValueError(f"{path.name} is not an Olmo Desktop conversation: {exc}") from None

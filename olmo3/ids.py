@@ -1,10 +1,12 @@
-"""Message and conversation ids: shared by the store and the chat engine, so one message has one id everywhere."""
+"""Identifiers for things we keep: conversations, messages, nodes of the message tree."""
 
 from __future__ import annotations
 
 import uuid
 
+__all__ = ["new_id"]
+
 
 def new_id() -> str:
-    """A fresh random id (a UUID4 string; also valid in cache file names)."""
+    """A fresh random id: a version-4 UUID in its canonical text form (36 characters, with dashes)."""
     return str(uuid.uuid4())

@@ -1,6 +1,6 @@
-"""Child process for tests/test_store_crash.py: writes a conversation and streams until killed.
+"""Child process for tests/store/test_store_crash.py: writes a conversation and streams until killed.
 
-Usage: python tests/_store_child.py DB [LOG [SEED]]
+Usage: python tests/store/_store_child.py DB [LOG [SEED]]
 
 Each run adds to the store's single conversation: a user message, a short assistant reply
 streamed to completion, a follow-up, and then a long streamed reply (reasoning, then answer)
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 WORDS = [
     "the",

@@ -1,4 +1,4 @@
-"""Tests for olmo3.export: lossless JSON round trip, strict import, Markdown, safe offline HTML."""
+"""Tests for olmo3.store.interchange: lossless JSON round trip, strict import, Markdown, safe offline HTML."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from olmo3 import export
-from olmo3.store import ConversationStore
+from olmo3.store import ConversationStore, interchange
 
 
 @pytest.fixture
@@ -77,22 +76,22 @@ def ids_of(conv: dict[str, Any]) -> set[str]:
 def test_json_round_trip_is_lossless(store: ConversationStore) -> None:
     cid = build_branchy(store)
     first = store.export_dict(cid)
-    text1 = export.to_json(first)
+    text1 = interchange.to_json(first)
     assert json.loads(text1)["format"] == "olmo-desktop.conversation"
     assert json.loads(text1)["version"] == 1
-    assert export.to_json(export.from_json(text1)) == text1  # parse + validate changes nothing
+    assert interchange.to_json(interchange.from_json(text1)) == text1  # parse + validate changes nothing
 
-    new_id = store.import_conversation(export.from_json(text1))
+    new_id = store.import_conversation(interchange.from_json(text1))
     second = store.export_dict(new_id)
-    text2 = export.to_json(second)
+    text2 = interchange.to_json(second)
     assert new_id != cid
     assert not ids_of(first) & ids_of(second)  # everything got new ids
     assert normalize_ids(json.loads(text2), ids_of(second)) == normalize_ids(json.loads(text1), ids_of(first))
     # Text identical apart from ids, and a second generation too.
     strip = lambda text, conv: re.sub("|".join(map(re.escape, ids_of(conv))), "ID", text)  # noqa: E731
     assert strip(text2, second) == strip(text1, first)
-    third = store.export_dict(store.import_conversation(export.from_json(text2)))
-    assert strip(export.to_json(third), third) == strip(text1, first)
+    third = store.export_dict(store.import_conversation(interchange.from_json(text2)))
+    assert strip(interchange.to_json(third), third) == strip(text1, first)
 
     # The tree, the engine state's references and the list fields survived for real.
     assert len(second["messages"]) == 4
@@ -187,7 +186,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
     for change, pattern in cases:
         data = broken(base, change)
         with pytest.raises(ValueError, match=pattern):
-            export.from_json(json.dumps(data))
+            interchange.from_json(json.dumps(data))
         with pytest.raises(ValueError, match=pattern):
             store.import_conversation(data)
     assert len(store.list_conversations()) == before  # nothing was imported
@@ -201,7 +200,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
         (json.dumps({"format": "olmo-desktop.conversation", "version": 1}), r"missing field 'id'"),
     ]:
         with pytest.raises(ValueError, match=pattern):
-            export.from_json(text)
+            interchange.from_json(text)
 
 
 def test_import_accepts_children_before_parents(store: ConversationStore) -> None:
@@ -218,7 +217,7 @@ def test_import_accepts_children_before_parents(store: ConversationStore) -> Non
 def test_markdown_shows_active_branch_with_reasoning(store: ConversationStore) -> None:
     data = valid_dict(store)
     data["messages"][1]["reasoning"] += " </details> sneaky"
-    md = export.to_markdown(data)
+    md = interchange.to_markdown(data)
     assert md.startswith(f"# {data['title']}\n")
     assert "allenai/Olmo-3-7B-Think @ 0123456789ab" in md
     assert "> You are Olmo.\n> Be kind." in md
@@ -229,7 +228,7 @@ def test_markdown_shows_active_branch_with_reasoning(store: ConversationStore) -
     assert md.count("</details>") == 1
     assert "Merge keeps history." not in md  # the other branch is not shown
     store.set_active(data["messages"][2]["id"])
-    md2 = export.to_markdown(store.export_dict(data["id"]))
+    md2 = interchange.to_markdown(store.export_dict(data["id"]))
     assert "Merge keeps history." in md2 and "*This reply was interrupted.*" in md2
     assert "Thanks! ünïcödé 🙂" in md2
 
@@ -313,7 +312,7 @@ def nasty_conv(store: ConversationStore) -> dict[str, Any]:
 
 
 def test_html_escapes_everything_and_stays_offline(store: ConversationStore) -> None:
-    page = export.to_html(nasty_conv(store))
+    page = interchange.to_html(nasty_conv(store))
     assert "<script" not in page.lower()
     assert "<img" not in page.lower()
     assert 'http-equiv="Content-Security-Policy"' in page and "default-src 'none'" in page
@@ -366,7 +365,7 @@ def test_html_highlights_code_and_renders_markdown(store: ConversationStore) -> 
     u = store.append_message(cid, None, "user", "python please")
     reply = "**Sure**:\n\n```python\ndef f(x):\n    return x  # </pre>\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
     store.append_message(cid, u, "assistant", reply)
-    page = export.to_html(store.export_dict(cid))
+    page = interchange.to_html(store.export_dict(cid))
     assert "<strong>Sure</strong>" in page
     assert "<table>" in page
     block = re.search(r'<pre class="code" data-lang="python"><code>(.*?)</code></pre>', page, re.S)
@@ -380,6 +379,6 @@ def test_html_highlights_code_and_renders_markdown(store: ConversationStore) -> 
 
 def test_html_and_markdown_of_empty_conversation(store: ConversationStore) -> None:
     data = store.export_dict(store.create_conversation())
-    assert parse(export.to_html(data)).stack == []
-    assert export.to_markdown(data).startswith("# New conversation\n")
-    assert export.from_json(export.to_json(data))["messages"] == []
+    assert parse(interchange.to_html(data)).stack == []
+    assert interchange.to_markdown(data).startswith("# New conversation\n")
+    assert interchange.from_json(interchange.to_json(data))["messages"] == []

@@ -1,4 +1,4 @@
-"""Conversation export (Markdown, JSON, HTML) and strict import validation.
+"""Conversation interchange: the versioned JSON format, strict import validation, export, import and duplicate.
 
 All functions work on the *conversation dict* of the versioned JSON format (what
 :meth:`olmo3.store.ConversationStore.export_dict` returns and :func:`from_json` yields)::
@@ -10,25 +10,42 @@ All functions work on the *conversation dict* of the versioned JSON format (what
                    "stats", "provenance", "state", "created_at", "active"}, ...]}
 
 JSON is lossless (the whole branch tree, token ids, stats, provenance, the engine's state);
-Markdown and HTML show the active branch, the one on screen. HTML is self-contained and safe to
-open anywhere: every piece of text is escaped, Markdown is rendered with raw HTML disabled,
-images are not loaded, code is highlighted with inline styles, and a Content-Security-Policy
-forbids scripts and remote resources. The GUI prints it to PDF with Qt.
+Markdown and HTML (:func:`to_markdown`, :func:`to_html`, from :mod:`olmo3.store.render`) show the
+active branch, the one on screen.
 
-Qt-free; markdown-it-py and pygments are imported only by :func:`to_html`.
+:class:`InterchangeMixin` gives the store :meth:`~InterchangeMixin.export_dict`,
+:meth:`~InterchangeMixin.import_conversation` and :meth:`~InterchangeMixin.duplicate`: whole
+conversations (tree and engine state) under new ids.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import sqlite3
+import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+from olmo3.ids import new_id
+
+from .records import (
+    ROLES,
+    STATES,
+    Conversation,
+    Message,
+    NotFoundError,
+    dump_json,
+    dump_json_opt,
+    encode_token_ids,
+)
+from .render import active_path, to_html, to_markdown
 
 __all__ = [
     "FORMAT",
     "VERSION",
+    "InterchangeMixin",
     "active_path",
     "from_json",
     "iso_to_ts",
@@ -42,10 +59,6 @@ __all__ = [
 
 FORMAT: Final = "olmo-desktop.conversation"
 VERSION: Final = 1
-
-_ROLES = ("system", "user", "assistant")
-_STATES = ("streaming", "complete", "interrupted", "error")
-_ROLE_LABELS = {"system": "System", "user": "You", "assistant": "Assistant"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +128,7 @@ class _Checker:
         if unknown:
             raise ValueError(f"{where}unknown field {unknown[0]!r}")
 
-    def fail(self, key: str, expected: str) -> None:
+    def fail(self, key: str, expected: str) -> NoReturn:
         value = self.obj[key]
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise ValueError(f"{self.where}{key}: expected {expected}, got {shown}")
@@ -141,11 +154,12 @@ class _Checker:
             return None
         if not isinstance(value, dict):
             self.fail(key, "an object" + (" or null" if optional else ""))
-        return json.loads(json.dumps(value))  # deep copy; also proves it is plain JSON
+        copied: dict[str, Any] = json.loads(json.dumps(value))  # deep copy; also proves it is plain JSON
+        return copied
 
     def choice(self, key: str, choices: Sequence[str]) -> str:
         value = self.obj[key]
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             self.fail(key, "one of " + ", ".join(repr(c) for c in choices))
         return value
 
@@ -216,13 +230,13 @@ def _validate_message(msg: Any, index: int) -> dict[str, Any]:
     return {
         "id": c.str_("id", nonempty=True),
         "parent_id": c.str_("parent_id", optional=True, nonempty=True),
-        "role": c.choice("role", _ROLES),
+        "role": c.choice("role", ROLES),
         "content": c.str_("content"),
         "reasoning": c.str_("reasoning"),
         "token_ids": c.token_ids("token_ids"),
         "stats": c.dict_("stats", optional=True),
         "provenance": c.dict_("provenance", optional=True),
-        "state": c.choice("state", _STATES),
+        "state": c.choice("state", STATES),
         "created_at": c.time("created_at"),
         "active": c.bool_("active"),
     }
@@ -284,28 +298,6 @@ def parents_first(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, An
     return out
 
 
-def active_path(conv: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The shown branch: from the active root, following active children.
-
-    Each returned message dict is a shallow copy with ``branch`` = (index, count) among its
-    siblings added, for "branch 2 of 3" notes.
-    """
-    children: dict[str | None, list[Mapping[str, Any]]] = {}
-    for m in conv["messages"]:
-        children.setdefault(m["parent_id"], []).append(m)
-    path: list[dict[str, Any]] = []
-    parent: str | None = None
-    seen: set[str] = set()
-    while True:
-        group = children.get(parent, [])
-        current = next((m for m in group if m["active"]), None)
-        if current is None or current["id"] in seen:
-            return path
-        seen.add(current["id"])
-        path.append({**current, "branch": (group.index(current), len(group))})
-        parent = current["id"]
-
-
 # --------------------------------------------------------------------------------------------
 # JSON
 # --------------------------------------------------------------------------------------------
@@ -331,173 +323,196 @@ def from_json(text: str | bytes) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Markdown
+# The store's side: export, import, duplicate
 # --------------------------------------------------------------------------------------------
 
 
-def _date(ts_iso: str) -> str:
-    return datetime.fromisoformat(ts_iso).strftime("%Y-%m-%d %H:%M UTC")
+def _remap_ids(value: Any, mapping: Mapping[str, str]) -> Any:
+    """Replace every string (or dict key) that *equals* an old id with the new one.
+
+    The engine state is opaque to us but may refer to message ids; ids are UUIDs, so an exact
+    match is never ordinary text. Substrings are left alone.
+    """
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    if isinstance(value, list):
+        return [_remap_ids(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {mapping.get(k, k): _remap_ids(v, mapping) for k, v in value.items()}
+    return value
 
 
-def _model_line(conv: Mapping[str, Any]) -> str:
-    model = conv.get("model_id") or "unknown model"
-    revision = conv.get("model_revision")
-    return model + (f" @ {revision[:12]}" if revision else "")
+class InterchangeMixin:
+    """:meth:`duplicate`, :meth:`export_dict` and :meth:`import_conversation` for the store."""
 
+    if TYPE_CHECKING:  # provided by ConversationStore
 
-def _state_note(msg: Mapping[str, Any]) -> str | None:
-    if msg["state"] == "interrupted":
-        return "This reply was interrupted."
-    if msg["state"] == "error":
-        error = (msg.get("stats") or {}).get("error")
-        return "This reply failed" + (f": {error}" if isinstance(error, str) and error else ".")
-    if msg["state"] == "streaming":
-        return "This reply was still being written."
-    return None
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
-def to_markdown(conv: Mapping[str, Any]) -> str:
-    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block."""
-    lines = [f"# {conv['title']}", ""]
-    lines += [f"*{_model_line(conv)} · {_date(conv['created_at'])}*", ""]
-    if conv.get("system_prompt"):
-        lines += ["**System prompt:**", ""]
-        lines += [("> " + line).rstrip() for line in conv["system_prompt"].splitlines()] + [""]
-    for msg in active_path(conv):
-        index, count = msg["branch"]
-        heading = f"## {_ROLE_LABELS[msg['role']]}"
-        if count > 1:
-            heading += f" (branch {index + 1} of {count})"
-        lines += [heading, ""]
-        if msg["reasoning"]:
-            # A literal </details> in the reasoning would close the block early.
-            reasoning = msg["reasoning"].replace("</details>", "&lt;/details>")
-            lines += ["<details>", "<summary>Reasoning</summary>", ""]
-            lines += [reasoning.strip("\n"), "", "</details>", ""]
-        if msg["content"]:
-            lines += [msg["content"].strip("\n"), ""]
-        note = _state_note(msg)
-        if note:
-            lines += [f"*{note}*", ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
+        def _messages(self, conv_id: str, where: str = "", args: Sequence[Any] = ()) -> list[Message]: ...
 
+        def flush(self, message_id: str | None = None) -> None: ...
 
-# --------------------------------------------------------------------------------------------
-# HTML
-# --------------------------------------------------------------------------------------------
+        def get_conversation(self, conv_id: str) -> Conversation: ...
 
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'"
+        def get_engine_state(self, conv_id: str) -> dict[str, Any] | None: ...
 
-_CSS = """
-body { font-family: -apple-system, "Helvetica Neue", Helvetica, Arial, sans-serif; font-size: 14px;
-       line-height: 1.5; color: #1d1d1f; background: #ffffff; margin: 0; }
-main { max-width: 760px; margin: 0 auto; padding: 24px 20px 48px; }
-h1 { font-size: 22px; margin: 0 0 4px; overflow-wrap: anywhere; }
-.meta { color: #6e6e73; font-size: 12px; margin: 0 0 24px; }
-.message { margin: 0 0 20px; }
-.role { font-weight: 600; font-size: 12px; color: #6e6e73; margin-bottom: 4px; }
-.branch { font-weight: normal; }
-.user .body { background: #e8f4f2; border-radius: 8px; padding: 8px 12px; }
-.system-prompt { border-left: 3px solid #d2d2d7; padding: 4px 12px; color: #424245; margin: 0 0 20px; }
-.plain { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }
-.reasoning { border-left: 3px solid #d2d2d7; padding: 0 12px; color: #6e6e73; margin: 0 0 8px; }
-.reasoning summary { cursor: pointer; font-size: 12px; }
-.notice { color: #b3261e; font-size: 12px; font-style: italic; }
-pre { white-space: pre-wrap; overflow-wrap: anywhere; word-wrap: break-word; border-radius: 8px;
-      padding: 10px 12px; font-size: 12.5px; background: #f6f8fa; }
-code { font-family: "SF Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace; }
-:not(pre) > code { background: #f2f2f4; border-radius: 4px; padding: 0 3px; overflow-wrap: anywhere; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #d2d2d7; padding: 4px 8px; }
-blockquote { border-left: 3px solid #d2d2d7; margin: 0; padding-left: 12px; color: #424245; }
-p, li { overflow-wrap: anywhere; }
-"""
+    def duplicate(self, conv_id: str, title: str | None = None) -> str:
+        """Deep copy (whole tree, engine state) under new ids; the copy is not pinned or trashed."""
+        self.flush()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT title, model_id, model_revision, system_prompt, sampling, folder, "
+                "engine_state FROM conversations WHERE id = ?",
+                (conv_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no conversation with id {conv_id!r}")
+            old_title, model_id, revision, system_prompt, sampling, folder, engine_state = row
+            new_conv = new_id()
+            mapping: dict[str, str] = {conv_id: new_conv}
+            now = time.time()
+            conn.execute(
+                "INSERT INTO conversations (id, title, title_is_auto, model_id, model_revision, "
+                "system_prompt, sampling, created_at, updated_at, folder) "
+                "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new_conv,
+                    title or f"{old_title} (copy)",
+                    model_id,
+                    revision,
+                    system_prompt,
+                    sampling,
+                    now,
+                    now,
+                    folder,
+                ),
+            )
+            rows = conn.execute(
+                "SELECT id, parent_id, role, content, reasoning, token_ids, stats, provenance, "
+                "state, created_at, active FROM messages WHERE conversation_id = ? ORDER BY seq",
+                (conv_id,),
+            ).fetchall()
+            for r in rows:
+                mapping[r[0]] = new_id()
+            conn.executemany(
+                "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
+                "token_ids, stats, provenance, state, created_at, active) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        mapping[r[0]],
+                        new_conv,
+                        None if r[1] is None else mapping[r[1]],
+                        *r[2:8],
+                        "interrupted" if r[8] == "streaming" else r[8],
+                        r[9],
+                        r[10],
+                    )
+                    for r in rows
+                ],
+            )
+            if engine_state is not None:
+                remapped = _remap_ids(json.loads(engine_state), mapping)
+                conn.execute(
+                    "UPDATE conversations SET engine_state = ? WHERE id = ?",
+                    (dump_json(remapped, "engine_state"), new_conv),
+                )
+        return new_conv
 
-_PYGMENTS_STYLE = "default"
+    def export_dict(self, conv_id: str) -> dict[str, Any]:
+        """The conversation in the versioned export format of this module (whole tree)."""
+        with self._read():
+            conv = self.get_conversation(conv_id)
+            engine_state = self.get_engine_state(conv_id)
+            messages = self._messages(conv_id)
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": conv.id,
+            "title": conv.title,
+            "title_is_auto": conv.title_is_auto,
+            "model_id": conv.model_id,
+            "model_revision": conv.model_revision,
+            "system_prompt": conv.system_prompt,
+            "sampling": conv.sampling,
+            "created_at": ts_to_iso(conv.created_at),
+            "updated_at": ts_to_iso(conv.updated_at),
+            "pinned": conv.pinned,
+            "folder": conv.folder,
+            "engine_state": engine_state,
+            "messages": [
+                {
+                    "id": m.id,
+                    "parent_id": m.parent_id,
+                    "role": m.role,
+                    "content": m.content,
+                    "reasoning": m.reasoning,
+                    "token_ids": m.token_ids,
+                    "stats": m.stats,
+                    "provenance": m.provenance,
+                    "state": m.state,
+                    "created_at": ts_to_iso(m.created_at),
+                    "active": m.active,
+                }
+                for m in messages
+            ],
+        }
 
+    def import_conversation(self, conv_dict: Mapping[str, Any]) -> str:
+        """Import an exported conversation under new ids, in one transaction; returns its id.
 
-def _highlight(code: str, lang: str, _attrs: str) -> str:
-    """Highlight a fenced block with inline styles (they survive Qt's HTML subset and printing)."""
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import get_lexer_by_name
-    from pygments.lexers.special import TextLexer
-    from pygments.util import ClassNotFound
-
-    try:
-        lexer = get_lexer_by_name(lang) if lang else TextLexer()
-    except ClassNotFound:
-        lexer = TextLexer()
-    formatter = HtmlFormatter(nowrap=True, noclasses=True, style=_PYGMENTS_STYLE)
-    body = highlight(code, lexer, formatter)  # pygments escapes <, >, & and quotes
-    if body.endswith("\n"):  # the fence's final newline would show as an empty last line
-        body = body[:-1]
-    label = f' data-lang="{html.escape(lang)}"' if lang else ""
-    return f'<pre class="code"{label}><code>{body}</code></pre>'
-
-
-def _markdown_renderer() -> Any:
-    from markdown_it import MarkdownIt
-
-    md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
-    md.enable(["table", "strikethrough"])
-
-    def image(_renderer: Any, tokens: Any, idx: int, _options: Any, _env: Any) -> str:
-        # Never load anything: show an image as its alt text (the URL in a tooltip).
-        token = tokens[idx]
-        alt = "".join(t.content for t in token.children or [])
-        src = token.attrGet("src") or ""
-        return f'<span class="image" title="{html.escape(str(src))}">[image: {html.escape(alt)}]</span>'
-
-    md.add_render_rule("image", image)
-    return md
-
-
-def _plain(text: str) -> str:
-    return f'<p class="plain">{html.escape(text)}</p>'
-
-
-def to_html(conv: Mapping[str, Any]) -> str:
-    """A self-contained HTML page of the shown branch (no scripts, no external resources)."""
-    md = _markdown_renderer()
-    title = html.escape(conv["title"])
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="generator" content="Olmo Desktop">',
-        f"<title>{title}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        "<main>",
-        f"<h1>{title}</h1>",
-        f'<p class="meta">{html.escape(_model_line(conv))} · {html.escape(_date(conv["created_at"]))}</p>',
-    ]
-    if conv.get("system_prompt"):
-        out.append(
-            f'<div class="system-prompt"><div class="role">System prompt</div>{_plain(conv["system_prompt"])}</div>'
-        )
-    for msg in active_path(conv):
-        index, count = msg["branch"]
-        branch = f' <span class="branch">· branch {index + 1} of {count}</span>' if count > 1 else ""
-        out.append(f'<section class="message {msg["role"]}">')
-        out.append(f'<div class="role">{_ROLE_LABELS[msg["role"]]}{branch}</div>')
-        out.append('<div class="body">')
-        if msg["reasoning"]:
-            out.append('<details class="reasoning"><summary>Reasoning</summary>')
-            out.append(md.render(msg["reasoning"]))
-            out.append("</details>")
-        if msg["content"]:
-            # Model replies are Markdown; what people type is shown exactly as typed.
-            out.append(md.render(msg["content"]) if msg["role"] == "assistant" else _plain(msg["content"]))
-        note = _state_note(msg)
-        if note:
-            out.append(f'<p class="notice">{html.escape(note)}</p>')
-        out.append("</div>")
-        out.append("</section>")
-    out += ["</main>", "</body>", "</html>", ""]
-    return "\n".join(out)
+        The dict is validated first (``ValueError`` naming the problem); on any error nothing
+        is written. A message exported mid-stream comes back as 'interrupted'.
+        """
+        data = validate_conversation(conv_dict)
+        new_conv = new_id()
+        mapping: dict[str, str] = {data["id"]: new_conv}
+        for m in data["messages"]:
+            mapping[m["id"]] = new_id()
+        engine_state = data["engine_state"]
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO conversations (id, title, title_is_auto, model_id, model_revision, "
+                "system_prompt, sampling, created_at, updated_at, pinned, folder, engine_state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new_conv,
+                    data["title"],
+                    int(data["title_is_auto"]),
+                    data["model_id"],
+                    data["model_revision"],
+                    data["system_prompt"],
+                    dump_json(data["sampling"], "sampling"),
+                    iso_to_ts(data["created_at"]),
+                    iso_to_ts(data["updated_at"]),
+                    int(data["pinned"]),
+                    data["folder"],
+                    None if engine_state is None else dump_json(_remap_ids(engine_state, mapping), "engine_state"),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
+                "token_ids, stats, provenance, state, created_at, active) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        mapping[m["id"]],
+                        new_conv,
+                        None if m["parent_id"] is None else mapping[m["parent_id"]],
+                        m["role"],
+                        m["content"],
+                        m["reasoning"],
+                        encode_token_ids(m["token_ids"]),
+                        dump_json_opt(m["stats"], "stats"),
+                        dump_json_opt(m["provenance"], "provenance"),
+                        "interrupted" if m["state"] == "streaming" else m["state"],
+                        iso_to_ts(m["created_at"]),
+                        int(m["active"]),
+                    )
+                    for m in parents_first(data["messages"])
+                ],
+            )
+        return new_conv

@@ -5,7 +5,7 @@ finished must be intact, and the message being streamed must hold all text appen
 ``flush_interval`` (1 s) before the child's last logged append. The bound is exact, not a
 timing tolerance: the store decides to commit at append time, so if the last append did not
 commit, the last commit was decided less than a second before it and covered every delta that
-started before that decision (see tests/_store_child.py for the log).
+started before that decision (see tests/store/_store_child.py for the log).
 """
 
 from __future__ import annotations

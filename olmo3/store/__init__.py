@@ -1,0 +1,80 @@
+"""Crash-safe conversation store: SQLite (stdlib), WAL, FTS5 search, trash, branches, streaming.
+
+Why it looks the way it does:
+
+* Lost chats are the top complaint against other local-LLM apps, so every write is a real SQLite
+  transaction in WAL mode with ``synchronous=FULL``; a SIGKILL or power cut can lose at most the
+  streamed text of the last second (see :meth:`ConversationStore.stream_append`), never a
+  completed message.
+* Messages form a tree (regenerate and edit create siblings). Each sibling group has exactly one
+  *active* member (enforced by a partial unique index), so the visible transcript is "follow the
+  active child from the root", and every branch remembers which of its own children was shown.
+* The schema is versioned with ``PRAGMA user_version`` and an explicit list of migrations
+  (:data:`MIGRATIONS`); migrating an existing file first writes a ``.vN.bak`` copy next to it.
+* A store object belongs to the thread that opened it (sqlite3's ``check_same_thread``); another
+  thread or process may open its own :class:`ConversationStore` on the same file. Streams are
+  tagged with the opening session, whose liveness is an ``flock`` held on a small lock file, so a
+  second store marks only the streams of *dead* sessions as interrupted.
+
+The parts: ``schema`` (migrations), ``records`` (value objects, errors, pure helpers), ``paths`` (the default
+file), ``db`` (:class:`ConversationStore`: opening, migrating, transactions, conversations, trash), ``messages``
+(the message tree), ``streaming`` (streams and their owners), ``search`` (FTS5) and ``interchange`` (export,
+import, duplicate).
+
+This package must stay Qt-free (the CLI uses it too) and never imports ``olmo3.model``, ``olmo3.chat`` or
+``olmo3.hub``.
+"""
+
+from __future__ import annotations
+
+from .db import TRASH_RETENTION_DAYS, ConversationStore
+from .paths import APP_NAME, DB_FILENAME, default_db_path
+from .records import (
+    DEFAULT_TITLE,
+    FINAL_STATES,
+    ROLES,
+    STATES,
+    TITLE_LIMIT,
+    Channel,
+    Conversation,
+    Message,
+    NotFoundError,
+    Role,
+    SearchHit,
+    State,
+    StoreError,
+    make_title,
+)
+from .schema import CURRENT_VERSION, MIGRATIONS, Migration
+from .search import MATCH_END, MATCH_START, build_fts_query, snippet_to_html
+from .streaming import FLUSH_INTERVAL_S
+
+__all__ = [
+    "APP_NAME",
+    "CURRENT_VERSION",
+    "DB_FILENAME",
+    "DEFAULT_TITLE",
+    "FINAL_STATES",
+    "FLUSH_INTERVAL_S",
+    "MATCH_END",
+    "MATCH_START",
+    "MIGRATIONS",
+    "ROLES",
+    "STATES",
+    "TITLE_LIMIT",
+    "TRASH_RETENTION_DAYS",
+    "Channel",
+    "Conversation",
+    "ConversationStore",
+    "Message",
+    "Migration",
+    "NotFoundError",
+    "Role",
+    "SearchHit",
+    "State",
+    "StoreError",
+    "build_fts_query",
+    "default_db_path",
+    "make_title",
+    "snippet_to_html",
+]

@@ -1,0 +1,215 @@
+"""Markdown and HTML views of an exported conversation: the shown branch, for people to read.
+
+HTML is self-contained and safe to open anywhere: every piece of text is escaped, Markdown is rendered with raw
+HTML disabled, images are not loaded, code is highlighted with inline styles, and a Content-Security-Policy forbids
+scripts and remote resources. The GUI prints it to PDF with Qt.
+
+These work on the conversation dict of :mod:`olmo3.store.interchange` (which re-exports them) and import nothing
+from it. Qt-free; markdown-it-py and pygments are imported only by :func:`to_html`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+__all__ = ["active_path", "to_html", "to_markdown"]
+
+_ROLE_LABELS = {"system": "System", "user": "You", "assistant": "Assistant"}
+
+
+def active_path(conv: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The shown branch: from the active root, following active children.
+
+    Each returned message dict is a shallow copy with ``branch`` = (index, count) among its
+    siblings added, for "branch 2 of 3" notes.
+    """
+    children: dict[str | None, list[Mapping[str, Any]]] = {}
+    for m in conv["messages"]:
+        children.setdefault(m["parent_id"], []).append(m)
+    path: list[dict[str, Any]] = []
+    parent: str | None = None
+    seen: set[str] = set()
+    while True:
+        group = children.get(parent, [])
+        current = next((m for m in group if m["active"]), None)
+        if current is None or current["id"] in seen:
+            return path
+        seen.add(current["id"])
+        path.append({**current, "branch": (group.index(current), len(group))})
+        parent = current["id"]
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+
+def _date(ts_iso: str) -> str:
+    return datetime.fromisoformat(ts_iso).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _model_line(conv: Mapping[str, Any]) -> str:
+    model = conv.get("model_id") or "unknown model"
+    revision = conv.get("model_revision")
+    return model + (f" @ {revision[:12]}" if revision else "")
+
+
+def _state_note(msg: Mapping[str, Any]) -> str | None:
+    if msg["state"] == "interrupted":
+        return "This reply was interrupted."
+    if msg["state"] == "error":
+        error = (msg.get("stats") or {}).get("error")
+        return "This reply failed" + (f": {error}" if isinstance(error, str) and error else ".")
+    if msg["state"] == "streaming":
+        return "This reply was still being written."
+    return None
+
+
+def to_markdown(conv: Mapping[str, Any]) -> str:
+    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block."""
+    lines = [f"# {conv['title']}", ""]
+    lines += [f"*{_model_line(conv)} · {_date(conv['created_at'])}*", ""]
+    if conv.get("system_prompt"):
+        lines += ["**System prompt:**", ""]
+        lines += [("> " + line).rstrip() for line in conv["system_prompt"].splitlines()] + [""]
+    for msg in active_path(conv):
+        index, count = msg["branch"]
+        heading = f"## {_ROLE_LABELS[msg['role']]}"
+        if count > 1:
+            heading += f" (branch {index + 1} of {count})"
+        lines += [heading, ""]
+        if msg["reasoning"]:
+            # A literal </details> in the reasoning would close the block early.
+            reasoning = msg["reasoning"].replace("</details>", "&lt;/details>")
+            lines += ["<details>", "<summary>Reasoning</summary>", ""]
+            lines += [reasoning.strip("\n"), "", "</details>", ""]
+        if msg["content"]:
+            lines += [msg["content"].strip("\n"), ""]
+        note = _state_note(msg)
+        if note:
+            lines += [f"*{note}*", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'"
+
+_CSS = """
+body { font-family: -apple-system, "Helvetica Neue", Helvetica, Arial, sans-serif; font-size: 14px;
+       line-height: 1.5; color: #1d1d1f; background: #ffffff; margin: 0; }
+main { max-width: 760px; margin: 0 auto; padding: 24px 20px 48px; }
+h1 { font-size: 22px; margin: 0 0 4px; overflow-wrap: anywhere; }
+.meta { color: #6e6e73; font-size: 12px; margin: 0 0 24px; }
+.message { margin: 0 0 20px; }
+.role { font-weight: 600; font-size: 12px; color: #6e6e73; margin-bottom: 4px; }
+.branch { font-weight: normal; }
+.user .body { background: #e8f4f2; border-radius: 8px; padding: 8px 12px; }
+.system-prompt { border-left: 3px solid #d2d2d7; padding: 4px 12px; color: #424245; margin: 0 0 20px; }
+.plain { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }
+.reasoning { border-left: 3px solid #d2d2d7; padding: 0 12px; color: #6e6e73; margin: 0 0 8px; }
+.reasoning summary { cursor: pointer; font-size: 12px; }
+.notice { color: #b3261e; font-size: 12px; font-style: italic; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; word-wrap: break-word; border-radius: 8px;
+      padding: 10px 12px; font-size: 12.5px; background: #f6f8fa; }
+code { font-family: "SF Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace; }
+:not(pre) > code { background: #f2f2f4; border-radius: 4px; padding: 0 3px; overflow-wrap: anywhere; }
+table { border-collapse: collapse; }
+th, td { border: 1px solid #d2d2d7; padding: 4px 8px; }
+blockquote { border-left: 3px solid #d2d2d7; margin: 0; padding-left: 12px; color: #424245; }
+p, li { overflow-wrap: anywhere; }
+"""
+
+_PYGMENTS_STYLE = "default"
+
+
+def _highlight(code: str, lang: str, _attrs: str) -> str:
+    """Highlight a fenced block with inline styles (they survive Qt's HTML subset and printing)."""
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import get_lexer_by_name
+    from pygments.lexers.special import TextLexer
+    from pygments.util import ClassNotFound
+
+    try:
+        lexer = get_lexer_by_name(lang) if lang else TextLexer()
+    except ClassNotFound:
+        lexer = TextLexer()
+    formatter = HtmlFormatter(nowrap=True, noclasses=True, style=_PYGMENTS_STYLE)
+    body = highlight(code, lexer, formatter)  # pygments escapes <, >, & and quotes
+    if body.endswith("\n"):  # the fence's final newline would show as an empty last line
+        body = body[:-1]
+    label = f' data-lang="{html.escape(lang)}"' if lang else ""
+    return f'<pre class="code"{label}><code>{body}</code></pre>'
+
+
+def _markdown_renderer() -> Any:
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
+    md.enable(["table", "strikethrough"])
+
+    def image(_renderer: Any, tokens: Any, idx: int, _options: Any, _env: Any) -> str:
+        # Never load anything: show an image as its alt text (the URL in a tooltip).
+        token = tokens[idx]
+        alt = "".join(t.content for t in token.children or [])
+        src = token.attrGet("src") or ""
+        return f'<span class="image" title="{html.escape(str(src))}">[image: {html.escape(alt)}]</span>'
+
+    md.add_render_rule("image", image)
+    return md
+
+
+def _plain(text: str) -> str:
+    return f'<p class="plain">{html.escape(text)}</p>'
+
+
+def to_html(conv: Mapping[str, Any]) -> str:
+    """A self-contained HTML page of the shown branch (no scripts, no external resources)."""
+    md = _markdown_renderer()
+    title = html.escape(conv["title"])
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="generator" content="Olmo Desktop">',
+        f"<title>{title}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        "<main>",
+        f"<h1>{title}</h1>",
+        f'<p class="meta">{html.escape(_model_line(conv))} · {html.escape(_date(conv["created_at"]))}</p>',
+    ]
+    if conv.get("system_prompt"):
+        out.append(
+            f'<div class="system-prompt"><div class="role">System prompt</div>{_plain(conv["system_prompt"])}</div>'
+        )
+    for msg in active_path(conv):
+        index, count = msg["branch"]
+        branch = f' <span class="branch">· branch {index + 1} of {count}</span>' if count > 1 else ""
+        out.append(f'<section class="message {msg["role"]}">')
+        out.append(f'<div class="role">{_ROLE_LABELS[msg["role"]]}{branch}</div>')
+        out.append('<div class="body">')
+        if msg["reasoning"]:
+            out.append('<details class="reasoning"><summary>Reasoning</summary>')
+            out.append(md.render(msg["reasoning"]))
+            out.append("</details>")
+        if msg["content"]:
+            # Model replies are Markdown; what people type is shown exactly as typed.
+            out.append(md.render(msg["content"]) if msg["role"] == "assistant" else _plain(msg["content"]))
+        note = _state_note(msg)
+        if note:
+            out.append(f'<p class="notice">{html.escape(note)}</p>')
+        out.append("</div>")
+        out.append("</section>")
+    out += ["</main>", "</body>", "</html>", ""]
+    return "\n".join(out)

@@ -1,0 +1,130 @@
+"""The store's schema: an explicit list of migrations, versioned with ``PRAGMA user_version``.
+
+Never edit a shipped migration; add a new one instead (tests/store/test_store.py keeps a frozen copy of v1 and v2
+and fails if these drift). Applying the migrations, with a ``.vN.bak`` copy first, is the store's job
+(:meth:`olmo3.store.ConversationStore._migrate`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["CURRENT_VERSION", "MIGRATIONS", "Migration"]
+
+_FTS_TOKENIZE = "tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'"
+
+# Version 1: the first schema.
+_V1: Final[tuple[str, ...]] = (
+    """CREATE TABLE conversations (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL DEFAULT '',
+        model_id TEXT,
+        system_prompt TEXT,
+        sampling TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        deleted_at REAL
+    )""",
+    """CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        parent_id TEXT REFERENCES messages(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content TEXT NOT NULL DEFAULT '',
+        reasoning TEXT NOT NULL DEFAULT '',
+        token_ids TEXT,
+        stats TEXT,
+        state TEXT NOT NULL DEFAULT 'complete'
+            CHECK (state IN ('streaming', 'complete', 'interrupted', 'error')),
+        created_at REAL NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    )""",
+    "CREATE INDEX messages_by_conversation ON messages(conversation_id, seq)",
+    "CREATE INDEX messages_by_parent ON messages(parent_id)",
+    """CREATE UNIQUE INDEX messages_one_active_child
+        ON messages(conversation_id, ifnull(parent_id, '')) WHERE active = 1""",
+    "CREATE INDEX conversations_by_recency ON conversations(deleted_at, pinned, updated_at)",
+)
+
+# Version 2: model revision, folders, renames that stick, provenance per message.
+_V2: Final[tuple[str, ...]] = (
+    "ALTER TABLE conversations ADD COLUMN model_revision TEXT",
+    "ALTER TABLE conversations ADD COLUMN folder TEXT",
+    "ALTER TABLE conversations ADD COLUMN title_is_auto INTEGER NOT NULL DEFAULT 1",
+    # v1 could not tell auto titles from renamed ones: keep every existing title as it is.
+    "UPDATE conversations SET title_is_auto = 0",
+    "ALTER TABLE messages ADD COLUMN provenance TEXT",
+    "CREATE INDEX conversations_by_folder ON conversations(folder)",
+)
+
+# Version 3: full-text search (external-content FTS5 kept in sync by triggers), the engine's
+# opaque state per conversation, and the session that owns a streaming message.
+_V3: Final[tuple[str, ...]] = (
+    "ALTER TABLE conversations ADD COLUMN engine_state TEXT",
+    "ALTER TABLE messages ADD COLUMN stream_owner TEXT",
+    f"""CREATE VIRTUAL TABLE conversations_fts USING fts5(
+        title, content = 'conversations', content_rowid = 'seq', {_FTS_TOKENIZE})""",
+    f"""CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, reasoning, content = 'messages', content_rowid = 'seq', {_FTS_TOKENIZE})""",
+    """CREATE TRIGGER conversations_fts_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.seq, new.title);
+    END""",
+    """CREATE TRIGGER conversations_fts_delete AFTER DELETE ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title)
+            VALUES ('delete', old.seq, old.title);
+    END""",
+    """CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title)
+            VALUES ('delete', old.seq, old.title);
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.seq, new.title);
+    END""",
+    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content, reasoning)
+            VALUES (new.seq, new.content, new.reasoning);
+    END""",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.seq, old.content, old.reasoning);
+    END""",
+    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, reasoning ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.seq, old.content, old.reasoning);
+        INSERT INTO messages_fts(rowid, content, reasoning)
+            VALUES (new.seq, new.content, new.reasoning);
+    END""",
+    "INSERT INTO conversations_fts(conversations_fts) VALUES ('rebuild')",
+    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+)
+
+
+def _statements(stmts: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
+    """Wrap DDL/DML statements as a migration step (executescript would commit mid-transaction)."""
+
+    def apply(conn: sqlite3.Connection) -> None:
+        for stmt in stmts:
+            conn.execute(stmt)
+
+    return apply
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: applying it to a database at ``version - 1`` yields ``version``."""
+
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "conversations and message tree", _statements(_V1)),
+    Migration(2, "model revision, folders, sticky renames, provenance", _statements(_V2)),
+    Migration(3, "FTS5 search, engine state, stream owners", _statements(_V3)),
+)
+CURRENT_VERSION: Final = MIGRATIONS[-1].version
