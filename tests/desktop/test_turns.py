@@ -121,7 +121,7 @@ def test_a_turn_cancelled_before_its_first_token_writes_nothing(setup):
 def test_sync_adds_engine_messages_the_store_lacks_and_mirrors_branches(setup):
     engine, events, store, conv = setup
     recorder = TurnRecorder(store, lambda: "tiny")
-    first, t1 = send(engine, events, store, recorder, conv, "one", None)
+    first, _ = send(engine, events, store, recorder, conv, "one", None)
     # Another store (a fresh profile) that has none of the rows: sync writes them all, under the engine's ids.
     other = ConversationStore(store.path.parent / "other.db")
     conv2 = other.create_conversation()
