@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import (
     BranchSwitched,
@@ -40,6 +40,9 @@ from .events import (
     ModelUnloaded,
     TurnFinished,
 )
+
+if TYPE_CHECKING:
+    from .session import ChatSession
 from .transcript import BranchKind, CacheStateKind, OverflowPolicy, TranscriptState
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,7 @@ class Engine:
         self.model: Any = None
         self.tokenizer: Any = None
         self.info: Any = None
-        self.sessions: dict[str, Any] = {}
+        self.sessions: dict[str, ChatSession] = {}
         self._last_used: dict[str, float] = {}
         self._busy_conv: str | None = None
 
@@ -410,7 +413,7 @@ class Engine:
         mx.clear_cache()
         self._emit(ModelUnloaded(job_id=job.id))
 
-    def _new_session(self, system_prompt: str | None, sampling: dict[str, Any] | None):
+    def _new_session(self, system_prompt: str | None, sampling: dict[str, Any] | None) -> ChatSession:
         from .session import ChatSession
 
         opts = dict(self.session_options)
@@ -421,7 +424,7 @@ class Engine:
         if self.model is None:
             raise RuntimeError("no model is loaded: choose a model first")
 
-    def _session(self, job: _Job):
+    def _session(self, job: _Job) -> ChatSession:
         s = self.sessions.get(job.conv_id)
         if s is None:
             raise KeyError(f"conversation {job.conv_id} is not open")

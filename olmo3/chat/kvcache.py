@@ -35,16 +35,16 @@ def _slice_time(x: Any, end: int | None) -> Any:
 def _copy_layer(c: Any) -> Any:
     """A cache object of the same class holding fresh array objects over the same data."""
     if isinstance(c, RotatingKVCache):
-        n = RotatingKVCache(max_size=c.max_size, keep=c.keep)
-        n.keys, n.values = _slice_time(c.keys, None), _slice_time(c.values, None)
-        n.offset, n._idx = c.offset, c._idx
-        return n
+        r = RotatingKVCache(max_size=c.max_size, keep=c.keep)
+        r.keys, r.values = _slice_time(c.keys, None), _slice_time(c.values, None)
+        r.offset, r._idx = c.offset, c._idx
+        return r
     if isinstance(c, QuantizedKVCache):
-        n = QuantizedKVCache(group_size=c.group_size, bits=c.bits)
-        n.keys = _slice_time(c.keys, c.offset) if c.keys is not None else None
-        n.values = _slice_time(c.values, c.offset) if c.values is not None else None
-        n.offset = c.offset
-        return n
+        q = QuantizedKVCache(group_size=c.group_size, bits=c.bits)
+        q.keys = _slice_time(c.keys, c.offset) if c.keys is not None else None
+        q.values = _slice_time(c.values, c.offset) if c.values is not None else None
+        q.offset = c.offset
+        return q
     if isinstance(c, KVCache):
         n = KVCache()
         n.keys = _slice_time(c.keys, c.offset) if c.keys is not None else None
@@ -95,7 +95,7 @@ def trim(cache: Cache, n: int) -> None:
 def compact(cache: Cache) -> None:
     """Drop the unused 256-step padding of full-attention layers (a real copy, so memory is freed)."""
     for c in cache:
-        if isinstance(c, KVCache) and c.keys is not None and c.keys.shape[-2] != c.offset:
+        if isinstance(c, KVCache) and c.keys is not None and c.values is not None and c.keys.shape[-2] != c.offset:
             c.keys = mx.contiguous(c.keys[..., : c.offset, :])
             c.values = mx.contiguous(c.values[..., : c.offset, :])
     mx.eval([c.state for c in cache])

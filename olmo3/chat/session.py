@@ -35,6 +35,8 @@ from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from ..ids import new_id
+from ..model.config import FULL, SLIDING
+from ..model.modelinfo import ModelInfo
 from . import kvcache
 from .events import Event, PrefillProgress, TextDelta, TurnFinished
 from .sampling import Sampling, recommended
@@ -45,6 +47,7 @@ from .transcript import (
     FinishReason,
     NodeState,
     OverflowPolicy,
+    OverflowReason,
     Reconcile,
     Role,
     TranscriptMessage,
@@ -60,7 +63,13 @@ class ContextOverflowError(Exception):
     """The turn does not fit; nothing was fed. Carries the numbers so the UI can offer a policy."""
 
     def __init__(
-        self, used: int, new_tokens: int, max_tokens: int, limit: int, droppable_turns: int, reason: str = "context"
+        self,
+        used: int,
+        new_tokens: int,
+        max_tokens: int,
+        limit: int,
+        droppable_turns: int,
+        reason: OverflowReason = "context",
     ):
         self.used, self.new_tokens, self.max_tokens = used, new_tokens, max_tokens
         self.limit, self.droppable_turns, self.reason = limit, droppable_turns, reason
@@ -188,13 +197,10 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     return i
 
 
-def model_info(model: Any):
+def model_info(model: Any) -> ModelInfo:
     info = getattr(model, "info", None)
     if info is not None:
         return info
-    from ..model.config import FULL, SLIDING
-    from ..model.modelinfo import ModelInfo
-
     a = model.args
     per_layer = 2 * a.num_key_value_heads * a.head_dim * 2
     return ModelInfo(
@@ -415,7 +421,7 @@ class ChatSession:
         return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
 
     # ------------------------------------------------------------------ caches
-    def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, str]:
+    def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, Reconcile]:
         """The cache holding the longest prefix of ``target`` (at most ``len(target) - 1``: one token must
         be fed to get logits). Returns ``(cache, cached_len, how)``."""
         best: tuple[int, str, Any, list[int]] | None = None
@@ -435,7 +441,7 @@ class ChatSession:
         usable, name, cache, toks = best
         if name == "snapshot":
             cache = kvcache.restore(cache)
-        how = "append" if name == "live" else "snapshot"
+        how: Reconcile = "append" if name == "live" else "snapshot"
         if usable < len(toks):
             kvcache.trim(cache, len(toks) - usable)
             how = "trim" if name == "live" else how
@@ -533,12 +539,12 @@ class ChatSession:
         return wanted
 
     # ------------------------------------------------------------------ the turn
-    def _fits(self, n_tokens: int) -> tuple[bool, int, str]:
+    def _fits(self, n_tokens: int) -> tuple[bool, int, OverflowReason]:
         if n_tokens > self.context_limit:
             return False, self.context_limit, "context"
         if self.kv_budget_bytes is not None and self.info.kv_bytes(n_tokens) > self.kv_budget_bytes:
             return False, min(self._tokens_that_fit(self.kv_budget_bytes), self.context_limit), "memory"
-        return True, self.context_limit, ""
+        return True, self.context_limit, "context"
 
     def _tokens_that_fit(self, budget: int) -> int:
         """The longest conversation whose hybrid KV (``ModelInfo.kv_bytes``) fits in ``budget`` bytes."""
@@ -676,8 +682,9 @@ class ChatSession:
         detok.reset()
         splitter = ReasoningSplitter(think)
         generated: list[int] = []
-        finish = "length"
-        t_first = t_last = None
+        finish: FinishReason = "length"
+        t_first: float | None = None
+        t_last = 0.0
         for token, _ in generate_step(
             mx.array(feed[-1:]),
             self.model,
@@ -689,7 +696,7 @@ class ChatSession:
             now = time.perf_counter()
             t_first = t_first or now
             t_last = now
-            generated.append(token)
+            generated.append(int(token))
             if token in eos:
                 finish = "stop"
                 break
@@ -728,7 +735,7 @@ class ChatSession:
             kvcache.compact(self.cache)
         self._take_snapshot()
         ttft = (t_first or time.perf_counter()) - t0
-        tps = (len(generated) - 1) / (t_last - t_first) if len(generated) > 1 and t_last > t_first else 0.0
+        tps = (len(generated) - 1) / (t_last - t_first) if t_first and len(generated) > 1 and t_last > t_first else 0.0
         yield self._finished(
             user, reply, t0, t_prefill, ttft, tps, finish, len(feed), cached_len, how, seed, dropped, len(generated)
         )

@@ -32,7 +32,7 @@ class _Printer:
         self.stream = stream
         self.events: dict[int, list[Event]] = {}
         self.lock = threading.Lock()
-        self._channel = None
+        self._channel: str | None = None
 
     def __call__(self, event: Event) -> None:
         with self.lock:

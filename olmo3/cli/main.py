@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             from .models import run_models
 
             return run_models(args)
-        return args.fn(args)
+        return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
     except Exception as e:

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from ..hub import (
     DEFAULT_CONTEXT_TOKENS,
@@ -97,7 +97,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("path", help="a folder with config.json, *.safetensors and tokenizer.json")
     s.add_argument("--link", action="store_true", help="link the files instead of copying them")
     s.add_argument("--name", help="name in the store (default local/<folder name>)")
-    return p
+    return cast(argparse.ArgumentParser, p)
 
 
 def run_models(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:

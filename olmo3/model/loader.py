@@ -43,7 +43,10 @@ def load_model(path: str | Path, *, lazy: bool = False) -> tuple[Model, dict[str
     weights: dict[str, mx.array] = {}
     for f in files:
         try:
-            weights.update(mx.load(str(f)))
+            loaded = mx.load(str(f))
+            if not isinstance(loaded, dict):
+                raise ValueError("not a safetensors file of named tensors")
+            weights.update(loaded)
         except Exception as e:  # MLX raises RuntimeError/ValueError for truncated or foreign files
             raise ModelLoadError(f"{f}: cannot read weights ({e})") from e
     weights = model.sanitize(weights)
@@ -94,7 +97,7 @@ def load_model(path: str | Path, *, lazy: bool = False) -> tuple[Model, dict[str
     return model, config
 
 
-def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None):
+def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None) -> Any:
     """mlx-lm's ``TokenizerWrapper`` over the folder's fast tokenizer, with Olmo-3's stop tokens."""
     from mlx_lm.tokenizer_utils import load as load_tokenizer_wrapper
 
@@ -119,11 +122,11 @@ def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None):
     return tokenizer
 
 
-def load(path: str | Path, *, lazy: bool = False):
+def load(path: str | Path, *, lazy: bool = False) -> tuple[Model, Any]:
     """``model, tokenizer = olmo3.load(folder)`` for a local Olmo-3 folder."""
     folder = Path(path).expanduser()
     info = inspect_model_dir(folder)  # validates everything cheaply before reading gigabytes
     model, config = load_model(folder, lazy=lazy)
     tokenizer = load_tokenizer(folder, config)
-    model.info = info  # type: ignore[attr-defined]
+    model.info = info
     return model, tokenizer

@@ -62,8 +62,8 @@ class YarnRoPE(nn.Module):
         def correction_dim(rotations: float) -> float:
             return dims * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
-        low = max(math.floor(correction_dim(beta_fast)), 0)
-        high = min(math.ceil(correction_dim(beta_slow)), dims - 1)
+        low: float = max(math.floor(correction_dim(beta_fast)), 0)
+        high: float = min(math.ceil(correction_dim(beta_slow)), dims - 1)
         if low == high:
             high += 0.001  # avoid a zero-width ramp
         ramp = mx.clip((mx.arange(dims // 2, dtype=mx.float32) - low) / (high - low), 0, 1)

@@ -33,7 +33,7 @@ def quantize_folder(src: str | Path, dst: str | Path, *, bits: int = 4, group_si
     if dst.exists() and any(dst.iterdir()):
         raise FileExistsError(f"{dst}: exists and is not empty")
     model, config = load_model(src)
-    model, config = quantize_model(model, config, group_size=group_size, bits=bits)
+    _, config = quantize_model(model, config, group_size=group_size, bits=bits)  # quantizes `model` in place
     config.pop("quantization_config", None)
 
     tmp = dst.with_name(dst.name + ".partial")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map
@@ -172,6 +172,13 @@ def tiny_config(
     return config
 
 
+def _token_id(tok: Any, token: str) -> int:
+    token_id = tok.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"the generated tokenizer has no {token}")
+    return int(token_id)
+
+
 def make_tiny_model(
     dest: str | Path,
     *,
@@ -202,9 +209,7 @@ def make_tiny_model(
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(dest / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
-    im_end = tok.token_to_id("<|im_end|>")
-    pad = tok.token_to_id("<|pad|>")
+    eos, im_end, pad = (_token_id(tok, t) for t in ("<|endoftext|>", "<|im_end|>", "<|pad|>"))
     config = tiny_config(
         max(vocab_size, embedding_rows), config_format=config_format, eos_token_id=eos, pad_token_id=pad, **size
     )
@@ -225,7 +230,7 @@ def make_tiny_model(
     # RMSNorm weights near 1 keep activations sane through the post-norm stack.
     norms = [
         (n, (1.0 + 0.1 * mx.random.normal(p.shape)).astype(dt))
-        for n, p in tree_flatten(model.parameters())
+        for n, p in cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
         if "norm" in n
     ]
     model.load_weights(norms, strict=False)
@@ -233,7 +238,7 @@ def make_tiny_model(
     if quant_bits is not None:
         from mlx_lm.utils import quantize_model
 
-        model, config = quantize_model(model, config, group_size=64, bits=quant_bits)
+        _, config = quantize_model(model, config, group_size=64, bits=quant_bits)  # quantizes `model` in place
         config.pop("quantization_config", None)
     weights = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "mlx"})
