@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
 
 from desktop import theme as th
 from desktop.bridge import ChoreRunner, EngineBridge
-from desktop.chat_view import COLUMN_MAX, COLUMN_PAD, ChatView
+from desktop.chat import COLUMN_MAX, COLUMN_PAD, ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.controller import ChatController, model_display_name
 from desktop.exporting import (
