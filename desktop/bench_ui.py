@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
 from desktop import samples
-from desktop.chat_view import ChatView
+from desktop.chat import ChatView
 
 STALL_TARGET_MS = 50.0
 REPEATS = 3

@@ -2,7 +2,8 @@
 
 The composer's disabled states explain themselves: without a model it says so and offers a button that opens the
 model picker; while a model loads it says which one. While a reply streams, the field stays editable (the next
-message can be drafted) and the round Send button turns into a Stop square.
+message can be drafted) and the round Send button turns into a Stop square. :class:`BottomBar` centres both under
+the conversation column.
 
 Signals (Composer):
     send_requested(str): the text to send (already stripped, never empty).
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop import theme as th
+from desktop.chat import COLUMN_MAX, COLUMN_PAD
 from desktop.elided import ElidedLabel
 from desktop.formatting import format_stats, short_count  # noqa: F401 (re-exported)
 
@@ -376,3 +378,24 @@ class StatusRow(QWidget):
 
     def sizeHint(self) -> QSize:
         return QSize(400, 24)
+
+
+class BottomBar(QWidget):
+    """Composer + status row, centred under the conversation column with the same maximum width."""
+
+    def __init__(self, composer: Composer, status: StatusRow, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("conversationPane")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 12)
+        inner = QWidget(self)
+        inner.setMaximumWidth(COLUMN_MAX + 2 * COLUMN_PAD)
+        column = QVBoxLayout(inner)
+        column.setContentsMargins(COLUMN_PAD - 8, 4, COLUMN_PAD - 8, 0)
+        column.setSpacing(2)
+        column.addWidget(composer)
+        column.addWidget(status)
+        row.addStretch(0)
+        row.addWidget(inner, 1)
+        row.addStretch(0)

@@ -37,7 +37,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop import sync
-from desktop.chat_view import ChatView
+from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
 from desktop.turns import Turn, TurnRecorder

@@ -29,3 +29,8 @@ def format_stats(stats: Any) -> str:
     if isinstance(cached, int) and cached > 0:
         parts.append(f"{cached:,} reused from cache")
     return " · ".join(parts)
+
+
+def ellipsize(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, with "…" where it was cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

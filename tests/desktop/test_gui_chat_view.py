@@ -10,7 +10,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
 from desktop import samples
-from desktop.chat_view import AssistantMessageWidget, ChatView, UserMessageWidget
+from desktop.chat import AssistantMessageWidget, ChatView, UserMessageWidget
 from desktop.composer import Composer, ContextBar
 from desktop.rich_text import CodePanel, MarkdownView
 

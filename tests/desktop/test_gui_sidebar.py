@@ -66,7 +66,7 @@ def test_groups_pins_search_rename_trash_and_restore(qtbot, tmp_path):
     window.open_conversation(ids["Sourdough"])
     assert window.header.title.text() == "Sourdough"
     window.sidebar.list.setFocus()
-    window.act_delete.trigger()
+    window.menus.delete.trigger()
     assert ids["Sourdough"] not in sidebar.visible_ids()
     assert window.controller.current is None and window.toast.isVisible()
     assert sidebar.trash_button.text().endswith("1")

@@ -149,7 +149,7 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
 
     # -- export from the conversation's context menu, then import the JSON back -----------------------------------
     out = tmp_path / "exports"
-    window.ask_save_path = lambda name, fmt: str(out / name)
+    window.transfer.ask_save_path = lambda name, fmt: str(out / name)
     menu = window.sidebar.build_context_menu(conv_id, trashed=False, pinned=False)
     export_menu = next(a.menu() for a in menu.actions() if a.menu() is not None)
     for action in export_menu.actions():
@@ -168,10 +168,10 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     # -- delete (⌘⌫) moves to the Trash; the toast's Undo brings it back ------------------------------------------
     window.controller.open(conv_id)
     window.composer.edit.setFocus()
-    window.act_delete.trigger()  # ⌘⌫ while typing edits the text, never deletes the conversation
+    window.menus.delete.trigger()  # ⌘⌫ while typing edits the text, never deletes the conversation
     assert window.store.trash_count() == 0
     window.sidebar.list.setFocus()
-    window.act_delete.trigger()
+    window.menus.delete.trigger()
     assert conv_id not in window.sidebar.visible_ids() and window.store.trash_count() == 1
     assert window.toast.isVisible() and window.toast.button.text() == "Undo"
     qtbot.mouseClick(window.toast.button, Qt.MouseButton.LeftButton)
@@ -193,7 +193,7 @@ def test_stop_during_prefill_keeps_the_text_and_writes_nothing(qtbot, tmp_path, 
     window.composer.set_text(text)
     qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
     assert window.composer.text() == "" and window.controller.is_busy()
-    window.act_stop.trigger()  # ⌘. before any token: the engine stops between prefill chunks
+    window.menus.stop.trigger()  # ⌘. before any token: the engine stops between prefill chunks
     wait_idle(qtbot, window)
     assert window.controller.last_stats.finish_reason == "cancelled"
     assert window.controller.last_finished.reply is None
