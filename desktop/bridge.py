@@ -36,10 +36,11 @@ class EngineBridge(QObject):
     """Owns the :class:`olmo3.chat.engine.Engine`; re-emits its events as a Qt signal.
 
     Signals:
-        event(object): an ``olmo3.chat.events`` dataclass, delivered on the GUI thread.
+        engine_event(object): an ``olmo3.chat.events`` dataclass, delivered on the GUI thread. (Not ``event``:
+            that name is ``QObject.event()``, Qt's event handler, which a signal must not shadow.)
     """
 
-    event = Signal(object)
+    engine_event = Signal(object)
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class EngineBridge(QObject):
 
     # Runs on the engine thread: touch nothing but the signal.
     def _on_engine_event(self, event: object) -> None:
-        self.event.emit(event)
+        self.engine_event.emit(event)
 
     # Job submission (thread-safe, returns a job id at once) --------------------------------------------------
     def load_model(self, path: str | Path) -> int:
@@ -179,13 +180,13 @@ class DownloadRelay(QObject):
     """Forwards :class:`olmo3.hub.DownloadHandle` events (download thread) to the GUI thread.
 
     Signals:
-        event(object): a ``olmo3.hub.DownloadEvent``.
+        relayed(object): a ``olmo3.hub.DownloadEvent``.
     """
 
-    event = Signal(object)
+    relayed = Signal(object)
 
     def __call__(self, event: object) -> None:  # the hub calls this on its download thread
-        self.event.emit(event)
+        self.relayed.emit(event)
 
 
 class _ChoreWorker(QObject):

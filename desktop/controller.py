@@ -96,7 +96,7 @@ class ChatController(QObject):
         # Replaced in tests (offscreen, no modal dialogs): returns "drop" or "cancel".
         self.ask_overflow: Callable[[Any], str] = lambda event: "cancel"
 
-        bridge.event.connect(self.on_engine_event)
+        bridge.engine_event.connect(self.on_engine_event)
         view.regenerate_requested.connect(self.regenerate)
         view.retry_requested.connect(self.retry)
         view.edit_requested.connect(self.edit)
@@ -444,7 +444,7 @@ class ChatController(QObject):
         return path[-1].id if path else None
 
     def _sampling(self) -> dict[str, Any]:
-        return self._settings().sampling.to_dict()  # type: ignore[no-any-return]
+        return self._settings().sampling.to_dict()
 
     def _flush_store(self) -> None:
         try:

@@ -48,7 +48,7 @@ Block = ProseBlock | CodeBlock
 def _render_image_as_link(self, tokens: list[Token], idx: int, options, env) -> str:
     """Model output must not make the app fetch remote images: show ``![alt](url)`` as a plain link."""
     token = tokens[idx]
-    src = html.escape(token.attrGet("src") or "", quote=True)
+    src = html.escape(str(token.attrGet("src") or ""), quote=True)
     alt = html.escape(self.renderInlineAsText(token.children or [], options, env)) or src
     return f'<a href="{src}">{alt}</a>'
 
@@ -58,14 +58,20 @@ def _render_table_open(self, tokens: list[Token], idx: int, options, env) -> str
     return '<table cellspacing="0" cellpadding="6" width="100%">\n'
 
 
+class _SafeMarkdownIt(MarkdownIt):
+    """markdown-it with our link check (:func:`_safe_link`) instead of its own."""
+
+    def validateLink(self, url: str) -> bool:
+        return _safe_link(url)
+
+
 @lru_cache(maxsize=1)
 def parser() -> MarkdownIt:
     """CommonMark + GFM tables and strikethrough; raw HTML off (model output is text, never markup)."""
-    md = MarkdownIt("commonmark", {"html": False, "breaks": False, "linkify": False})
+    md = _SafeMarkdownIt("commonmark", {"html": False, "breaks": False, "linkify": False})
     md.enable(["table", "strikethrough"])
     md.add_render_rule("image", _render_image_as_link)
     md.add_render_rule("table_open", _render_table_open)
-    md.validateLink = _safe_link
     return md
 
 
@@ -179,7 +185,7 @@ def stable_prefix_end(text: str, start: int = 0, *, soft_limit: int = 1200) -> i
         blank = not line.strip()
         at_col0 = bool(line) and not line[0].isspace()
         match = _FENCE_OPEN.match(line)
-        opens_fence = bool(match) and not (match.group("fence")[0] == "`" and "`" in match.group("info"))
+        opens_fence = match is not None and not (match.group("fence")[0] == "`" and "`" in match.group("info"))
         if (
             at_col0
             and line_start > start

@@ -104,7 +104,7 @@ class ModelManager(QObject):
         self.store = store  # olmo3.hub.ModelStore
         self._chores = chores
         self._relay = DownloadRelay(self)
-        self._relay.event.connect(self._on_download_event)
+        self._relay.relayed.connect(self._on_download_event)
         self._handles: dict[str, Any] = {}
         self.downloads: dict[str, DownloadState] = {}
         self.also_delete: Callable[[Any], int | None] | None = None  # set by the window: drop conversation caches

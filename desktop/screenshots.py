@@ -16,6 +16,7 @@ from typing import Any
 from PySide6.QtWidgets import QApplication, QWidget
 
 from desktop import samples
+from desktop.chat import AssistantMessageWidget
 
 WIDE = (1100, 720)
 NARROW = (800, 720)
@@ -153,7 +154,7 @@ def main_screenshots(out_dir: Path) -> int:
             _pose_loaded(window, "Olmo 3 7B Think · 4-bit")
             window.status_row.set_stats_text(window.controller._last_stats_text())
             window.chat_view.finish_backfill()
-            reasoning = next(w for w in window.chat_view.messages() if w.role == "assistant").reasoning
+            reasoning = next(w for w in window.chat_view.messages() if isinstance(w, AssistantMessageWidget)).reasoning
             reasoning.set_expanded(theme == "dark")
             _settle(app)
             window.chat_view.verticalScrollBar().setValue(0)

@@ -181,10 +181,8 @@ class SettingsDialog(QDialog):
         layout.addStretch(1)
         self._select_matching_preset()
         self.preset.currentTextChanged.connect(self._apply_preset)
-        for widget in (self.temperature, self.top_p, self.min_p, self.repetition):
-            widget.valueChanged.connect(self._select_matching_preset)
-        for widget in (self.top_k, self.max_tokens):
-            widget.valueChanged.connect(self._select_matching_preset)
+        for spin in (self.temperature, self.top_p, self.min_p, self.repetition, self.top_k, self.max_tokens):
+            spin.valueChanged.connect(self._select_matching_preset)
         return page
 
     def _memory_page(self) -> QWidget:

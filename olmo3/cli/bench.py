@@ -10,6 +10,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import mlx.core as mx
 from ..chat.events import TurnFinished
 
 # A model small enough for a laptop CPU yet large enough that compute, not Python, dominates.
-BENCH_SIZE = dict(
+BENCH_SIZE: dict[str, Any] = dict(
     hidden_size=384,
     num_hidden_layers=8,
     num_attention_heads=6,
@@ -35,11 +36,11 @@ def _default_model(tmp: Path) -> Path:
     return make_tiny_model(tmp / "bench-model", weight_std=0.05, **BENCH_SIZE)
 
 
-def _ban(ids: list[int]):
+def _ban(ids: list[int]) -> Callable[[Any, Any], Any]:
     """Logits processor that forbids the stop tokens, so every run decodes the same number of tokens."""
     banned = mx.array(ids)
 
-    def proc(tokens, logits):
+    def proc(tokens: Any, logits: Any) -> Any:
         return mx.put_along_axis(logits, banned[None], mx.array(-1e9, logits.dtype), axis=-1)
 
     return proc
@@ -67,7 +68,7 @@ def _tps(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
 
-def _decode_ours(model, tok, prompt: str, tokens: int) -> float:
+def _decode_ours(model: Any, tok: Any, prompt: str, tokens: int) -> float:
     from ..chat.session import ChatSession
 
     s = ChatSession(model, tok, temperature=0.0, max_tokens=tokens)
@@ -76,7 +77,7 @@ def _decode_ours(model, tok, prompt: str, tokens: int) -> float:
     return fin[0].stats.tokens_per_s
 
 
-def _decode_mlx_lm(model, tok, prompt_ids: list[int], tokens: int) -> float:
+def _decode_mlx_lm(model: Any, tok: Any, prompt_ids: list[int], tokens: int) -> float:
     from mlx_lm.generate import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
@@ -103,7 +104,7 @@ def bench_decode(model_path: str | None = None, *, tokens: int = 128, rounds: in
         tmp = Path(d)
         folder = Path(model_path) if model_path else _default_model(tmp)
         ours, tok = load(folder)
-        theirs, their_tok = mlx_lm.load(str(_mlx_lm_folder(folder, tmp)))
+        theirs, their_tok = mlx_lm.load(str(_mlx_lm_folder(folder, tmp)))[:2]
         prompt = "Tell me a long story about a fox who learns to cache keys and values."
         prompt_ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
         a, b = [], []
@@ -133,7 +134,7 @@ def bench_decode(model_path: str | None = None, *, tokens: int = 128, rounds: in
     }
 
 
-def _grow(session, window: int, times: float, filler: str, processors: list) -> None:
+def _grow(session: Any, window: int, times: float, filler: str, processors: list[Any]) -> None:
     """Send long user turns (about a quarter window each) until the history reaches ``times * window``."""
     per = max(1, len(session.tokenizer.encode(filler, add_special_tokens=False)))
     text = filler * max(1, window // (4 * per))
@@ -142,7 +143,7 @@ def _grow(session, window: int, times: float, filler: str, processors: list) -> 
             pass
 
 
-def _ttft(events) -> TurnFinished:
+def _ttft(events: Iterable[object]) -> TurnFinished:
     fin = [e for e in events if isinstance(e, TurnFinished)]
     return fin[0]
 
@@ -160,7 +161,7 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
         model, tok = load(folder)
         info = model.info
         W = info.sliding_window
-        opts = dict(temperature=0.0, max_tokens=16)
+        opts: dict[str, Any] = dict(temperature=0.0, max_tokens=16)
         ban = [_ban(list(tok.eos_token_ids))]
         filler = "Please explain, in detail, how a sliding window cache keeps memory bounded. "
         question = "What is the next step?"
@@ -205,6 +206,7 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
         path = tmp / "conv.safetensors"
         restored, reprefill = [], []
         for _ in range(rounds):
+            assert s.cache is not None
             save_prompt_cache(str(path), s.cache, {"n": str(len(s.tokens))})
             state = s.to_state()
             t0 = time.perf_counter()
