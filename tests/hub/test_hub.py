@@ -26,13 +26,14 @@ from olmo3.hub import (
     DownloadRetrying,
     DownloadStarted,
     FileCompleted,
-    InvalidRepoId,
+    InvalidRepoIdError,
     ModelImportError,
     ModelNotFoundError,
     ModelStore,
     RetryPolicy,
     validate_repo_id,
 )
+from olmo3.model.modelinfo import kv_cache_bytes
 
 REPO = "mlx-community/Olmo-3-Tiny-Instruct"
 SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
@@ -439,15 +440,16 @@ def test_folder_that_does_not_load_is_never_installed(tmp_path, hub, models):
     assert not (listed.path / H.MARKER_NAME).exists()
 
 
-def test_deep_load_check_catches_wrong_shapes(tmp_path, hub, models):
+def test_tensor_check_catches_wrong_shapes(tmp_path, hub, models):
     files = {p.name: p.read_bytes() for p in models["plain"].iterdir()}
     cfg = json.loads(files["config.json"])
     cfg["intermediate_size"] = 96  # config no longer matches the weights' shapes; headers still parse
     files["config.json"] = json.dumps(cfg).encode()
     hub.add_repo(REPO, files)
-    final = make_store(tmp_path, hub, verify_load=True).start_download(REPO).wait(60)
+    final = make_store(tmp_path, hub).start_download(REPO).wait(60)
     assert isinstance(final, DownloadFailed) and final.code == "verify_failed"
-    assert "shape" in final.message
+    wrong = "tensor 'model.layers.0.mlp.down_proj.weight' has shape [64, 128], config.json implies [64, 96]"
+    assert f"model.safetensors: {wrong}" in final.message
 
 
 # -- listing, HF cache, offline, delete, import ------------------------------------------------------------------
@@ -591,7 +593,7 @@ def test_import_copy_and_link(tmp_path, models):
 )
 def test_bad_repo_ids_are_refused_before_any_path_or_request(tmp_path, hub, bad):
     store = make_store(tmp_path, hub)
-    with pytest.raises(InvalidRepoId):
+    with pytest.raises(InvalidRepoIdError):
         validate_repo_id(bad)
     with pytest.raises(ValueError):
         store.start_download(bad)
@@ -609,7 +611,7 @@ def test_good_repo_ids_and_urls():
     assert H.repo_id_from_text("https://huggingface.co/mlx-community/Olmo-3-7B-Think-bfloat16/tree/main") == (
         "mlx-community/Olmo-3-7B-Think-bfloat16"
     )
-    with pytest.raises(InvalidRepoId, match="only use letters"):
+    with pytest.raises(InvalidRepoIdError, match="only use letters"):
         validate_repo_id("a/b c")
 
 
@@ -634,7 +636,7 @@ def test_catalog_sizes_and_memory_verdicts(tmp_path):
 
     # Hybrid KV: 7B at 32K tokens = 8 full layers x 32K + 24 sliding layers x 4K, 128 KiB per token-layer pair.
     assert (
-        H.kv_cache_bytes(32768, H.OLMO3_7B.kv_bytes_per_token_full, H.OLMO3_7B.kv_bytes_per_token_sliding, 4096)
+        kv_cache_bytes(32768, H.OLMO3_7B.kv_bytes_per_token_full, H.OLMO3_7B.kv_bytes_per_token_sliding, 4096)
         == 4 * 2**30 + 3 * 2**29
     )
     small = by_id["mlx-community/Olmo-3-7B-Instruct-4bit"]
