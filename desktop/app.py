@@ -55,7 +55,7 @@ from desktop.exporting import (
 )
 from desktop.model_picker import ModelPickerDialog
 from desktop.models import ModelManager
-from desktop.paths import APP_NAME, HOME_ENV, AppPaths
+from desktop.paths import HOME_ENV, AppPaths
 from desktop.settings import (
     THINK_PRESET,
     Settings,
@@ -66,6 +66,7 @@ from desktop.settings import (
 from desktop.settings_dialog import UNCHANGED, SettingsDialog
 from desktop.sidebar import ConversationRow, SearchRow, Sidebar
 from desktop.widgets import ChatHeader, Toast, WelcomePanel
+from olmo3.appinfo import APP_NAME
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class MainWindow(QMainWindow):
         self.store = ConversationStore(self.paths.database)
         self.chores = ChoreRunner(self)
         self.bridge = EngineBridge(
-            cache_dir=self.paths.cache_dir / "kv",
+            cache_dir=self.paths.kv_cache_dir,
             memory_budget_bytes=self.settings.memory_budget_bytes,
             session_options=engine_options,
             parent=self,
@@ -156,7 +157,7 @@ class MainWindow(QMainWindow):
             model_store = ModelStore(self._models_dir(), include_hf_cache=not os.environ.get(HOME_ENV))
         self.models = ModelManager(model_store, self.chores, self)
         # Deleting a model also deletes the conversation caches made with it (matched by weight fingerprint).
-        self.models.also_delete = model_store.conversation_cache_deleter(self.paths.cache_dir / "kv")
+        self.models.also_delete = model_store.conversation_cache_deleter(self.paths.kv_cache_dir)
         # Conversations purged from the Trash (after 30 days) leave their spilled caches behind: remove those.
         known = {c.id for c in self.store.list_conversations()} | {c.id for c in self.store.list_trash()}
         self.bridge.remove_orphan_caches(known)
