@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             from .models import run_models
 
             return run_models(args)
-        return args.fn(args)
+        code: int = args.fn(args)
+        return code
     except KeyboardInterrupt:
         return 130
     except Exception as e:

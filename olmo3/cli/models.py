@@ -58,7 +58,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="never use the network (also: HF_HUB_OFFLINE=1)",
     )
 
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "models",
         parents=[common],
         help="list, download, import and delete models",
