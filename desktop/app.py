@@ -38,13 +38,14 @@ from desktop.menus import build_menus
 from desktop.model_actions import ModelActions, name_for_path
 from desktop.model_picker import ModelPickerDialog
 from desktop.models import ModelManager
-from desktop.paths import APP_NAME, HOME_ENV, AppPaths
+from desktop.paths import HOME_ENV, AppPaths
 from desktop.settings import Settings, load_settings, save_settings
 from desktop.settings_dialog import UNCHANGED, SettingsDialog
 from desktop.sidebar import Sidebar
 from desktop.transfer import Transfer
 from desktop.widgets import ChatHeader, Toast, WelcomePanel
 from desktop.window_state import WindowState
+from olmo3.appinfo import APP_NAME
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class MainWindow(QMainWindow):
         self.store = ConversationStore(self.paths.database)
         self.chores = ChoreRunner(self)
         self.bridge = EngineBridge(
-            cache_dir=self.paths.cache_dir / "kv",
+            cache_dir=self.paths.kv_cache_dir,
             memory_budget_bytes=self.settings.memory_budget_bytes,
             session_options=engine_options,
             parent=self,
@@ -114,7 +115,7 @@ class MainWindow(QMainWindow):
             model_store = ModelStore(self._models_dir(), include_hf_cache=not os.environ.get(HOME_ENV))
         self.models = ModelManager(model_store, self.chores, self)
         # Deleting a model also deletes the conversation caches made with it (matched by weight fingerprint).
-        self.models.also_delete = model_store.conversation_cache_deleter(self.paths.cache_dir / "kv")
+        self.models.also_delete = model_store.conversation_cache_deleter(self.paths.kv_cache_dir)
         # Conversations purged from the Trash (after 30 days) leave their spilled caches behind: remove those.
         known = {c.id for c in self.store.list_conversations()} | {c.id for c in self.store.list_trash()}
         self.bridge.remove_orphan_caches(known)

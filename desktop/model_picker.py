@@ -48,7 +48,7 @@ DESCRIPTIONS = {
 
 def fit_text(fit: Any) -> str:
     """ "Fits · 4.6 GB of 24 GB" for a ``olmo3.hub.MemoryFit``."""
-    from olmo3.hub import format_bytes
+    from olmo3.units import format_bytes
 
     word = {"fits": "Fits", "tight": "Tight", "wont_fit": "Won't fit"}.get(fit.verdict, "?")
     return f"{word} · {format_bytes(fit.needed_bytes)} of {format_bytes(fit.budget_bytes)}"
@@ -334,7 +334,7 @@ class ModelPickerDialog(QDialog):
             self.body_layout.addWidget(hint_label)
 
     def _local_card(self, model: Any, budget: Any) -> ModelCard:
-        from olmo3.hub import format_bytes
+        from olmo3.units import format_bytes
 
         card = ModelCard(model.name, self.body)
         self._cards[model.name] = card
@@ -385,7 +385,7 @@ class ModelPickerDialog(QDialog):
         return card
 
     def _catalog_card(self, item: Any) -> ModelCard:
-        from olmo3.hub import format_bytes
+        from olmo3.units import format_bytes
 
         entry = item.entry
         card = ModelCard(entry.repo_id, self.body)
@@ -421,7 +421,7 @@ class ModelPickerDialog(QDialog):
         self.refresh()
 
     def _delete(self, model: Any) -> None:
-        from olmo3.hub import format_bytes
+        from olmo3.units import format_bytes
 
         what = "the downloaded part of " if not model.installed else ""
         if model.source == "link":
@@ -444,7 +444,7 @@ class ModelPickerDialog(QDialog):
             self.manager.cancel(repo_id, discard=True)
 
     def _on_deleted(self, name: str, freed: int) -> None:
-        from olmo3.hub import format_bytes
+        from olmo3.units import format_bytes
 
         self.show_info(f"Deleted {pretty_name(name)} and freed {format_bytes(freed)}.")
 
@@ -467,7 +467,7 @@ class ModelPickerDialog(QDialog):
         self.manager.plan(text)
 
     def _on_planned(self, repo_id: str, result: object) -> None:
-        from olmo3.hub import format_bytes
+        from olmo3.units import format_bytes
 
         self.check_button.setEnabled(True)
         self.check_button.setText("Check")

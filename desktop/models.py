@@ -52,7 +52,7 @@ class DownloadState:
 
 def describe_download(state: DownloadState) -> str:
     """ "1.20 GB of 4.11 GB · 24.0 MB/s · 2m01s left" (or the status in words)."""
-    from olmo3.hub import format_bytes, format_duration
+    from olmo3.units import format_bytes, format_duration
 
     if state.status == "verifying":
         return "Verifying files…"
@@ -125,17 +125,17 @@ class ModelManager(QObject):
             return []
 
     def budget(self) -> Any:
-        from olmo3.hub import memory_budget
+        from olmo3.memory import memory_budget  # no MLX: the engine hands Metal's working set in
 
         return memory_budget()
 
     # downloads ------------------------------------------------------------------------------------------------
     def start_download(self, repo_id: str) -> bool:
-        from olmo3.hub import InvalidRepoId
+        from olmo3.hub import InvalidRepoIdError
 
         try:
             handle = self.store.start_download(repo_id, on_event=self._relay)
-        except InvalidRepoId as exc:
+        except InvalidRepoIdError as exc:
             self.error.emit("Not a valid model name", str(exc))
             return False
         self._handles[handle.repo_id] = handle
@@ -246,11 +246,11 @@ class ModelManager(QObject):
 
     def plan(self, repo_id: str) -> None:
         """Ask the Hub about ``repo_id`` (files, size, Olmo-3 or not) before downloading it."""
-        from olmo3.hub import InvalidRepoId, repo_id_from_text, validate_repo_id
+        from olmo3.hub import InvalidRepoIdError, repo_id_from_text, validate_repo_id
 
         try:
             repo_id = validate_repo_id(repo_id_from_text(repo_id))
-        except InvalidRepoId as exc:
+        except InvalidRepoIdError as exc:
             self.planned.emit(repo_id, exc)
             return
         store = self.store

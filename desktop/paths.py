@@ -11,9 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
+from olmo3 import appinfo
 
-APP_NAME = "Olmo Desktop"
 HOME_ENV = "OLMO_DESKTOP_HOME"
 
 
@@ -23,7 +22,7 @@ class AppPaths:
 
     config_dir: Path  # settings.json, window.ini
     data_dir: Path  # conversations.sqlite3
-    cache_dir: Path  # spilled KV caches
+    cache_dir: Path  # spilled KV caches (in kv/)
     log_dir: Path  # rotating logs
     models_dir: Path  # default folder for downloaded models (the settings may point elsewhere)
 
@@ -37,7 +36,11 @@ class AppPaths:
 
     @property
     def database(self) -> Path:
-        return self.data_dir / "conversations.sqlite3"
+        return self.data_dir / appinfo.DB_FILENAME
+
+    @property
+    def kv_cache_dir(self) -> Path:
+        return self.cache_dir / appinfo.KV_CACHE_SUBDIR
 
     @property
     def log_file(self) -> Path:
@@ -52,22 +55,21 @@ class AppPaths:
             data_dir=root / "data",
             cache_dir=root / "cache",
             log_dir=root / "logs",
-            models_dir=root / "models",
+            models_dir=root / appinfo.MODELS_SUBDIR,
         )
 
     @classmethod
     def default(cls) -> AppPaths:
-        """``$OLMO_DESKTOP_HOME`` when set, else the platform's per-user folders."""
+        """``$OLMO_DESKTOP_HOME`` when set, else the platform's per-user folders (``olmo3.appinfo``)."""
         home = os.environ.get(HOME_ENV)
         if home:
             return cls.under(home)
-        data = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
         return cls(
-            config_dir=Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
-            data_dir=data,
-            cache_dir=Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
-            log_dir=Path(platformdirs.user_log_dir(APP_NAME, appauthor=False)),
-            models_dir=data / "models",
+            config_dir=appinfo.config_dir(),
+            data_dir=appinfo.data_dir(),
+            cache_dir=appinfo.cache_dir(),
+            log_dir=appinfo.log_dir(),
+            models_dir=appinfo.models_dir(),
         )
 
     def ensure(self) -> AppPaths:

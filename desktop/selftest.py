@@ -48,7 +48,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-APP_NAME = "Olmo Desktop"
+from olmo3.appinfo import APP_NAME
+
 ALLOW_CPU_ENV = "OLMO_SELFTEST_ALLOW_CPU"
 HOME_ENV = "OLMO_DESKTOP_HOME"  # desktop.paths.HOME_ENV; repeated so this module imports nothing from the GUI early
 CONV_ID = "selftest"
@@ -136,9 +137,9 @@ class SelfTest:
         )
 
     def data_dir_writable(self) -> None:
-        import platformdirs
+        from olmo3.appinfo import data_dir
 
-        folder = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+        folder = data_dir()
         self.info["user_data_dir"] = str(folder)
         created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
         try:

@@ -167,7 +167,7 @@ class ChatHeader(QWidget):
         if not state:
             self.cache_chip.hide()
             return
-        from olmo3.hub import format_bytes
+        from olmo3.units import format_bytes
 
         if state == "cold":
             self.cache_chip.hide()  # nothing cached: nothing worth a chip

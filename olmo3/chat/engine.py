@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..appinfo import kv_cache_dir
+from ..memory import conversation_memory_limit, default_memory_budget, set_working_set
 from .events import (
     BranchSwitched,
     CacheState,
@@ -52,34 +54,7 @@ _CONV_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def default_cache_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("Olmo Desktop")) / "kv"
-
-
-def physical_memory_bytes() -> int:
-    try:
-        import mlx.core as mx
-
-        info = mx.device_info() if hasattr(mx, "device_info") else {}
-        if info.get("memory_size"):
-            return int(info["memory_size"])
-    except Exception:  # pragma: no cover - device info is best effort
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def default_memory_budget(weight_bytes: int) -> int:
-    """Bytes of KV cache to keep in memory: half of what the machine has left after the weights."""
-    return max(256 << 20, int((physical_memory_bytes() - weight_bytes) * 0.5))
-
-
-def conversation_memory_limit(weight_bytes: int) -> int:
-    """The most KV one conversation may grow to: three quarters of the memory left after the weights.
-
-    The pool budget decides what stays warm (the rest is spilled to disk); this decides what can run at all.
-    """
-    return max(256 << 20, int((physical_memory_bytes() - weight_bytes) * 0.75))
+    return kv_cache_dir()
 
 
 def _release_thread_mlx_state() -> None:
@@ -392,6 +367,9 @@ class Engine:
         t0 = time.perf_counter()
         self._spill_all()
         model, tokenizer = load(path)
+        import mlx.core as mx  # on the engine thread: Metal's working set becomes everyone's budget (olmo3.memory)
+
+        set_working_set(int(mx.device_info().get("max_recommended_working_set_size", 0)))
         states = {cid: s.to_state() for cid, s in self.sessions.items()}
         options = {cid: (s.sampling, s.system_prompt) for cid, s in self.sessions.items()}
         self.model, self.tokenizer, self.info = model, tokenizer, model.info

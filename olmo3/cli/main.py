@@ -8,13 +8,7 @@ import logging
 import sys
 from typing import Any
 
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
+from ..units import format_bytes
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -40,13 +34,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("heads", f"{info.num_heads} query, {info.num_kv_heads} key/value, head_dim {info.head_dim}"),
         ("hidden / vocab", f"{info.hidden_size} / {info.vocab_size}"),
         ("parameters", f"{info.param_count:,}"),
-        ("weights", f"{_human_bytes(info.weight_bytes)} ({info.weight_bytes:,} bytes), quantization {quant}"),
-        ("KV per token, full layers", f"{_human_bytes(info.kv_bytes_per_token_full)} (grows with the conversation)"),
+        ("weights", f"{format_bytes(info.weight_bytes)} ({info.weight_bytes:,} bytes), quantization {quant}"),
+        ("KV per token, full layers", f"{format_bytes(info.kv_bytes_per_token_full)} (grows with the conversation)"),
         (
             "KV per token, sliding layers",
-            f"{_human_bytes(info.kv_bytes_per_token_sliding)} (up to {info.sliding_window} tokens)",
+            f"{format_bytes(info.kv_bytes_per_token_sliding)} (up to {info.sliding_window} tokens)",
         ),
-        ("KV at 4K / 32K tokens", f"{_human_bytes(info.kv_bytes(4096))} / {_human_bytes(info.kv_bytes(32768))}"),
+        ("KV at 4K / 32K tokens", f"{format_bytes(info.kv_bytes(4096))} / {format_bytes(info.kv_bytes(32768))}"),
         ("stop tokens", ", ".join(map(str, info.eos_token_ids))),
     ]
     width = max(len(k) for k, _ in rows)

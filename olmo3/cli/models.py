@@ -15,8 +15,9 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
+from ..appinfo import kv_cache_dir
 from ..hub import (
     DEFAULT_CONTEXT_TOKENS,
     DownloadCancelled,
@@ -27,18 +28,16 @@ from ..hub import (
     DownloadRetrying,
     DownloadStarted,
     DownloadVerifying,
-    InvalidRepoId,
+    InvalidRepoIdError,
     LocalModel,
-    MemoryBudget,
     ModelBusyError,
     ModelImportError,
     ModelNotFoundError,
     ModelStore,
-    format_bytes,
-    format_duration,
-    memory_budget,
     repo_id_from_text,
 )
+from ..memory import MemoryBudget, memory_budget
+from ..units import format_bytes, format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -59,7 +58,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="never use the network (also: HF_HUB_OFFLINE=1)",
     )
 
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "models",
         parents=[common],
         help="list, download, import and delete models",
@@ -86,7 +85,6 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("repo", help="owner/name, e.g. mlx-community/Olmo-3-7B-Instruct-4bit, or its URL")
     s.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
     s.add_argument("--token", help="Hugging Face access token for gated repos (default: your saved login)")
-    s.add_argument("--verify-load", action="store_true", help="also load the whole model before installing it")
 
     s = actions.add_parser("delete", parents=[common], help="delete a model and its conversation caches")
     s.add_argument("name", help="the model's name as shown by `olmo3 models list`")
@@ -97,7 +95,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("path", help="a folder with config.json, *.safetensors and tokenizer.json")
     s.add_argument("--link", action="store_true", help="link the files instead of copying them")
     s.add_argument("--name", help="name in the store (default local/<folder name>)")
-    return cast(argparse.ArgumentParser, p)
+    return p
 
 
 def run_models(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -112,7 +110,6 @@ def run_models(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
         offline=True if getattr(args, "offline", False) else None,
         include_hf_cache=not getattr(args, "no_hf_cache", False),
         token=getattr(args, "token", None),
-        verify_load=getattr(args, "verify_load", False),
     )
     action = args.models_command
     try:
@@ -126,7 +123,7 @@ def run_models(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
             return _delete(store, args, out, err)
         if action == "import":
             return _import(store, args, out, err)
-    except InvalidRepoId as e:
+    except InvalidRepoIdError as e:
         print(f"olmo3 models: {e}", file=err)
         return EXIT_USAGE
     except (ModelNotFoundError, ModelBusyError, ModelImportError) as e:
@@ -358,12 +355,7 @@ def _delete(store: ModelStore, args: argparse.Namespace, out: TextIO, err: TextI
         if answer.strip().lower() not in ("y", "yes"):
             print("Nothing deleted.", file=err)
             return EXIT_FAILED
-    if args.cache_dir:
-        cache_dir = Path(args.cache_dir)
-    else:
-        from ..chat.engine import default_cache_dir
-
-        cache_dir = default_cache_dir()
+    cache_dir = Path(args.cache_dir) if args.cache_dir else kv_cache_dir()
     freed = store.delete_model(model.name, source=model.source, also_delete=store.conversation_cache_deleter(cache_dir))
     print(f"Deleted {model.name}: {format_bytes(freed)} freed.", file=out)
     return EXIT_OK

@@ -35,6 +35,7 @@ from mlx_lm.models.base import create_attention_mask, scaled_dot_product_attenti
 from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from .config import FULL, SLIDING, ModelArgs
+from .tensors import dropped_on_load
 
 __all__ = ["FULL", "SLIDING", "Model", "ModelArgs"]
 
@@ -236,10 +237,7 @@ class Model(nn.Module):
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         """Drop checkpoint entries the MLX model does not have (rotary tables, a tied head)."""
-        weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
-        if self.args.tie_word_embeddings:
-            weights.pop("lm_head.weight", None)
-        return weights
+        return {k: v for k, v in weights.items() if not dropped_on_load(k, self.args)}
 
     def make_cache(self) -> list[Any]:
         """One cache per layer, mixing two kinds to match the hybrid attention.

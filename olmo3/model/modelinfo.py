@@ -9,18 +9,27 @@ what is wrong and where.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fileio import read_json
 from .config import FULL, SLIDING, ModelArgs
+from .tensors import read_safetensors_header
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json",)
 IM_END = "<|im_end|>"
+TOKENIZER_JSON_MAX_BYTES = 256 * 1024**2  # Olmo-3's is 7 MB; other vocabularies reach tens of MB
+
+
+def kv_cache_bytes(tokens: int, per_token_full: int, per_token_sliding: int, sliding_window: int) -> int:
+    """Bytes of Olmo-3's hybrid KV cache after ``tokens`` tokens: full-attention layers keep every token,
+    sliding-window layers at most ``sliding_window`` (``per_token_*``: all layers of that kind together)."""
+    return per_token_full * tokens + per_token_sliding * min(tokens, sliding_window)
 
 
 class ModelLoadError(Exception):
@@ -63,21 +72,21 @@ class ModelInfo:
 
     def kv_bytes(self, tokens: int) -> int:
         """Bytes of KV cache a conversation of ``tokens`` needs: full layers grow, sliding ones cap."""
-        return self.kv_bytes_per_token_full * tokens + self.kv_bytes_per_token_sliding * min(
-            tokens, self.sliding_window
+        return kv_cache_bytes(
+            tokens, self.kv_bytes_per_token_full, self.kv_bytes_per_token_sliding, self.sliding_window
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path, what: str, **limits: int) -> Any:
     if not path.is_file():
         raise ModelLoadError(f"{path}: {what} is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+        return read_json(path, **limits)
+    except (OSError, ValueError) as e:  # read_json's messages start with the path
+        raise ModelLoadError(str(e)) from e
 
 
 def read_config(path: str | Path) -> tuple[dict[str, Any], ModelArgs]:
@@ -118,17 +127,6 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if n <= 0 or n > 100_000_000:
-                raise ValueError("bad header length")
-            return json.loads(f.read(n))
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{path}: not a readable safetensors file ({e})") from e
-
-
 def _quantization(config: dict[str, Any]) -> dict[str, Any] | None:
     q = config.get("quantization") or config.get("quantization_config")
     if not q:
@@ -152,8 +150,8 @@ def chat_template_text(folder: Path) -> str | None:
     tc = folder / "tokenizer_config.json"
     if tc.is_file():
         try:
-            t = json.loads(tc.read_text(encoding="utf-8")).get("chat_template")
-        except (json.JSONDecodeError, AttributeError):
+            t = read_json(tc).get("chat_template")
+        except (OSError, ValueError, AttributeError):
             return None
         if isinstance(t, str):
             return t
@@ -198,10 +196,11 @@ def _revision(folder: Path) -> str | None:
     marker = folder / ".olmo-desktop.json"
     if marker.is_file():
         try:
-            data = json.loads(marker.read_text())
-            return data.get("revision") or data.get("commit")
-        except (json.JSONDecodeError, OSError, AttributeError):
+            data = read_json(marker)
+            revision = data.get("revision") or data.get("commit")
+        except (ValueError, OSError, AttributeError):
             return None
+        return revision if isinstance(revision, str) else None
     # A Hugging Face cache snapshot folder is named by its commit.
     if folder.parent.name == "snapshots" and len(folder.name) == 40:
         return folder.name
@@ -217,7 +216,7 @@ def inspect_model_dir(path: str | Path) -> ModelInfo:
     tok_path = folder / "tokenizer.json"
     if not tok_path.is_file():
         raise ModelLoadError(f"{folder}: no tokenizer (tokenizer.json is missing)")
-    tok = _read_json(tok_path, "tokenizer.json")
+    tok = _read_json(tok_path, "tokenizer.json", max_bytes=TOKENIZER_JSON_MAX_BYTES)
     vocab: dict[str, int] = {}
     if isinstance(tok, dict):
         for t in tok.get("added_tokens", []) or []:
@@ -228,22 +227,19 @@ def inspect_model_dir(path: str | Path) -> ModelInfo:
     n_bytes = 0
     kv_dtype_bytes = 2
     for f in files:
-        header = _safetensors_header(f)
-        for name, meta in header.items():
-            if name == "__metadata__" or not isinstance(meta, dict):
-                continue
-            shape = meta.get("shape", [])
-            count = 1
-            for d in shape:
-                count *= d
-            start, end = meta.get("data_offsets", [0, 0])
-            n_bytes += end - start
+        try:
+            header = read_safetensors_header(f)
+        except ValueError as e:
+            raise ModelLoadError(str(e)) from e
+        for name, t in header.tensors.items():
+            count = math.prod(t.shape)
+            n_bytes += t.end - t.start
             if name.endswith((".scales", ".biases")):
                 continue
-            if meta.get("dtype") == "U32":  # packed quantized weights: 32 / bits values per uint32
+            if t.dtype == "U32":  # packed quantized weights: 32 / bits values per uint32
                 q = _quantization(config) or {"bits": 4}
                 count *= 32 // int(q.get("bits", 4))
-            elif name.endswith("embed_tokens.weight") and meta.get("dtype") == "F32":
+            elif name.endswith("embed_tokens.weight") and t.dtype == "F32":
                 kv_dtype_bytes = 4
             n_params += count
 

@@ -27,8 +27,9 @@ This package must stay Qt-free (the CLI uses it too) and never imports ``olmo3.m
 
 from __future__ import annotations
 
+from ..appinfo import APP_NAME, DB_FILENAME
+from ..appinfo import conversation_db_path as default_db_path
 from .db import TRASH_RETENTION_DAYS, ConversationStore
-from .paths import APP_NAME, DB_FILENAME, default_db_path
 from .records import (
     DEFAULT_TITLE,
     FINAL_STATES,

@@ -20,9 +20,9 @@ from typing import Any, Final
 
 from olmo3.ids import new_id
 
+from ..appinfo import conversation_db_path as default_db_path
 from .interchange import InterchangeMixin
 from .messages import MessagesMixin
-from .paths import default_db_path
 from .records import (
     DEFAULT_TITLE,
     Conversation,

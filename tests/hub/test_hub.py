@@ -18,7 +18,6 @@ from hub_server import FakeHub, Hold
 
 from olmo3 import hub as H  # noqa: N812 - short alias, used on almost every line
 from olmo3.hub import (
-    CATALOG,
     DownloadCancelled,
     DownloadCompleted,
     DownloadFailed,
@@ -26,12 +25,10 @@ from olmo3.hub import (
     DownloadRetrying,
     DownloadStarted,
     FileCompleted,
-    InvalidRepoId,
     ModelImportError,
     ModelNotFoundError,
     ModelStore,
     RetryPolicy,
-    validate_repo_id,
 )
 
 REPO = "mlx-community/Olmo-3-Tiny-Instruct"
@@ -439,15 +436,16 @@ def test_folder_that_does_not_load_is_never_installed(tmp_path, hub, models):
     assert not (listed.path / H.MARKER_NAME).exists()
 
 
-def test_deep_load_check_catches_wrong_shapes(tmp_path, hub, models):
+def test_tensor_check_catches_wrong_shapes(tmp_path, hub, models):
     files = {p.name: p.read_bytes() for p in models["plain"].iterdir()}
     cfg = json.loads(files["config.json"])
     cfg["intermediate_size"] = 96  # config no longer matches the weights' shapes; headers still parse
     files["config.json"] = json.dumps(cfg).encode()
     hub.add_repo(REPO, files)
-    final = make_store(tmp_path, hub, verify_load=True).start_download(REPO).wait(60)
+    final = make_store(tmp_path, hub).start_download(REPO).wait(60)
     assert isinstance(final, DownloadFailed) and final.code == "verify_failed"
-    assert "shape" in final.message
+    wrong = "tensor 'model.layers.0.mlp.down_proj.weight' has shape [64, 128], config.json implies [64, 96]"
+    assert f"model.safetensors: {wrong}" in final.message
 
 
 # -- listing, HF cache, offline, delete, import ------------------------------------------------------------------
@@ -558,95 +556,3 @@ def test_import_copy_and_link(tmp_path, models):
     with pytest.raises(ModelImportError, match="not a loadable Olmo-3 model"):
         store.import_model(models["llama"], name="local/llama")
     assert not (store.models_dir / "local" / "llama").exists()
-
-
-# -- repo ids, catalog, memory -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        "",
-        "   ",
-        "olmo",
-        "a/b/c",
-        "/etc/passwd",
-        "../../etc",
-        "a/..",
-        "owner/../x",
-        "~/models",
-        "C:/x",
-        "a\\b",
-        ".hidden/x",
-        "a/-x",
-        "a/x.",
-        "a/b c",
-        "a/b?c",
-        "a/b%2f",
-        "a--b/c",
-        "a/" + "x" * 97,
-        None,
-        42,
-    ],
-)
-def test_bad_repo_ids_are_refused_before_any_path_or_request(tmp_path, hub, bad):
-    store = make_store(tmp_path, hub)
-    with pytest.raises(InvalidRepoId):
-        validate_repo_id(bad)
-    with pytest.raises(ValueError):
-        store.start_download(bad)
-    with pytest.raises(ValueError):
-        store.model_dir(bad)
-    with pytest.raises(ValueError):
-        store.delete_model(bad)
-    assert hub.requests() == []
-    assert not store.models_dir.exists()
-
-
-def test_good_repo_ids_and_urls():
-    assert validate_repo_id(" mlx-community/Olmo-3-7B-Instruct-4bit ") == "mlx-community/Olmo-3-7B-Instruct-4bit"
-    assert validate_repo_id("lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit")
-    assert H.repo_id_from_text("https://huggingface.co/mlx-community/Olmo-3-7B-Think-bfloat16/tree/main") == (
-        "mlx-community/Olmo-3-7B-Think-bfloat16"
-    )
-    with pytest.raises(InvalidRepoId, match="only use letters"):
-        validate_repo_id("a/b c")
-
-
-def test_catalog_sizes_and_memory_verdicts(tmp_path):
-    by_id = {e.repo_id: e for e in CATALOG}
-    known = {
-        "mlx-community/Olmo-3-7B-Instruct-4bit",
-        "mlx-community/Olmo-3-7B-Think-bfloat16",
-        "mlx-community/Olmo-3-7B-RLZero-Code-4bit",
-        "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit",
-    }
-    assert known <= {e.repo_id for e in CATALOG if e.known}
-    assert any(not e.known and e.note for e in CATALOG)
-    assert {e.arch.label for e in CATALOG} == {"7B", "32B"}
-    assert {e.quant for e in CATALOG} == {"4bit", "8bit", "bf16"}
-    assert {"Instruct", "Think"} <= {e.variant for e in CATALOG} and any("RL-Zero" in e.variant for e in CATALOG)
-    # The computed table in the notes (§6): 7B 4-bit 4.11 GB, bf16 14.60 GB; 32B 8-bit 34.25 GB.
-    assert by_id["mlx-community/Olmo-3-7B-Instruct-4bit"].weight_bytes == pytest.approx(4.11e9, rel=0.005)
-    assert by_id["mlx-community/Olmo-3-7B-Think-bfloat16"].weight_bytes == pytest.approx(14.60e9, rel=0.005)
-    assert by_id["lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit"].weight_bytes == pytest.approx(34.25e9, rel=0.005)
-    assert H.OLMO3_7B.param_count == pytest.approx(7.30e9, rel=0.005)
-
-    # Hybrid KV: 7B at 32K tokens = 8 full layers x 32K + 24 sliding layers x 4K, 128 KiB per token-layer pair.
-    assert (
-        H.kv_cache_bytes(32768, H.OLMO3_7B.kv_bytes_per_token_full, H.OLMO3_7B.kv_bytes_per_token_sliding, 4096)
-        == 4 * 2**30 + 3 * 2**29
-    )
-    small = by_id["mlx-community/Olmo-3-7B-Instruct-4bit"]
-    assert small.memory_fit(8192, budget=16 * 10**9).verdict == "fits"
-    assert small.memory_fit(8192, budget=7_800_000_000).verdict == "tight"
-    fit = by_id["lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit"].memory_fit(8192, budget=16 * 10**9)
-    assert fit.verdict == "wont_fit" and fit.needed_bytes > fit.budget_bytes
-    assert "Won't fit" in fit.message and "34" in fit.message
-    longer = small.memory_fit(65536, budget=16 * 10**9)
-    assert longer.kv_bytes > small.memory_fit(8192, budget=16 * 10**9).kv_bytes
-
-    budget = H.memory_budget()
-    assert budget.bytes > 0 and budget.source in ("mlx_working_set", "ram_fraction")
-    items = make_store(tmp_path, None).catalog(context_tokens=4096, budget=24 * 10**9)
-    assert len(items) == len(CATALOG) and all(not i.installed for i in items)

@@ -19,7 +19,7 @@ from hub_server import FakeHub, Hold
 from olmo3.cli.models import add_models_parser, run_models
 
 REPO = "mlx-community/Olmo-3-Tiny-Instruct"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_download_list_delete(tmp_path, hub, tiny, capsys):
 
     code, out, err = run([*d, "delete", REPO, "--yes", "--cache-dir", str(caches)], capsys)
     assert code == 0, err
-    from olmo3.hub import format_bytes
+    from olmo3.units import format_bytes
 
     assert f"{format_bytes(model_bytes + cache_bytes)} freed" in out
     assert not (caches / "conv-a.safetensors").exists() and (caches / "conv-b.safetensors").exists()
