@@ -28,7 +28,7 @@ from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from olmo3.model.loader import load_model
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).parents[1] / "golden"
 CASES = ("mha", "gqa")
 TOL = 1e-4
 SLIDING_WINDOW = 8  # as written by make_golden.py; checked against config.json below
