@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_models_parser(sub)
     except ImportError:  # pragma: no cover - the models subcommand ships with the model manager
         pass
+    from .tools import add_tools_parser
+
+    add_tools_parser(sub)
     return p
 
 
