@@ -27,24 +27,21 @@ import concurrent.futures
 import contextlib
 import json
 import logging
-import os
 import re
-import shutil
 import threading
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 import mcp.types as mt
-from mcp import Client, MCPError, StdioServerParameters
-from mcp.client.stdio import get_default_environment, stdio_client
-from mcp.client.streamable_http import streamable_http_client
+from mcp import MCPError
 
-from .config import HttpServer, McpConfig, ServerConfig, StdioServer, ToolState
+from .config import McpConfig, StdioServer, ToolState
+from .connection import Connection, ToolServerError, describe_error
 from .info import ToolInfo, ToolResult, cut_text
+
+__all__ = ["ServerStatus", "ToolCall", "ToolHub", "ToolServerError", "qualified_name"]
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +50,6 @@ T = TypeVar("T")
 DEFAULT_MAX_RESULT_CHARS = 16_000
 DEFAULT_CALL_TIMEOUT = 120.0
 DEFAULT_START_TIMEOUT = 30.0
-_STDERR_TAIL_BYTES = 4096
-_STDERR_TAIL_LINES = 20
-_MAX_LIST_PAGES = 100
-# A GUI app on macOS starts with PATH=/usr/bin:/bin:/usr/sbin:/sbin, where `npx` and `uvx` are not: look in the
-# usual install folders too before saying a command is missing.
-_EXTRA_PATH = ("/opt/homebrew/bin", "/usr/local/bin", "~/.local/bin", "~/.cargo/bin", "~/.volta/bin")
-
-
-class ToolServerError(RuntimeError):
-    """A server that could not be started or reached; the message names it and ends with its stderr tail."""
 
 
 @dataclass(frozen=True)
@@ -79,210 +66,6 @@ class ServerStatus:
 def qualified_name(server: str, tool: str) -> str:
     """``<server>__<tool>``: the unambiguous name of a tool, used for clashes and accepted always."""
     return re.sub(r"[^A-Za-z0-9_\-]", "_", server) + "__" + tool
-
-
-class _StderrTail(asyncio.Protocol):
-    """Keeps the last few KiB a server wrote to stderr (bounded, however chatty it is) and logs each line."""
-
-    def __init__(self, server: str) -> None:
-        self.server = server
-        self.buf: deque[bytes] = deque()
-        self.size = 0
-        self.closed = asyncio.Event()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf.append(data)
-        self.size += len(data)
-        while self.size > _STDERR_TAIL_BYTES and len(self.buf) > 1:
-            self.size -= len(self.buf.popleft())
-        for line in data.decode("utf-8", "replace").splitlines():
-            log.debug("[%s] %s", self.server, line)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed.set()
-
-    def text(self) -> str:
-        raw = b"".join(self.buf)[-_STDERR_TAIL_BYTES:].decode("utf-8", "replace")
-        lines = [line.rstrip() for line in raw.strip().splitlines()]
-        return "\n".join(lines[-_STDERR_TAIL_LINES:])
-
-
-class _Connection:
-    """One server's connection, driven by a runner task on the hub's loop.
-
-    The runner enters the SDK ``Client`` and waits for ``stop``: anyio's task groups and cancel scopes must be
-    entered and left by the same task, so one long-lived task owns the connection while calls run in others.
-    """
-
-    def __init__(self, spec: ServerConfig, hub: ToolHub) -> None:
-        self.spec = spec
-        self.hub = hub
-        self.client: Client | None = None
-        self.error: str | None = None
-        self.tools: list[mt.Tool] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.scope: anyio.CancelScope | None = None
-        self.ready = asyncio.Event()
-        self.stop = asyncio.Event()
-        self.start_lock = asyncio.Lock()
-        self.stderr: _StderrTail | None = None
-        self.stderr_pipe: asyncio.ReadTransport | None = None
-        self.timed_out = False
-        self.start_failed = False
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    async def ensure(self) -> Client:
-        """The connected client, starting the server if it is not running (again, if it stopped)."""
-        async with self.start_lock:
-            running = self.task is not None and not self.task.done()
-            if self.client is not None and running and not self.stop.is_set():
-                return self.client
-            if self.task is not None and running:  # stopping (or asked to, after a lost connection): wait for it
-                self.stop.set()
-                await asyncio.wait({self.task}, timeout=15.0)
-            self.ready = asyncio.Event()
-            self.stop = asyncio.Event()
-            self.error = None
-            self.tools = None
-            self.task = asyncio.create_task(self._run(), name=f"mcp:{self.name}")
-            await self.ready.wait()
-            if self.client is None:
-                raise ToolServerError(self.error or f"MCP server {self.name!r} could not start")
-            return self.client
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.timed_out = False
-        errlog = None
-        failure: BaseException | None = None
-        watchdog = None
-        try:
-            with anyio.CancelScope() as scope:
-                self.scope = scope
-                watchdog = loop.call_later(self.hub.start_timeout, self._start_timed_out)
-                async with AsyncExitStack() as stack:
-                    if isinstance(self.spec, StdioServer):
-                        params, errlog = await self._stdio_params()
-                        transport: Any = stdio_client(params, errlog=errlog)
-                    else:
-                        transport = await self._http_transport(self.spec, stack)
-                    client = Client(
-                        transport,
-                        cache=None,
-                        client_info=mt.Implementation(name="Olmo Desktop", version=_app_version()),
-                    )
-                    try:
-                        await stack.enter_async_context(client)
-                    finally:
-                        if errlog is not None:  # the child holds its own copy; ours would keep the pipe open
-                            errlog.close()
-                    watchdog.cancel()
-                    self.client = client
-                    self.ready.set()
-                    log.info("MCP server %r started", self.name)
-                    await self.stop.wait()
-        except Exception as e:
-            failure = e
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            was_running = self.client is not None
-            self.client = None
-            self.scope = None
-            if errlog is not None and not errlog.closed:
-                errlog.close()
-        self.start_failed = not was_running
-        if not was_running:
-            self.error = await self._start_error(failure)
-            log.warning("%s", self.error)
-        elif failure is not None:
-            self.error = f"MCP server {self.name!r} stopped: {_describe(failure)}"
-            log.warning("%s", self.error)
-        if self.stderr is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stderr.closed.wait(), 2.0)
-        if self.stderr_pipe is not None:
-            self.stderr_pipe.close()  # a grandchild may hold stderr open; we stop reading it either way
-            self.stderr_pipe = None
-        self.ready.set()
-
-    def _start_timed_out(self) -> None:
-        if self.client is None and self.scope is not None:
-            self.timed_out = True
-            self.scope.cancel()
-
-    async def _stdio_params(self) -> tuple[StdioServerParameters, Any]:
-        spec = self.spec
-        assert isinstance(spec, StdioServer)
-        env = get_default_environment() | dict(spec.env or {})
-        command = _find_command(spec.command, env)
-        if command is None:
-            raise ToolServerError(f"command not found: {spec.command} (looked in PATH and {', '.join(_EXTRA_PATH)})")
-        if spec.cwd is not None and not os.path.isdir(spec.cwd):
-            raise ToolServerError(f"the folder {spec.cwd} does not exist")
-        if os.sep in command:
-            # Let the server find its own helpers (node for npx, python for uvx) next to it.
-            folder = os.path.dirname(command)
-            if folder not in env.get("PATH", "").split(os.pathsep):
-                env["PATH"] = os.pathsep.join(p for p in (env.get("PATH"), folder) if p)
-        read_fd, write_fd = os.pipe()
-        loop = asyncio.get_running_loop()
-        tail = self.stderr = _StderrTail(self.name)
-        self.stderr_pipe, _ = await loop.connect_read_pipe(lambda: tail, os.fdopen(read_fd, "rb", buffering=0))
-        errlog = os.fdopen(write_fd, "w")
-        return StdioServerParameters(command=command, args=list(spec.args), env=env, cwd=spec.cwd), errlog
-
-    async def _http_transport(self, spec: HttpServer, stack: AsyncExitStack) -> Any:
-        import httpx2  # the MCP SDK's HTTP client; imported here so stdio-only use never loads it
-
-        self.stderr = None
-        http = await stack.enter_async_context(
-            httpx2.AsyncClient(headers=dict(spec.headers), timeout=httpx2.Timeout(30.0, read=300.0))
-        )
-        return streamable_http_client(spec.url, http_client=http)
-
-    async def _start_error(self, failure: BaseException | None) -> str:
-        if self.stderr is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stderr.closed.wait(), 2.0)
-        if self.timed_out:
-            reason = f"it did not answer within {self.hub.start_timeout:g} s"
-        elif failure is None:
-            reason = "it was stopped while starting"
-        else:
-            reason = _describe(failure)
-        message = f"MCP server {self.name!r} could not start: {reason}"
-        tail = self.stderr.text() if self.stderr is not None else ""
-        if tail:
-            message += f"\nIts last output (stderr):\n{tail}"
-        return message
-
-    async def list(self, refresh: bool) -> list[mt.Tool]:
-        client = await self.ensure()
-        if self.tools is None or refresh:
-            tools: list[mt.Tool] = []
-            cursor: str | None = None
-            for _ in range(_MAX_LIST_PAGES):
-                page = await client.list_tools(cursor=cursor)
-                tools.extend(page.tools)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            self.tools = tools
-        return self.tools
-
-    async def shutdown(self) -> None:
-        task = self.task
-        if task is None or task.done():
-            return
-        self.stop.set()
-        done, _ = await asyncio.wait({task}, timeout=10.0)
-        if not done and self.scope is not None:
-            self.scope.cancel()
-            await asyncio.wait({task}, timeout=5.0)
 
 
 class ToolCall:
@@ -324,7 +107,7 @@ class ToolCall:
 @dataclass(frozen=True)
 class _Entry:
     info: ToolInfo
-    conn: _Connection
+    conn: Connection
 
 
 class ToolHub:
@@ -348,7 +131,7 @@ class ToolHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._conns: dict[str, _Connection] = {}
+        self._conns: dict[str, Connection] = {}
         self._index: dict[str, _Entry] = {}
         self._listed = False
         self._calls: set[ToolCall] = set()
@@ -368,7 +151,7 @@ class ToolHub:
                 self._thread.start()
                 started.wait()
                 self._loop = loop
-                self._conns = {s.name: _Connection(s, self) for s in self.config.servers}
+                self._conns = {s.name: Connection(s, start_timeout=self.start_timeout) for s in self.config.servers}
             return self._loop
 
     @staticmethod
@@ -391,7 +174,7 @@ class ToolHub:
 
     # --- listing ------------------------------------------------------------------------------------------------
 
-    def _active(self, conn: _Connection) -> bool:
+    def _active(self, conn: Connection) -> bool:
         return not conn.spec.disabled and self.state.server_enabled(conn.name)
 
     def list_tools(self, *, refresh: bool = False) -> list[ToolInfo]:
@@ -432,18 +215,18 @@ class ToolHub:
         # server should not be spawned (and fail) every time.
         conns = [c for c in self._conns.values() if self._active(c) and (refresh or not c.start_failed)]
         results = await asyncio.gather(*(c.list(refresh) for c in conns), return_exceptions=True)
-        listed: list[tuple[_Connection, list[mt.Tool]]] = []
+        listed: list[tuple[Connection, list[mt.Tool]]] = []
         for conn, result in zip(conns, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, ToolServerError):
-                    conn.error = f"MCP server {conn.name!r}: listing its tools failed: {_describe(result)}"
+                    conn.error = f"MCP server {conn.name!r}: listing its tools failed: {describe_error(result)}"
                     log.warning("%s", conn.error)
             else:
                 listed.append((conn, result))
         self._index = self._build_index(listed)
         self._listed = True
 
-    def _build_index(self, listed: list[tuple[_Connection, list[mt.Tool]]]) -> dict[str, _Entry]:
+    def _build_index(self, listed: list[tuple[Connection, list[mt.Tool]]]) -> dict[str, _Entry]:
         # Clashes are counted over every server that listed, in config order, so a name only changes when
         # the set of servers or their tools does.
         counts: dict[str, int] = {}
@@ -511,7 +294,7 @@ class ToolHub:
                 result = await self._call_inner(handle, arguments, timeout)
             except Exception as e:  # a result, always: the model must get an answer to its call
                 log.exception("calling %s failed", name)
-                result = _error(handle, f"calling {name} failed: {_describe(e)}")
+                result = _error(handle, f"calling {name} failed: {describe_error(e)}")
         if result is None:
             result = ToolResult(
                 "Error: the call was cancelled by the user.",
@@ -607,33 +390,3 @@ def _result_text(result: mt.CallToolResult) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
     return "\n".join(parts)
-
-
-def _describe(e: BaseException) -> str:
-    """One readable line for an exception, looking inside anyio's exception groups for the real cause."""
-    while isinstance(e, BaseExceptionGroup) and e.exceptions:
-        e = e.exceptions[0]
-    if isinstance(e, MCPError):
-        if e.code == mt.CONNECTION_CLOSED:
-            return "it closed the connection (the process exited or the server hung up)"
-        return e.message
-    if isinstance(e, (ToolServerError, ValueError)):
-        return str(e)
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _find_command(command: str, env: Mapping[str, str]) -> str | None:
-    if os.sep in command:
-        return command if os.access(command, os.X_OK) else None
-    extra = [os.path.expanduser(p) for p in _EXTRA_PATH]
-    path = os.pathsep.join([env.get("PATH", os.defpath), *extra])
-    return shutil.which(command, path=path)
-
-
-def _app_version() -> str:
-    from .. import __version__
-
-    return __version__
