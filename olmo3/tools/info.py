@@ -76,3 +76,16 @@ def cut_text(text: str, max_chars: int) -> tuple[str, int]:
     cut = len(text) - max_chars
     note = f"\n\n[Cut: {cut:,} more characters not shown; the tool returned {len(text):,} characters.]"
     return text[:max_chars] + note, cut
+
+
+def error_result(message: str, *, name: str = "", server: str = "") -> ToolResult:
+    """A failure the model should read as the call's result (``Error: …``): a call it wrote that could not be
+    parsed, a tool that does not exist, a server that is down."""
+    return ToolResult(f"Error: {message}", is_error=True, name=name, server=server)
+
+
+def declined_result(name: str, server: str = "") -> ToolResult:
+    """The result to give the model when the person says no to a call, so it can carry on without it."""
+    return ToolResult(
+        "Error: the user declined this call; do not call it again unless asked.", True, name=name, server=server
+    )

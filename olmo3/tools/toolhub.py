@@ -39,7 +39,7 @@ from mcp import MCPError
 
 from .config import McpConfig, StdioServer, ToolState
 from .connection import Connection, ToolServerError, describe_error
-from .info import ToolInfo, ToolResult, cut_text
+from .info import ToolInfo, ToolResult, cut_text, error_result
 
 __all__ = ["ServerStatus", "ToolCall", "ToolHub", "ToolServerError", "qualified_name"]
 
@@ -186,6 +186,18 @@ class ToolHub:
         self._run(self._list_all(refresh))
         return [e.info for e in self._index.values()]
 
+    def find_tool(self, name: str) -> ToolInfo | None:
+        """The listed tool a model's call names (its listed name or ``<server>__<tool>``), e.g. for a consent card;
+        ``None`` if there is none. Uses the last listing: call ``list_tools`` first."""
+        entry = self._lookup(name)
+        return entry.info if entry is not None else None
+
+    def _lookup(self, name: str) -> _Entry | None:
+        index = self._index
+        return index.get(name) or next(
+            (e for e in index.values() if qualified_name(e.info.server, e.info.tool) == name), None
+        )
+
     def enabled_tools(self) -> list[ToolInfo]:
         """The tools to offer the model: on, on an active server."""
         return [t for t in self.list_tools() if t.enabled]
@@ -256,10 +268,7 @@ class ToolHub:
     async def _resolve(self, name: str) -> _Entry | None:
         if not self._listed:  # once; a made-up name must not restart failed servers on every call
             await self._list_all(refresh=False)
-        entry = self._index.get(name)
-        if entry is None:
-            entry = next((e for e in self._index.values() if qualified_name(e.info.server, e.info.tool) == name), None)
-        return entry
+        return self._lookup(name)
 
     # --- calling ------------------------------------------------------------------------------------------------
 
@@ -282,6 +291,8 @@ class ToolHub:
 
     def call(self, name: str, arguments: Mapping[str, Any] | None = None, timeout: float | None = None) -> ToolResult:
         """Call a tool and wait for its result (errors, timeouts and cancellation are results, not exceptions)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("ToolHub.call would wait on its own thread; use start_call there")
         return self.start_call(name, arguments, timeout).result()
 
     async def _call(self, handle: ToolCall, name: str, arguments: dict[str, Any], timeout: float) -> ToolResult:
@@ -367,7 +378,7 @@ class ToolHub:
 
 
 def _error(handle: ToolCall, message: str) -> ToolResult:
-    return ToolResult(f"Error: {message}", is_error=True, name=handle.name, server=handle.server)
+    return error_result(message, name=handle.name, server=handle.server)
 
 
 def _result_text(result: mt.CallToolResult) -> str:

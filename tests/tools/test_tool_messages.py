@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import real_template
 
-from olmo3.tools.calls import FunctionCall, calls_to_openai, parse_reply, render_calls
-from olmo3.tools.info import ToolInfo, ToolResult
+from olmo3.tools.calls import FunctionCall, ToolCallParseError, calls_to_openai, parse_reply, render_calls
+from olmo3.tools.info import ToolInfo, ToolResult, declined_result, error_result
 from olmo3.tools.messages import (
     assistant_message,
     environment_message,
@@ -196,3 +196,13 @@ def test_reply_to_openai():
     }
     assert reply_to_openai(parse_reply("<function_calls>now()</function_calls>"))["content"] is None
     assert reply_to_openai(parse_reply("Just text.")) == {"role": "assistant", "content": "Just text."}
+
+
+def test_error_and_declined_results_become_environment_turns():
+    declined = declined_result("add", "math")
+    assert declined.is_error and declined.text.startswith("Error: the user declined")
+    assert environment_message(declined) == {"role": "environment", "content": declined.text}
+    with pytest.raises(ToolCallParseError) as info:
+        parse_reply("<function_calls>add(1)</function_calls>")
+    result = error_result(f"could not read the call: {info.value}")
+    assert result.text.startswith("Error: could not read the call: 'add' has a positional argument")

@@ -211,6 +211,8 @@ def test_unique_names_stay_plain_and_qualified_names_always_work(tmp_path):
         assert [t.name for t in hub.list_tools()] == TOOLS
         assert hub.call("add", {"a": 1, "b": 2}).text == "3.0"
         assert hub.call("my_server__add", {"a": 1, "b": 2}).text == "3.0"
+        assert hub.find_tool("my_server__add") == hub.find_tool("add") and hub.find_tool("add").server == "my server"
+        assert hub.find_tool("nope") is None
 
 
 def test_close_stops_every_server_and_the_thread(tmp_path):
