@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_models_parser(sub)
     except ImportError:  # pragma: no cover - the models subcommand ships with the model manager
         pass
+    from .tools import add_tools_parser
+
+    add_tools_parser(sub)
     return p
 
 
