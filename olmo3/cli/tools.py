@@ -42,7 +42,8 @@ def _refuse(message: str) -> int:
 
 
 def _open_hub(config_arg: str | None) -> Any:
-    from ..tools.config import ToolState, config_dir
+    from ..appinfo import config_dir
+    from ..tools.config import ToolState
 
     config = load_config(config_arg)
     from ..tools.toolhub import ToolHub  # the MCP SDK: only once the config is known to be good

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import appinfo
 from ..fileio import write_atomic
 
 log = logging.getLogger(__name__)
@@ -46,23 +47,12 @@ class ToolConfigError(ValueError):
     """``mcp.json`` (or the state file) cannot be used; the message names the file, the server and the key."""
 
 
-def config_dir() -> Path:
-    """The app's config folder.
-
-    TODO: use ``olmo3.appinfo`` once it lands (another branch adds it); this is the same folder, kept local so
-    this package does not wait for that one.
-    """
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("Olmo Desktop", appauthor=False))
-
-
 def default_config_path() -> Path:
-    return config_dir() / CONFIG_NAME
+    return appinfo.config_dir() / CONFIG_NAME
 
 
 def default_state_path() -> Path:
-    return config_dir() / STATE_NAME
+    return appinfo.config_dir() / STATE_NAME
 
 
 @dataclass(frozen=True)
