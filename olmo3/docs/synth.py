@@ -17,74 +17,51 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split("|"))
+
+
 __all__ = ["FIRST_NAMES", "PLACES", "ROLES", "SURNAMES", "THINGS", "paragraph", "prose", "sentence"]
 
 FIRST_NAMES: Final = _words(
     "Anna Bram Clara Dirk Edda Frans Greta Hugo Ilse Jonas Katja Lars Mina Niels Olga Pieter Rosa Sven Tilde "
-    "Ulrich Vera Willem Xenia Yannick Zofia Aldo Berit Cas Dora Emil"
+    "Ulrich Vera Willem Xenia Yannick Zofia Aldo Berit Cas Dora Emil Agnes Bruno Cecily Edwin Flora Gideon Hester "
+    "Isaac Judith Konrad Lotte Magnus Nora Oskar Phoebe Rufus Selma Tobias Una Viktor"
 )
 SURNAMES: Final = _words(
     "Vandermeer Okafor Lindqvist Brandt Castellano Haugen Moreau Petrov Sato Whitcombe Ferreira Kowalski Nakamura "
     "Osei Delacroix Ambrose Halloran Ivanova Juarez Kettering Lombardi Mbeki Norgaard Pellegrini Quist Rasmussen "
-    "Szabo Thorne Ueda Valdez"
+    "Szabo Thorne Ueda Valdez Achterberg Blackwood Cardew Dunmore Eriksen Fairbairn Gallagher Hollis Ingram Jessop "
+    "Kirkwood Lachance Merriweather Nightingale Oyelaran Pritchard Quennell Rowntree Sandoval Tremayne Underhill "
+    "Villeneuve Wainwright Yardley Zeller Abernethy Beaumont Crowther Dalrymple Ellingham"
 )
-ROLES: Final = (
-    "the harbour master",
-    "the town surveyor",
-    "the council treasurer",
-    "the lighthouse keeper",
-    "the chief engineer",
-    "the archivist",
-    "the ferry captain",
-    "the customs officer",
-    "the parish clerk",
-    "the mill owner",
-    "the schoolmistress",
-    "the dock foreman",
+ROLES: Final = _items(
+    "the harbour master | the town surveyor | the council treasurer | the lighthouse keeper | the chief engineer | "
+    "the archivist | the ferry captain | the customs officer | the parish clerk | the mill owner | "
+    "the schoolmistress | the dock foreman | the borough architect | the medical officer | the pilot | "
+    "the coroner | the station master | the rector | the magistrate | the coal merchant | the sexton | "
+    "the postmistress | the shipwright | the water bailiff"
 )
-PLACES: Final = (
-    "Port Ellery",
-    "the north quay",
-    "Halvard Bridge",
-    "the salt marshes",
-    "Kestrel Point",
-    "the old tannery district",
-    "the upper reservoir",
-    "Mill Lane",
-    "the eastern breakwater",
-    "St. Aldric's church",
-    "the fish market",
-    "the railway sidings",
+PLACES: Final = _items(
+    "Port Ellery | the north quay | Halvard Bridge | the salt marshes | Kestrel Point | the old tannery district | "
+    "the upper reservoir | Mill Lane | the eastern breakwater | St. Aldric's church | the fish market | "
+    "the railway sidings | Gallows Hill | the west strand | Cobbler's Row | the Ropery Steps | Marram Dunes | "
+    "the cattle fields | Windle Creek | the Common | Saltash Road | Abbey Green | the glassworks yard | "
+    "the lower basin | Heron Island | the brickfields | Quarry End | the Promenade | Lantern Street | Fennick Moor"
 )
-THINGS: Final = (
-    "the tide gauge",
-    "the grain warehouse",
-    "the pumping station",
-    "the signal lamp",
-    "the dredging barge",
-    "the coal staithes",
-    "the sea wall",
-    "the stone aqueduct",
-    "the customs house",
-    "the swing bridge",
-    "the lifeboat slipway",
-    "the ice house",
-    "the rope walk",
-    "the weather station",
+THINGS: Final = _items(
+    "the tide gauge | the grain warehouse | the pumping station | the signal lamp | the dredging barge | "
+    "the coal staithes | the sea wall | the stone aqueduct | the customs house | the swing bridge | "
+    "the lifeboat slipway | the ice house | the rope walk | the weather station | the gas works | "
+    "the corn exchange | the dry dock | the net loft | the smokehouse | the bell tower | the sluice gate | "
+    "the lime kiln | the brewery chimney | the tram depot | the water tower | the boat shed | the fog horn | "
+    "the salt store | the timber yard | the cooperage | the town clock | the sailors' chapel | "
+    "the fever hospital | the workhouse laundry | the harbour crane | the toll house | the bandstand | "
+    "the drill hall | the public baths | the cattle market | the packet pier | the pilot station"
 )
-_VERBS: Final = (
-    "inspected",
-    "repaired",
-    "surveyed",
-    "measured",
-    "rebuilt",
-    "painted",
-    "reinforced",
-    "catalogued",
-    "photographed",
-    "widened",
-    "closed",
-    "reopened",
+_VERBS: Final = _words(
+    "inspected repaired surveyed measured rebuilt painted reinforced catalogued photographed widened closed "
+    "reopened demolished extended insured valued restored drained"
 )
 _ADJECTIVES: Final = (
     "unsafe",
@@ -124,6 +101,14 @@ _TEMPLATES: Final = (
     "{connector} the work on {thing} stopped when the {event} closed {place}.",
     "Visitors to {place} in {year} found {thing} {adj}, as {person} had warned.",
     "The minutes of {year} note that {role} asked for {amount} of {material} for {thing}.",
+    "It was {person} who first suggested that {thing} be moved away from {place}.",
+    "No drawings of {thing} survive from before {year}, when {role} {verb} it.",
+    "{connector} {person} complained to {role} that {thing} was {adj}.",
+    "A photograph taken near {place} in {year} shows {thing} {adj}.",
+    "The accounts for {year} list {money} spent on {material} for {thing} and {other_thing}.",
+    "{person} kept a diary in which {thing}, {other_thing} and {place} are mentioned almost daily.",
+    "When the {event} of {year} struck, {role} ordered {thing} to be {verb}.",
+    "Tenders to supply {amount} of {material} for {thing} were invited in {year}.",
 )
 
 
@@ -142,6 +127,7 @@ def sentence(rng: random.Random) -> str:
         role_bare=role.removeprefix("the "),
         verb=rng.choice(_VERBS),
         thing=rng.choice(THINGS),
+        other_thing=rng.choice(THINGS),
         place=rng.choice(PLACES),
         connector=rng.choice(_CONNECTORS),
         money=f"{rng.randint(2, 900) * 10:,} pounds",
