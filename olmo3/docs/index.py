@@ -15,7 +15,9 @@ Why it looks the way it does:
   forms ("planted" vs "plant"), and accents should not decide a match.
 * What a person types is never FTS5 syntax: :func:`build_match_query` keeps only word characters, quotes
   every term, drops stopwords and ORs the rest, so :func:`search` cannot raise on any input (the tests fuzz
-  it) and BM25 ranks passages by how many rare terms they share with the question.
+  it) and BM25 ranks passages by how many rare terms they share with the question. Terms in half of all
+  passages or more are left out of the query (BM25 weighs them ~0 anyway; scoring them is most of the
+  cost), and BM25's best candidates are re-ranked by term proximity (:mod:`olmo3.docs.rerank`).
 * Every function that writes is atomic (a savepoint): outside a transaction it commits, inside the caller's
   transaction it becomes part of it.
 
@@ -31,6 +33,7 @@ attachments, passages and index entries in the same transaction. The store then 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import time
@@ -42,6 +45,7 @@ from typing import Final, cast
 
 from .chunk import Passage, approx_tokens, page_label
 from .extract import Document, Kind, Page
+from .rerank import proximity, term_key
 
 __all__ = [
     "SCHEMA",
@@ -57,6 +61,7 @@ __all__ = [
     "first_passages",
     "list_attachments",
     "load_document",
+    "query_terms",
     "search",
 ]
 
@@ -134,6 +139,7 @@ STOPWORDS: Final = _words(
     "says said according document file text page pages"
 )
 MAX_TERMS: Final = 32
+CANDIDATES_PER_RESULT: Final = 4
 MAX_K: Final = 200
 _WORD: Final = re.compile(r"[^\W_]+")
 
@@ -237,8 +243,8 @@ def add_document(
     return attachment_id
 
 
-def build_match_query(text: str) -> str | None:
-    """A safe FTS5 query for free text: quoted word terms, stopwords dropped, ORed; None when nothing is left."""
+def query_terms(text: str) -> list[str]:
+    """The searchable words of free text: letters and digits only, lowercased, no stopwords, no repeats."""
     terms: list[str] = []
     for word in _WORD.findall(unicodedata.normalize("NFKC", text).lower()):
         if word in STOPWORDS or (len(word) == 1 and word.isascii() and not word.isdigit()) or word in terms:
@@ -246,9 +252,33 @@ def build_match_query(text: str) -> str | None:
         terms.append(word)
         if len(terms) == MAX_TERMS:
             break
-    if not terms:
-        return None
+    return terms
+
+
+def _or(terms: Sequence[str]) -> str:
     return " OR ".join(f'"{t}"' for t in terms)  # word characters only: no quote to escape
+
+
+def build_match_query(text: str) -> str | None:
+    """A safe FTS5 query for free text: quoted word terms, stopwords dropped, ORed; None when nothing is left."""
+    terms = query_terms(text)
+    return _or(terms) if terms else None
+
+
+def _informative(conn: sqlite3.Connection, terms: Sequence[str]) -> dict[str, float]:
+    """The terms that can change a BM25 ranking, with their IDF: those in fewer than half of all passages.
+
+    FTS5's bm25() gives a term in at least half of the rows an IDF of 1e-6, so it adds nothing to a score,
+    yet scoring it costs time in every row it occurs in (most of a search's time, on large indexes).
+    Counting a term's rows is cheap. When every term is that common, the rarest three are kept.
+    """
+    total = conn.execute("SELECT count(*) FROM passages").fetchone()[0]
+    counts = [
+        (conn.execute("SELECT count(*) FROM passages_fts WHERE passages_fts MATCH ?", (_or([t]),)).fetchone()[0], t)
+        for t in terms
+    ]
+    kept = [(n, t) for n, t in counts if 0 < n < total / 2] or [(n, t) for n, t in sorted(counts)[:3] if n > 0]
+    return {t: max(1e-6, math.log((total - n + 0.5) / (n + 0.5))) for n, t in kept}  # FTS5's bm25 IDF
 
 
 def search(
@@ -259,15 +289,20 @@ def search(
     *,
     attachment_ids: Sequence[int] | None = None,
 ) -> list[Hit]:
-    """The ``k`` passages of the conversation's attachments that best match ``query`` (BM25), best first.
+    """The ``k`` passages of the conversation's attachments that best match ``query``, best first.
 
-    Never raises on what a person typed: an empty, all-stopword or punctuation-only query finds nothing.
-    ``attachment_ids`` restricts the search to some attachments (those the turn retrieves from).
+    The score is BM25 plus a proximity bonus (:mod:`olmo3.docs.rerank`) computed over BM25's best
+    :data:`CANDIDATES_PER_RESULT` × ``k`` passages. Never raises on what a person typed: an empty,
+    all-stopword or punctuation-only query finds nothing. ``attachment_ids`` restricts the search to some
+    attachments (those the turn retrieves from).
     """
-    match = build_match_query(query)
     k = min(int(k), MAX_K)
-    if match is None or k <= 0 or (attachment_ids is not None and not attachment_ids):
+    if k <= 0 or (attachment_ids is not None and not attachment_ids):
         return []
+    idf = _informative(conn, query_terms(query))
+    if not idf:
+        return []
+    match = _or(list(idf))
     sql = """SELECT a.id, a.name, p.ordinal, p.page_start, p.page_end, p.text, p.tokens, bm25(passages_fts) AS rank
              FROM passages_fts
              JOIN passages p ON p.id = passages_fts.rowid
@@ -278,10 +313,17 @@ def search(
         sql += f" AND a.id IN ({','.join('?' * len(attachment_ids))})"
         params.extend(int(i) for i in attachment_ids)
     sql += " ORDER BY rank, a.id, p.ordinal LIMIT ?"
-    params.append(k)
-    return [
-        Hit(row[0], row[1], row[2], row[3], row[4], row[5], row[6], -float(row[7])) for row in conn.execute(sql, params)
+    params.append(k * CANDIDATES_PER_RESULT)
+    weights: dict[str, float] = {}
+    for term, value in idf.items():
+        key = term_key(term)
+        weights[key] = max(weights.get(key, 0.0), value)
+    hits = [
+        Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6], -float(r[7]) + proximity(r[5], weights))
+        for r in conn.execute(sql, params)
     ]
+    hits.sort(key=lambda h: -h.score)  # stable: BM25's order breaks ties
+    return hits[:k]
 
 
 def first_passages(conn: sqlite3.Connection, attachment_id: int, n: int) -> list[Hit]:
