@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from .extract import Document, Page
 
@@ -56,6 +56,23 @@ _APPROX: Final = re.compile(r"[A-Za-z]{1,7}|[0-9]{1,3}|[^\sA-Za-z0-9]")
 def approx_tokens(text: str) -> int:
     """A cheap token estimate (within about 25% of a real ~100k BPE vocabulary on prose)."""
     return len(_APPROX.findall(text))
+
+
+class _Encoder(Protocol):
+    def encode(self, text: str, *, add_special_tokens: bool = ..., split_special_tokens: bool = ...) -> Any: ...
+
+
+def content_token_counter(tokenizer: _Encoder) -> TokenCounter:
+    """Count tokens with the model's (Hugging Face) tokenizer, the way document text must be encoded: as content.
+
+    ``split_special_tokens=True`` makes ``<|im_start|>`` in a document count (and encode) as the characters
+    it is, not as the control token; the session must encode the turn's document text the same way.
+    """
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+
+    return count
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ def _words(text: str) -> frozenset[str]:
 
 
 log = logging.getLogger(__name__)
+# pypdf logs a warning for every oddity of a malformed PDF ("EOF marker not found", ...). We report what
+# matters to the person ourselves, in one sentence, so its chatter would only be noise on stderr.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
 
@@ -108,10 +111,10 @@ _MAGIC: Final = (
 )
 _BOMS: Final = (
     (b"\xef\xbb\xbf", "utf-8-sig"),
-    (b"\xff\xfe\x00\x00", "utf-32-le"),  # before UTF-16 LE, whose BOM is its prefix
-    (b"\x00\x00\xfe\xff", "utf-32-be"),
-    (b"\xff\xfe", "utf-16-le"),
-    (b"\xfe\xff", "utf-16-be"),
+    (b"\xff\xfe\x00\x00", "utf-32"),  # before UTF-16 LE, whose BOM is its prefix
+    (b"\x00\x00\xfe\xff", "utf-32"),  # (the plain codecs read the byte order from the BOM and drop it)
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
 )
 # Single-byte encodings a detector cannot tell from cp1252 on short Western European text.
 _WESTERN: Final = ("cp1252", "latin_1", "iso8859_15")
@@ -277,12 +280,12 @@ def _looks_like_text(sample: bytes) -> bool:
     return True
 
 
-def _control_ratio(text: str) -> float:
-    """Share of characters that never occur in text (C0/C1 controls other than tab, newlines, form feed)."""
-    if not text:
-        return 0.0
+def _is_text(text: str) -> bool:
+    """No NUL (git's test for binary) and hardly any other character that never occurs in text."""
+    if "\x00" in text:
+        return False
     bad = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v\x1b")
-    return bad / len(text)
+    return bad <= max(2, len(text) // 100)
 
 
 _META_CHARSET: Final = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
@@ -306,14 +309,14 @@ def _decode_text(name: str, data: bytes, *, html: bool = False) -> tuple[str, st
         except (LookupError, UnicodeDecodeError):
             pass
         else:
-            if _control_ratio(text) == 0.0:
+            if _is_text(text):
                 return text, declared
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         pass
     else:
-        if "\x00" not in text and _control_ratio(text) < 0.001:
+        if _is_text(text):
             return text, "utf-8"
     from charset_normalizer import from_bytes
 
@@ -327,7 +330,7 @@ def _decode_text(name: str, data: bytes, *, html: bool = False) -> tuple[str, st
                 break
         encoding = chosen.encoding
         text = data.decode(encoding, errors="replace")
-        if "\x00" not in text and _control_ratio(text) < 0.01:
+        if _is_text(text):
             return text, encoding
     raise DocumentError(name, "binary", "this file is not text (it looks like binary data)")
 
