@@ -116,6 +116,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "docs":  # before `bench`, which imports MLX
+        from .bench_docs import run
+
+        return run(args)
     from . import bench
 
     if args.what == "decode":
@@ -166,11 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group-size", type=int, default=64)
     s.set_defaults(fn=cmd_quantize)
 
-    s = sub.add_parser("bench", help="benchmarks: decode | chat")
-    s.add_argument("what", choices=("decode", "chat"))
+    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs")
+    s.add_argument("what", choices=("decode", "chat", "docs"))
     s.add_argument("--model", help="model folder (default: a generated small model)")
     s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run")
     s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--pages", type=int, default=300, help="docs: pages of the generated PDF")
+    s.add_argument("--passages", type=int, default=10_000, help="docs: passages to search")
     s.set_defaults(fn=cmd_bench)
 
     try:
