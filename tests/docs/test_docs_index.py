@@ -175,3 +175,30 @@ def test_common_terms_do_not_outweigh_rare_ones(conn):
     hits = index.search(conn, "c", "How many gulls did the harbour master count on the breakwater?", 3)
     assert hits[0].page_start == 18
     assert index.search(conn, "c", "harbour", 3)  # only common terms: still an answer (the rarest kept)
+
+
+def test_store_migration_on_the_real_conversation_store(tmp_path):
+    """The statements of STORE_MIGRATION on a real store file: deleting a conversation for good takes its
+    attachments, passages and index entries with it, in the store's own transaction."""
+    from olmo3.store import ConversationStore
+
+    path = tmp_path / "conversations.sqlite3"
+    store = ConversationStore(path)
+    keep, drop = store.create_conversation(title="keep"), store.create_conversation(title="drop")
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA foreign_keys = ON")
+    c.execute("BEGIN IMMEDIATE")
+    for statement in index.STORE_MIGRATION:
+        c.execute(statement)
+    c.execute("COMMIT")
+    doc = make_doc("minutes.pdf", ["The bandstand was painted in 1920.", "The toll house was closed."])
+    for conv in (keep, drop):
+        index.add_document(c, conv, doc, chunk(doc, target=6, overlap=0))
+    store.delete(drop)
+    assert len(index.list_attachments(c, drop)) == 1  # in the trash, a conversation keeps its documents
+    store.delete_forever(drop)
+    store.close()
+    fts_ok(c)
+    assert index.list_attachments(c, drop) == [] and len(index.list_attachments(c, keep)) == 1
+    assert [h.name for h in index.search(c, keep, "bandstand painted", 3)] == ["minutes.pdf"]
+    assert c.execute("SELECT count(*) FROM passages_fts WHERE passages_fts MATCH 'bandstand'").fetchone()[0] == 1
