@@ -26,7 +26,6 @@ import io
 import logging
 import os
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -280,12 +279,15 @@ def _looks_like_text(sample: bytes) -> bool:
     return True
 
 
+# Characters that never occur in text: C0/C1 controls other than tab, the line breaks and ESC (ANSI logs).
+_NOT_TEXT: Final = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
+
+
 def _is_text(text: str) -> bool:
     """No NUL (git's test for binary) and hardly any other character that never occurs in text."""
     if "\x00" in text:
         return False
-    bad = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v\x1b")
-    return bad <= max(2, len(text) // 100)
+    return len(_NOT_TEXT.findall(text)) <= max(2, len(text) // 100)
 
 
 _META_CHARSET: Final = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
