@@ -387,6 +387,9 @@ def _read_pdf(name: str, data: bytes, warnings: list[str]) -> list[Page]:
         pages.append(Page(i + 1, text))
     if n == 0:
         raise DocumentError(name, "empty", "this PDF has no pages")
+    blank = sum(1 for p in pages if not p.text.strip())
+    if 0 < blank < n:  # (all blank is an error, raised by the caller)
+        warnings.append(f"{blank} of {n} pages have no text; they may be scanned")
     return pages
 
 

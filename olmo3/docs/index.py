@@ -303,17 +303,24 @@ def search(
     if not idf:
         return []
     match = _or(list(idf))
-    sql = """SELECT a.id, a.name, p.ordinal, p.page_start, p.page_end, p.text, p.tokens, bm25(passages_fts) AS rank
-             FROM passages_fts
-             JOIN passages p ON p.id = passages_fts.rowid
-             JOIN attachments a ON a.id = p.attachment_id
-             WHERE passages_fts MATCH ? AND a.conversation_id = ?"""
+    # Rank first, carrying only ids (a sort that carried every matching passage's text would read megabytes),
+    # then fetch the few winners' text.
+    ranked = """SELECT p.id AS id, bm25(passages_fts) AS rank
+                FROM passages_fts
+                JOIN passages p ON p.id = passages_fts.rowid
+                JOIN attachments a ON a.id = p.attachment_id
+                WHERE passages_fts MATCH ? AND a.conversation_id = ?"""
     params: list[object] = [match, conv_id]
     if attachment_ids is not None:
-        sql += f" AND a.id IN ({','.join('?' * len(attachment_ids))})"
+        ranked += f" AND a.id IN ({','.join('?' * len(attachment_ids))})"
         params.extend(int(i) for i in attachment_ids)
-    sql += " ORDER BY rank, a.id, p.ordinal LIMIT ?"
+    ranked += " ORDER BY rank, p.id LIMIT ?"
     params.append(k * CANDIDATES_PER_RESULT)
+    sql = f"""SELECT a.id, a.name, p.ordinal, p.page_start, p.page_end, p.text, p.tokens, r.rank
+              FROM ({ranked}) r
+              JOIN passages p ON p.id = r.id
+              JOIN attachments a ON a.id = p.attachment_id
+              ORDER BY r.rank, p.id"""
     weights: dict[str, float] = {}
     for term, value in idf.items():
         key = term_key(term)

@@ -112,7 +112,7 @@ def retrieve_for_turn(
     Takes the BM25 ranking in order and skips a passage that would overflow the budget (a smaller one
     further down may still fit). With no match at all, the first passages of each attachment stand in.
     """
-    hits = search(conn, conv_id, message, max_passages * 4, attachment_ids=attachment_ids)
+    hits = search(conn, conv_id, message, max_passages * 2, attachment_ids=attachment_ids)
     if not hits:
         ids = (
             list(attachment_ids)

@@ -123,6 +123,13 @@ def test_scanned_pdf_without_text_is_refused(tmp_path):
     refused(path, "no_text_layer", "this PDF has no text; it may be scanned")
 
 
+def test_partly_scanned_pdf_is_read_with_a_warning(tmp_path):
+    path = write_pdf(tmp_path / "mixed.pdf", [["Typed page."], [], ["Another typed page."], []])
+    doc = extract(path)
+    assert [p.number for p in doc.pages] == [1, 2, 3, 4] and doc.pages[1].text == ""
+    assert doc.warnings == ("2 of 4 pages have no text; they may be scanned",)
+
+
 def test_damaged_pdfs_are_refused(tmp_path):
     good = pdf_bytes([["Some text."]] * 3)
     truncated = tmp_path / "truncated.pdf"
