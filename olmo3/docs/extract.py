@@ -26,6 +26,7 @@ import io
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -173,8 +174,10 @@ def extract(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES)
         raise DocumentError(name, "not_found", "the file does not exist (it may have been moved or deleted)") from None
     except OSError as e:
         raise DocumentError(name, "unreadable", f"the file could not be read ({e.strerror or e})") from e
-    if p.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise DocumentError(name, "unsupported", "this is a folder; attach the files inside it instead")
+    if not stat.S_ISREG(st.st_mode):  # a pipe or a device would block or never end
+        raise DocumentError(name, "unsupported", "this is not a regular file")
     _check_size(name, st.st_size, max_bytes)
     try:
         with open(p, "rb") as f:  # read-only: the person's file is never written
@@ -182,7 +185,7 @@ def extract(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES)
     except OSError as e:
         raise DocumentError(name, "unreadable", f"the file could not be read ({e.strerror or e})") from e
     _check_size(name, len(data), max_bytes)  # it may have grown since stat()
-    return extract_bytes(name, data)
+    return extract_bytes(name, data, max_bytes=max_bytes)
 
 
 def extract_bytes(name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:

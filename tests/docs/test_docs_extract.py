@@ -254,6 +254,9 @@ def test_unsupported_types_are_refused(tmp_path):
     doc.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512))
     refused(doc, "unsupported", "save it as .docx")
     refused(tmp_path, "unsupported", "folder")
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    refused(fifo, "unsupported", "not a regular file")
 
 
 def test_too_large_file_is_refused_before_reading(tmp_path):
@@ -265,6 +268,7 @@ def test_too_large_file_is_refused_before_reading(tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("x" * 2000)
     refused(small, "too_large", "the limit is 1 KB", max_bytes=1024)
+    assert extract(small, max_bytes=2000).text == "x" * 2000
 
 
 def test_empty_and_missing_files_are_refused(tmp_path):
