@@ -130,7 +130,13 @@ def to_provenance(attachments: Iterable[TurnAttachment]) -> list[dict[str, Any]]
             "tokens": a.tokens,
             "pages": a.pages,
             "passages": [
-                {"ordinal": h.ordinal, "page_start": h.page_start, "page_end": h.page_end, "tokens": h.tokens, "text": h.text}
+                {
+                    "ordinal": h.ordinal,
+                    "page_start": h.page_start,
+                    "page_end": h.page_end,
+                    "tokens": h.tokens,
+                    "text": h.text,
+                }
                 for h in a.passages
             ],
         }
@@ -153,15 +159,27 @@ def from_provenance(provenance: Mapping[str, Any] | None) -> list[TurnAttachment
         attachment_id = item.get("attachment_id")
         aid = attachment_id if isinstance(attachment_id, int) and not isinstance(attachment_id, bool) else None
         hits = []
-        for p in item.get("passages") if isinstance(item.get("passages"), list) else ():
+        passages = item.get("passages")
+        for p in passages if isinstance(passages, list) else ():
             if isinstance(p, Mapping) and isinstance(p.get("text"), str):
                 start = _int(p.get("page_start"), 1)
                 hits.append(
-                    Hit(aid or 0, item["name"], _int(p.get("ordinal")), start, _int(p.get("page_end"), start),
-                        p["text"], _int(p.get("tokens")), 0.0)
+                    Hit(
+                        aid or 0,
+                        item["name"],
+                        _int(p.get("ordinal")),
+                        start,
+                        _int(p.get("page_end"), start),
+                        p["text"],
+                        _int(p.get("tokens")),
+                        0.0,
+                    )
                 )
-        out.append(TurnAttachment(item["name"], mode, _int(item.get("tokens")), _int(item.get("pages"), 1),
-                                  tuple(hits), attachment_id=aid))
+        out.append(
+            TurnAttachment(
+                item["name"], mode, _int(item.get("tokens")), _int(item.get("pages"), 1), tuple(hits), attachment_id=aid
+            )
+        )
     return out
 
 

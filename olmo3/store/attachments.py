@@ -328,9 +328,8 @@ def check_provenance_refs(messages: Sequence[Mapping[str, Any]], attachment_ids:
         for j, item in enumerate(items):
             ref = item.get("attachment_id") if isinstance(item, Mapping) else None
             if ref is not None and ref not in attachment_ids:
-                raise ValueError(
-                    f"messages[{i}].provenance.{PROVENANCE_KEY}[{j}].attachment_id: refers to unknown attachment {ref!r}"
-                )
+                where = f"messages[{i}].provenance.{PROVENANCE_KEY}[{j}].attachment_id"
+                raise ValueError(f"{where}: refers to unknown attachment {ref!r}")
 
 
 def import_attachments(
@@ -366,13 +365,16 @@ def import_attachments(
         new = int(cur.lastrowid or 0)
         mapping[int(a["id"])] = new
         conn.executemany(
-            "INSERT INTO passages (attachment_id, ordinal, page_start, page_end, tokens, text) VALUES (?, ?, ?, ?, ?, ?)",
+            """INSERT INTO passages (attachment_id, ordinal, page_start, page_end, tokens, text)
+               VALUES (?, ?, ?, ?, ?, ?)""",
             [(new, p["ordinal"], p["page_start"], p["page_end"], p["tokens"], p["text"]) for p in a["passages"]],
         )
     return mapping
 
 
-def duplicate_attachments(conn: sqlite3.Connection, old_conv: str, new_conv: str, message_ids: Mapping[str, str]) -> dict[int, int]:
+def duplicate_attachments(
+    conn: sqlite3.Connection, old_conv: str, new_conv: str, message_ids: Mapping[str, str]
+) -> dict[int, int]:
     """Copy a conversation's attachments and passages to ``new_conv`` (for duplicate); old → new attachment ids."""
     mapping: dict[int, int] = {}
     rows = conn.execute(
