@@ -52,6 +52,7 @@ __all__ = [
     "plan_turn",
     "prepare",
     "prepare_bytes",
+    "remaining_context",
     "to_provenance",
     "tokenizer_counter",
 ]
@@ -201,6 +202,15 @@ def documents_on_path(user_turns: Iterable[tuple[Mapping[str, Any] | None, bool]
 # ------------------------------------------------------------------------------------------------------------
 # Planning a turn
 # ------------------------------------------------------------------------------------------------------------
+
+
+def remaining_context(context_limit: int, context_used: int, max_tokens: int) -> int:
+    """Tokens a new turn may use: the context limit less the transcript and the reply's maximum length.
+
+    The engine reports ``context_used``/``context_limit`` after every turn (and when a conversation opens); the reply
+    must fit too, so its maximum length is kept free. Documents go in whole while they fit in half of this.
+    """
+    return max(0, int(context_limit) - int(context_used) - max(0, int(max_tokens)))
 
 
 @dataclass(frozen=True)
