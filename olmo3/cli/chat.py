@@ -20,6 +20,8 @@ from ..chat.events import (
     TextDelta,
     TurnFinished,
 )
+from ..docs.extract import DocumentError
+from .attach import CliAttachments, DocumentTurns, describe
 
 HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
           /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
@@ -90,10 +92,18 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
+    docs: CliAttachments | None = None
+    if getattr(args, "attach", None):
+        try:  # before the model loads: a file that can't be attached fails at once
+            docs = CliAttachments(args.attach, args.model)
+        except DocumentError as e:
+            print(f"olmo3: {e}", file=sys.stderr)
+            return 2
     printer = _Printer(stream=not args.json)
     engine = Engine(printer, cache_dir=args.cache_dir)
     engine.start()
     conv = uuid.uuid4().hex
+    turns = DocumentTurns(engine, conv, docs)
     try:
         job = engine.load_model(args.model)
         engine.wait(job)
@@ -102,9 +112,11 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
             print(f"olmo3: {fails[0].message}", file=sys.stderr)
             return 2
         info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
-        engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
+        job = engine.open_conversation(conv, system_prompt=args.system, sampling=sampling)
+        engine.wait(job)
+        turns.opened(printer.of(job))
         if scripted:
-            return _run_script(engine, printer, conv, Path(args.script), args.json)
+            return _run_script(turns, printer, Path(args.script), args.json)
         print(f"Olmo chat · {info.name} · {HELP}")
         last: TurnFinished | None = None
         while True:
@@ -133,7 +145,7 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 print(f"saved {parts[1]}")
                 continue
             if line == "/regen":
-                job = engine.regenerate(conv)
+                job = turns.regenerate()
             elif line.startswith("/edit"):
                 parts = line.split(maxsplit=1)
                 if len(parts) < 2 or not parts[1].isdigit():
@@ -142,21 +154,26 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
-                job = engine.edit(conv, int(parts[1]), text)
+                job = turns.edit(int(parts[1]), text)
             else:
-                job = engine.send(conv, line)
+                job = turns.send(line)
             try:
                 engine.wait(job)
             except KeyboardInterrupt:
                 engine.cancel()
                 engine.wait(job)
+            used = turns.finished(printer.of(job))
+            if used:
+                print(describe(used))
             last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         return 0
     finally:
         engine.shutdown()
+        if docs is not None:
+            docs.close()
 
 
-def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_json: bool) -> int:
+def _run_script(turns: DocumentTurns, printer: _Printer, path: Path, as_json: bool) -> int:
     try:
         actions = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -172,16 +189,17 @@ def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_jso
             return 2
         sampling = action.get("sampling")
         if "send" in action:
-            job = engine.send(conv, str(action["send"]), sampling=sampling)
+            job = turns.send(str(action["send"]), sampling=sampling)
         elif action.get("regenerate"):
-            job = engine.regenerate(conv, sampling=sampling)
+            job = turns.regenerate(sampling=sampling)
         elif "edit" in action:
-            job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling)
+            job = turns.edit(int(action["edit"]), str(action.get("text", "")), sampling=sampling)
         else:
             print(f"olmo3: {path}: action {i} needs 'send', 'regenerate' or 'edit'", file=sys.stderr)
             return 2
-        engine.wait(job)
+        turns.engine.wait(job)
         result = _turn_json(action, printer.of(job))
+        result["attachments"] = turns.finished(printer.of(job))
         if "error" in result:
             status = 1
         if as_json:

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--script", help="JSON list of actions: {send: text} | {regenerate: true} | {edit: N, text}")
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
     s.add_argument("--cache-dir", help="where conversation caches are spilled")
+    s.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="a document to chat about (text, Markdown, code, HTML, PDF, DOCX); repeat for more",
+    )
     _add_sampling(s)
     s.set_defaults(fn=cmd_chat)
 
