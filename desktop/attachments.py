@@ -29,7 +29,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from desktop.chips import DocumentChip, PassageDialog
+from desktop.chips import DocumentChip, PassageDialog, reflow
 from desktop.formatting import short_count
 from olmo3.docs.chunk import TokenCounter
 from olmo3.docs.extract import DocumentError
@@ -275,6 +275,8 @@ class DocumentAttacher(QObject):
         attachment, hit = source
         if hit is not None:
             title, text = f"{attachment.name} — {hit.page_label}", hit.text
+            if attachment.name.lower().endswith(".pdf"):
+                text = reflow(text)
         else:
             title = f"{attachment.name} — whole document"
             try:

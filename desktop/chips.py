@@ -4,8 +4,8 @@
   "4 passages"), or the one-sentence reason the file can't be attached (then the chip is tinted as an error). A
   composer chip has a × that removes it before sending.
 - :class:`ChipRow`: chips that wrap onto more lines (:class:`FlowLayout`).
-- :class:`SourcesLine`: "Sources" and one link-styled button per passage a reply's turn read ("report.pdf, page 5"),
-  or per document it read whole; clicking one emits which.
+- :class:`SourcesLine`: "Sources", then each file a reply's turn read with a link-styled button per passage
+  ("page 5", "pages 9–10") or "whole document"; clicking one emits which.
 - :class:`PassageDialog`: a passage (or a whole document) as plain text, with its file and pages in the title.
 
 Document text is shown as plain text everywhere (never HTML): it is content.
@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 from desktop import theme as th
 from desktop.elided import ElidedLabel
 
-CHIP_NAME_MAX = 220  # px of a file name before it is elided (the full name is in the tooltip)
+CHIP_NAME_MAX = 280  # px of a file name before it is elided (the full name is in the tooltip)
 
 
 class FlowLayout(QLayout):
@@ -140,7 +140,6 @@ class DocumentChip(QFrame):
         self.name_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.detail = QLabel("", self)
         self.detail.setObjectName("docChipDetail")
-        self.detail.setWordWrap(True)
         self.detail.setMaximumWidth(360)
         text.addWidget(self.name_label)
         text.addWidget(self.detail)
@@ -164,7 +163,10 @@ class DocumentChip(QFrame):
     def set_detail(self, text: str, state: str = "ready") -> None:
         """``state``: "reading", "ready" or "error" (the detail is then the reason)."""
         self.state = state
+        self.detail.setWordWrap(state == "error")  # a reason may need two lines; the numbers never do
         self.detail.setText(text)
+        if state == "error":  # a wrapping label asks for little width: give a short reason its one line
+            self.detail.setMinimumWidth(min(self.detail.fontMetrics().horizontalAdvance(text) + 4, 320))
         self.setProperty("state", state)
         self.setToolTip(f"{self.name}\n{text}" if text else self.name)
         for widget in (self, self.detail):
@@ -245,11 +247,12 @@ class ChipRow(QWidget):
 
 
 def source_label(attachment: Any, hit: Any | None) -> str:
-    return f"{attachment.name}, {hit.page_label}" if hit is not None else f"{attachment.name} (whole)"
+    """ "report.pdf, pages 9–10" or "memo.docx, whole document": what a source button shows and says."""
+    return f"{attachment.name}, {hit.page_label if hit is not None else 'whole document'}"
 
 
 class SourcesLine(QWidget):
-    """ "Sources" and a link per passage (or whole document) a reply's turn read.
+    """ "Sources", then per file its name and a link per passage (or "whole document") the reply's turn read.
 
     Signals:
         source_clicked(object): ``(TurnAttachment, Hit | None)``: the passage, or None for a whole document.
@@ -265,19 +268,34 @@ class SourcesLine(QWidget):
         self.caption.setObjectName("sourcesCaption")
         self.flow.addWidget(self.caption)
         self.buttons: list[QPushButton] = []
+        self._names: list[QLabel] = []  # the files' names
         self.hide()
 
     def set_sources(self, documents: list[Any]) -> None:
-        for button in self.buttons:
-            self.flow.removeWidget(button)
-            button.deleteLater()
-        self.buttons = []
+        for widget in [*self.buttons, *self._names]:
+            self.flow.removeWidget(widget)
+            widget.deleteLater()
+        self.buttons, self._names = [], []
         for a in documents:
-            for hit in a.passages if a.mode == "retrieved" else (None,):
-                button = QPushButton(source_label(a, hit), self)
+            hits = a.passages if a.mode == "retrieved" else (None,)
+            if not hits:
+                continue
+            # A dot before each file after the first (on the name itself, so it never dangles at a line's end).
+            name = ElidedLabel(f"·  {a.name}" if self._names else a.name, self)
+            name.setObjectName("sourceFile")
+            name.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+            name.setMaximumWidth(320)
+            name.setToolTip(a.name)
+            self.flow.addWidget(name)
+            self._names.append(name)
+            for hit in hits:
+                label = hit.page_label if hit is not None else "whole document"
+                button = QPushButton(label, self)
                 button.setObjectName("sourceLink")
                 button.setCursor(Qt.CursorShape.PointingHandCursor)
-                button.setToolTip("Show the passage" if hit is not None else "Show the document")
+                what = source_label(a, hit)
+                button.setToolTip(f"Show {what}")
+                button.setAccessibleName(what)
                 button.clicked.connect(lambda _=False, a=a, hit=hit: self.source_clicked.emit((a, hit)))
                 self.flow.addWidget(button)
                 self.buttons.append(button)
@@ -298,6 +316,12 @@ class SourcesLine(QWidget):
         return QSize(0, self.flow.heightForWidth(max(self.width(), 1)) if self.buttons else 0)
 
 
+def reflow(text: str) -> str:
+    """PDF text for reading: lines broken by the page layout are joined; paragraphs (blank lines) stay."""
+    paragraphs = [" ".join(line.strip() for line in block.splitlines()) for block in text.split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
 class PassageDialog(QDialog):
     """A passage or a document, as plain text, titled with its file and pages."""
 
@@ -305,7 +329,7 @@ class PassageDialog(QDialog):
         super().__init__(parent)
         self.setObjectName("passageDialog")
         self.setWindowTitle(title)
-        self.resize(560, 420)
+        self.resize(640, 460)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 14, 16, 12)
         layout.setSpacing(10)

@@ -2,7 +2,8 @@
 
 Everything runs against a throwaway home folder with synthetic content (no model is loaded and nothing is
 downloaded): a conversation with reasoning and code written to a real conversation store, a model picker fed
-download events as the hub would send them, the settings window, and the first-run state.
+download events as the hub would send them, the settings window, the first-run state, and a conversation about
+attached documents (chips, "Sources", a passage, and files being attached in the composer, one refused).
 """
 
 from __future__ import annotations
@@ -81,6 +82,35 @@ def _seed_conversations(store: Any) -> str:
     return conv
 
 
+def _seed_documents(store: Any, tmp: Path) -> str:
+    """A conversation about two attached documents: a long PDF retrieved from, a short memo read whole."""
+    import random
+
+    from olmo3.docs.minipdf import wrap, write_pdf
+    from olmo3.docs.synth import prose
+    from olmo3.docs.turn import prepare, prepare_bytes
+    from olmo3.store.attachments import index_document
+
+    rng = random.Random(5)
+    pages = [prose(rng, 3, 4) for _ in range(24)]
+    pages[16] += "\n\nThe harbour master Ingrid Valdottir sealed the copper vault in 1903, after the spring flood."
+    pdf = write_pdf(tmp / "Harbour Commission minutes 1903.pdf", [wrap(t, 90) for t in pages])
+    conv = store.create_conversation(title="Harbour Commission minutes")
+    report = index_document(store.path, conv, prepare(pdf))
+    memo_text = (
+        "Ferry timetable, summer 1903\n\nThe ferry to Ostholm leaves the quay at seven every morning and returns at "
+        "six. On Sundays there is one crossing only, at ten."
+    )
+    memo = index_document(store.path, conv, prepare_bytes("Ferry timetable.md", memo_text.encode()))
+    question = "Who sealed the copper vault, and when? Did the ferry still run that week?"
+    plan = store.plan_turn(conv, question, [report, memo], remaining_context=12_000)
+    user = store.append_message(conv, None, "user", question, provenance=plan.provenance())
+    store.bind_attachments([report, memo], user)
+    stats = {"prompt_tokens": 3912, "cached_tokens": 0, "generated_tokens": 88, "ttft_s": 0.74, "tokens_per_s": 39.2}
+    store.append_message(conv, user, "assistant", samples.DOCUMENT_ANSWER, stats={**stats, "finish_reason": "stop"})
+    return conv
+
+
 def _pose_loaded(window: Any, name: str, *, used: int = 1_650, limit: int = 65_536) -> None:
     """Make the window look like a model is loaded (header, composer, greeting), without loading one."""
     window.header.set_model(name)
@@ -114,6 +144,42 @@ def _feed_download(manager: Any, repo_id: str) -> None:
             eta_s=(total - done) / speed,
         )
     )
+
+
+def _document_screens(window: Any, out_dir: Path, theme: str, home: Path, app: QApplication) -> list[Path]:
+    from desktop.chat import AssistantMessageWidget as Reply
+
+    files = home / "files"
+    files.mkdir(exist_ok=True)
+    conv = _seed_documents(window.store, files)
+    window.refresh_sidebar()
+    window.controller.open(conv)
+    _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=4_000, limit=65_536)
+    window.controller._context[conv] = (4_000, 65_536)  # as the engine would report it
+    window.status_row.set_stats_text(window.controller._last_stats_text())
+    notes = files / "Pier repairs.md"
+    notes.write_text("# Pier repairs\n\nThe east pier needs 40 cartloads of timber before winter.\n")
+    photo = files / "scan-0001.txt"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    window.documents.attach_paths([str(notes), str(photo)])
+    deadline = time.monotonic() + 20
+    while window.documents.busy() and time.monotonic() < deadline:
+        _settle(app, 2)
+    window.composer.set_text("Summarise the repairs the pier needs.")
+    window.chat_view.scroll_to_bottom()
+    shots = [_save(window, out_dir / f"11-documents-{theme}.png", app)]
+    window.resize(*NARROW)
+    _settle(app)
+    window.chat_view.scroll_to_bottom()
+    shots.append(_save(window, out_dir / f"12-documents-narrow-{theme}.png", app))
+    window.resize(*WIDE)
+    reply = next(w for w in window.chat_view.messages() if isinstance(w, Reply))
+    planted = next((b for b in reply.sources.buttons if "17" in b.text()), reply.sources.buttons[0])
+    planted.click()
+    dialog = window.documents.dialog
+    shots.append(_save(dialog, out_dir / f"13-source-passage-{theme}.png", app))
+    dialog.close()
+    return shots
 
 
 def main_screenshots(out_dir: Path) -> int:
@@ -217,6 +283,9 @@ def main_screenshots(out_dir: Path) -> int:
             _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=96, limit=65_536)
             window.sidebar.show_trash(True)
             saved.append(_save(window, out_dir / f"10-error-and-trash-{theme}.png", app))
+            window.sidebar.show_trash(False)
+            # 9. chat with documents: chips on the message, Sources under the reply, files in the composer
+            saved += _document_screens(window, out_dir, theme, Path(home), app)
             window.close()
             _settle(app)
     print(f"{len(saved)} screenshots")

@@ -121,14 +121,15 @@ def test_attach_pdf_and_docx_send_see_chips_and_sources_and_open_a_passage(qtbot
     # Under the reply: Sources, one per passage (file and page) and the whole memo.
     reply = next(w for w in window.chat_view.messages() if isinstance(w, AssistantMessageWidget))
     assert reply.sources.isVisibleTo(window)
-    labels = [b.text() for b in reply.sources.buttons]
-    assert "memo.docx (whole)" in labels and any(label.startswith("report.pdf, page") for label in labels)
-    planted = next(b for b in reply.sources.buttons if b.text() == "report.pdf, page 5")
+    labels = [b.accessibleName() for b in reply.sources.buttons]
+    assert "memo.docx, whole document" in labels and any(label.startswith("report.pdf, page") for label in labels)
+    planted = next(b for b in reply.sources.buttons if b.accessibleName() == "report.pdf, page 5")
+    assert planted.text() == "page 5"
     qtbot.mouseClick(planted, Qt.MouseButton.LeftButton)
     dialog = window.documents.dialog
     assert dialog is not None and dialog.isVisible() and dialog.windowTitle() == "report.pdf — page 5"
     assert PLANTED_PDF in " ".join(dialog.text().split())
-    whole = next(b for b in reply.sources.buttons if b.text() == "memo.docx (whole)")
+    whole = next(b for b in reply.sources.buttons if b.accessibleName() == "memo.docx, whole document")
     qtbot.mouseClick(whole, Qt.MouseButton.LeftButton)
     assert PLANTED_DOCX in window.documents.dialog.text()
     window.documents.dialog.close()
@@ -140,7 +141,7 @@ def test_attach_pdf_and_docx_send_see_chips_and_sources_and_open_a_passage(qtbot
     second_user = [w for w in window.chat_view.messages() if isinstance(w, UserMessageWidget)][-1]
     assert [c.name for c in second_user.chips.chips()] == ["report.pdf"]
     last_reply = [w for w in window.chat_view.messages() if isinstance(w, AssistantMessageWidget)][-1]
-    assert all(b.text().startswith("report.pdf, page") for b in last_reply.sources.buttons)
+    assert all(b.accessibleName().startswith("report.pdf, page") for b in last_reply.sources.buttons)
 
     # Reopening the conversation shows the same chips and sources, from the store.
     window.controller.new_chat()
@@ -149,7 +150,7 @@ def test_attach_pdf_and_docx_send_see_chips_and_sources_and_open_a_passage(qtbot
     user = next(w for w in window.chat_view.messages() if isinstance(w, UserMessageWidget))
     assert {c.name for c in user.chips.chips()} == {"report.pdf", "memo.docx"}
     reply = next(w for w in window.chat_view.messages() if isinstance(w, AssistantMessageWidget))
-    assert "memo.docx (whole)" in [b.text() for b in reply.sources.buttons]
+    assert "memo.docx, whole document" in [b.accessibleName() for b in reply.sources.buttons]
 
 
 def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
