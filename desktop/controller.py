@@ -46,7 +46,7 @@ from desktop import sync
 from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
-from desktop.turns import Turn, TurnRecorder, plan_documents
+from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat import events as ev
 from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptError, TranscriptMessage, TranscriptState
 from olmo3.docs.turn import TurnPlan, remaining_context
@@ -176,6 +176,7 @@ class ChatController(QObject):
             state = sync.state_from_store(
                 tree, system_prompt=conv.system_prompt, think=bool(getattr(self.model_info, "is_think", False))
             )
+            state = restore_prompt_texts(state, self.store, conv_id)  # the documents the messages carried
         elif state is not None:
             adopted = sync.adopt_store_ids(state, tree)
             if adopted is not state:  # saved by v0.1, before the engine took the store's ids: convert it once

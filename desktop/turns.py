@@ -21,6 +21,7 @@ provenance, and the composer's attachments it carried are bound to it when its r
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ from typing import Any, Literal
 
 from desktop import sync
 from olmo3.chat.events import TextDelta, TurnFinished
-from olmo3.chat.transcript import OverflowPolicy
-from olmo3.docs.prompt import TurnAttachment
+from olmo3.chat.transcript import OverflowPolicy, TranscriptState
+from olmo3.docs.prompt import TurnAttachment, format_passages, format_user_turn, format_whole
 from olmo3.docs.turn import TurnPlan, documents_on_path, from_provenance, remaining_context
 
 TurnKind = Literal["send", "regenerate", "edit"]
@@ -64,6 +65,30 @@ class Turn:
 
     def provenance(self) -> dict[str, Any] | None:
         return TurnPlan(self.text, self.prompt_text or self.text, self.documents).provenance()
+
+
+def restore_prompt_texts(state: TranscriptState, store: Any, conv_id: str) -> TranscriptState:
+    """A state rebuilt from store rows (no engine state: an import, or an unreadable one) with each user message's
+    documents put back into its rendered text, from its recorded turn: exactly the text the model read then."""
+    nodes = []
+    for node in state.nodes:
+        documents = []
+        if node.role == "user":
+            try:
+                documents = from_provenance(store.get_message(node.id).provenance)
+            except LookupError:
+                documents = []
+        blocks = []
+        for a in documents:
+            if a.mode == "whole" and a.attachment_id is not None:
+                try:
+                    blocks.append(format_whole(store.attachment_document(a.attachment_id)))
+                except LookupError:
+                    continue  # the document is gone: the message goes without it
+            elif a.passages:
+                blocks.append(format_passages(a.name, a.passages, page_count=a.pages))
+        nodes.append(dataclasses.replace(node, raw=format_user_turn(node.content, blocks)) if blocks else node)
+    return dataclasses.replace(state, nodes=tuple(nodes))
 
 
 def _ancestors(store: Any, conv_id: str, parent_id: str | None) -> list[Any]:

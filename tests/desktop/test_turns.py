@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from desktop import sync
-from desktop.turns import Turn, TurnRecorder, plan_documents
+from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat.engine import Engine
 from olmo3.chat.events import Event, JobFailed, TextDelta, TurnFinished
 from olmo3.chat.transcript import TranscriptState
@@ -192,3 +192,11 @@ def test_a_turns_documents_are_planned_recorded_and_bound(setup):
         store, conv, "When exactly?", parent_id=None, carried_from=user_id, context=context, max_tokens=6
     )
     assert [a.attachment_id for a in edit.attachments] == [memo] and edit.prompt_text.endswith("When exactly?")
+
+    # Without the engine's state (an imported conversation), the messages' texts are rebuilt from the store: the
+    # documents come back from the turn's record, exactly as the model read them.
+    rebuilt = restore_prompt_texts(
+        sync.state_from_store(store.tree(conv), system_prompt=None, think=False), store, conv
+    )
+    assert rebuilt.node(user_id).raw == finished.state.node(user_id).raw
+    assert rebuilt.node(reply_id).raw == finished.state.node(reply_id).raw
