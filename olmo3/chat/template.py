@@ -115,6 +115,8 @@ class TokenText:
         plain = dict(spec, added_tokens=[], post_processor=None, truncation=None, padding=None)
         self._finder = Tokenizer.from_str(json.dumps(finder))
         self._plain = Tokenizer.from_str(json.dumps(plain))
+        # The finder numbers the added tokens its own way; its token strings include lstrip/rstrip whitespace.
+        self._real_id = {self._finder.token_to_id(t): i for t, i in self.ids.items()}
         tokens = [t for t in self.ids if t]
         self.prefixes = frozenset(t[:i] for t in tokens for i in range(1, len(t)))
         self.suffixes = frozenset(t[i:] for t in tokens for i in range(1, len(t)))
@@ -127,7 +129,8 @@ class TokenText:
         if not text or not self.ids:
             return []
         enc = self._finder.encode(text, add_special_tokens=False)
-        return [(s, e, self.ids[tok]) for tok, (s, e) in zip(enc.tokens, enc.offsets, strict=True) if tok in self.ids]
+        real = self._real_id
+        return [(s, e, real[i]) for i, (s, e) in zip(enc.ids, enc.offsets, strict=True) if i in real]
 
     def risky_spans(self, text: str) -> list[tuple[int, int]]:
         """Spans of ``text`` that must not reach the template as they are: added tokens, and fragments at the
@@ -189,14 +192,14 @@ class Rendering:
         rest of that token as plain text (it is no longer the token)."""
         if not 0 <= offset <= len(self.text):
             raise ValueError(f"offset {offset} is outside the rendering (0..{len(self.text)})")
-        starts = [m[0] for m in self.markup]
-        i = bisect.bisect_right(starts, offset) - 1
+        j = bisect.bisect_right([m[1] for m in self.markup], offset)  # the first token ending after offset
         pieces: list[tuple[str, int | None]] = []  # (plain text, None) or ("", token id)
         pos = offset
-        if i >= 0 and self.markup[i][1] > offset:  # inside a markup token
-            pos = self.markup[i][1]
+        if j < len(self.markup) and self.markup[j][0] < offset:  # inside a markup token
+            pos = self.markup[j][1]
             pieces.append((self.text[offset:pos], None))
-        for s, e, tid in self.markup[i + 1 :]:
+            j += 1
+        for s, e, tid in self.markup[j:]:
             if s > pos:
                 pieces.append((self.text[pos:s], None))
             pieces.append(("", tid))
