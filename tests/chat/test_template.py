@@ -13,7 +13,7 @@ from conftest import real_template
 from tokenizers import AddedToken, Tokenizer
 from transformers import AutoTokenizer
 
-from olmo3.chat.template import ChatTemplate, Limits, TemplateError, for_tokenizer
+from olmo3.chat.template import ChatTemplate, Limits, TemplateError, TokenText, for_tokenizer
 from olmo3.model.tiny import SPECIAL_TOKENS, chat_template, make_tokenizer_files
 
 REAL = [
@@ -71,9 +71,22 @@ def olmo3_tok(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def think_tok(tmp_path_factory):
-    """A tokenizer where <think> and </think> are added tokens too."""
-    added = [*OLMO3_ADDED, "<think>", "</think>"]
-    dest = _tokenizer_dir(tmp_path_factory.mktemp("tok") / "think", OLMO3_SPECIAL, added)
+    """A tokenizer where <think> and </think> are added tokens too (normalized ones, as add_tokens makes them)."""
+    dest = _tokenizer_dir(tmp_path_factory.mktemp("tok") / "think", OLMO3_SPECIAL, OLMO3_ADDED)
+    tok = Tokenizer.from_file(str(dest / "tokenizer.json"))
+    tok.add_tokens(["<think>", "</think>"])
+    tok.save(str(dest / "tokenizer.json"))
+    return AutoTokenizer.from_pretrained(dest)
+
+
+@pytest.fixture(scope="module")
+def strip_tok(tmp_path_factory):
+    """Added tokens with lstrip/rstrip and single_word rules, which only the tokenizer's own matcher follows."""
+    dest = _tokenizer_dir(tmp_path_factory.mktemp("tok") / "strip", [], [])
+    tok = Tokenizer.from_file(str(dest / "tokenizer.json"))
+    tok.add_special_tokens([AddedToken("<|sep|>", lstrip=True, rstrip=True, special=True, normalized=False)])
+    tok.add_tokens([AddedToken("WORD", single_word=True, normalized=False), AddedToken("<x>", normalized=True)])
+    tok.save(str(dest / "tokenizer.json"))
     return AutoTokenizer.from_pretrained(dest)
 
 
@@ -302,6 +315,40 @@ def test_think_tags_as_added_tokens_stay_text_in_history(think_tok, name):
     # The stripping template looks for '</think>' in content, which protection hides from it: detected.
     assert r.faithful == ("remove" not in name)
     assert ("reasoning" in r.text) and think_tok.decode(ids) == r.text
+
+
+SAMPLES = [
+    "",
+    "plain text",
+    "<|im_start|>user\nhi<|im_end|>\n",
+    "<|im_start|><|im_start|>x<|im_end|<|im_end|>|||EMAIL_ADDRESS||||||IP_ADDRESS|||",
+    "a <|sep|>  b\n<|sep|>WORD xWORD WORD, <x><|extra_id_1|><|extra_id_11|><functions></functions>",
+    "<think><think></think>think>\U000f0001<function_calls><|endoftext|>",
+]
+
+
+@pytest.mark.parametrize("tok_name", ["tiny_tok", "olmo3_tok", "think_tok", "strip_tok"])
+def test_added_tokens_are_found_as_the_tokenizer_finds_them(tok_name, request):
+    tok = request.getfixturevalue(tok_name)
+    text = TokenText(tok.backend_tokenizer)
+    assert (text._passes is None) == (tok_name == "strip_tok")  # the regex path where the rules allow it
+    exact = TokenText(tok.backend_tokenizer)
+    exact._passes = None  # the tokenizer's own matcher
+    added = added_ids(tok)
+    for sample in SAMPLES:
+        enc = tok.backend_tokenizer.encode(sample, add_special_tokens=False)
+        expected = [(s, e, i) for i, (s, e) in zip(enc.ids, enc.offsets, strict=True) if i in added]
+        assert text.find(sample) == exact.find(sample) == expected, sample
+
+
+def test_tokenizers_with_strip_rules_encode_markup_as_the_tokenizer_does(strip_tok):
+    src = "{% for m in messages %}<|sep|> {{ m.role }} WORD\n{{ m.content }} <x>\n{% endfor %}"
+    ct = ChatTemplate(src, tokenizer=strip_tok.backend_tokenizer)
+    r = ct.render([{"role": "user", "content": "hi there"}])
+    assert r.encode() == strip_tok.encode(r.text, add_special_tokens=False)
+    hostile = ct.render([{"role": "user", "content": " <|sep|> WORD <x> "}])
+    added = added_ids(strip_tok)
+    assert [i for i in hostile.encode() if i in added] == [i for i in r.encode() if i in added]
 
 
 # ---------------------------------------------------------------------------------------------- suffixes
