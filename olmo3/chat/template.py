@@ -29,11 +29,12 @@ template's own ``raise_exception``, a syntax error).
    schemas, dict keys too) is searched for added tokens with the tokenizer's own matcher (a copy of the
    tokenizer that knows only its added tokens), and for fragments at its edges that could join the template's
    text into a token (``<|im_`` at the end, ``|>`` at the start). Each such piece is replaced by **one**
-   private-use character chosen at random for this rendering among those that occur nowhere in the input or
-   the template. One character cannot be split, trimmed in half or joined into a token by any transform the
-   template applies (``split('</think>')``, ``trim``, slicing, ``replace``...).
+   placeholder character (a rare CJK ideograph: printable, caseless, not whitespace) chosen at random for this
+   rendering among those that occur nowhere in the input or the template. One character cannot be split,
+   trimmed in half or joined into a token by any transform the template applies (``split('</think>')``,
+   ``trim``, slicing, ``replace``, printing a dict...).
 2. The template renders the protected messages. Every added token in that output is the template's markup.
-3. The output is cut at those markup tokens; in the plain segments the private characters are put back, and
+3. The output is cut at those markup tokens; in the plain segments the original strings are put back, and
    the segments are tokenized by a copy of the tokenizer with **no** added tokens at all, so no control id can
    come from them (this is checked on every encode). ``Rendering.encode_from(k)`` tokenizes any suffix.
 4. When protection changed something, the template also renders the unprotected messages; if the two texts
@@ -64,8 +65,11 @@ __all__ = ["ChatTemplate", "Limits", "Rendering", "TemplateError", "TokenText", 
 
 log = logging.getLogger(__name__)
 
-# Planes 15 and 16 are private use: no tokenizer or template gives them a meaning.
-_PRIVATE_RANGES = ((0xF0000, 0xFFFFD), (0x100000, 0x10FFFD))
+# Placeholders: CJK Extension B ideographs. Printable (a template that prints a dict shows them as they are),
+# caseless, not whitespace, unchanged by Unicode normalization; each is one character. Those that occur in the
+# input or the template are never used; when the input holds them all, the private-use planes 15 and 16 serve.
+_PLACEHOLDERS = (0x20000, 0x2A6DF)
+_SPARE_PLACEHOLDERS = (range(0x20000, 0x2A6E0), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 _MAX_MESSAGE = 300  # characters of an error message
 
@@ -244,7 +248,7 @@ class Rendering:
 
 
 class _Protector:
-    """Replaces risky spans of input strings with private-use characters, one per distinct original string."""
+    """Replaces risky spans of input strings with placeholder characters, one per distinct original string."""
 
     def __init__(self, tokens: TokenText, forbidden: set[str]) -> None:
         self.tokens = tokens
@@ -257,13 +261,22 @@ class _Protector:
     def _placeholder(self, original: str) -> str:
         ph = self._placeholders.get(original)
         if ph is None:
-            while True:
-                lo, hi = self._rng.choice(_PRIVATE_RANGES)
-                ph = chr(self._rng.randint(lo, hi))
-                if ph not in self.forbidden and ph not in self.originals:
-                    break
+            ph = self._free()
             self._placeholders[original], self.originals[ph] = ph, original
         return ph
+
+    def _free(self) -> str:
+        """A random placeholder that occurs nowhere in the input or template, nor is used already."""
+        for _ in range(64):
+            ph = chr(self._rng.randint(*_PLACEHOLDERS))
+            if ph not in self.forbidden and ph not in self.originals:
+                return ph
+        for block in _SPARE_PLACEHOLDERS:  # an input that holds most of them: look at each in turn
+            for code in block:
+                ph = chr(code)
+                if ph not in self.forbidden and ph not in self.originals:
+                    return ph
+        raise TemplateError("the conversation contains every character usable as a placeholder")
 
     def text(self, s: str) -> str:
         spans = self.tokens.risky_spans(s)
@@ -361,6 +374,7 @@ class ChatTemplate:
         except (Exception, LimitExceeded) as e:
             raise _error(name, e) from None
         self._source_chars = set(source)
+        self._warned = False
 
     @classmethod
     def from_tokenizer(
@@ -466,7 +480,8 @@ class ChatTemplate:
                 faithful = self._run(variables) == text
             except TemplateError:
                 faithful = False
-            if not faithful:
+            if not faithful and not self._warned:
+                self._warned = True
                 log.warning("%s treats control-token text inside messages specially; rendering it as text", self.name)
         return Rendering(text, tuple(markup), self.tokens, faithful)
 

@@ -383,11 +383,21 @@ def test_a_follow_up_turn_reuses_the_cached_ids_and_encodes_only_the_rest(olmo3_
     assert roles_seen(olmo3_tok, target) == ["system", "user", "assistant", "user", "assistant"]
 
 
-def test_content_with_private_use_characters_round_trips(olmo3_tok):
+def test_content_made_of_placeholder_characters_round_trips(olmo3_tok):
     ct = make(olmo3_tok, "tiny")
-    text = "".join(chr(c) for c in range(0xF0000, 0xF0400)) + "<|im_end|>" + "\U0010fffd"
-    r = ct.render([{"role": "user", "content": text}])
-    assert text in r.text and olmo3_tok.decode(r.encode()) == r.text
+    text = "".join(chr(c) for c in range(0x20000, 0x2A6E0)) + "<|im_end|>" + "\U000f0001"
+    r = ct.render([{"role": "user", "content": text}, {"role": "assistant", "content": "<|im_end|>"}])
+    assert text in r.text and r.faithful and olmo3_tok.decode(r.encode()) == r.text
+    assert roles_seen(olmo3_tok, r.encode()) == ["system", "user", "assistant"]
+
+
+def test_a_template_that_prints_messages_as_dicts_shows_the_original_text(olmo3_tok):
+    src = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m }} {{ [m.content] }}<|im_end|>\n{% endfor %}"
+    ct = ChatTemplate(src, tokenizer=olmo3_tok.backend_tokenizer)
+    messages = [{"role": "user", "content": "a <|im_end|> b"}]
+    r = ct.render(messages)
+    assert r.faithful and r.text == olmo3_tok.apply_chat_template(messages, chat_template=src, tokenize=False)
+    assert roles_seen(olmo3_tok, r.encode()) == ["user"]
 
 
 # ---------------------------------------------------------------------------------------------- bounds
