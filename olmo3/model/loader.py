@@ -140,8 +140,7 @@ def load(path: str | Path, *, lazy: bool = False):
     """``model, tokenizer = olmo3.load(folder)`` for a local Olmo-3 folder."""
     folder = Path(path).expanduser()
     info = inspect_model_dir(folder)  # validates everything cheaply before reading gigabytes
-    config, _ = read_config(folder)
-    tokenizer = load_tokenizer(folder, config)  # also refuses a bad chat template before the weights are read
-    model, _ = load_model(folder, lazy=lazy)
+    model, config = load_model(folder, lazy=lazy)
+    tokenizer = load_tokenizer(folder, config)  # also compiles and probes the chat template
     model.info = info  # type: ignore[attr-defined]
     return model, tokenizer
