@@ -74,8 +74,8 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 _MAX_MESSAGE = 300  # characters of an error message
 
 
-class TemplateError(Exception):
-    """The chat template cannot be used: one line that says why."""
+class TemplateError(ValueError):
+    """The chat template cannot be used: one line that says why (a ValueError: the CLI prints it, exit 2)."""
 
 
 def _one_line(text: object) -> str:
@@ -484,6 +484,12 @@ class ChatTemplate:
                 self._warned = True
                 log.warning("%s treats control-token text inside messages specially; rendering it as text", self.name)
         return Rendering(text, tuple(markup), self.tokens, faithful)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of ``text`` as plain text (no added token is parsed), e.g. to count a message's tokens."""
+        if self.tokens is None:
+            raise TemplateError(f"{self.name}: tokenizing needs the model's tokenizer")
+        return self.tokens.encode_plain([text])[0] if text else []
 
     # -- load-time check
     def probe(self, think: bool | None = None) -> None:
