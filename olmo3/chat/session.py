@@ -37,6 +37,7 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from ..ids import new_id
 from ..model.config import FULL, SLIDING
 from ..model.modelinfo import ModelInfo
+from ..model.template import Rendering, for_tokenizer
 from . import kvcache
 from .events import Event, PrefillProgress, TextDelta, TurnFinished
 from .sampling import Sampling, recommended
@@ -249,6 +250,7 @@ class ChatSession:
     ):
         self.model = model
         self.tokenizer = tokenizer
+        self.template = for_tokenizer(tokenizer)
         self.info = model_info(model)
         self.system_prompt = system_prompt or None
         self.sampling = recommended(self.info.path or None, think=self.info.is_think).merged(sampling)
@@ -385,14 +387,13 @@ class ChatSession:
                 kept.append({"role": n.role, "content": n.raw})
         return msgs + kept
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> Rendering:
+        """The model's chat template over ``messages``, in the bounded sandbox, with every message's content
+        protected: only the template's own markup becomes control tokens (``olmo3.model.template``)."""
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
 
     def _verbatim_prefix(self, base: list[int], target_text: str) -> int:
         """Length of the longest prefix of ``base`` whose text is a prefix of ``target_text``."""
@@ -407,18 +408,19 @@ class ChatSession:
                 hi = mid
         return lo
 
-    def _target(self, target_text: str) -> tuple[list[int], int]:
-        """Target token ids for ``target_text``: the longest verbatim prefix of the live transcript or of a
-        snapshot's transcript (exact sampled ids), then the tokenized rest of the text."""
+    def _target(self, rendering: Rendering) -> tuple[list[int], int]:
+        """Target token ids for a rendering: the longest verbatim prefix of the live transcript or of a
+        snapshot's transcript (exact sampled ids), then the rest of the text, tokenized with content as plain
+        text (the decoded prefix starts the rendering, so its length is an offset into it)."""
         best, keep = self.tokens, -1
         for base in [self.tokens] + [s.tokens for s in reversed(self.snapshots)]:
             if len(base) <= keep:
                 continue
-            k = self._verbatim_prefix(base, target_text)
+            k = self._verbatim_prefix(base, rendering.text)
             if k > keep:
                 best, keep = base, k
         prefix = best[:keep]
-        return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
+        return prefix + rendering.encode_from(len(self._decode(prefix))), keep
 
     # ------------------------------------------------------------------ caches
     def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, Reconcile]:
@@ -565,8 +567,9 @@ class ChatSession:
         dropped = 0
         while True:
             path = self._path_to(user) if user.id in self.nodes else [*self._path_to_parent(user), user]
-            target_text = self.render(self._template_messages(path), add_generation_prompt=True)
-            target, _ = self._target(target_text)
+            rendering = self.render(self._template_messages(path), add_generation_prompt=True)
+            target_text = rendering.text
+            target, _ = self._target(rendering)
             ok, limit, reason = self._fits(len(target) + max_tokens)
             n_users = sum(1 for n in path if n.role == "user")
             droppable = n_users - 1 - self.drop_turns
@@ -574,7 +577,7 @@ class ChatSession:
                 return target, target_text, dropped
             if overflow != "drop_oldest" or droppable <= 0:
                 self.drop_turns -= dropped
-                new_tokens = len(self._encode(user.raw))
+                new_tokens = len(self.template.encode_text(user.raw))
                 raise ContextOverflowError(len(target), new_tokens, max_tokens, limit, max(droppable, 0), reason)
             self.drop_turns += 1
             dropped += 1
@@ -799,8 +802,7 @@ class ChatSession:
 
     # ------------------------------------------------------------------ persistence
     def template_hash(self) -> str:
-        template = getattr(self.tokenizer, "chat_template", None) or ""
-        return hashlib.sha256(str(template).encode()).hexdigest()[:16]
+        return hashlib.sha256(self.template.source.encode()).hexdigest()[:16]
 
     def tokens_hash(self) -> str:
         return hashlib.sha256(",".join(map(str, self.tokens)).encode()).hexdigest()[:16]

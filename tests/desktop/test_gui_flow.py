@@ -77,7 +77,7 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     assert window.status_row.context.usage() == (finished.stats.context_used, finished.stats.context_limit)
 
     # -- stop mid-reply: the partial reply is kept, marked, and offers Retry ------------------------------------
-    window.settings = fast_settings(max_tokens=3000)
+    window.settings = fast_settings(max_tokens=3000, temperature=1.0)  # sampled: a long reply, not an early EOS
     window.composer.set_text("Tell me a long story")
     qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
     qtbot.waitUntil(
