@@ -393,8 +393,6 @@ class ModelPickerDialog(QDialog):
         card.name.setText(entry.title)
         card.description.setText(DESCRIPTIONS.get(entry.variant, ""))
         meta = f"{format_bytes(entry.download_bytes)} download · {entry.repo_id}"
-        if not entry.known:
-            meta += " · unverified name"
         card.meta.setText(meta)
         card.setToolTip(entry.note)
         card.badge.set_fit(item.fit)
