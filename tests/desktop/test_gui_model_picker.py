@@ -101,7 +101,7 @@ def test_custom_repo_ids_and_clear_errors(qtbot, tmp_path, hub, tiny_model_dir):
 
     assert "'..' is not allowed" in check("../../etc/passwd")  # refused before any request or path
     assert "not an Olmo-3 model" in check("someone/not-olmo")
-    assert "doesn't exist" in check("someone/missing")
+    assert "isn't available on Hugging Face" in check("someone/missing")
     assert check("https://huggingface.co/someone/Olmo-3-Custom/tree/main") == ""
     card = picker.cards()["someone/Olmo-3-Custom"]
     assert "download" in card.button_keys() and card.badge.property("verdict") == "fits"
