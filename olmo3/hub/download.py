@@ -350,14 +350,14 @@ class DownloadJob:
             copy = quantized_bytes_estimate(self.plan.weight_bytes, self.quantize_bits)
             copy += self.plan.total_bytes - self.plan.weight_bytes
             needed += copy
-            both = f", counting the {self.quantize_bits}-bit copy made from it ({format_bytes(copy)})"
+            both = f", counting the {format_bytes(copy)} {self.quantize_bits}-bit copy made from it,"
         where = self.dest if self.dest.exists() else self.store.models_dir
         free = int(self.store.free_space_fn(where))
         if needed > free:
             raise DownloadError(
                 "disk_full",
-                f"not enough disk space for {self.repo_id}: it needs {format_bytes(needed)} more "
-                f"({needed:,} bytes{both}) but only {format_bytes(free)} ({free:,} bytes) is free at {where}",
+                f"not enough disk space for {self.repo_id}: it needs {format_bytes(needed)} more{both} "
+                f"but only {format_bytes(free)} is free at {where}",
             )
 
     # -- one file --------------------------------------------------------------------------------------------
