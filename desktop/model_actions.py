@@ -120,9 +120,9 @@ class ModelActions:
     def on_download_failed(self, repo_id: str, message: str) -> None:
         """A failed download: its card in the picker says so; with the picker closed, the window does."""
         if self.picker is None or not self.picker.isVisible():
-            from desktop.model_cards import pretty_name
+            from desktop.model_cards import title_for
 
-            self.window.show_error(f"Couldn't download {pretty_name(repo_id)}", message)
+            self.window.show_error(f"{title_for(repo_id)} didn't download", message)
 
     def close(self) -> None:
         if self.picker is not None:

@@ -69,6 +69,24 @@ def pretty_name(name: str) -> str:
     return base.replace("Olmo-3.1-", "Olmo 3.1 ").replace("Olmo-3-", "Olmo 3 ").replace("-", " ")
 
 
+def title_for(repo_id: str) -> str:
+    """The catalog's title for ``repo_id`` ("Olmo 3 7B Think · 4-bit"), else its pretty name."""
+    from olmo3.hub import catalog_entry
+
+    entry = catalog_entry(repo_id)
+    return entry.title if entry is not None else pretty_name(repo_id)
+
+
+_QUANT_SUFFIX = re.compile(r"(?:[-_]MLX)?(?:[-_](?:\d+bit|bf16|bfloat16|fp16|float16))?(?:[-_]MLX)?$", re.I)
+
+
+def display_name(repo_id: str, quant_label: str) -> str:
+    """ "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-4bit", "4-bit" → "Olmo 3.1 32B Instruct · 4-bit"."""
+    base = repo_id.split("/")[-1]
+    stripped = _QUANT_SUFFIX.sub("", base) or base
+    return f"{pretty_name(stripped)} · {quant_label}"
+
+
 def _wrapping_label(parent: QWidget, object_name: str) -> QLabel:
     label = QLabel(parent)
     label.setObjectName(object_name)

@@ -45,6 +45,7 @@ from desktop.model_cards import (
     ask_copy_or_link,
     breakable,
     confirm_box,
+    display_name,
     fit_text,
     pretty_name,
     wont_fit_reason,
@@ -164,6 +165,7 @@ class ModelPickerDialog(QDialog):
 
         self.search_button: QPushButton | None = None
         self.search_status: QLabel | None = None
+        self.search_header: QWidget | None = None
 
         self.add_folder_button.clicked.connect(self._add_folder)
         self.check_button.clicked.connect(self._check_custom)
@@ -214,6 +216,7 @@ class ModelPickerDialog(QDialog):
                 widget.deleteLater()
         self._cards = {}
         self.search_button = self.search_status = None
+        self.search_header = None
         local = self.manager.installed()
         shown: set[str] = set()
         self._section(
@@ -278,10 +281,11 @@ class ModelPickerDialog(QDialog):
         button.setAutoDefault(False)
         button.setEnabled(not self.manager.searching)
         button.clicked.connect(self._start_search)
-        row.addWidget(label, 1, Qt.AlignmentFlag.AlignBottom)
+        row.addWidget(label, 1, Qt.AlignmentFlag.AlignVCenter)
         row.addWidget(button)
         self.body_layout.addSpacing(6)
         self._add(header)
+        self.search_header = header
         self.search_button = button
         results = self._search
         if results is None:
@@ -400,8 +404,8 @@ class ModelPickerDialog(QDialog):
         card.description.setText(DESCRIPTIONS.get(entry.variant, ""))
         if entry.quantize_bits is not None:
             meta = (
-                f"{format_bytes(entry.download_bytes)} download, {format_bytes(entry.installed_bytes)} on disk "
-                f"after quantizing · {entry.repo_id}"
+                f"{format_bytes(entry.download_bytes)} download → {format_bytes(entry.installed_bytes)} on disk · "
+                f"{entry.repo_id}"
             )
             label = f"Download and quantize to {entry.quantize_bits}-bit"
         else:
@@ -421,7 +425,9 @@ class ModelPickerDialog(QDialog):
 
         card = ModelCard(result.repo_id, self.body)
         self._cards[result.repo_id] = card
-        card.set_name(f"{pretty_name(result.repo_id)} · {result.quant_label}" if result.usable else result.repo_id)
+        card.set_name(
+            display_name(result.repo_id, result.quant_label) if result.usable else pretty_name(result.repo_id)
+        )
         card.description.setText(f"Published on Hugging Face · {result.downloads:,} downloads")
         size = f"{format_bytes(result.total_bytes)} download · " if result.total_bytes is not None else ""
         card.meta.setText(breakable(size + result.repo_id))
@@ -429,7 +435,10 @@ class ModelPickerDialog(QDialog):
         card.badge.set_fit(fit)
         if not result.usable:
             card.badge.hide()
-            card.set_note(f"Olmo Desktop can't use it: {result.problem}")
+            problem = str(result.problem)
+            if problem.startswith(result.repo_id + " "):
+                problem = "the repo " + problem.removeprefix(result.repo_id + " ")
+            card.set_note(f"Olmo Desktop can't run it: {problem}.")
             return card
         self._download_actions(card, result.repo_id, fit=fit)
         return card
@@ -559,7 +568,11 @@ class ModelPickerDialog(QDialog):
         card = self._cards.get(repo_id)
         state = self.manager.downloads.get(repo_id)
         if card is not None and state is not None:
-            card.set_download(state)
+            if state.active and "pause" not in card.button_keys():
+                self.refresh()  # the card was built before this download ran: give it Pause and Cancel
+                card = self._cards.get(repo_id)
+            if card is not None:
+                card.set_download(state)
         if isinstance(event, hub.DownloadCompleted):
             self.show_info(f"{pretty_name(event.model.name)} is ready.")
 

@@ -51,7 +51,9 @@ def test_download_pause_resume_load_and_delete(qtbot, tmp_path, hub, tiny_model_
     )
     card = picker.cards()[REPO]
     assert 0 < card.progress.value() < 1000 and set(card.button_keys()) == {"pause", "cancel"}
-    assert window.header.ring.isVisibleTo(window)  # progress shows in the toolbar too
+    assert window.header.ring.isVisibleTo(window)  # progress shows in the toolbar too, with its label
+    chip = window.header.download_chip.label.text()
+    assert chip.startswith("Downloading ") and chip.endswith("%")
 
     picker.close()  # closing the picker does not stop the download
     assert window.models.active_downloads()
