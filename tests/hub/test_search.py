@@ -108,3 +108,34 @@ def test_a_broken_cache_file_reads_as_no_cache(tmp_path):
         cache.write_text(text)
         got = load_cached(cache, "http://x")
         assert got is None or got.results == ()
+
+
+def test_cli_models_search(tmp_path, models, monkeypatch, capsys):
+    import argparse
+
+    from olmo3.cli.models import add_models_parser, run_models
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        parser = argparse.ArgumentParser(prog="olmo3")
+        add_models_parser(parser.add_subparsers(dest="command", required=True))
+        code = run_models(parser.parse_args(["models", "--models-dir", str(tmp_path / "models"), *argv]))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    cache = str(tmp_path / "search.json")
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        hub.add_folder("mlx-community/Olmo-3-Tiny-4bit", models["q4"], downloads=3)
+        code, out, err = run(["search", "--json", "--cache", cache])
+        assert code == 0, err
+        data = json.loads(out)
+        [result] = data["results"]
+        assert result["repo_id"] == "mlx-community/Olmo-3-Tiny-4bit" and result["fit"] in ("fits", "tight")
+        assert result["total_bytes"] == folder_bytes(models["q4"]) and data["error"] is None
+        code, out, _ = run(["search", "--cache", cache])
+        assert code == 0 and "mlx-community/Olmo-3-Tiny-4bit" in out and "last updated" in out
+    code, out, err = run(["search", "--cache", cache])  # the hub is gone: the saved list, and why
+    assert code == 0 and "mlx-community/Olmo-3-Tiny-4bit" in out and "could not search Hugging Face" in err
+    code, out, err = run(["search", "--cache", str(tmp_path / "none.json")])
+    assert code == 1 and "could not search" in err and "0 repos" in out
