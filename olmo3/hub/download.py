@@ -356,8 +356,8 @@ class DownloadJob:
         if needed > free:
             raise DownloadError(
                 "disk_full",
-                f"not enough disk space for {self.repo_id}: it needs {format_bytes(needed)} more{both} "
-                f"but only {format_bytes(free)} is free at {where}",
+                f"not enough disk space for {self.repo_id}: it needs {format_bytes(needed)} more "
+                f"({needed:,} bytes){both} but only {format_bytes(free)} ({free:,} bytes) is free at {where}",
             )
 
     # -- one file --------------------------------------------------------------------------------------------
