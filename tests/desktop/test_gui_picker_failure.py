@@ -95,6 +95,24 @@ def test_offline_download_fails_on_its_card_then_resumes_from_the_hub(qtbot, tmp
     close_window(window)
 
 
+def test_a_long_error_wraps_inside_its_card(qtbot, tmp_path, hub, tiny_model_dir):
+    hub.add_folder(REPO, tiny_model_dir)
+    home = tmp_path / "home" / ("a-long-folder-name-" * 4)  # the disk-full message names the folder
+    store = offline_model_store(home, endpoint=hub.url, free_space_fn=lambda _path: 1000)
+    window = make_window(qtbot, home, model_store=store, start_engine=False)
+    picker = window.open_model_picker()
+    qtbot.mouseClick(picker.cards()[REPO].button("download"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "resume" in picker.cards()[REPO].button_keys(), timeout=30_000)
+    card = picker.cards()[REPO]
+    assert "Not enough disk space" in card.note.text() and "1,000 bytes" in card.note.text()
+    for width in (800, 1270):
+        settle(picker, width)
+        assert_inside_viewport(picker)
+        lines = card.note.height() / card.note.fontMetrics().lineSpacing()
+        assert lines >= 2, (width, card.note.height())  # wrapped, not cut
+    close_window(window)
+
+
 def test_add_a_folder_after_a_failure_then_load_without_restart(qtbot, tmp_path, tiny_model_dir):
     home = tmp_path / "home"
     window = make_window(qtbot, home, model_store=offline_model_store(home, endpoint=UNREACHABLE))

@@ -119,6 +119,21 @@ def test_pause_while_quantizing_keeps_the_download_and_resumes(tmp_path, hub, en
     assert store.staged(REPO) is None
 
 
+def test_cancel_while_quantizing_discards_both_copies(tmp_path, hub, engine):
+    store = make_store(tmp_path, hub)
+
+    def cancel_at_second_layer(event):
+        if isinstance(event, DownloadQuantizing) and event.done_steps == 2:
+            handle.cancel(discard=True)
+
+    handle = store.start_download(REPO, on_event=cancel_at_second_layer, quantize_bits=4, quantizer=engine.run_quantize)
+    final = handle.wait(120)
+    assert isinstance(final, DownloadCancelled) and final.discarded and not final.paused
+    assert store.staged(REPO) is None and not (store.models_dir / STAGING_DIR).exists()
+    assert not (store.models_dir / Q4).exists() and store.list_models() == []
+    assert not [p for p in store.models_dir.rglob("*") if "quantizing" in p.name or p.suffix == ".partial"]
+
+
 def test_cancel_during_the_download_discards_the_staging_folder(tmp_path, hub, engine):
     hold = hub.repos[REPO].hold["model.safetensors"] = Hold(offset=16 * 1024)
     store = make_store(tmp_path, hub)
