@@ -116,6 +116,9 @@ class MainWindow(QMainWindow):
         self.models = ModelManager(model_store, self.chores, self)
         # Deleting a model also deletes the conversation caches made with it (matched by weight fingerprint).
         self.models.also_delete = model_store.conversation_cache_deleter(self.paths.kv_cache_dir)
+        # "Download and quantize" quantizes as an engine job (MLX runs only there); search results are cached here.
+        self.models.quantizer = self.bridge.run_quantize
+        self.models.search_cache = self.paths.cache_dir / "hub-search.json"
         # Conversations purged from the Trash (after 30 days) leave their spilled caches behind: remove those.
         known = {c.id for c in self.store.list_conversations()} | {c.id for c in self.store.list_trash()}
         self.bridge.remove_orphan_caches(known)
@@ -225,6 +228,8 @@ class MainWindow(QMainWindow):
         self.models.download_event.connect(models.on_download_event)
         self.models.changed.connect(self.update_empty_state)
         self.models.error.connect(models.on_error)
+        self.models.download_failed.connect(models.on_download_failed)
+        self.header.download_clicked.connect(models.open_picker)
 
     # ------------------------------------------------------------------ what tests and screenshots call directly
     def refresh_sidebar(self) -> None:
@@ -397,8 +402,9 @@ class MainWindow(QMainWindow):
         self._closed = True
         self.window_state.save(self)
         app = QApplication.instance()
-        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None))
+        # Downloads first: one that is quantizing stops between two layers, so its engine job ends before the engine.
         self.models.shutdown()
+        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None))
         ok = self.chores.shutdown() and ok
         try:
             self.store.close()

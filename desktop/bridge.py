@@ -166,6 +166,19 @@ class EngineBridge(QObject):
     def cancel(self) -> None:
         self._engine.cancel()
 
+    def run_quantize(
+        self,
+        src: Path,
+        dst: Path,
+        *,
+        bits: int,
+        on_progress: Callable[[int, int, str], None],
+        should_stop: Callable[[], bool],
+    ) -> Path:
+        """An ``olmo3.hub.Quantizer``: quantize as an engine job and wait (call it from a download thread, never
+        from the GUI thread); progress is reported on the engine thread."""
+        return Path(self._engine.run_quantize(src, dst, bits=bits, on_progress=on_progress, should_stop=should_stop))
+
     def cache_path(self, conv_id: str) -> Path:
         return Path(self._engine.cache_path(conv_id))
 

@@ -95,9 +95,15 @@ class ModelActions:
         w = self.window
         active = w.models.active_downloads()
         if active:
-            done = sum(d.done_bytes for d in active)
-            total = sum(d.total_bytes for d in active) or 1
-            w.header.set_download_progress(done / total)
+            quantizing = [d for d in active if d.status == "quantizing"]
+            if quantizing and len(quantizing) == len(active):
+                fraction = sum(d.fraction for d in active) / len(active)
+                w.header.set_download_progress(fraction, f"Quantizing {fraction:.0%}")
+            else:
+                downloading = [d for d in active if d.status != "quantizing"]
+                done = sum(d.done_bytes for d in downloading)
+                total = sum(d.total_bytes for d in downloading) or 1
+                w.header.set_download_progress(done / total, f"Downloading {done / total:.0%}")
         else:
             w.header.set_download_progress(None)
         if isinstance(event, hub.DownloadCompleted):
@@ -110,6 +116,13 @@ class ModelActions:
         """The model manager's errors; the picker shows its own when it is open."""
         if self.picker is None or not self.picker.isVisible():
             self.window.show_error(title, message)
+
+    def on_download_failed(self, repo_id: str, message: str) -> None:
+        """A failed download: its card in the picker says so; with the picker closed, the window does."""
+        if self.picker is None or not self.picker.isVisible():
+            from desktop.model_cards import title_for
+
+            self.window.show_error(f"{title_for(repo_id)} didn't download", message)
 
     def close(self) -> None:
         if self.picker is not None:

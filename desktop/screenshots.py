@@ -2,7 +2,8 @@
 
 Everything runs against a throwaway home folder with synthetic content (no model is loaded and nothing is
 downloaded): a conversation with reasoning and code written to a real conversation store, a model picker fed
-download events as the hub would send them, the settings window, and the first-run state.
+download events as the hub would send them (a download running, one failed offline, search results kept from an
+earlier search), the settings window, and the first-run state.
 """
 
 from __future__ import annotations
@@ -116,6 +117,94 @@ def _feed_download(manager: Any, repo_id: str) -> None:
     )
 
 
+def _feed_failure(manager: Any, repo_id: str) -> None:
+    """A download that failed offline, as the hub reports it (what a Mac without a connection sees)."""
+    from olmo3 import hub
+
+    manager._on_download_event(hub.DownloadStarted(repo_id=repo_id, commit="", files=(), total_bytes=0, done_bytes=0))
+    manager._on_download_event(
+        hub.DownloadFailed(
+            repo_id=repo_id,
+            code="unreachable",
+            message="cannot reach https://huggingface.co (connection to huggingface.co failed: ConnectError: "
+            "[Errno 8] nodename nor servname provided, or not known); check your internet connection",
+        )
+    )
+
+
+def _search_results() -> Any:
+    """What "Search Hugging Face" returns, sized from the architecture (repos named in the notes on Olmo-3 repos)."""
+    from olmo3.hub import OLMO3_7B, OLMO3_32B
+    from olmo3.hub.catalog import TOKENIZER_AND_CONFIG_BYTES
+    from olmo3.hub.search import SearchResult, SearchResults
+
+    def result(repo: str, arch: Any, bits: int | None, downloads: int) -> SearchResult:
+        weights = arch.weight_bytes(bits)
+        return SearchResult(
+            repo,
+            downloads=downloads,
+            total_bytes=weights + TOKENIZER_AND_CONFIG_BYTES,
+            weight_bytes=weights,
+            bits=bits,
+            kv_bytes_per_token_full=arch.kv_bytes_per_token_full,
+            kv_bytes_per_token_sliding=arch.kv_bytes_per_token_sliding,
+            sliding_window=arch.sliding_window,
+        )
+
+    return SearchResults(
+        (
+            result("mlx-community/Olmo-3-7B-Instruct-8bit", OLMO3_7B, 8, 2_310),
+            result("lmstudio-community/Olmo-3-1025-7B-MLX-6bit", OLMO3_7B, 6, 1_204),
+            result("lmstudio-community/Olmo-3.1-32B-Instruct-MLX-4bit", OLMO3_32B, 4, 877),
+            result("mlx-community/Olmo-3-1125-32B-6bit", OLMO3_32B, 6, 301),
+            SearchResult(
+                "someone/Olmo-3-7B-Instruct-GGUF",
+                downloads=12,
+                problem="someone/Olmo-3-7B-Instruct-GGUF has no .safetensors weights (it has model.gguf)",
+            ),
+        ),
+        "2026-11-30T08:34:00+00:00",
+        from_cache=True,
+        error="connection to huggingface.co failed",
+    )
+
+
+def picker_screenshots(window: Any, out_dir: Path, theme: str, app: QApplication) -> list[Path]:
+    """The picker after an offline download failed (wide and narrow), with search results (offline: saved), and
+    quantizing an Ai2 download."""
+    from desktop.models import DownloadState
+    from olmo3 import hub
+
+    saved = []
+    picker = window.open_model_picker()
+    _feed_failure(window.models, "mlx-community/Olmo-3-7B-Think-4bit")
+    for width in (1270, 800):
+        picker.resize(width, 700)
+        saved.append(_save(picker, out_dir / f"02b-model-picker-error-{width}-{theme}.png", app))
+    picker.resize(800, 700)
+    picker._on_searched(_search_results())
+    _settle(app)
+    if picker.search_header is not None:
+        picker.scroll_area.verticalScrollBar().setValue(picker.search_header.y() - 8)
+    saved.append(_save(picker, out_dir / f"02c-model-picker-search-{theme}.png", app))
+    # "Download and quantize" in its second phase, on an Ai2 card.
+    ai2 = "allenai/Olmo-3-7B-Instruct"
+    window.models.downloads[ai2] = DownloadState(ai2, quantize_bits=4)
+    window.models._on_download_event(
+        hub.DownloadQuantizing(repo_id=ai2, bits=4, done_steps=12, total_steps=34, what="layer 12 of 32")
+    )
+    _settle(app)
+    card = picker.cards().get(ai2)
+    if card is not None:
+        picker.scroll_area.verticalScrollBar().setValue(card.y() - 120)
+    saved.append(_save(picker, out_dir / f"02d-model-picker-quantizing-{theme}.png", app))
+    for repo in ("mlx-community/Olmo-3-7B-Think-4bit", ai2):
+        window.models.downloads.pop(repo, None)
+    window.models.changed.emit()
+    picker.hide()
+    return saved
+
+
 def main_screenshots(out_dir: Path) -> int:
     from desktop.app import MainWindow, create_application
     from desktop.paths import AppPaths
@@ -147,6 +236,7 @@ def main_screenshots(out_dir: Path) -> int:
             picker.resize(760, 700)
             saved.append(_save(picker, out_dir / f"02-model-picker-download-{theme}.png", app))
             picker.hide()
+            saved.extend(picker_screenshots(window, out_dir, theme, app))
             # 3. a chat with reasoning, code, a table, branches and stats
             conv = _seed_conversations(window.store)
             window.refresh_sidebar()

@@ -279,6 +279,64 @@ class Engine:
         """Run ``fn(engine)`` on the engine thread (for tools and tests that need MLX state)."""
         return self._submit("call", "", lambda job: fn(self))
 
+    def quantize(
+        self,
+        src: str | Path,
+        dst: str | Path,
+        *,
+        bits: int = 4,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_done: Callable[[BaseException | None], None],
+    ) -> int:
+        """Quantize the bf16 folder ``src`` into ``dst`` as an engine job: MLX runs only on this thread.
+
+        ``on_progress(done, total, what)`` and ``on_done(error)`` are called on the engine thread; a failure (also
+        ``QuantizeCancelledError`` once ``should_stop()`` says so, checked between layers) goes to ``on_done``
+        rather than becoming a ``JobFailed`` event, so a chat never shows it. Jobs queued behind it wait.
+        """
+
+        def run(job: _Job) -> None:
+            from ..model.quantize import quantize_folder
+
+            error: BaseException | None = None
+            try:
+                quantize_folder(src, dst, bits=bits, on_progress=on_progress, should_stop=should_stop)
+            except Exception as e:
+                error = e
+            on_done(error)
+
+        return self._submit("quantize", "", run)
+
+    def run_quantize(
+        self,
+        src: Path,
+        dst: Path,
+        *,
+        bits: int,
+        on_progress: Callable[[int, int, str], None],
+        should_stop: Callable[[], bool],
+    ) -> Path:
+        """``quantize`` for another thread that waits for it (a download's, the CLI's): an ``olmo3.hub.Quantizer``.
+
+        Returns ``dst`` or raises what quantizing raised; raises RuntimeError if the engine is not running."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("run_quantize would wait for itself on the engine thread; use quantize()")
+        finished = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def done(error: BaseException | None) -> None:
+            outcome.append(error)
+            finished.set()
+
+        self.quantize(src, dst, bits=bits, on_progress=on_progress, should_stop=should_stop, on_done=done)
+        while not finished.wait(0.25):
+            if not self.running:
+                raise RuntimeError("the engine is not running, so the model cannot be quantized")
+        if outcome[0] is not None:
+            raise outcome[0]
+        return Path(dst)
+
     def cache_path(self, conv_id: str) -> Path:
         self._check_conv_id(conv_id)
         return self.cache_dir / f"{conv_id}.safetensors"

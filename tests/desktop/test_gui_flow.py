@@ -49,11 +49,11 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     qtbot.waitUntil(lambda: any(k.startswith("local/") for k in picker.cards()), timeout=30_000)
     name = next(k for k in picker.cards() if k.startswith("local/"))
     qtbot.mouseClick(picker.cards()[name].button("load"), Qt.MouseButton.LeftButton)
+    assert not picker.isVisible()  # Load returns to the chat
     qtbot.waitUntil(lambda: window.controller.model_info is not None, timeout=60_000)
     assert window.composer.state == "ready"
-    qtbot.waitUntil(lambda: picker.cards()[name].loaded_badge.isVisible())
+    qtbot.waitUntil(lambda: picker.cards()[name].loaded_badge.isVisibleTo(picker))
     assert "Loading" not in window.header.model_button.text()
-    picker.close()
 
     # -- send: tokens stream into the view while the turn runs ------------------------------------------------
     streamed: list[tuple[bool, int]] = []
