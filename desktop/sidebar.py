@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QFont,
@@ -66,6 +66,8 @@ TRASHED = Qt.ItemDataRole.UserRole + 6
 ROW_H = 34
 SNIPPET_ROW_H = 66  # title + two lines of snippet
 HEADER_H = 30
+
+Index = QModelIndex | QPersistentModelIndex
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,13 @@ GROUP_ORDER = ["Pinned", "Today", "Yesterday", "Previous 7 days", "Previous 30 d
 class RowDelegate(QStyledItemDelegate):
     """Paints headers and conversation rows; edits titles inline with a QLineEdit."""
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+    def sizeHint(self, option: QStyleOptionViewItem, index: Index) -> QSize:
         kind = index.data(KIND)
         if kind == "header":
             return QSize(option.rect.width(), HEADER_H)
         return QSize(option.rect.width(), SNIPPET_ROW_H if index.data(SNIPPET) else ROW_H)
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
         theme = th.current()
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -191,12 +193,12 @@ class RowDelegate(QStyledItemDelegate):
             doc.drawContents(painter, clip)
         painter.restore()
 
-    def createEditor(self, parent: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> QWidget:
+    def createEditor(self, parent: QWidget, option: QStyleOptionViewItem, index: Index) -> QWidget:
         editor = QLineEdit(parent)
         editor.setObjectName("titleEdit")
         return editor
 
-    def updateEditorGeometry(self, editor: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def updateEditorGeometry(self, editor: QWidget, option: QStyleOptionViewItem, index: Index) -> None:
         editor.setGeometry(option.rect.adjusted(8, 3, -8, -3))
 
 
