@@ -79,7 +79,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"context length for the memory estimate (default {DEFAULT_CONTEXT_TOKENS})",
     )
     s.add_argument("--memory-gb", type=float, metavar="GB", help="memory budget to judge against (default: this Mac)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
 
     s = actions.add_parser("download", parents=[common], help="download (or resume) a model from Hugging Face")
     s.add_argument("repo", help="owner/name, e.g. mlx-community/Olmo-3-7B-Instruct-4bit, or its URL")
