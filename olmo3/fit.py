@@ -57,6 +57,37 @@ class ModelShape:
             info.max_position_embeddings,
         )
 
+    @classmethod
+    def of_any(cls, model: object) -> ModelShape | None:
+        """From a ``ModelInfo``, a listed model (``olmo3.hub.LocalModel``: its ``info`` dict) or a catalog entry (its
+        ``arch``); None when nothing says how large the model is (an incomplete download)."""
+        if isinstance(model, ModelShape):
+            return model
+        arch = getattr(model, "arch", None)
+        if arch is not None:
+            return cls(
+                int(getattr(model, "weight_bytes", 0)),
+                arch.kv_bytes_per_token_full,
+                arch.kv_bytes_per_token_sliding,
+                arch.sliding_window,
+                arch.max_position_embeddings,
+            )
+        info = getattr(model, "info", None)
+        if isinstance(info, dict):
+            try:
+                return cls(
+                    int(info["weight_bytes"]),
+                    int(info["kv_bytes_per_token_full"]),
+                    int(info["kv_bytes_per_token_sliding"]),
+                    int(info["sliding_window"]),
+                    int(info["max_position_embeddings"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                return None
+        if hasattr(model, "kv_bytes_per_token_full") and hasattr(model, "max_position_embeddings"):
+            return cls.of(model)  # type: ignore[arg-type]
+        return None
+
     def fit(self, context_tokens: int, budget: MemoryBudget) -> MemoryFit:
         from .hub.catalog import estimate_memory_fit
 
