@@ -184,6 +184,7 @@ class ModelPickerDialog(QDialog):
         self.confirm: Callable[[str, str], bool] = self._confirm_box
         self.ask_folder: Callable[[], str | None] = self._folder_dialog
         self.ask_link: Callable[[str], bool | None] = self._link_box
+        self.context_for: Callable[[Any], int] = lambda model: 8192  # the window's: each model's context length
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -353,7 +354,7 @@ class ModelPickerDialog(QDialog):
         elif model.source == "link":
             meta.append(f"linked from {model.origin}")
         card.meta.setText(" · ".join(m for m in meta if m and m != "?"))
-        fit = model.memory_fit(budget=budget) if model.installed else None
+        fit = model.memory_fit(self.context_for(model), budget=budget) if model.installed else None
         card.badge.set_fit(fit)
         card.badge.setVisible(model.installed)
         path = str(model.path)
@@ -397,7 +398,8 @@ class ModelPickerDialog(QDialog):
             meta += " · unverified name"
         card.meta.setText(meta)
         card.setToolTip(entry.note)
-        card.badge.set_fit(item.fit)
+        fit = item.entry.memory_fit(self.context_for(item.entry), self.manager.budget())
+        card.badge.set_fit(fit)
         state = self.manager.downloads.get(entry.repo_id)
         if state is not None and state.active:
             card.add_button("pause", "Pause", lambda r=entry.repo_id: self.manager.pause(r))
@@ -408,8 +410,8 @@ class ModelPickerDialog(QDialog):
             button = card.add_button(
                 "download", label, lambda r=entry.repo_id: self.manager.start_download(r), kind="primaryButton"
             )
-            if item.fit.verdict == "wont_fit":
-                button.setToolTip("This model probably won't fit in this Mac's memory: " + item.fit.message)
+            if fit.verdict == "wont_fit":
+                button.setToolTip("This model probably won't fit in this Mac's memory: " + fit.message)
             if state is not None and state.status == "failed":
                 card.set_download(state)
         return card
