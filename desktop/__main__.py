@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--theme", choices=("system", "light", "dark"), help="override the theme setting")
     parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="load this model folder (or a name `olmo3 models list` prints) at start, e.g. one `olmo3 tiny` made",
+    )
+    parser.add_argument(
         "--memory-limit",
         type=_size,
         metavar="BYTES",
@@ -73,10 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         from desktop.screenshots import main_screenshots
 
         return main_screenshots(Path(args.screenshot))
-    return run_app(theme=args.theme, memory_limit=args.memory_limit)
+    model = None
+    if args.model:
+        from desktop.paths import AppPaths
+        from olmo3.cli.options import resolve_model
+
+        try:
+            model = str(resolve_model(args.model, AppPaths.default().models_dir))
+        except ValueError as e:
+            print(f"olmo-desktop: {e}", file=sys.stderr)
+            return 2
+    return run_app(theme=args.theme, memory_limit=args.memory_limit, model=model)
 
 
-def run_app(*, theme: str | None = None, memory_limit: int | None = None) -> int:
+def run_app(*, theme: str | None = None, memory_limit: int | None = None, model: str | None = None) -> int:
     from desktop.app import MainWindow, create_application
     from desktop.logs import install_excepthook, setup_logging
     from desktop.paths import AppPaths
@@ -85,7 +100,9 @@ def run_app(*, theme: str | None = None, memory_limit: int | None = None) -> int
     setup_logging(paths.log_file)
     install_excepthook()
     app = create_application(sys.argv[:1])
-    window = MainWindow(paths=paths, theme_mode=theme, memory_limit_bytes=memory_limit)
+    window = MainWindow(paths=paths, theme_mode=theme, memory_limit_bytes=memory_limit, auto_load=model is None)
+    if model is not None:
+        window.load_model(model)
     window.show()
     _close_on_signals(window)
     code = app.exec()

@@ -61,15 +61,16 @@ def add_model_options(p: argparse.ArgumentParser, *, required: bool = True, load
     p.add_argument("--load-anyway", action="store_true", help="load the model even if it won't fit in memory")
 
 
-def resolve_model(text: str) -> Path:
-    """A folder as given, else the installed model of that name; ``ValueError`` (one line) if neither."""
+def resolve_model(text: str, models_dir: str | Path | None = None) -> Path:
+    """A folder as given, else the installed model of that name (in ``models_dir``, default the app's, or the
+    Hugging Face cache); ``ValueError`` (one line) if neither."""
     folder = Path(text).expanduser()
     if folder.is_dir():
         return folder
     from ..hub import ModelStore
 
     try:
-        model = ModelStore().find(text)
+        model = ModelStore(models_dir).find(text)
     except ValueError:  # not even a valid name
         model = None
     if model is not None and model.installed:

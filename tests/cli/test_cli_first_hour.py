@@ -142,3 +142,14 @@ def test_every_option_has_help(env):
     assert missing == []
     out = olmo3("generate", "--help", env=env)
     assert out.returncode == 0 and "--memory-limit BYTES" in out.stdout and "olmo3 models list" in out.stdout
+
+
+def test_olmo_desktop_takes_a_model_and_a_memory_limit(env):
+    desktop = str(Path(sys.executable).with_name("olmo-desktop"))
+    helped = subprocess.run([desktop, "--help"], capture_output=True, text=True, timeout=60, env=env)
+    assert helped.returncode == 0 and "--model MODEL" in helped.stdout and "--memory-limit BYTES" in helped.stdout
+    missing = subprocess.run(
+        [desktop, "--model", "local/not-there"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith("olmo-desktop: local/not-there: no such folder or installed model")
