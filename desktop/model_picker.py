@@ -88,6 +88,7 @@ class ModelPickerDialog(QDialog):
         self.confirm: Callable[[str, str], bool] = self._confirm_box
         self.ask_folder: Callable[[], str | None] = self._folder_dialog
         self.ask_link: Callable[[str], bool | None] = self._link_box
+        self.context_for: Callable[[Any], int] = lambda model: 8192  # the window's: each model's context length
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -332,7 +333,7 @@ class ModelPickerDialog(QDialog):
         elif model.source == "quantized":
             meta.append(f"quantized on this Mac from {model.origin}")
         card.meta.setText(breakable(" · ".join(m for m in meta if m and m != "?")))
-        fit = model.memory_fit(budget=budget) if model.installed else None
+        fit = model.memory_fit(self.context_for(model), budget=budget) if model.installed else None
         card.badge.set_fit(fit)
         card.badge.setVisible(model.installed)
         path = str(model.path)
@@ -413,10 +414,11 @@ class ModelPickerDialog(QDialog):
             label = "Download"
         card.meta.setText(breakable(meta))
         card.setToolTip(entry.note)
-        card.badge.set_fit(item.fit)
+        fit = entry.memory_fit(self.context_for(entry), self.manager.budget())
+        card.badge.set_fit(fit)
         local = item.local if item.local is not None and not item.installed else None
         self._download_actions(
-            card, entry.repo_id, fit=item.fit, quantize_bits=entry.quantize_bits, local=local, download_label=label
+            card, entry.repo_id, fit=fit, quantize_bits=entry.quantize_bits, local=local, download_label=label
         )
         return card
 

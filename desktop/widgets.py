@@ -198,7 +198,7 @@ class ChatHeader(QWidget):
         if loading and name:
             self.model_button.setText(f"Loading {name}…")
         else:
-            self.model_button.setText(name or "Choose a model")
+            self.model_button.setText(name or "No model")  # "Choose a model" is said once, elsewhere
 
     def set_title(self, title: str, *, renamable: bool) -> None:
         self.title.setText(title)

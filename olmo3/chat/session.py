@@ -76,9 +76,12 @@ class ContextOverflowError(Exception):
         self.limit, self.droppable_turns, self.reason = limit, droppable_turns, reason
         what = "context window" if reason == "context" else "memory budget for this conversation"
         super().__init__(
-            f"this turn needs {used} tokens of history and prompt plus up to {max_tokens} new tokens, "
+            f"this turn needs {used} tokens of history and prompt plus at least {max_tokens} for a reply, "
             f"but the {what} allows {limit}; {droppable_turns} older turn(s) could be dropped"
         )
+
+
+MIN_REPLY_TOKENS = 256  # a turn is refused only when the prompt leaves less room than this (or 1/8 of the context)
 
 
 class _CancelledError(Exception):
@@ -562,6 +565,13 @@ class ChatSession:
             return self.context_limit
         return int((budget - sliding * window) // full)
 
+    def _room(self, n_prompt: int) -> int:
+        """How many tokens a reply may add before the context (or this conversation's KV budget) is full."""
+        limit = self.context_limit
+        if self.kv_budget_bytes is not None:
+            limit = min(limit, self._tokens_that_fit(self.kv_budget_bytes))
+        return max(1, limit - n_prompt)
+
     def _plan(self, user: Node, overflow: OverflowPolicy, max_tokens: int) -> tuple[list[int], str, int]:
         """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""
         dropped = 0
@@ -570,7 +580,9 @@ class ChatSession:
             rendering = self.render(self._template_messages(path), add_generation_prompt=True)
             target_text = rendering.text
             target, _ = self._target(rendering)
-            ok, limit, reason = self._fits(len(target) + max_tokens)
+            # max_tokens is a cap, not a reservation: the prompt must leave room for a short reply only.
+            min_reply = min(max_tokens, MIN_REPLY_TOKENS, max(1, self.context_limit // 8))
+            ok, limit, reason = self._fits(len(target) + min_reply)
             n_users = sum(1 for n in path if n.role == "user")
             droppable = n_users - 1 - self.drop_turns
             if ok:
@@ -578,7 +590,7 @@ class ChatSession:
             if overflow != "drop_oldest" or droppable <= 0:
                 self.drop_turns -= dropped
                 new_tokens = len(self.template.encode_text(user.raw))
-                raise ContextOverflowError(len(target), new_tokens, max_tokens, limit, max(droppable, 0), reason)
+                raise ContextOverflowError(len(target), new_tokens, min_reply, limit, max(droppable, 0), reason)
             self.drop_turns += 1
             dropped += 1
 
@@ -685,13 +697,14 @@ class ChatSession:
         detok.reset()
         splitter = ReasoningSplitter(think)
         generated: list[int] = []
-        finish: FinishReason = "length"
+        max_new = min(s.max_tokens, self._room(len(target)))
+        finish: FinishReason = "length" if max_new == s.max_tokens else "context"  # if no stop token comes
         t_first: float | None = None
         t_last = 0.0
         for token, _ in generate_step(
             mx.array(feed[-1:]),
             self.model,
-            max_tokens=s.max_tokens,
+            max_tokens=max_new,
             sampler=sampler,
             logits_processors=processors or None,
             prompt_cache=cache,

@@ -437,7 +437,8 @@ def _download(store: ModelStore, args: argparse.Namespace, out: TextIO, err: Tex
         )
         return EXIT_INTERRUPTED
     assert isinstance(final, DownloadFailed)
-    print(f"olmo3 models: download failed ({final.code}): {final.message}", file=err)
+    hint = "; check your connection, then run the same command to resume" if final.code == "unreachable" else ""
+    print(f"olmo3 models: download failed ({final.code}): {final.message}{hint}", file=err)
     return EXIT_FAILED
 
 

@@ -173,7 +173,7 @@ def classify_error(e: BaseException, endpoint: str, repo_id: str) -> tuple[bool,
         return False, DownloadError("server_error", f"{endpoint} answered {status}: {e}")
     if isinstance(e, httpx2.TransportError):
         host = urlsplit(endpoint).hostname or endpoint
-        return True, DownloadError("unreachable", f"connection to {host} failed ({type(e).__name__}: {e})")
+        return True, DownloadError("unreachable", f"cannot reach {host}: {e or type(e).__name__}")
     if isinstance(e, OSError):
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             return False, DownloadError("disk_full", f"the disk is full ({e})")
@@ -229,12 +229,7 @@ class Planner:
                 transient, err = classify_error(e, self.store.endpoint, self.repo_id)
                 attempt += 1
                 if not transient or attempt >= self.store.retry.planning_attempts:
-                    if transient:
-                        raise DownloadError(
-                            "unreachable",
-                            f"cannot reach {self.store.endpoint} ({err.message}); check your internet connection",
-                        ) from e
-                    raise err from e
+                    raise err from e  # transient ones are "unreachable": the app and the CLI say what to do
                 delay = self.store.retry.delay(attempt)
                 if self.emit is not None:
                     self.emit(

@@ -190,10 +190,10 @@ def test_errors_become_events_and_the_thread_survives(engine, tmp_path):
 
 def test_context_overflow_is_an_event_and_drop_oldest_resends(engine):
     engine.wait(engine.open_conversation("c1", sampling={"max_tokens": 4000}), 10)
-    job = engine.send("c1", "hi")
+    job = engine.send("c1", "word " * 4000)  # leaves no room for even a short reply (max_tokens is only a cap)
     engine.wait(job, 10)
     ov = engine.rec.of(ContextOverflow, job)[0]
-    assert ov.limit == 4096 and ov.max_tokens == 4000 and ov.used + 4000 > 4096
+    assert ov.limit == 4096 and ov.max_tokens == 256 and ov.used + 256 > 4096  # max_tokens: the minimal reply
     assert not engine.rec.of(TurnFinished, job)
 
 

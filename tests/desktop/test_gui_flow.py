@@ -39,7 +39,8 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     home = tmp_path / "home"
     window = make_window(qtbot, home)
     assert window.stack.currentWidget() is window.welcome  # first run: no model anywhere
-    assert window.composer.state == "no_model" and window.composer.choose_button.isVisible()
+    assert window.composer.state == "no_model" and not window.composer.choose_button.isVisible()  # the panel is
+    assert "Pick a model above" in window.composer.edit.placeholderText()  # the way in; the composer points to it
 
     # -- pick the generated model: "Add model folder…" (used in place), then Load on its card -----------------
     picker = window.open_model_picker()
