@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chat.events import ConversationOpened, Event, TurnFinished
+from ..chat.transcript import OverflowPolicy
 from ..docs import index
 from ..docs.turn import TurnPlan, documents_on_path, plan_turn, prepare, remaining_context, tokenizer_counter
 
@@ -25,7 +26,7 @@ CONVERSATION = "cli"
 class CliAttachments:
     """The attached files of one ``olmo3 chat`` and the plan of each user turn on the active path."""
 
-    def __init__(self, paths: Sequence[str], model_dir: str | Path) -> None:
+    def __init__(self, paths: Sequence[str], model_dir: str | Path | None) -> None:
         """Read every file (``DocumentError`` names the first that can't be attached) and index it in memory."""
         self.count = tokenizer_counter(model_dir)
         prepared = [prepare(p, count_tokens=self.count) for p in paths]
@@ -93,9 +94,20 @@ class DocumentTurns:
         self._pending = (plan, user_turn)
         return plan.prompt_text if plan.attachments else None
 
-    def send(self, text: str, sampling: dict[str, Any] | None = None) -> int:
-        prompt_text = self._plan(text, self.users, sampling)
-        return int(self.engine.send(self.conv, text, prompt_text=prompt_text, sampling=sampling))
+    def send(
+        self,
+        text: str,
+        sampling: dict[str, Any] | None = None,
+        *,
+        overflow: OverflowPolicy = "error",
+        documents: bool = True,
+    ) -> int:
+        """A new user message; ``documents=False`` sends it without any (``/continue``)."""
+        if documents:
+            prompt_text = self._plan(text, self.users, sampling)
+        else:
+            prompt_text, self._pending = None, (TurnPlan(text, text), self.users)
+        return int(self.engine.send(self.conv, text, prompt_text=prompt_text, sampling=sampling, overflow=overflow))
 
     def edit(self, user_turn: int, text: str, sampling: dict[str, Any] | None = None) -> int:
         prompt_text = self._plan(text, user_turn, sampling)

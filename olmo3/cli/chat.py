@@ -17,14 +17,55 @@ from ..chat.events import (
     Event,
     JobFailed,
     ModelLoaded,
+    ModelWontFit,
     TextDelta,
     TurnFinished,
 )
+from ..chat.transcript import TurnStats
 from ..docs.extract import DocumentError
+from ..units import format_bytes
 from .attach import CliAttachments, DocumentTurns, describe
+from .options import model_path
 
-HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
-          /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
+COMMANDS = (
+    ("/regen", "regenerate the last reply"),
+    ("/edit N", "edit user turn N (counted from 0) and resend it"),
+    ("/continue", "after a reply filled the context: go on, leaving out the oldest turns"),
+    ("/stats", "the last turn's numbers"),
+    ("/save FILE", "save the conversation as JSON"),
+    ("/help", "this list"),
+    ("/quit", "leave (also Ctrl-D)"),
+)
+HELP = "commands:\n" + "\n".join(f"  {name:<11} {what}" for name, what in COMMANDS)
+CONTINUE = "Continue."
+
+
+def stats_table(s: TurnStats) -> str:
+    """The last turn's numbers, one per line, with units."""
+    rows = [
+        ("time to first token", f"{s.ttft_s:.3f} s"),
+        ("speed", f"{s.tokens_per_s:.1f} tokens/s"),
+        ("prompt tokens fed", f"{s.prompt_tokens:,}"),
+        ("tokens reused from the cache", f"{s.cached_tokens:,} ({s.reconcile})"),
+        ("tokens generated", f"{s.generated_tokens:,}"),
+        (
+            "stopped because",
+            {
+                "stop": "the reply ended",
+                "length": "max tokens",
+                "context": "the context is full",
+                "cancelled": "cancelled",
+            }.get(s.finish_reason, s.finish_reason),
+        ),
+        ("context used", f"{s.context_used:,} of {s.context_limit:,} tokens"),
+        ("prefill / total time", f"{s.prefill_s:.3f} s / {s.total_s:.3f} s"),
+        ("peak memory", format_bytes(s.peak_memory_bytes)),
+        ("seed", str(s.seed) if s.seed is not None else "-"),
+    ]
+    if s.dropped_turns:
+        rows.append(("oldest turns left out", str(s.dropped_turns)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 class _Printer:
@@ -58,6 +99,10 @@ class _Printer:
                 f"\n  ({s.ttft_s:.2f} s to first token · {s.tokens_per_s:.1f} tok/s · "
                 f"{s.cached_tokens} tokens reused · {s.reconcile})\n"
             )
+            if s.finish_reason == "context":
+                sys.stdout.write(
+                    "  The reply filled the model's context; /continue goes on without the oldest turns.\n"
+                )
         elif isinstance(event, ContextOverflow):
             sys.stdout.write(
                 f"\n! does not fit: {event.used}+{event.max_tokens} tokens > {event.limit}; "
@@ -92,32 +137,35 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
+    printer = _Printer(stream=not args.json)
+    folder = model_path(args)
     docs: CliAttachments | None = None
     if getattr(args, "attach", None):
         try:  # before the model loads: a file that can't be attached fails at once
-            docs = CliAttachments(args.attach, args.model)
+            docs = CliAttachments(args.attach, folder)
         except DocumentError as e:
             print(f"olmo3: {e}", file=sys.stderr)
             return 2
-    printer = _Printer(stream=not args.json)
-    engine = Engine(printer, cache_dir=args.cache_dir)
+    engine = Engine(printer, cache_dir=args.cache_dir, memory_limit_bytes=getattr(args, "memory_limit", None))
     engine.start()
     conv = uuid.uuid4().hex
-    turns = DocumentTurns(engine, conv, docs)
+    doc_turns = DocumentTurns(engine, conv, docs)
     try:
-        job = engine.load_model(args.model)
+        job = engine.load_model(
+            folder or "", context_tokens=getattr(args, "context", None), force=getattr(args, "load_anyway", False)
+        )
         engine.wait(job)
-        fails = [e for e in printer.of(job) if isinstance(e, JobFailed)]
+        fails = [e for e in printer.of(job) if isinstance(e, (JobFailed, ModelWontFit))]
         if fails:
             print(f"olmo3: {fails[0].message}", file=sys.stderr)
             return 2
         info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
         job = engine.open_conversation(conv, system_prompt=args.system, sampling=sampling)
         engine.wait(job)
-        turns.opened(printer.of(job))
+        doc_turns.opened(printer.of(job))
         if scripted:
-            return _run_script(turns, printer, Path(args.script), args.json)
-        print(f"Olmo chat · {info.name} · {HELP}")
+            return _run_script(doc_turns, printer, Path(args.script), args.json)
+        print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
             try:
@@ -128,11 +176,12 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 continue
             if line in ("/quit", "/exit"):
                 break
-            if line == "/help":
+            command = line.split(maxsplit=1)[0] if line.startswith("/") else ""
+            if command == "/help":
                 print(HELP)
                 continue
-            if line == "/stats":
-                print(json.dumps(last.stats.to_dict(), indent=2) if last else "no turn yet")
+            if command == "/stats":
+                print(stats_table(last.stats) if last else "no turn yet")
                 continue
             if line.startswith("/save"):
                 parts = line.split(maxsplit=1)
@@ -144,25 +193,35 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 Path(parts[1]).write_text(json.dumps(saved, indent=2))
                 print(f"saved {parts[1]}")
                 continue
-            if line == "/regen":
-                job = turns.regenerate()
-            elif line.startswith("/edit"):
-                parts = line.split(maxsplit=1)
-                if len(parts) < 2 or not parts[1].isdigit():
-                    print("usage: /edit N")
+            user_turns = sum(1 for m in last.messages if m.role == "user") if last else 0
+            if command == "/regen":
+                if not user_turns:
+                    print("nothing to regenerate yet")
+                    continue
+                job = doc_turns.regenerate()
+            elif command == "/edit":
+                parts = line.split()
+                if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= user_turns:
+                    turns = f"0 to {user_turns - 1}" if user_turns else "none yet"
+                    print(f"usage: /edit N, where N is a user turn (counted from 0: {turns})")
                     continue
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
-                job = turns.edit(int(parts[1]), text)
+                job = doc_turns.edit(int(parts[1]), text)
+            elif command == "/continue":
+                job = doc_turns.send(CONTINUE, overflow="drop_oldest", documents=False)
+            elif command:
+                print(f"unknown command {command}; {HELP}")
+                continue
             else:
-                job = turns.send(line)
+                job = doc_turns.send(line)
             try:
                 engine.wait(job)
             except KeyboardInterrupt:
                 engine.cancel()
                 engine.wait(job)
-            used = turns.finished(printer.of(job))
+            used = doc_turns.finished(printer.of(job))
             if used:
                 print(describe(used))
             last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
@@ -173,7 +232,11 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
             docs.close()
 
 
-def _run_script(turns: DocumentTurns, printer: _Printer, path: Path, as_json: bool) -> int:
+def info_context(engine: Engine) -> str:
+    return f"{engine.context_tokens:,}-token context" if engine.context_tokens else "full context"
+
+
+def _run_script(doc_turns: DocumentTurns, printer: _Printer, path: Path, as_json: bool) -> int:
     try:
         actions = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -189,17 +252,17 @@ def _run_script(turns: DocumentTurns, printer: _Printer, path: Path, as_json: bo
             return 2
         sampling = action.get("sampling")
         if "send" in action:
-            job = turns.send(str(action["send"]), sampling=sampling)
+            job = doc_turns.send(str(action["send"]), sampling=sampling)
         elif action.get("regenerate"):
-            job = turns.regenerate(sampling=sampling)
+            job = doc_turns.regenerate(sampling=sampling)
         elif "edit" in action:
-            job = turns.edit(int(action["edit"]), str(action.get("text", "")), sampling=sampling)
+            job = doc_turns.edit(int(action["edit"]), str(action.get("text", "")), sampling=sampling)
         else:
             print(f"olmo3: {path}: action {i} needs 'send', 'regenerate' or 'edit'", file=sys.stderr)
             return 2
-        turns.engine.wait(job)
+        doc_turns.engine.wait(job)
         result = _turn_json(action, printer.of(job))
-        result["attachments"] = turns.finished(printer.of(job))
+        result["attachments"] = doc_turns.finished(printer.of(job))
         if "error" in result:
             status = 1
         if as_json:

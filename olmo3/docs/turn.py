@@ -205,12 +205,16 @@ def documents_on_path(user_turns: Iterable[tuple[Mapping[str, Any] | None, bool]
 
 
 def remaining_context(context_limit: int, context_used: int, max_tokens: int) -> int:
-    """Tokens a new turn may use: the context limit less the transcript and the reply's maximum length.
+    """Tokens a new turn's documents and message may use: the context limit less the transcript and a reply's room.
 
-    The engine reports ``context_used``/``context_limit`` after every turn (and when a conversation opens); the reply
-    must fit too, so its maximum length is kept free. Documents go in whole while they fit in half of this.
+    The engine reports ``context_used``/``context_limit`` after every turn (and when a conversation opens). The
+    reply's maximum length is a cap, not a reservation (the session lets a reply run until the context is full), so
+    only ``min(max_tokens, context_limit // 8)`` is kept free here; and since documents go in whole only while they
+    fit in half of what this returns, the other half is the reply's too.
     """
-    return max(0, int(context_limit) - int(context_used) - max(0, int(max_tokens)))
+    limit = max(0, int(context_limit))
+    reserve = min(max(0, int(max_tokens)), limit // 8)
+    return max(0, limit - int(context_used) - reserve)
 
 
 @dataclass(frozen=True)
@@ -239,11 +243,11 @@ def plan_turn(
 ) -> TurnPlan:
     """The turn's text for ``message`` with the conversation's attachments ``attachment_ids``.
 
-    ``remaining_context``: tokens the turn may still use (the context limit minus the transcript and the reply's
-    maximum length). Attachments in ``in_transcript`` (already there whole) are left out; the others go in whole,
-    in order, while together they fit in half of what remains after the message, and the rest are retrieved from:
-    their best passages for this message, within what the whole documents left of that half. Ids the
-    conversation does not have (an attachment removed meanwhile) are ignored.
+    ``remaining_context``: tokens the turn may still use (:func:`remaining_context`: the context limit minus the
+    transcript and room for a reply). Attachments in ``in_transcript`` (already there whole) are left out; the
+    others go in whole, in order, while together they fit in half of what remains after the message, and the rest
+    are retrieved from: their best passages for this message, within what the whole documents left of that half.
+    Ids the conversation does not have (an attachment removed meanwhile) are ignored.
     """
     known = {a.id: a for a in list_attachments(conn, conv_id)}
     ids = [i for i in dict.fromkeys(attachment_ids) if i in known and i not in in_transcript]

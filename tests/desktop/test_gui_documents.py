@@ -123,11 +123,15 @@ def test_attach_pdf_and_docx_send_see_chips_and_sources_and_open_a_passage(qtbot
     assert reply.sources.isVisibleTo(window)
     labels = [b.accessibleName() for b in reply.sources.buttons]
     assert "memo.docx, whole document" in labels and any(label.startswith("report.pdf, page") for label in labels)
-    planted = next(b for b in reply.sources.buttons if b.accessibleName() == "report.pdf, page 5")
-    assert planted.text() == "page 5"
+    report_used = next(a for a in from_provenance(stored.provenance) if a.name == "report.pdf")
+    index = next(i for i, h in enumerate(report_used.passages) if PLANTED_PDF in " ".join(h.text.split()))
+    planted = [b for b in reply.sources.buttons if b.accessibleName().startswith("report.pdf, ")][index]
+    hit = report_used.passages[index]
+    assert hit.page_start == 5  # the planted sentence is on page 5 (its passage may run onto page 6)
+    assert planted.text() == hit.page_label and planted.accessibleName() == f"report.pdf, {hit.page_label}"
     qtbot.mouseClick(planted, Qt.MouseButton.LeftButton)
     dialog = window.documents.dialog
-    assert dialog is not None and dialog.isVisible() and dialog.windowTitle() == "report.pdf — page 5"
+    assert dialog is not None and dialog.isVisible() and dialog.windowTitle() == f"report.pdf — {hit.page_label}"
     assert PLANTED_PDF in " ".join(dialog.text().split())
     whole = next(b for b in reply.sources.buttons if b.accessibleName() == "memo.docx, whole document")
     qtbot.mouseClick(whole, Qt.MouseButton.LeftButton)

@@ -73,6 +73,8 @@ def test_documents_on_path_and_provenance_round_trip():
 
 def test_remaining_context_and_the_token_counter(tiny_model_dir, tmp_path):
     assert remaining_context(4096, 1000, 512) == 2584 and remaining_context(100, 90, 50) == 0
+    # Max tokens caps a reply; it is not reserved in full: an eighth of the context at most stays free for it.
+    assert remaining_context(4096, 0, 4096) == 3584 and remaining_context(65_536, 0, 4096) == 61_440
     count = tokenizer_counter(tiny_model_dir)
     assert count("") == 0 and count("<|im_start|>system") > 2  # special tokens typed in a document are text
     assert tokenizer_counter(tmp_path) is approx_tokens and tokenizer_counter(None) is approx_tokens
