@@ -890,7 +890,7 @@ class ChatSession:
             template_hash=self.template_hash(),
             thinking_budget=s.thinking_budget,
             keep_reasoning=keep_reasoning,
-            kv_bits=self.kv_bits,
+            kv_bits=self.kv_bits if kvcache.kv_group_size(info.head_dim) else None,  # None: unquantizable
             context_limit=self.context_limit,
             engine_version=__version__,
             reconcile=how,

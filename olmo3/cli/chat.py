@@ -21,8 +21,9 @@ from ..chat.events import (
     TurnFinished,
 )
 
-HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
-          /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
+HELP = """commands: /regen  regenerate the last reply · /reproduce  regenerate it with exactly its settings and seed
+          /edit N  edit user turn N (0-based) and resend · /stats  last turn's numbers and provenance
+          /save FILE  save the conversation as JSON · /quit"""
 
 
 class _Printer:
@@ -77,21 +78,22 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
             "action": action,
             "error": getattr(fail, "message", None) or type(fail).__name__ if fail else "no result",
         }
-    reply = fin.reply
-    return {
-        "action": action,
-        "text": reply.content if reply else "",
-        "reasoning": reply.reasoning if reply else None,
-        "stats": fin.stats.to_dict(),
-        "tokens": list(fin.state.tokens),
-        "reply_tokens": list(reply.tokens) if reply else [],
-    }
+    from .main import turn_json
+
+    return {"action": action, **turn_json(fin), "tokens": list(fin.state.tokens)}
+
+
+def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | None:
+    """Regenerate the last reply with exactly the settings and seed it was made with (None: nothing to redo)."""
+    if last is None or last.provenance is None:
+        return None
+    return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling())
 
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
     printer = _Printer(stream=not args.json)
-    engine = Engine(printer, cache_dir=args.cache_dir)
+    engine = Engine(printer, cache_dir=args.cache_dir, kv_bits=args.kv_bits)
     engine.start()
     conv = uuid.uuid4().hex
     try:
@@ -120,7 +122,11 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 print(HELP)
                 continue
             if line == "/stats":
-                print(json.dumps(last.stats.to_dict(), indent=2) if last else "no turn yet")
+                if last is None:
+                    print("no turn yet")
+                else:
+                    prov = last.provenance.to_dict() if last.provenance else None
+                    print(json.dumps({"stats": last.stats.to_dict(), "provenance": prov}, indent=2))
                 continue
             if line.startswith("/save"):
                 parts = line.split(maxsplit=1)
@@ -134,6 +140,12 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 continue
             if line == "/regen":
                 job = engine.regenerate(conv)
+            elif line == "/reproduce":
+                redo = _reproduce(engine, conv, last)
+                if redo is None:
+                    print("nothing to reproduce yet")
+                    continue
+                job = redo
             elif line.startswith("/edit"):
                 parts = line.split(maxsplit=1)
                 if len(parts) < 2 or not parts[1].isdigit():
@@ -166,6 +178,7 @@ def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_jso
         print(f"olmo3: {path}: expected a JSON list of actions", file=sys.stderr)
         return 2
     status = 0
+    last: TurnFinished | None = None
     for i, action in enumerate(actions):
         if not isinstance(action, dict):
             print(f"olmo3: {path}: action {i} is not an object", file=sys.stderr)
@@ -175,12 +188,19 @@ def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_jso
             job = engine.send(conv, str(action["send"]), sampling=sampling)
         elif action.get("regenerate"):
             job = engine.regenerate(conv, sampling=sampling)
+        elif action.get("reproduce"):
+            redo = _reproduce(engine, conv, last)
+            if redo is None:
+                print(f"olmo3: {path}: action {i}: no reply to reproduce yet", file=sys.stderr)
+                return 2
+            job = redo
         elif "edit" in action:
             job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling)
         else:
-            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate' or 'edit'", file=sys.stderr)
+            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate', 'reproduce' or 'edit'", file=sys.stderr)
             return 2
         engine.wait(job)
+        last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))
         if "error" in result:
             status = 1

@@ -59,6 +59,7 @@ def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
         ("repetition_penalty", "repetition_penalty"),
         ("max_tokens", "max_tokens"),
         ("seed", "seed"),
+        ("thinking_budget", "thinking_budget"),
     ):
         value = getattr(args, attr, None)
         if value is not None:
@@ -74,6 +75,17 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float)
     p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--thinking-budget", type=_budget, help="Think models: most reasoning tokens (e.g. 4096, 4K; off)")
+    p.add_argument("--kv-bits", type=int, choices=(4, 8), help="quantize the full-attention layers' KV cache")
+
+
+def _budget(text: str) -> int | None:
+    from ..chat.sampling import parse_thinking_budget
+
+    try:
+        return parse_thinking_budget(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -82,11 +94,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..model.loader import load
 
     model, tokenizer = load(args.model)
-    session = ChatSession(model, tokenizer, system_prompt=args.system, **_sampling_args(args))
+    session = ChatSession(model, tokenizer, system_prompt=args.system, kv_bits=args.kv_bits, **_sampling_args(args))
     in_reasoning = False
     stats = None
     for event in session.send(args.prompt):
-        if isinstance(event, TextDelta):
+        if isinstance(event, TurnFinished) and args.json:
+            print(json.dumps(turn_json(event)), flush=True)
+            return 0
+        if isinstance(event, TextDelta) and not args.json:
             if event.channel == "reasoning" and not in_reasoning:
                 sys.stdout.write("[thinking] ")
                 in_reasoning = True
@@ -107,6 +122,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def turn_json(fin: Any) -> dict[str, Any]:
+    """One finished turn as JSON: the reply's text and reasoning, its stats and provenance (``generate --json``
+    and each line of ``chat --json``)."""
+    reply = fin.reply
+    return {
+        "text": reply.content if reply else "",
+        "reasoning": reply.reasoning if reply else None,
+        "finish_reason": fin.stats.finish_reason,
+        "stats": fin.stats.to_dict(),
+        "provenance": fin.provenance.to_dict() if fin.provenance else None,
+        "reply_tokens": list(reply.tokens) if reply else [],
+    }
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from ..model.quantize import quantize_folder
 
@@ -121,7 +150,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "decode":
         result = bench.bench_decode(args.model, tokens=args.tokens, rounds=args.rounds)
     else:
-        result = bench.bench_chat(args.model, rounds=args.rounds)
+        result = bench.bench_chat(args.model, rounds=args.rounds, kv_bits=args.kv_bits)
     print(bench.format_table(result))
     print(json.dumps(result, indent=2))
     return 0
@@ -147,13 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--prompt", required=True)
     s.add_argument("--system", help="system prompt (default: the model's own)")
+    s.add_argument("--json", action="store_true", help="one JSON line: text, reasoning, stats, provenance")
     _add_sampling(s)
     s.set_defaults(fn=cmd_generate)
 
-    s = sub.add_parser("chat", help="interactive chat (/regen, /edit N, /stats, /save), or --script")
+    s = sub.add_parser("chat", help="interactive chat (/regen, /reproduce, /edit N, /stats, /save), or --script")
     s.add_argument("--model", required=True)
     s.add_argument("--system")
-    s.add_argument("--script", help="JSON list of actions: {send: text} | {regenerate: true} | {edit: N, text}")
+    s.add_argument(
+        "--script",
+        help="JSON list of actions: {send: text} | {regenerate: true} | {reproduce: true} | {edit: N, text}",
+    )
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
     s.add_argument("--cache-dir", help="where conversation caches are spilled")
     _add_sampling(s)
@@ -171,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="model folder (default: a generated small model)")
     s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run")
     s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--kv-bits", type=int, choices=(4, 8), help="chat: also measure quantized full-layer KV")
     s.set_defaults(fn=cmd_bench)
 
     try:
