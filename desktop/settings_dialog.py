@@ -1,7 +1,8 @@
 """The settings window: chat (system prompts), sampling with Olmo-3 presets, memory & storage, appearance.
 
 It edits a copy of :class:`desktop.settings.Settings` and, when a conversation is open, that conversation's own
-system prompt; :meth:`SettingsDialog.result_settings` / :meth:`conversation_prompt` give the outcome after Save.
+system prompt, thinking budget and earlier-reasoning choice; :meth:`SettingsDialog.result_settings`,
+:meth:`conversation_prompt` and :meth:`conversation_sampling` give the outcome after Save.
 """
 
 from __future__ import annotations
@@ -32,8 +33,66 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.settings import Sampling, Settings, presets
+from olmo3.chat.sampling import THINKING_BUDGETS
 
 UNCHANGED = object()
+SAME = object()  # a conversation setting that follows the Sampling page
+KEEP_CHOICES: tuple[tuple[str, bool | None], ...] = (
+    ("As the model's template does", None),
+    ("Keep in context", True),
+    ("Drop from context (frees room)", False),
+)
+
+
+class BudgetPicker(QWidget):
+    """Off / 1K / 4K / 16K / a number of tokens (and, for a conversation, "Same as the Sampling page")."""
+
+    def __init__(self, value: object, *, allow_same: bool = False, parent: QWidget | None = None):
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(8)
+        self.combo = QComboBox(self)
+        if allow_same:
+            self.combo.addItem("Same as the Sampling page", SAME)
+        for name, budget in THINKING_BUDGETS.items():
+            self.combo.addItem(name if budget is None else f"{name} tokens", budget)
+        self.combo.addItem("Custom…", "custom")
+        self.custom = QSpinBox(self)
+        self.custom.setRange(1, 1_000_000)
+        self.custom.setSingleStep(256)
+        self.custom.setSuffix(" tokens")
+        self.custom.setValue(value if isinstance(value, int) else 2048)
+        row.addWidget(self.combo)
+        row.addWidget(self.custom)
+        row.addStretch(1)
+        self.set_value(value)
+        self.combo.currentIndexChanged.connect(lambda _i: self.custom.setVisible(self.combo.currentData() == "custom"))
+
+    def set_value(self, value: object) -> None:
+        index = (
+            self.combo.findData(value) if value is SAME or value is None or value in THINKING_BUDGETS.values() else -1
+        )
+        if index < 0:
+            index = self.combo.findData("custom")
+            if isinstance(value, int):
+                self.custom.setValue(value)
+        self.combo.setCurrentIndex(index)
+        self.custom.setVisible(self.combo.currentData() == "custom")
+
+    def value(self) -> object:
+        data = self.combo.currentData()
+        return self.custom.value() if data == "custom" else data
+
+
+def _keep_combo(value: object, *, allow_same: bool, parent: QWidget) -> QComboBox:
+    combo = QComboBox(parent)
+    if allow_same:
+        combo.addItem("Same as the Sampling page", SAME)
+    for text, keep in KEEP_CHOICES:
+        combo.addItem(text, keep)
+    combo.setCurrentIndex(max(0, combo.findData(value)))
+    return combo
 
 
 def _hint(text: str, parent: QWidget) -> QLabel:
@@ -55,6 +114,7 @@ class SettingsDialog(QDialog):
         default_models_dir: Path,
         model_dir: str | None = None,
         conversation_prompt: str | object | None = UNCHANGED,
+        conversation_sampling: dict | object = UNCHANGED,
         conversation_title: str = "",
         parent: QWidget | None = None,
     ) -> None:
@@ -66,6 +126,7 @@ class SettingsDialog(QDialog):
         self._default_models_dir = default_models_dir
         self._presets = presets(model_dir)
         self._has_conversation = conversation_prompt is not UNCHANGED
+        self._conv_sampling = dict(conversation_sampling) if isinstance(conversation_sampling, dict) else {}
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -128,6 +189,23 @@ class SettingsDialog(QDialog):
             self.conv_prompt.setPlainText(conversation_prompt if isinstance(conversation_prompt, str) else "")
             layout.addWidget(self.conv_prompt)
             layout.addWidget(_hint("Applies from the next message; earlier replies stay as they are.", page))
+            own = self._conv_sampling
+            self.conv_budget = BudgetPicker(own.get("thinking_budget", SAME), allow_same=True, parent=page)
+            self.conv_keep = _keep_combo(own.get("keep_reasoning", SAME), allow_same=True, parent=page)
+            form = QFormLayout()
+            form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+            form.setHorizontalSpacing(14)
+            form.addRow("Thinking budget", self.conv_budget)
+            form.addRow("Earlier reasoning", self.conv_keep)
+            layout.addSpacing(8)
+            layout.addLayout(form)
+            layout.addWidget(
+                _hint(
+                    "Think models: when the reasoning reaches the budget it is closed and the answer follows. "
+                    "Dropping earlier replies' reasoning frees context; the next message re-reads less.",
+                    page,
+                )
+            )
         else:
             self.conv_prompt.hide()
         layout.addStretch(1)
@@ -161,6 +239,8 @@ class SettingsDialog(QDialog):
         self.seed = QLineEdit("" if s.seed is None else str(s.seed), page)
         self.seed.setPlaceholderText("random")
         self.seed.setMaximumWidth(180)
+        self.budget = BudgetPicker(s.thinking_budget, parent=page)
+        self.keep_reasoning = _keep_combo(s.keep_reasoning, allow_same=False, parent=page)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top P", self.top_p)
         form.addRow("Top K (0 = off)", self.top_k)
@@ -168,13 +248,16 @@ class SettingsDialog(QDialog):
         form.addRow("Repetition penalty", self.repetition)
         form.addRow("Max tokens per reply", self.max_tokens)
         form.addRow("Seed", self.seed)
+        form.addRow("Thinking budget", self.budget)
+        form.addRow("Earlier reasoning", self.keep_reasoning)
         layout.addLayout(form)
         self.seed_error = _hint("", page)
         layout.addWidget(self.seed_error)
         layout.addWidget(
             _hint(
                 "Olmo 3 Think: temperature 0.6, top P 0.95, top K 50. Olmo 3 Instruct: the model's "
-                "generation config. Precise: greedy decoding (temperature 0).",
+                "generation config. Precise: greedy decoding (temperature 0). With a thinking budget, max tokens "
+                "limits the answer alone.",
                 page,
             )
         )
@@ -183,6 +266,9 @@ class SettingsDialog(QDialog):
         self.preset.currentTextChanged.connect(self._apply_preset)
         for spin in (self.temperature, self.top_p, self.min_p, self.repetition, self.top_k, self.max_tokens):
             spin.valueChanged.connect(self._select_matching_preset)
+        self.budget.combo.currentIndexChanged.connect(self._select_matching_preset)
+        self.budget.custom.valueChanged.connect(self._select_matching_preset)
+        self.keep_reasoning.currentIndexChanged.connect(self._select_matching_preset)
         return page
 
     def _memory_page(self) -> QWidget:
@@ -200,6 +286,17 @@ class SettingsDialog(QDialog):
             _hint(
                 "How much RAM recent conversations may keep so follow-ups start instantly. "
                 "Older ones are saved to disk and come back when you continue them.",
+                page,
+            )
+        )
+        self.kv_8bit = QCheckBox("Keep conversations' memory (KV cache) in 8 bits", page)
+        self.kv_8bit.setChecked(self._settings.kv_8bit)
+        layout.addSpacing(8)
+        layout.addWidget(self.kv_8bit)
+        layout.addWidget(
+            _hint(
+                "About halves the memory that grows with a conversation (the full-attention layers), so more "
+                "conversations stay warm. Replies can differ very slightly. From each conversation's next message.",
                 page,
             )
         )
@@ -263,7 +360,13 @@ class SettingsDialog(QDialog):
             repetition_penalty=round(self.repetition.value(), 2),
             max_tokens=self.max_tokens.value(),
             seed=seed,
+            thinking_budget=self._budget_value(),
+            keep_reasoning=self.keep_reasoning.currentData(),
         )
+
+    def _budget_value(self) -> int | None:
+        value = self.budget.value()
+        return value if isinstance(value, int) else None
 
     def _apply_preset(self, name: str) -> None:
         preset = self._presets.get(name)
@@ -277,6 +380,8 @@ class SettingsDialog(QDialog):
         self.min_p.setValue(preset.min_p)
         self.repetition.setValue(preset.repetition_penalty)
         self.max_tokens.setValue(preset.max_tokens)
+        self.budget.set_value(preset.thinking_budget)
+        self.keep_reasoning.setCurrentIndex(max(0, self.keep_reasoning.findData(preset.keep_reasoning)))
         for widget in (self.temperature, self.top_p, self.min_p, self.repetition, self.top_k, self.max_tokens):
             widget.blockSignals(False)
 
@@ -313,6 +418,7 @@ class SettingsDialog(QDialog):
             sampling=self._current_sampling(),
             sampling_follows_model=self.follow_model.isChecked(),
             memory_budget_gb=round(self.memory_budget.value(), 2),
+            kv_8bit=self.kv_8bit.isChecked(),
             models_dir=self.models_dir.text().strip(),
             theme=theme,
         )
@@ -322,6 +428,18 @@ class SettingsDialog(QDialog):
         if not self._has_conversation:
             return UNCHANGED
         return self.conv_prompt.toPlainText().strip() or None
+
+    def conversation_sampling(self) -> dict | object:
+        """The open conversation's own settings (only those not following the Sampling page), or UNCHANGED."""
+        if not self._has_conversation:
+            return UNCHANGED
+        own = {k: v for k, v in self._conv_sampling.items() if k not in ("thinking_budget", "keep_reasoning")}
+        budget, keep = self.conv_budget.value(), self.conv_keep.currentData()
+        if budget is not SAME:
+            own["thinking_budget"] = budget
+        if keep is not SAME:
+            own["keep_reasoning"] = keep
+        return own
 
 
 def _esc(text: str) -> str:
