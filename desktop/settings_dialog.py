@@ -92,6 +92,7 @@ def _keep_combo(value: object, *, allow_same: bool, parent: QWidget) -> QComboBo
     for text, keep in KEEP_CHOICES:
         combo.addItem(text, keep)
     combo.setCurrentIndex(max(0, combo.findData(value)))
+    combo.setMaximumWidth(280)
     return combo
 
 
@@ -197,12 +198,13 @@ class SettingsDialog(QDialog):
             form.setHorizontalSpacing(14)
             form.addRow("Thinking budget", self.conv_budget)
             form.addRow("Earlier reasoning", self.conv_keep)
-            layout.addSpacing(8)
+            layout.addSpacing(12)
+            layout.addWidget(QLabel("<b>This conversation’s reasoning</b> (Think models)", page))
             layout.addLayout(form)
             layout.addWidget(
                 _hint(
-                    "Think models: when the reasoning reaches the budget it is closed and the answer follows. "
-                    "Dropping earlier replies' reasoning frees context; the next message re-reads less.",
+                    "When the reasoning reaches the budget it is closed and the answer follows. Dropping earlier "
+                    "replies' reasoning from the context leaves room for longer conversations.",
                     page,
                 )
             )

@@ -171,6 +171,9 @@ class AssistantMessageWidget(MessageWidget):
             self.notice.hide()
         self.stats_label.setText(str(message.get("stats_text") or ""))
         self.reasoning.set_note(provenance.reasoning_note(message.get("stats")))
+        self.reasoning.note.setToolTip(
+            "The thinking budget closed the reasoning here and the answer followed (Settings → Thinking budget)."
+        )
         has_provenance = bool(provenance.rows(message.get("provenance")))
         self.info_button.setProperty("forceHidden", not has_provenance)
         self._show_hover(self._pinned_actions or self.underMouse())

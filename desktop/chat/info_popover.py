@@ -90,14 +90,15 @@ class InfoPopover(QWidget):
         self.card.setFixedWidth(440)
 
     def show_below(self, anchor: QWidget) -> None:
-        """Open under ``anchor`` (the Info button), kept on its screen."""
+        """Open under ``anchor`` (the Info button), or above it when the window has no room below."""
         self.adjustSize()
+        window = anchor.window()
+        area = window.geometry() if window is not None else anchor.screen().availableGeometry()
         pos = anchor.mapToGlobal(QPoint(0, anchor.height() + 4))
-        screen = anchor.screen().availableGeometry() if anchor.screen() is not None else None
-        if screen is not None:
-            pos.setX(max(screen.left() + 8, min(pos.x(), screen.right() - self.width() - 8)))
-            if pos.y() + self.height() > screen.bottom() - 8:
-                pos.setY(anchor.mapToGlobal(QPoint(0, 0)).y() - self.height() - 4)
+        pos.setX(max(area.left() + 8, min(pos.x(), area.right() - self.width() - 8)))
+        if pos.y() + self.height() > area.bottom() - 8:
+            above = anchor.mapToGlobal(QPoint(0, 0)).y() - self.height() - 4
+            pos.setY(above if above >= area.top() + 8 else max(area.top() + 8, area.bottom() - 8 - self.height()))
         self.move(pos)
         self.show()
 
