@@ -268,9 +268,6 @@ class SettingsDialog(QDialog):
         self.preset.currentTextChanged.connect(self._apply_preset)
         for spin in (self.temperature, self.top_p, self.min_p, self.repetition, self.top_k, self.max_tokens):
             spin.valueChanged.connect(self._select_matching_preset)
-        self.budget.combo.currentIndexChanged.connect(self._select_matching_preset)
-        self.budget.custom.valueChanged.connect(self._select_matching_preset)
-        self.keep_reasoning.currentIndexChanged.connect(self._select_matching_preset)
         return page
 
     def _memory_page(self) -> QWidget:
@@ -382,14 +379,16 @@ class SettingsDialog(QDialog):
         self.min_p.setValue(preset.min_p)
         self.repetition.setValue(preset.repetition_penalty)
         self.max_tokens.setValue(preset.max_tokens)
-        self.budget.set_value(preset.thinking_budget)
-        self.keep_reasoning.setCurrentIndex(max(0, self.keep_reasoning.findData(preset.keep_reasoning)))
         for widget in (self.temperature, self.top_p, self.min_p, self.repetition, self.top_k, self.max_tokens):
             widget.blockSignals(False)
 
     def _select_matching_preset(self, *_args: object) -> None:
-        current = replace(self._current_sampling(), seed=None)
-        name = next((n for n, p in self._presets.items() if replace(p, seed=None) == current), "Custom")
+        # Presets set the sampler; the seed, thinking budget and earlier-reasoning choice stay the user's.
+        def sampler(s: Sampling) -> Sampling:
+            return replace(s, seed=None, thinking_budget=None, keep_reasoning=None)
+
+        current = sampler(self._current_sampling())
+        name = next((n for n, p in self._presets.items() if sampler(p) == current), "Custom")
         self.preset.blockSignals(True)
         self.preset.setCurrentText(name)
         self.preset.blockSignals(False)

@@ -68,7 +68,8 @@ class TurnStats:
     context_limit: int
     seed: int | None = None
     dropped_turns: int = 0
-    # Think turns: generated tokens split at the end of the reasoning (its closing tag counts as reasoning).
+    # Generated tokens split at the end of a Think reply's reasoning: its closing tag counts as reasoning, the
+    # answer has the rest (stop token included); a reply without reasoning is all answer.
     reasoning_tokens: int = 0
     answer_tokens: int = 0
     thinking_budget: int | None = None

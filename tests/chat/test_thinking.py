@@ -231,7 +231,9 @@ def test_provenance_names_the_models_origin(tmp_path):
     from olmo3.model.tiny import make_tiny_model
 
     commit = "0123456789abcdef0123456789abcdef01234567"
-    folder = make_tiny_model(tmp_path / "models--allenai--Olmo-3-7B-Think" / "snapshots" / commit, think=True)
+    folder = tmp_path / "models--allenai--Olmo-3-7B-Think" / "snapshots" / commit
+    # head_dim 32: the full-attention layers quantize (MLX needs groups of 32 or more).
+    make_tiny_model(folder, think=True, num_attention_heads=2, num_key_value_heads=1)
     model, tok = olmo3.load(folder)
     s = ChatSession(model, tok, temperature=0.0, max_tokens=4, kv_bits=8)
     fin, _ = run(s.send("hi", sampling={"seed": 5}))

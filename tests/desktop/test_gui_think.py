@@ -140,7 +140,11 @@ def test_budget_note_context_tooltip_and_settings(qtbot, tmp_path, think_dirs):
         if stopped:
             n = row.stats["reasoning_tokens"]
             assert widget.reasoning.note.text() == f"Reasoning stopped at {n:,} tokens" and n <= 4
-    assert UNCHANGED is not SAME
+    other = SettingsDialog(window.settings, default_models_dir=tmp_path, parent=window)
+    other.preset.setCurrentText("Precise")  # presets set the sampler; the budget stays the user's
+    assert other.budget.value() == 4 and other.preset.currentText() == "Precise"
+    assert other.conversation_sampling() is UNCHANGED and not other.conv_prompt.isVisibleTo(other)
+    other.close()
     close_window(window)
 
 
@@ -190,3 +194,21 @@ def test_reasoning_note_and_info_rows_from_a_stored_reply(qtbot):
     old.show()
     old.set_actions_pinned(True)
     assert not old.info_button.isVisible() and not old.reasoning.note.isVisible()
+
+
+def test_settings_file_keeps_budget_reasoning_and_kv(tmp_path):
+    from desktop.settings import Sampling, Settings, load_settings, save_settings
+
+    path = tmp_path / "settings.json"
+    chosen = Settings(sampling=Sampling(thinking_budget=16384, keep_reasoning=False), kv_8bit=True)
+    save_settings(path, chosen)
+    again = load_settings(path)
+    assert again == chosen and again.kv_bits == 8
+    data = json.loads(path.read_text())
+    data["sampling"].update(thinking_budget="lots", keep_reasoning="maybe")
+    path.write_text(json.dumps(data))
+    bad = load_settings(path)  # a bad value falls back to the default, field by field
+    assert bad.sampling.thinking_budget is None and bad.sampling.keep_reasoning is None and bad.kv_8bit
+    data["sampling"]["thinking_budget"] = "4K"
+    path.write_text(json.dumps(data))
+    assert load_settings(path).sampling.thinking_budget == 4096
