@@ -720,9 +720,9 @@ class ChatSession:
         seed = s.seed if s.seed is not None else random.getrandbits(31)
         # Earlier reasoning dropped: the next turn's prompt leaves this reply's reasoning out, so it shares this
         # one only up to the reply's start. A snapshot there serves it even after the ring buffers wrapped.
-        snap_at = -1
-        if think and not plan.keep_reasoning:
-            snap_at = self._verbatim_prefix(target, target_text[: -len(THINK_OPEN)])
+        snap_at = self._reply_start(target, target_text) if think and not plan.keep_reasoning else -1
+        if snap_at == cached_len:
+            self._take_snapshot(target[:snap_at], cache)
 
         # --- prefill everything but the last token, in chunks (cancellable, with progress) ---
         fed = 0
@@ -895,6 +895,14 @@ class ChatSession:
             engine_version=__version__,
             reconcile=how,
         )
+
+    def _reply_start(self, target: list[int], target_text: str) -> int:
+        """Tokens of ``target`` before the generation prompt's ``<think>`` (where the reply's own text begins)."""
+        for k in range(len(target) - 1, max(0, len(target) - 32), -1):  # only the tail is decoded
+            tail = self._decode(target[k:])
+            if len(tail) >= len(THINK_OPEN) and target_text.endswith(tail):
+                return k
+        return self._verbatim_prefix(target, target_text[: -len(THINK_OPEN)])
 
     def _tokens_to_close(self, close: list[int]) -> int:
         """How many of the budget's closing ids it takes to complete ``</think>`` (they count as reasoning)."""
