@@ -231,6 +231,8 @@ def main_screenshots(out_dir: Path) -> int:
             budget_reply = next(w for w in replies if w.message.get("reasoning"))
             budget_reply.set_actions_pinned(True)
             _settle(app)
+            window.chat_view.ensureWidgetVisible(budget_reply.info_button, 0, 40)
+            _settle(app)
             popover = budget_reply.show_info()
             saved.append(_composite(window, popover, out_dir / f"11-info-popover-{theme}.png", app))
             popover.close()

@@ -81,6 +81,11 @@ class InfoPopover(QWidget):
             if can_reproduce
             else "Only the last reply can be reproduced, when nothing else is running"
         )
+        if not self.reproduce_button.isEnabled():
+            hint = QLabel("Reproduce works on the last reply, when nothing else is running.", self.card)
+            hint.setObjectName("infoKey")
+            hint.setWordWrap(True)
+            layout.addWidget(hint)
         buttons.addStretch(1)
         buttons.addWidget(self.copy_button)
         buttons.addWidget(self.reproduce_button)
@@ -97,8 +102,8 @@ class InfoPopover(QWidget):
         pos = anchor.mapToGlobal(QPoint(0, anchor.height() + 4))
         pos.setX(max(area.left() + 8, min(pos.x(), area.right() - self.width() - 8)))
         if pos.y() + self.height() > area.bottom() - 8:
-            above = anchor.mapToGlobal(QPoint(0, 0)).y() - self.height() - 4
-            pos.setY(above if above >= area.top() + 8 else max(area.top() + 8, area.bottom() - 8 - self.height()))
+            pos.setY(anchor.mapToGlobal(QPoint(0, 0)).y() - self.height() - 4)
+        pos.setY(max(area.top() + 8, min(pos.y(), area.bottom() - 8 - self.height())))  # inside the window
         self.move(pos)
         self.show()
 
