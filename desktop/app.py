@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
             cache_dir=self.paths.kv_cache_dir,
             memory_budget_bytes=self.settings.memory_budget_bytes,
             memory_limit_bytes=memory_limit_bytes,
+            kv_bits=self.settings.kv_bits,
             session_options=engine_options,
             parent=self,
         )
@@ -360,15 +361,17 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         conv_id = self.controller.current
         prompt: object = UNCHANGED
+        own: object = UNCHANGED
         title = ""
         if conv_id is not None:
             conv = self.store.get_conversation(conv_id)
-            prompt, title = conv.system_prompt, conv.title
+            prompt, own, title = conv.system_prompt, conv.sampling, conv.title
         dialog = SettingsDialog(
             self.settings,
             default_models_dir=self.paths.models_dir,
             model_dir=self.controller.model_path,
             conversation_prompt=prompt,
+            conversation_sampling=own,
             conversation_title=title,
             budget=self.bridge.engine.budget(),
             parent=self,
@@ -378,6 +381,9 @@ class MainWindow(QMainWindow):
             new_prompt = dialog.conversation_prompt()
             if conv_id is not None and new_prompt is not UNCHANGED and new_prompt != prompt:
                 self.controller.set_conversation_prompt(conv_id, new_prompt)  # type: ignore[arg-type]
+            new_own = dialog.conversation_sampling()
+            if conv_id is not None and isinstance(new_own, dict) and new_own != own:
+                self.controller.set_conversation_sampling(conv_id, new_own)
 
     def apply_settings(self, settings: Settings) -> None:
         old = self.settings
@@ -387,6 +393,8 @@ class MainWindow(QMainWindow):
             self.set_theme(settings.theme)
         if settings.memory_budget_gb != old.memory_budget_gb:
             self.bridge.set_memory_budget(settings.memory_budget_bytes)
+        if settings.kv_bits != old.kv_bits:
+            self.bridge.set_kv_bits(settings.kv_bits)
         if settings.models_dir != old.models_dir:
             self.models.store.models_dir = self._models_dir()
             self.models.changed.emit()

@@ -380,6 +380,7 @@ class ContextBar(QWidget):
         self.setObjectName("contextBar")
         self._used = 0
         self._limit = 0
+        self._details: list[str] = []
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(8)
@@ -404,7 +405,7 @@ class ContextBar(QWidget):
                 )
             elif self.level() == "warn":
                 tip += " It is getting full."
-            self.setToolTip(tip)
+            self.setToolTip("\n".join([tip, *self._details]))
             self.label.setProperty("level", self.level())
         else:
             self.label.setText("")
@@ -412,6 +413,14 @@ class ContextBar(QWidget):
         self.label.style().unpolish(self.label)
         self.label.style().polish(self.label)
         self.setVisible(bool(limit))
+
+    def set_details(self, lines: list[str]) -> None:
+        """Extra tooltip lines (context freed by dropping earlier reasoning, memory saved by 8-bit KV)."""
+        self._details = list(lines)
+        self.set_usage(self._used, self._limit)
+
+    def details(self) -> list[str]:
+        return list(self._details)
 
     def fraction(self) -> float:
         return min(1.0, self._used / self._limit) if self._limit else 0.0

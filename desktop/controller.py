@@ -37,6 +37,7 @@ Signals:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -44,12 +45,13 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from desktop import sync
+from desktop import provenance, sync
 from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
 from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat import events as ev
+from olmo3.chat.sampling import Sampling
 from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptError, TranscriptMessage, TranscriptState
 from olmo3.docs.turn import TurnPlan, remaining_context
 from olmo3.ids import new_id
@@ -112,6 +114,8 @@ class ChatController(QObject):
 
         bridge.engine_event.connect(self.on_engine_event)
         view.regenerate_requested.connect(self.regenerate)
+        view.reproduce_requested.connect(self.reproduce)
+        view.reproduce_note = lambda data: provenance.mismatch(data, self.model_info, self.bridge.kv_bits)
         view.retry_requested.connect(self.retry)
         view.continue_requested.connect(self.continue_after_context)
         view.edit_requested.connect(self.edit)
@@ -169,6 +173,7 @@ class ChatController(QObject):
         self._render_current(attach_stream=True)
         used, limit = self._context.get(conv_id, (0, 0))
         self.status.context.set_usage(used, limit)
+        self._update_context_details()
         self.status.set_stats_text(self._last_stats_text())
         if self.model_info is not None:
             self.ensure_open(conv_id)
@@ -266,8 +271,12 @@ class ChatController(QObject):
     def ensure_conversation(self) -> str:
         """The current conversation; a new chat is saved now (its first message, or its first document)."""
         if self.current is None:
+            info = self.model_info
             self.current = self.store.create_conversation(
-                model_id=self.model_name or None, system_prompt=(self._settings().system_prompt or None), sampling={}
+                model_id=getattr(info, "repo_id", None) or self.model_name or None,
+                model_revision=getattr(info, "revision", None),
+                system_prompt=(self._settings().system_prompt or None),
+                sampling={},  # this conversation's own settings (thinking budget, earlier reasoning), when set
             )
             self.current_changed.emit(self.current)
             self.conversations_changed.emit()
@@ -371,7 +380,24 @@ class ChatController(QObject):
         used, limit = self._context_numbers(self.current)
         return remaining_context(limit, used, int(self._settings().sampling.max_tokens))
 
-    def regenerate(self, *, overflow: OverflowPolicy = "error") -> bool:
+    def reproduce(self, sid: str) -> bool:
+        """Regenerate the reply ``sid`` (the last one) with exactly the settings and seed it was made with."""
+        if self.current is None:
+            return False
+        path = self.store.active_path(self.current)
+        if not path or path[-1].id != sid or path[-1].role != "assistant":
+            self.message.emit("Only the last reply can be reproduced.")
+            return False
+        settings = provenance.reproduce_settings(path[-1].provenance)
+        if settings is None:
+            self.message.emit("This reply has no record of its settings, so it can't be reproduced.")
+            return False
+        note = provenance.mismatch(path[-1].provenance, self.model_info, self.bridge.kv_bits)
+        if note:
+            self.message.emit(note)
+        return self.regenerate(sampling=settings)
+
+    def regenerate(self, *, overflow: OverflowPolicy = "error", sampling: dict[str, Any] | None = None) -> bool:
         if not self._can_start() or self.current is None:
             return False
         conv_id = self.current
@@ -381,7 +407,9 @@ class ChatController(QObject):
             return False
         self.ensure_open(conv_id)
         reply_id = new_id()
-        job = self.bridge.regenerate(conv_id, reply_id=reply_id, sampling=self._sampling(), overflow=overflow)
+        job = self.bridge.regenerate(
+            conv_id, reply_id=reply_id, sampling=sampling or self._sampling(), overflow=overflow
+        )
         self.turn = Turn(
             job_id=job,
             conv_id=conv_id,
@@ -539,7 +567,16 @@ class ChatController(QObject):
         return path[-1].id if path else None
 
     def _sampling(self) -> dict[str, Any]:
-        return self._settings().sampling.to_dict()
+        """The settings' sampling with the open conversation's own settings (thinking budget, earlier reasoning)."""
+        base = self._settings().sampling
+        if self.current is not None:
+            with contextlib.suppress(Exception):
+                return Sampling.from_dict(self.store.get_conversation(self.current).sampling, base=base).to_dict()
+        return base.to_dict()
+
+    def set_conversation_sampling(self, conv_id: str, overrides: dict[str, Any]) -> None:
+        """This conversation's own settings (e.g. ``{"thinking_budget": 4096, "keep_reasoning": False}``)."""
+        self.store.update_settings(conv_id, sampling=overrides)  # every turn passes its settings to the engine
 
     def _flush_store(self) -> None:
         try:
@@ -609,6 +646,12 @@ class ChatController(QObject):
             self.message.emit("Stopped before the reply started.")
             return
         self._engine_msgs[conv_id] = event.messages
+        made_with = event.provenance
+        if made_with is not None:  # the conversation names the model its latest reply came from
+            conv = self.store.get_conversation(conv_id)
+            model_id = made_with.model_repo_id or conv.model_id
+            if (conv.model_id, conv.model_revision) != (model_id, made_with.model_revision):
+                self.store.update_settings(conv_id, model_id=model_id, model_revision=made_with.model_revision)
         self._end_turn_view(conv_id)
         if self.current == conv_id:
             self.status.set_stats_text(format_stats(stats))
@@ -625,6 +668,7 @@ class ChatController(QObject):
             self._render_current()
             used, limit = self._context.get(conv_id, (0, 0))
             self.status.context.set_usage(used, limit)
+            self._update_context_details()
             if restore_text and not self.composer.text().strip():
                 self.composer.set_text(restore_text)
         self.view.set_busy(False)
@@ -736,6 +780,17 @@ class ChatController(QObject):
     def _on_cache_state(self, event: ev.CacheState) -> None:
         self._cache[event.conv_id] = (event.state, int(event.nbytes))
         self.cache_state_changed.emit(event.conv_id, event.state, int(event.nbytes))
+        if event.conv_id == self.current:
+            self._update_context_details()
+
+    def _update_context_details(self) -> None:
+        """The context bar's tooltip: tokens freed by dropping earlier reasoning, memory saved by 8-bit KV."""
+        if self.current is None:
+            return
+        stats = next((m.stats for m in reversed(self.store.active_path(self.current)) if m.role == "assistant"), None)
+        state, nbytes = self._cache.get(self.current, ("cold", 0))
+        nbytes = nbytes if state == "warm" else 0
+        self.status.context.set_details(provenance.context_lines(stats, nbytes, self.model_info, self.bridge.kv_bits))
 
     # --------------------------------------------------------------------------------------------- composer
     def _update_composer(self) -> None:

@@ -8,6 +8,7 @@ the GUI thread does a bounded amount of work per frame however fast tokens arriv
 
 Signals:
     regenerate_requested(): regenerate the last reply.
+    reproduce_requested(str): regenerate reply ``sid`` (the last) with exactly the settings it was made with.
     edit_requested(int, str): resend user turn ``i`` with new text.
     branch_requested(int, int): show alternative ``b`` of user turn ``i``.
     retry_requested(): the last reply was interrupted or failed; try again.
@@ -105,6 +106,7 @@ class ChatView(QScrollArea):
     """The scrolling conversation column. See the module docstring for its signals."""
 
     regenerate_requested = Signal()
+    reproduce_requested = Signal(str)
     edit_requested = Signal(int, str)
     branch_requested = Signal(object)
     retry_requested = Signal()
@@ -158,6 +160,8 @@ class ChatView(QScrollArea):
         self._backfill_timer.setSingleShot(True)
         self._backfill_timer.setInterval(0)
         self._backfill_timer.timeout.connect(self._backfill_step)
+        # Why reproducing a reply could give other tokens now (set by the controller; see desktop.provenance).
+        self.reproduce_note: Any = lambda _provenance: None
 
     # building -------------------------------------------------------------------------------------------------
     def messages(self) -> list[MessageWidget]:
@@ -306,6 +310,8 @@ class ChatView(QScrollArea):
         else:
             reply = AssistantMessageWidget(message, self.column)
             reply.regenerate.connect(self.regenerate_requested)
+            reply.reproduce.connect(self.reproduce_requested)
+            reply.reproduce_note = lambda data: self.reproduce_note(data)
             reply.retry.connect(self.retry_requested)
             reply.continue_requested.connect(self.continue_requested)
             reply.copied.connect(self.copied)

@@ -289,6 +289,17 @@ class Engine:
         self._check_conv_id(conv_id)
         return self._submit("close", conv_id, lambda job: self._close(job, delete_cache))
 
+    def set_kv_bits(self, bits: int | None) -> int:
+        """Quantize the full-attention layers' KV to ``bits`` (8; None: keep the model's precision) from each
+        conversation's next turn on. Caches already quantized stay so."""
+
+        def run(job: _Job) -> None:
+            self.kv_bits = bits
+            for s in self.sessions.values():
+                s.kv_bits = bits
+
+        return self._submit("set_kv_bits", "", run)
+
     def set_memory_budget(self, nbytes: int | None) -> int:
         def run(job: _Job) -> None:
             self._budget = nbytes
