@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools import add_tools_parser
 
     add_tools_parser(sub)
+    from .store import add_store_parser
+
+    add_store_parser(sub)
     return p
 
 
