@@ -70,12 +70,30 @@ def run_app(*, theme: str | None = None) -> int:
     setup_logging(paths.log_file)
     install_excepthook()
     app = create_application(sys.argv[:1])
-    window = MainWindow(paths=paths, theme_mode=theme)
+    from olmo3.store import StoreError
+
+    try:
+        window = MainWindow(paths=paths, theme_mode=theme)
+    except StoreError as exc:  # a newer version's database (never moved or changed): say so and quit
+        _refuse_to_start(app, str(exc))
+        return 2
     window.show()
     _close_on_signals(window)
     code = app.exec()
     window.shutdown()
     return int(code)
+
+
+def _refuse_to_start(app: object, message: str) -> None:
+    """One line on stderr and in the log; a message box too, unless there is no screen to show it on."""
+    import logging
+
+    logging.getLogger("desktop").error("cannot start: %s", message)
+    print(f"olmo-desktop: {message}", file=sys.stderr)
+    if app.platformName() != "offscreen":  # type: ignore[attr-defined]
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "Olmo Desktop cannot start", message)
 
 
 def _close_on_signals(window: object) -> None:
