@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["active_path", "to_html", "to_markdown"]
@@ -48,7 +48,9 @@ def active_path(conv: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _date(ts_iso: str) -> str:
-    return datetime.fromisoformat(ts_iso).strftime("%Y-%m-%d %H:%M UTC")
+    dt = datetime.fromisoformat(ts_iso)
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _model_line(conv: Mapping[str, Any]) -> str:

@@ -243,7 +243,7 @@ def _json_text(value: Any, *, kind: type) -> str | None:
     if not isinstance(parsed, kind):
         return None
     if isinstance(parsed, list) and not all(
-        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in parsed
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**32 for t in parsed
     ):
         return None
     return value
