@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from ..fileio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,10 @@ class Sampling:
         return replace(self, **overrides)
 
     def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name}={value}: must be a finite number")
         if self.temperature < 0:
             raise ValueError(f"temperature={self.temperature}: must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -62,14 +68,25 @@ class Sampling:
             value = data[f.name]
             default = getattr(base, f.name)
             try:
+                if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+                    raise ValueError(value)
                 if f.name == "seed":
-                    values[f.name] = None if value in (None, "") else int(value)
+                    parsed: Any = None if value in (None, "") else int(value)
+                    if parsed is not None and not 0 <= parsed < 2**64:
+                        raise ValueError(value)
                 elif isinstance(default, int) and not isinstance(default, bool):
-                    values[f.name] = int(value)
+                    parsed = int(value)
+                    if not -(2**31) <= parsed < 2**31:
+                        raise ValueError(value)
                 else:
-                    values[f.name] = float(value)
-            except (TypeError, ValueError):
-                log.warning("settings: ignoring sampling.%s=%r (not a number)", f.name, value)
+                    parsed = float(value)
+                    if not math.isfinite(parsed):
+                        raise ValueError(value)
+                replace(base, **{f.name: parsed}).validate()  # in range, or the base's value stays
+            except (TypeError, ValueError, OverflowError):
+                log.warning("settings: ignoring sampling.%s=%r (not a valid number)", f.name, value)
+                continue
+            values[f.name] = parsed
         return replace(base, **values)
 
 
@@ -87,7 +104,7 @@ def recommended(model_dir: str | Path | None, *, think: bool) -> Sampling:
     if not model_dir:
         return INSTRUCT_DEFAULTS
     try:
-        config = json.loads((Path(model_dir) / "generation_config.json").read_text(encoding="utf-8"))
+        config = read_json(Path(model_dir) / "generation_config.json")  # bounded: the folder comes from outside
     except (OSError, ValueError):
         return INSTRUCT_DEFAULTS
     if not isinstance(config, dict):

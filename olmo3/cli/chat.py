@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import threading
 import uuid
@@ -20,6 +21,7 @@ from ..chat.events import (
     TextDelta,
     TurnFinished,
 )
+from ..fileio import read_json
 
 HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
           /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
@@ -90,6 +92,7 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
+    actions = read_script(Path(args.script)) if scripted else []  # refused before a model loads (ValueError)
     printer = _Printer(stream=not args.json)
     engine = Engine(printer, cache_dir=args.cache_dir)
     engine.start()
@@ -104,7 +107,7 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
         engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
         if scripted:
-            return _run_script(engine, printer, conv, Path(args.script), args.json)
+            return _run_script(engine, printer, conv, actions, args.json)
         print(f"Olmo chat · {info.name} · {HELP}")
         last: TurnFinished | None = None
         while True:
@@ -156,30 +159,64 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         engine.shutdown()
 
 
-def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_json: bool) -> int:
+SCRIPT_MAX_BYTES = 16 * 1024**2
+_ACTION_KEYS = {
+    "send": {"send", "sampling"},
+    "regenerate": {"regenerate", "sampling"},
+    "edit": {"edit", "text", "sampling"},
+}
+
+
+def read_script(path: Path) -> list[dict[str, Any]]:
+    """A ``--script`` file, bounded (size, nesting) and checked action by action; ``ValueError`` names the problem.
+
+    Actions: ``{"send": TEXT}``, ``{"regenerate": true}``, ``{"edit": N, "text": TEXT}``, each with an optional
+    ``"sampling": {...}`` object. Unknown keys are refused (a typo must not pass silently).
+    """
     try:
-        actions = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"olmo3: {path}: cannot read the script ({e})", file=sys.stderr)
-        return 2
+        actions = read_json(path, max_bytes=SCRIPT_MAX_BYTES)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the script ({e.strerror or e})") from None
     if not isinstance(actions, list):
-        print(f"olmo3: {path}: expected a JSON list of actions", file=sys.stderr)
-        return 2
-    status = 0
+        raise ValueError(f"{path}: expected a JSON list of actions")
     for i, action in enumerate(actions):
+        where = f"{path}: action {i}"
         if not isinstance(action, dict):
-            print(f"olmo3: {path}: action {i} is not an object", file=sys.stderr)
-            return 2
+            raise ValueError(f"{where} is not an object")
+        kinds = [k for k in _ACTION_KEYS if k in action]
+        if len(kinds) != 1:
+            raise ValueError(f"{where} needs exactly one of 'send', 'regenerate' or 'edit'")
+        unknown = sorted(set(action) - _ACTION_KEYS[kinds[0]])
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}")
+        if "send" in action and not isinstance(action["send"], str):
+            raise ValueError(f"{where}: 'send' must be text")
+        if "regenerate" in action and action["regenerate"] is not True:
+            raise ValueError(f"{where}: 'regenerate' must be true")
+        if "edit" in action:
+            turn = action["edit"]
+            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
+                raise ValueError(f"{where}: 'edit' must be a user turn number (0, 1, ...)")
+            if not isinstance(action.get("text"), str):
+                raise ValueError(f"{where}: 'edit' needs the new 'text'")
+        sampling = action.get("sampling")
+        if sampling is not None and not isinstance(sampling, dict):
+            raise ValueError(f"{where}: 'sampling' must be an object")
+        if sampling and any(isinstance(v, float) and not math.isfinite(v) for v in sampling.values()):
+            raise ValueError(f"{where}: 'sampling' must hold finite numbers (no NaN or Infinity)")
+    return actions
+
+
+def _run_script(engine: Engine, printer: _Printer, conv: str, actions: list[dict[str, Any]], as_json: bool) -> int:
+    status = 0
+    for action in actions:
         sampling = action.get("sampling")
         if "send" in action:
-            job = engine.send(conv, str(action["send"]), sampling=sampling)
-        elif action.get("regenerate"):
+            job = engine.send(conv, action["send"], sampling=sampling)
+        elif "regenerate" in action:
             job = engine.regenerate(conv, sampling=sampling)
-        elif "edit" in action:
-            job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling)
         else:
-            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate' or 'edit'", file=sys.stderr)
-            return 2
+            job = engine.edit(conv, action["edit"], action["text"], sampling=sampling)
         engine.wait(job)
         result = _turn_json(action, printer.of(job))
         if "error" in result:

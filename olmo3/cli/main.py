@@ -12,9 +12,12 @@ from ..units import format_bytes
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..model.modelinfo import inspect_model_dir
+    from pathlib import Path
 
-    info = inspect_model_dir(args.model)
+    from ..hub.verify import verify_model_folder
+
+    # Headers only, no weights read: a truncated or padded file, or tensors unlike config.json's, exit 2.
+    info = verify_model_folder(Path(args.model).expanduser())
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
