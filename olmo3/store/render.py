@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .mdsafe import neutralize
+
 __all__ = ["active_path", "to_html", "to_markdown"]
 
 _ROLE_LABELS = {"system": "System", "user": "You", "assistant": "Assistant"}
@@ -71,12 +73,19 @@ def _state_note(msg: Mapping[str, Any]) -> str | None:
 
 
 def to_markdown(conv: Mapping[str, Any]) -> str:
-    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block."""
-    lines = [f"# {conv['title']}", ""]
-    lines += [f"*{_model_line(conv)} · {_date(conv['created_at'])}*", ""]
+    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block.
+
+    Every piece of text goes through :func:`olmo3.store.mdsafe.neutralize`: raw HTML in a message shows as text
+    and links outside the allow-list are inert in whatever renderer opens the file; only our own ``<details>``
+    markup is HTML.
+    """
+    title = " ".join(str(conv["title"]).split()) or "Conversation"
+    lines = [neutralize(f"# {title}"), ""]
+    lines += [neutralize(f"*{_model_line(conv)} · {_date(conv['created_at'])}*"), ""]
     if conv.get("system_prompt"):
         lines += ["**System prompt:**", ""]
-        lines += [("> " + line).rstrip() for line in conv["system_prompt"].splitlines()] + [""]
+        quoted = "\n".join(("> " + line).rstrip() for line in conv["system_prompt"].splitlines())
+        lines += [neutralize(quoted), ""]
     for msg in active_path(conv):
         index, count = msg["branch"]
         heading = f"## {_ROLE_LABELS[msg['role']]}"
@@ -84,15 +93,13 @@ def to_markdown(conv: Mapping[str, Any]) -> str:
             heading += f" (branch {index + 1} of {count})"
         lines += [heading, ""]
         if msg["reasoning"]:
-            # A literal </details> in the reasoning would close the block early.
-            reasoning = msg["reasoning"].replace("</details>", "&lt;/details>")
             lines += ["<details>", "<summary>Reasoning</summary>", ""]
-            lines += [reasoning.strip("\n"), "", "</details>", ""]
+            lines += [neutralize(msg["reasoning"].strip("\n")), "", "</details>", ""]
         if msg["content"]:
-            lines += [msg["content"].strip("\n"), ""]
+            lines += [neutralize(msg["content"].strip("\n")), ""]
         note = _state_note(msg)
         if note:
-            lines += [f"*{note}*", ""]
+            lines += [neutralize(f"*{note}*"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -151,9 +158,10 @@ def _highlight(code: str, lang: str, _attrs: str) -> str:
 
 
 def _markdown_renderer() -> Any:
-    from markdown_it import MarkdownIt
+    from ..links import safe_markdown_it
 
-    md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
+    # Links only to http, https and mailto (olmo3.links, the chat view's allow-list too); others are text.
+    md = safe_markdown_it("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
     md.enable(["table", "strikethrough"])
 
     def image(_renderer: Any, tokens: Any, idx: int, _options: Any, _env: Any) -> str:
