@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import os
 import sys
@@ -79,6 +80,7 @@ def run_app(*, theme: str | None = None) -> int:
         return 2
     window.show()
     _close_on_signals(window)
+    logging.getLogger("desktop").info("window open (pid %d)", os.getpid())
     code = app.exec()
     window.shutdown()
     return int(code)
@@ -86,8 +88,6 @@ def run_app(*, theme: str | None = None) -> int:
 
 def _refuse_to_start(app: object, message: str) -> None:
     """One line on stderr and in the log; a message box too, unless there is no screen to show it on."""
-    import logging
-
     logging.getLogger("desktop").error("cannot start: %s", message)
     print(f"olmo-desktop: {message}", file=sys.stderr)
     if app.platformName() != "offscreen":  # type: ignore[attr-defined]
@@ -105,7 +105,8 @@ def _close_on_signals(window: object) -> None:
 
     from PySide6.QtCore import QTimer
 
-    def handler(_signum: int, _frame: object) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("desktop").info("closing on %s", signal.Signals(signum).name)
         QTimer.singleShot(0, window.close)  # type: ignore[attr-defined]
 
     for sig in (signal.SIGINT, signal.SIGTERM):
