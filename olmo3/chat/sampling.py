@@ -51,6 +51,8 @@ class Sampling:
             raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens={self.max_tokens}: must be >= 1")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed={self.seed}: must be from 0 to 2**64 - 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import sys
 import threading
@@ -93,6 +94,9 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
     actions = read_script(Path(args.script)) if scripted else []  # refused before a model loads (ValueError)
+    if not (getattr(args, "verbose", False) or getattr(args, "debug", False)):
+        # A failed job is reported here (one line, or the JSON's "error"); the engine's log of it would repeat it.
+        logging.getLogger("olmo3.chat.engine").setLevel(logging.CRITICAL)
     printer = _Printer(stream=not args.json)
     engine = Engine(printer, cache_dir=args.cache_dir)
     engine.start()

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from ..units import format_bytes
 
@@ -66,6 +66,9 @@ def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, attr, None)
         if value is not None:
             out[key] = value
+    from ..chat.sampling import Sampling
+
+    Sampling().merged(out).validate()  # a bad value is refused here (exit 2), before a model loads
     return out
 
 
@@ -84,8 +87,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..chat.session import ChatSession
     from ..model.loader import load
 
+    sampling = _sampling_args(args)  # refused before the model loads
     model, tokenizer = load(args.model)
-    session = ChatSession(model, tokenizer, system_prompt=args.system, **_sampling_args(args))
+    session = ChatSession(model, tokenizer, system_prompt=args.system, **sampling)
     in_reasoning = False
     stats = None
     for event in session.send(args.prompt):
@@ -121,6 +125,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    if args.rounds < 1 or args.tokens < 1:
+        raise ValueError(f"--rounds and --tokens must be at least 1 (got {args.rounds} and {args.tokens})")
     if args.what == "decode":
         result = bench.bench_decode(args.model, tokens=args.tokens, rounds=args.rounds)
     else:
@@ -136,9 +142,25 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args, _sampling_args(args))
 
 
+class _NoTraceback(logging.Formatter):
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return ""
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return ""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other refusal (subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="olmo3", description="Olmo-3 on MLX, headless.")
+    p = _Parser(prog="olmo3", description="Olmo-3 on MLX, headless.")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("info", help="describe a model folder")
@@ -196,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.debug:  # a failed job logs one line here; its traceback only with --debug
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_NoTraceback("%(levelname)s %(name)s: %(message)s"))
     try:
         if getattr(args, "fn", None) is None:  # subcommands that dispatch themselves (models)
             from .models import run_models
@@ -205,13 +230,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        # Imported here, not at the top: `olmo3 models list` must not pay for importing MLX.
-        from ..model.modelinfo import ModelLoadError
+        if args.debug:
+            raise
+        return _report(e)
 
-        if isinstance(e, (ModelLoadError, ValueError, FileNotFoundError, FileExistsError)):
-            print(f"olmo3: {e}", file=sys.stderr)
-            return 2
-        raise
+
+def _report(e: Exception) -> int:
+    """One line on stderr: exit 2 for refused input (a bad folder, file, template or value), 1 for anything else;
+    ``olmo3 --debug ...`` shows the traceback instead."""
+    # Imported here, not at the top: `olmo3 models list` must not pay for importing MLX.
+    from ..model.modelinfo import ModelLoadError
+    from ..store.records import StoreError
+
+    message = " ".join(str(e).split()) or type(e).__name__
+    refused = (ModelLoadError, StoreError, ValueError, OSError)
+    if isinstance(e, refused) or type(e).__module__.startswith("jinja2"):  # a broken chat template is refused input
+        print(f"olmo3: {message}", file=sys.stderr)
+        return 2
+    print(f"olmo3: unexpected error: {type(e).__name__}: {message} (olmo3 --debug ... shows where)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

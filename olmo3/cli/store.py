@@ -48,6 +48,8 @@ def cmd_store_check(args: argparse.Namespace) -> int:
     try:
         report = check(path)
     except StoreError as e:
+        if getattr(args, "debug", False):
+            raise
         print(f"olmo3: {e}", file=sys.stderr)
         return 2
     if report.healthy:
@@ -73,6 +75,8 @@ def cmd_store_recover(args: argparse.Namespace) -> int:
     try:
         report = salvage(source, dest)
     except (StoreError, FileExistsError, ValueError) as e:
+        if getattr(args, "debug", False):
+            raise
         print(f"olmo3: {e}", file=sys.stderr)
         return 2
     print(report.summary())
