@@ -23,6 +23,7 @@ from ..chat.events import (
     TurnFinished,
 )
 from ..fileio import read_json
+from ..model.modelinfo import inspect_model_dir
 
 HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
           /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
@@ -94,9 +95,20 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
     actions = read_script(Path(args.script)) if scripted else []  # refused before a model loads (ValueError)
+    inspect_model_dir(args.model)  # a folder that is no model is refused before the engine imports MLX
+    engine_log = logging.getLogger("olmo3.chat.engine")
+    engine_log_level = engine_log.level
     if not (getattr(args, "verbose", False) or getattr(args, "debug", False)):
         # A failed job is reported here (one line, or the JSON's "error"); the engine's log of it would repeat it.
-        logging.getLogger("olmo3.chat.engine").setLevel(logging.CRITICAL)
+        engine_log.setLevel(logging.CRITICAL)
+    try:
+        return _chat(args, sampling, actions)
+    finally:
+        engine_log.setLevel(engine_log_level)
+
+
+def _chat(args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict[str, Any]]) -> int:
+    scripted = args.script is not None
     printer = _Printer(stream=not args.json)
     engine = Engine(printer, cache_dir=args.cache_dir)
     engine.start()

@@ -52,6 +52,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_folder(path: str) -> None:
+    """Refuse a folder that is no Olmo-3 model before anything imports MLX (JSON and headers only)."""
+    from ..model.modelinfo import inspect_model_dir
+
+    inspect_model_dir(path)
+
+
 def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, attr in (
@@ -88,6 +95,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..model.loader import load
 
     sampling = _sampling_args(args)  # refused before the model loads
+    _model_folder(args.model)
     model, tokenizer = load(args.model)
     session = ChatSession(model, tokenizer, system_prompt=args.system, **sampling)
     in_reasoning = False
@@ -115,6 +123,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.group_size not in (32, 64, 128):
+        raise ValueError(f"--group-size {args.group_size}: use 32, 64 or 128")
+    _model_folder(args.src)
     from ..model.quantize import quantize_folder
 
     out = quantize_folder(args.src, args.dst, bits=args.bits, group_size=args.group_size)
@@ -123,10 +134,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
-
     if args.rounds < 1 or args.tokens < 1:
         raise ValueError(f"--rounds and --tokens must be at least 1 (got {args.rounds} and {args.tokens})")
+    if args.model:
+        _model_folder(args.model)
+    from . import bench
+
     if args.what == "decode":
         result = bench.bench_decode(args.model, tokens=args.tokens, rounds=args.rounds)
     else:
