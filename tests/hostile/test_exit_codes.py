@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -136,12 +138,24 @@ def _log(home: Path) -> str:
 
 def _wait_for_log(home: Path, text: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while text not in _log(home) if (home / "logs").exists() else True:
+    while not (home / "logs").exists() or text not in _log(home):
         assert proc.poll() is None, (
             f"the app exited early ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}"
         )
         assert time.monotonic() < deadline, f"no {text!r} in the log"
         time.sleep(0.1)
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The process's first line of output, or "" if none comes in time (never blocks the test forever)."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return ""
 
 
 def _terminate(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
@@ -201,8 +215,7 @@ def test_app_mid_conversation_closed_with_sigterm_saves_and_spills(tmp_path: Pat
             text=True,
         )
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
+            line = _first_line(proc, timeout=180)
             assert line.startswith("READY "), (line, proc.poll())
             conv_id = line.split()[1]
             result = _terminate(proc)
