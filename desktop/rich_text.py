@@ -74,7 +74,7 @@ del {{ color: {c["muted"]}; }}
 
 def open_link_if_safe(url: QUrl) -> bool:
     """Hand ``url`` to the system only if it is on the allow-list; True when it was opened."""
-    if not is_safe_url(url.toString()):
+    if not is_safe_url(bytes(url.toEncoded().data()).decode("ascii", "replace")):  # encoded: %20 stays %20
         return False
     return bool(QDesktopServices.openUrl(url))
 

@@ -233,3 +233,37 @@ def test_title_system_prompt_and_model_are_text_too() -> None:
     conv["model_id"] = "<b>model</b>"
     found = collect(other_renderer(to_markdown(conv)))
     assert not {"img", "script", "b"} & set(found.tags) and found.urls == []
+
+
+def test_the_chat_view_opens_only_allowed_links(qtbot) -> None:
+    """A click reaches the system (here: URL handlers registered with Qt) only for an allowed link."""
+    from PySide6.QtCore import QObject, QUrl, Slot
+    from PySide6.QtGui import QDesktopServices
+
+    from desktop.rich_text import ProseView, open_link_if_safe
+
+    class Handler(QObject):
+        def __init__(self) -> None:
+            super().__init__()
+            self.opened: list[str] = []
+
+        @Slot(QUrl)
+        def open(self, url: QUrl) -> None:
+            self.opened.append(bytes(url.toEncoded().data()).decode())
+
+    handler = Handler()
+    schemes = ("https", "http", "mailto", "smb", "file", "vnc", "x-apple.systempreferences", "javascript")
+    for scheme in schemes:
+        QDesktopServices.setUrlHandler(scheme, handler, "open")
+    try:
+        view = ProseView()
+        qtbot.addWidget(view)
+        for url in ("smb://host/share", "file:///etc/passwd", "vnc://h", "javascript:alert(1)"):
+            view.anchorClicked.emit(QUrl(url))
+            assert not open_link_if_safe(QUrl(url))
+        view.anchorClicked.emit(QUrl("https://allenai.org/a%20b"))
+        assert open_link_if_safe(QUrl("mailto:someone@example.org"))
+        assert handler.opened == ["https://allenai.org/a%20b", "mailto:someone@example.org"]
+    finally:
+        for scheme in schemes:
+            QDesktopServices.unsetUrlHandler(scheme)
