@@ -198,6 +198,7 @@ class Composer(QWidget):
         self.choose_button.clicked.connect(self.choose_model_requested)
         self._state = ""
         self._model_name = ""
+        self._choose_elsewhere = False
         self.set_state("no_model")
 
     # state ------------------------------------------------------------------------------------------------------
@@ -216,11 +217,13 @@ class Composer(QWidget):
         self.send_button.set_glyph("stop" if generating else "send")
         self.send_button.setToolTip("Stop generating (⌘.)" if generating else "Send (Enter)")
         self.send_button.setAccessibleName("Stop" if generating else "Send")
-        self.choose_button.setVisible(state == "no_model")
+        self.choose_button.setVisible(state == "no_model" and not self._choose_elsewhere)
         self.send_button.setVisible(state != "no_model")
         if state == "no_model":
             self.edit.setEnabled(False)
-            self.edit.setPlaceholderText("No model loaded. Choose one to start chatting.")
+            self.edit.setPlaceholderText(
+                "Pick a model above to start chatting." if self._choose_elsewhere else "No model loaded."
+            )
             self.hint.setText("")
         elif state == "loading":
             self.edit.setEnabled(True)
@@ -238,6 +241,12 @@ class Composer(QWidget):
                 detail = f"Generating · {stop} to stop"
             self.hint.setText(detail)
         self._update_send_enabled()
+
+    def set_choose_elsewhere(self, elsewhere: bool) -> None:
+        """The screen already offers the models (the welcome panel): no "Choose a model…" button here then."""
+        if elsewhere != self._choose_elsewhere:
+            self._choose_elsewhere = elsewhere
+            self.set_state(self._state)
 
     def set_hint(self, text: str) -> None:
         self.hint.setText(text)
@@ -286,6 +295,7 @@ class ContextBar(QWidget):
         self.setObjectName("contextBar")
         self._used = 0
         self._limit = 0
+        self._details: list[str] = []
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(8)
@@ -310,7 +320,7 @@ class ContextBar(QWidget):
                 )
             elif self.level() == "warn":
                 tip += " It is getting full."
-            self.setToolTip(tip)
+            self.setToolTip("\n".join([tip, *self._details]))
             self.label.setProperty("level", self.level())
         else:
             self.label.setText("")
@@ -318,6 +328,14 @@ class ContextBar(QWidget):
         self.label.style().unpolish(self.label)
         self.label.style().polish(self.label)
         self.setVisible(bool(limit))
+
+    def set_details(self, lines: list[str]) -> None:
+        """Extra tooltip lines (context freed by dropping earlier reasoning, memory saved by 8-bit KV)."""
+        self._details = list(lines)
+        self.set_usage(self._used, self._limit)
+
+    def details(self) -> list[str]:
+        return list(self._details)
 
     def fraction(self) -> float:
         return min(1.0, self._used / self._limit) if self._limit else 0.0

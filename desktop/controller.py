@@ -22,6 +22,8 @@ Signals:
     model_changed(object): ``ModelInfo`` of the loaded model, or None.
     model_loading(str, str): path and name of a model being loaded.
     model_failed(str): loading failed; the message says why.
+    model_wont_fit(object): loading was refused before reading the weights (``olmo3.chat.events.ModelWontFit``: the
+        numbers); :meth:`ChatController.load_model` with ``force=True`` loads it anyway.
     cache_state_changed(str, str, int): conversation id, "warm" | "disk" | "cold", bytes.
     busy_changed(bool): a turn is running.
     message(str): a short note for the toast.
@@ -29,6 +31,7 @@ Signals:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -36,16 +39,19 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from desktop import sync
+from desktop import provenance, sync
 from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
 from desktop.turns import Turn, TurnRecorder
 from olmo3.chat import events as ev
+from olmo3.chat.sampling import Sampling
 from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptError, TranscriptMessage, TranscriptState
 from olmo3.ids import new_id
 
 log = logging.getLogger(__name__)
+
+CONTINUE_TEXT = "Continue."  # what "Continue" after a reply that filled the context sends
 
 
 class ChatController(QObject):
@@ -56,6 +62,7 @@ class ChatController(QObject):
     model_changed = Signal(object)
     model_loading = Signal(str, str)
     model_failed = Signal(str)
+    model_wont_fit = Signal(object)
     cache_state_changed = Signal(str, str, int)
     busy_changed = Signal(bool)
     message = Signal(str)
@@ -82,6 +89,7 @@ class ChatController(QObject):
         self.model_info: Any = None
         self.model_path: str | None = None
         self.model_name: str = ""
+        self.context_tokens = 0  # the loaded model's context length
         self.loading: tuple[str, str] | None = None
         self._load_job: int | None = None
         self._opened: set[str] = set()
@@ -98,7 +106,10 @@ class ChatController(QObject):
 
         bridge.engine_event.connect(self.on_engine_event)
         view.regenerate_requested.connect(self.regenerate)
+        view.reproduce_requested.connect(self.reproduce)
+        view.reproduce_note = lambda data: provenance.mismatch(data, self.model_info, self.bridge.kv_bits)
         view.retry_requested.connect(self.retry)
+        view.continue_requested.connect(self.continue_after_context)
         view.edit_requested.connect(self.edit)
         view.branch_requested.connect(self.switch_branch)
         composer.send_requested.connect(self.send)
@@ -108,9 +119,12 @@ class ChatController(QObject):
         self._flush_timer.timeout.connect(self._flush_store)
 
     # ------------------------------------------------------------------------------------------------- models
-    def load_model(self, path: str, name: str) -> None:
+    def load_model(self, path: str, name: str, *, force: bool = False) -> None:
+        """Load ``path`` with the context chosen for it in Settings (else the engine's default: the model's maximum
+        or what fits); a model that won't fit is refused (``model_wont_fit``) unless ``force``."""
         self.loading = (path, name)
-        self._load_job = self.bridge.load_model(path)
+        chosen = self._settings().model_context.get(str(path))
+        self._load_job = self.bridge.load_model(path, context_tokens=chosen, force=force)
         self.composer.set_state("loading", model_name=name)
         self.model_loading.emit(path, name)
 
@@ -151,6 +165,7 @@ class ChatController(QObject):
         self._render_current(attach_stream=True)
         used, limit = self._context.get(conv_id, (0, 0))
         self.status.context.set_usage(used, limit)
+        self._update_context_details()
         self.status.set_stats_text(self._last_stats_text())
         if self.model_info is not None:
             self.ensure_open(conv_id)
@@ -253,8 +268,12 @@ class ChatController(QObject):
         if not self._can_start():
             return False
         if self.current is None:
+            info = self.model_info
             self.current = self.store.create_conversation(
-                model_id=self.model_name or None, system_prompt=(self._settings().system_prompt or None), sampling={}
+                model_id=getattr(info, "repo_id", None) or self.model_name or None,
+                model_revision=getattr(info, "revision", None),
+                system_prompt=(self._settings().system_prompt or None),
+                sampling={},  # this conversation's own settings (thinking budget, earlier reasoning), when set
             )
             self.current_changed.emit(self.current)
             self.conversations_changed.emit()
@@ -284,7 +303,24 @@ class ChatController(QObject):
         self.draft_saver(conv_id, text)
         return True
 
-    def regenerate(self, *, overflow: OverflowPolicy = "error") -> bool:
+    def reproduce(self, sid: str) -> bool:
+        """Regenerate the reply ``sid`` (the last one) with exactly the settings and seed it was made with."""
+        if self.current is None:
+            return False
+        path = self.store.active_path(self.current)
+        if not path or path[-1].id != sid or path[-1].role != "assistant":
+            self.message.emit("Only the last reply can be reproduced.")
+            return False
+        settings = provenance.reproduce_settings(path[-1].provenance)
+        if settings is None:
+            self.message.emit("This reply has no record of its settings, so it can't be reproduced.")
+            return False
+        note = provenance.mismatch(path[-1].provenance, self.model_info, self.bridge.kv_bits)
+        if note:
+            self.message.emit(note)
+        return self.regenerate(sampling=settings)
+
+    def regenerate(self, *, overflow: OverflowPolicy = "error", sampling: dict[str, Any] | None = None) -> bool:
         if not self._can_start() or self.current is None:
             return False
         conv_id = self.current
@@ -294,7 +330,9 @@ class ChatController(QObject):
             return False
         self.ensure_open(conv_id)
         reply_id = new_id()
-        job = self.bridge.regenerate(conv_id, reply_id=reply_id, sampling=self._sampling(), overflow=overflow)
+        job = self.bridge.regenerate(
+            conv_id, reply_id=reply_id, sampling=sampling or self._sampling(), overflow=overflow
+        )
         self.turn = Turn(
             job_id=job,
             conv_id=conv_id,
@@ -396,6 +434,10 @@ class ChatController(QObject):
         self._render_current()
         self.status.set_stats_text(self._last_stats_text())
 
+    def continue_after_context(self) -> bool:
+        """A reply filled the context: go on in the same conversation, leaving out the oldest turns."""
+        return self.send(CONTINUE_TEXT, overflow="drop_oldest")
+
     def _can_start(self) -> bool:
         if self.turn is not None:
             self.message.emit("Wait for the current reply to finish, or stop it (⌘.).")
@@ -444,7 +486,16 @@ class ChatController(QObject):
         return path[-1].id if path else None
 
     def _sampling(self) -> dict[str, Any]:
-        return self._settings().sampling.to_dict()
+        """The settings' sampling with the open conversation's own settings (thinking budget, earlier reasoning)."""
+        base = self._settings().sampling
+        if self.current is not None:
+            with contextlib.suppress(Exception):
+                return Sampling.from_dict(self.store.get_conversation(self.current).sampling, base=base).to_dict()
+        return base.to_dict()
+
+    def set_conversation_sampling(self, conv_id: str, overrides: dict[str, Any]) -> None:
+        """This conversation's own settings (e.g. ``{"thinking_budget": 4096, "keep_reasoning": False}``)."""
+        self.store.update_settings(conv_id, sampling=overrides)  # every turn passes its settings to the engine
 
     def _flush_store(self) -> None:
         try:
@@ -461,6 +512,7 @@ class ChatController(QObject):
             ev.TurnFinished: self._on_turn_finished,
             ev.ContextOverflow: self._on_overflow,
             ev.JobFailed: self._on_failed,
+            ev.ModelWontFit: self._on_wont_fit,
             ev.ModelLoaded: self._on_model_loaded,
             ev.ModelUnloaded: self._on_model_unloaded,
             ev.ConversationOpened: self._on_opened,
@@ -512,6 +564,12 @@ class ChatController(QObject):
             self.message.emit("Stopped before the reply started.")
             return
         self._engine_msgs[conv_id] = event.messages
+        made_with = event.provenance
+        if made_with is not None:  # the conversation names the model its latest reply came from
+            conv = self.store.get_conversation(conv_id)
+            model_id = made_with.model_repo_id or conv.model_id
+            if (conv.model_id, conv.model_revision) != (model_id, made_with.model_revision):
+                self.store.update_settings(conv_id, model_id=model_id, model_revision=made_with.model_revision)
         self._end_turn_view(conv_id)
         if self.current == conv_id:
             self.status.set_stats_text(format_stats(stats))
@@ -523,6 +581,7 @@ class ChatController(QObject):
             self._render_current()
             used, limit = self._context.get(conv_id, (0, 0))
             self.status.context.set_usage(used, limit)
+            self._update_context_details()
             if restore_text and not self.composer.text().strip():
                 self.composer.set_text(restore_text)
         self.view.set_busy(False)
@@ -540,7 +599,7 @@ class ChatController(QObject):
         if event.droppable_turns <= 0:
             self.message.emit(
                 "This message doesn't fit in the model's context even on its own. "
-                "Shorten it or lower Max tokens in Settings."
+                "Shorten it, or choose a longer context for this model in Settings."
             )
         if choice == "drop":
             if turn.kind == "send":
@@ -579,9 +638,18 @@ class ChatController(QObject):
         self._update_composer()
         self.conversations_changed.emit()
 
+    def _on_wont_fit(self, event: ev.ModelWontFit) -> None:
+        if event.job_id != self._load_job:
+            return
+        self._load_job = None
+        self.loading = None
+        self._update_composer()
+        self.model_wont_fit.emit(event)
+
     def _on_model_loaded(self, event: Any) -> None:
         info = event.info
         self.model_info = info
+        self.context_tokens = int(getattr(event, "context_tokens", 0) or getattr(info, "max_position_embeddings", 0))
         path, name = self.loading if self.loading else (str(getattr(info, "path", "")), str(getattr(info, "name", "")))
         self.model_path, self.model_name = path, name
         self.loading = None
@@ -618,6 +686,17 @@ class ChatController(QObject):
     def _on_cache_state(self, event: ev.CacheState) -> None:
         self._cache[event.conv_id] = (event.state, int(event.nbytes))
         self.cache_state_changed.emit(event.conv_id, event.state, int(event.nbytes))
+        if event.conv_id == self.current:
+            self._update_context_details()
+
+    def _update_context_details(self) -> None:
+        """The context bar's tooltip: tokens freed by dropping earlier reasoning, memory saved by 8-bit KV."""
+        if self.current is None:
+            return
+        stats = next((m.stats for m in reversed(self.store.active_path(self.current)) if m.role == "assistant"), None)
+        state, nbytes = self._cache.get(self.current, ("cold", 0))
+        nbytes = nbytes if state == "warm" else 0
+        self.status.context.set_details(provenance.context_lines(stats, nbytes, self.model_info, self.bridge.kv_bits))
 
     # --------------------------------------------------------------------------------------------- composer
     def _update_composer(self) -> None:

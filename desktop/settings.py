@@ -50,14 +50,33 @@ class Settings:
     sampling: Sampling = field(default_factory=Sampling)
     sampling_follows_model: bool = True  # pick the Think/Instruct preset when a model loads
     memory_budget_gb: float = 4.0  # RAM for conversations kept warm in memory; the rest spill to disk
+    kv_8bit: bool = False  # keep the full-attention layers' KV cache in 8 bits (about half their memory)
     models_dir: str = ""  # empty: the default folder from AppPaths
     theme: str = "system"
     last_model: str = ""  # path of the model to load at start-up
     auto_load_last_model: bool = True
+    # The context length chosen per model (its folder path); a model not listed gets olmo3.fit.default_context.
+    model_context: dict[str, int] = field(default_factory=dict)
 
     @property
     def memory_budget_bytes(self) -> int:
         return int(self.memory_budget_gb * 1024**3)
+
+    def context_for(self, model: Any, budget: Any = None) -> int | None:
+        """The context length for ``model`` (a folder path, ``ModelInfo``, listed model or catalog entry): the one
+        chosen for it, else the model's maximum or what fits, whichever is smaller. None if its size is unknown."""
+        from olmo3.fit import ModelShape, default_context
+
+        shape = ModelShape.of_any(model) if not isinstance(model, str | Path) else _shape_of_folder(model)
+        if shape is None:
+            return None
+        key = model if isinstance(model, str | Path) else getattr(model, "path", None)
+        chosen = self.model_context.get(str(key)) if key else None
+        return min(chosen, shape.max_context) if chosen else default_context(shape, budget)
+
+    @property
+    def kv_bits(self) -> int | None:
+        return 8 if self.kv_8bit else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +94,13 @@ class Settings:
             default = getattr(base, f.name)
             if f.name == "sampling":
                 values[f.name] = Sampling.from_dict(value)
+            elif f.name == "model_context":
+                if isinstance(value, dict):
+                    values[f.name] = {
+                        str(k): int(v)
+                        for k, v in value.items()
+                        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+                    }
             elif f.name == "theme":
                 if value in THEMES:
                     values[f.name] = value
@@ -111,6 +137,16 @@ def _storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _shape_of_folder(path: str | Path) -> Any:
+    from olmo3.fit import ModelShape
+    from olmo3.model.modelinfo import ModelLoadError, inspect_model_dir
+
+    try:
+        return ModelShape.of(inspect_model_dir(path))
+    except (ModelLoadError, OSError):
+        return None
 
 
 def load_settings(path: Path) -> Settings:

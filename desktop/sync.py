@@ -177,6 +177,7 @@ def view_messages(
             "stats": stats,
             "stats_text": format_stats(stats) if stats and msg.role == "assistant" else "",
             "thought_s": provenance.get("thought_s"),
+            "provenance": provenance if msg.role == "assistant" else None,
             "error": provenance.get("error") if msg.state == "error" else None,
             "in_context": in_context.get(msg.id, True),
         }

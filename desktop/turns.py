@@ -8,8 +8,10 @@ One turn's rows follow the engine's events:
    prefill): only then are the user message and a *streaming* reply row written, so a cancelled or refused turn
    leaves no half-written rows.
 3. Every ``TextDelta`` is appended to the streaming row (committed about once a second: crash-safe).
-4. ``TurnFinished`` finishes the row (complete or interrupted, token ids, stats, provenance), saves the engine's
-   state and mirrors its tree into the store (:func:`desktop.sync.sync_store_from_state`).
+4. ``TurnFinished`` finishes the row (complete or interrupted, token ids, stats, and the full provenance: every
+   setting, the seed actually used, the model's repo, revision and fingerprint, template hash, budget, KV bits,
+   engine version, how the cache was reconciled), saves the engine's state and mirrors its tree into the store
+   (:func:`desktop.sync.sync_store_from_state`).
 
 ``ChatController`` owns a :class:`TurnRecorder` and does the view side of the same events.
 """
@@ -85,7 +87,9 @@ class TurnRecorder:
                 self.store.finish_stream(turn.reply_id, "interrupted")
             return False
         self.ensure_rows(turn)
-        provenance = self._provenance()
+        # Everything the reply was made with (olmo3.chat.transcript.Provenance), plus the name the user saw.
+        made_with = reply.provenance.to_dict() if reply.provenance is not None else {}
+        provenance = {**made_with, **self._provenance()}
         if turn.reasoning_started is not None:
             spent = turn.reasoning_s if turn.reasoning_s is not None else time.monotonic() - turn.reasoning_started
             provenance["thought_s"] = round(spent, 1)

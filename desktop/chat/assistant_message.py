@@ -7,17 +7,28 @@ note (e.g. "Reading the conversation…").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPainter
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from desktop import provenance
 from desktop import theme as th
 from desktop.chat.branch_switcher import BranchSwitcher
+from desktop.chat.info_popover import InfoPopover
 from desktop.chat.message import MessageWidget, tool_button
 from desktop.chat.reasoning import ReasoningBlock
 from desktop.rich_text import MarkdownView
+
+
+def error_text(error: str) -> str:
+    """What a failed reply says: out-of-memory errors as what to do, others as "Something went wrong: …"."""
+    from olmo3.memory import describe_error
+
+    friendly = describe_error(error)
+    return friendly if friendly != error else f"Something went wrong: {error}"
 
 
 class TypingIndicator(QWidget):
@@ -61,11 +72,14 @@ class AssistantMessageWidget(MessageWidget):
     """A full-width reply: optional reasoning, the answer, an inline notice, and the action row.
 
     Signals:
-        regenerate(), retry(), copied(str), branch(int, int)
+        regenerate(), retry(), continue_requested() (the reply filled the context), copied(str), branch(int, int),
+        reproduce(str): the reply's id
     """
 
     regenerate = Signal()
+    reproduce = Signal(str)
     retry = Signal()
+    continue_requested = Signal()
     copied = Signal(str)
     branch = Signal(object)  # {"sid", "user_turn_index", "branch_index", "which": "reply"}
 
@@ -115,21 +129,29 @@ class AssistantMessageWidget(MessageWidget):
         act.setSpacing(2)
         self.copy_button = tool_button("copy", "Copy reply", self.action_row)
         self.regenerate_button = tool_button("regenerate", "Regenerate reply", self.action_row)
+        self.info_button = tool_button("info", "About this reply: model, settings, seed · Reproduce", self.action_row)
         self.switcher = BranchSwitcher(self.action_row)
         self.stats_label = QLabel("", self.action_row)
         self.stats_label.setObjectName("messageStats")
         act.addWidget(self.switcher)
         act.addWidget(self.copy_button)
         act.addWidget(self.regenerate_button)
+        act.addWidget(self.info_button)
         act.addSpacing(6)
         act.addWidget(self.stats_label)
         act.addStretch(1)
         outer.addWidget(self.action_row)
-        self._register_hover(self.copy_button, self.regenerate_button, self.stats_label)
+        self._register_hover(self.copy_button, self.regenerate_button, self.info_button, self.stats_label)
+        # Why a reproduction could differ now (another model loaded, 8-bit KV switched): set by the chat view.
+        self.reproduce_note: Callable[[dict[str, Any]], str | None] = lambda _provenance: None
+        self.popover: InfoPopover | None = None
+        self._can_reproduce = False
 
         self.copy_button.clicked.connect(self._copy)
         self.regenerate_button.clicked.connect(self.regenerate)
-        self.retry_button.clicked.connect(self.retry)
+        self.retry_button.clicked.connect(self._on_notice_action)
+        self._notice_action = "retry"
+        self.info_button.clicked.connect(self.show_info)
         self.switcher.switch.connect(self._on_switch)
         self._streaming = False
         self._answer_started = False
@@ -151,14 +173,27 @@ class AssistantMessageWidget(MessageWidget):
         self.switcher.set_branch(int(message.get("branch_index") or 0), int(message.get("branch_count") or 1))
         reason = message.get("finish_reason")
         if message.get("error"):
-            self.show_notice(f"Something went wrong: {message['error']}", kind="error")
+            self.show_notice(error_text(str(message["error"])), kind="error")
         elif reason == "cancelled":
             self.show_notice("Stopped before the reply was complete.", kind="info")
         elif reason == "length":
             self.show_notice("The reply reached the maximum length (Settings → Max tokens).", kind="info")
+        elif reason == "context":
+            self.show_notice(
+                "The reply filled the model's context. Continue goes on without the oldest turns.",
+                kind="info",
+                action="continue",
+            )
         else:
             self.notice.hide()
         self.stats_label.setText(str(message.get("stats_text") or ""))
+        self.reasoning.set_note(provenance.reasoning_note(message.get("stats")))
+        self.reasoning.note.setToolTip(
+            "The thinking budget closed the reasoning here and the answer followed (Settings → Thinking budget)."
+        )
+        has_provenance = bool(provenance.rows(message.get("provenance")))
+        self.info_button.setProperty("forceHidden", not has_provenance)
+        self._show_hover(self._pinned_actions or self.underMouse())
 
     def update_meta(self, message: dict[str, Any]) -> None:
         super().update_meta(message)
@@ -166,7 +201,10 @@ class AssistantMessageWidget(MessageWidget):
         if message.get("thought_s") is not None and not self._streaming and message.get("reasoning"):
             self.reasoning.set_text(str(message.get("reasoning")), message.get("thought_s"))
 
-    def show_notice(self, text: str, *, kind: str = "info", retry: bool | None = None) -> None:
+    def show_notice(self, text: str, *, kind: str = "info", retry: bool | None = None, action: str = "retry") -> None:
+        """An inline notice under the reply; its button retries, or (``action="continue"``) continues."""
+        self._notice_action = action
+        self.retry_button.setText("Continue" if action == "continue" else "Retry")
         self.notice.setProperty("kind", kind)
         self.notice.style().unpolish(self.notice)
         self.notice.style().polish(self.notice)
@@ -190,6 +228,24 @@ class AssistantMessageWidget(MessageWidget):
         self.regenerate_button.setVisible(is_last and (self._pinned_actions or self.underMouse()))
         self.retry_button.setVisible(is_last)
         self.retry_button.setEnabled(enabled)
+        self._can_reproduce = enabled and is_last
+
+    def show_info(self) -> InfoPopover:
+        """The Info popover: what this reply was made with, and Reproduce."""
+        if self.popover is not None:  # one at a time; the old one goes once closed
+            self.popover.close()
+            self.popover.deleteLater()
+        data = self.message.get("provenance")
+        note = self.reproduce_note(data) if isinstance(data, dict) else None
+        popover = InfoPopover(self.message, note=note, can_reproduce=self._can_reproduce, parent=self)
+        popover.reproduce.connect(self._reproduce)
+        popover.copied.connect(self.copied)
+        self.popover = popover
+        popover.show_below(self.info_button)
+        return popover
+
+    def _reproduce(self) -> None:
+        self.reproduce.emit(str(self.message.get("sid") or ""))
 
     # streaming ---------------------------------------------------------------------------------------------------
     def begin_stream(self, *, pending_text: str = "") -> None:
@@ -245,6 +301,12 @@ class AssistantMessageWidget(MessageWidget):
             self.message["thought_s"] = self.reasoning.seconds()
 
     # actions ----------------------------------------------------------------------------------------------------
+    def _on_notice_action(self) -> None:
+        if self._notice_action == "continue":
+            self.continue_requested.emit()
+        else:
+            self.retry.emit()
+
     def _copy(self) -> None:
         QGuiApplication.clipboard().setText(self.content())
         self.copied.emit(self.content())

@@ -14,6 +14,7 @@ from .transcript import (
     BranchKind,
     CacheStateKind,
     OverflowReason,
+    Provenance,
     TranscriptMessage,
     TranscriptState,
     TurnStats,
@@ -32,6 +33,7 @@ __all__ = [
     "MemoryReport",
     "ModelLoaded",
     "ModelUnloaded",
+    "ModelWontFit",
     "PrefillProgress",
     "TextDelta",
     "TurnFinished",
@@ -54,6 +56,24 @@ class JobStarted(Event):
 class ModelLoaded(Event):
     info: Any  # olmo3.model.modelinfo.ModelInfo (typed loosely: events stay import-light)
     load_s: float
+    context_tokens: int = 0  # the context every conversation gets with this model (0: the model's maximum)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelWontFit(Event):
+    """A load refused before reading any weights: weights + KV at ``context_tokens`` + runtime exceed the budget.
+
+    The model that was loaded (if any) stays loaded. Load again with ``force=True`` to load anyway.
+    """
+
+    path: str
+    context_tokens: int
+    max_context: int
+    weight_bytes: int
+    kv_bytes: int
+    needed_bytes: int
+    budget_bytes: int
+    message: str  # one line with the numbers and what to do
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +116,11 @@ class TurnFinished(Event):
     reply: TranscriptMessage | None
     messages: tuple[TranscriptMessage, ...]  # the active path
     state: TranscriptState
+
+    @property
+    def provenance(self) -> Provenance | None:
+        """What the reply was made with (None when nothing was kept)."""
+        return self.reply.provenance if self.reply is not None else None
 
 
 @dataclass(frozen=True, kw_only=True)

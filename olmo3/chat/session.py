@@ -16,6 +16,10 @@ The recipe (why each follow-up feeds only the new tokens, and never a wrong prom
    regenerate and edit restore the snapshot before the user turn and feed only that turn, also long after
    the sliding layers have wrapped and trimming became impossible.
 
+Think turns (:mod:`olmo3.chat.thinking`): a thinking budget closes the reasoning with forced tokens that become
+part of the reply (so the transcript stays exact); earlier reasoning is kept or dropped as asked, and a dropped
+one is served by a snapshot taken where the reply began. Each reply carries its :class:`Provenance`.
+
 Branches: messages form a tree. Regenerate adds a sibling reply; edit adds a sibling user message. Nothing
 is erased; ``switch_branch`` picks which alternative is active.
 """
@@ -27,19 +31,22 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+from .. import __version__
 from ..ids import new_id
 from ..model.config import FULL, SLIDING
 from ..model.modelinfo import ModelInfo
+from ..model.template import Rendering, for_tokenizer
 from . import kvcache
 from .events import Event, PrefillProgress, TextDelta, TurnFinished
 from .sampling import Sampling, recommended
+from .thinking import BUDGET_CLOSE, has_reasoning, render_keeping_reasoning, strip_reasoning, template_keeps_reasoning
 from .transcript import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -48,6 +55,7 @@ from .transcript import (
     NodeState,
     OverflowPolicy,
     OverflowReason,
+    Provenance,
     Reconcile,
     Role,
     TranscriptMessage,
@@ -75,9 +83,12 @@ class ContextOverflowError(Exception):
         self.limit, self.droppable_turns, self.reason = limit, droppable_turns, reason
         what = "context window" if reason == "context" else "memory budget for this conversation"
         super().__init__(
-            f"this turn needs {used} tokens of history and prompt plus up to {max_tokens} new tokens, "
+            f"this turn needs {used} tokens of history and prompt plus at least {max_tokens} for a reply, "
             f"but the {what} allows {limit}; {droppable_turns} older turn(s) could be dropped"
         )
+
+
+MIN_REPLY_TOKENS = 256  # a turn is refused only when the prompt leaves less room than this (or 1/8 of the context)
 
 
 class _CancelledError(Exception):
@@ -100,6 +111,7 @@ class Node:
     finish_reason: FinishReason | None = None
     stats: TurnStats | None = None
     think: bool = False
+    provenance: Provenance | None = None
 
     def freeze(self) -> NodeState:
         return NodeState(
@@ -115,6 +127,7 @@ class Node:
             finish_reason=self.finish_reason,
             stats=self.stats,
             think=self.think,
+            provenance=self.provenance,
         )
 
     @classmethod
@@ -132,6 +145,7 @@ class Node:
             finish_reason=n.finish_reason,
             stats=n.stats,
             think=n.think,
+            provenance=n.provenance,
         )
 
 
@@ -149,6 +163,8 @@ class _TurnPlan:
     should_stop: Callable[[], bool]
     extra_lp: list[Any]
     previous_active: str | None
+    keep_reasoning: bool = True  # effective: the setting, else what the template does
+    reasoning_dropped: int = 0  # tokens of earlier reasoning left out of this prompt
 
 
 @dataclass
@@ -158,23 +174,31 @@ class _Snapshot:
 
 
 class ReasoningSplitter:
-    """Splits streamed text of a Think turn into reasoning and answer at ``</think>`` (even across chunks)."""
+    """Splits streamed text of a Think turn into reasoning and answer at ``</think>`` (even across chunks).
+
+    Newlines right after ``</think>`` are not part of the answer (as ``split_reasoning`` has it)."""
 
     def __init__(self, think: bool):
         self.in_reasoning = think
         self._held = ""
+        self._answer_started = not think
+
+    def _answer(self, text: str) -> list[tuple[str, str]]:
+        if not self._answer_started:
+            text = text.lstrip("\n")
+            self._answer_started = bool(text)
+        return [(text, "answer")] if text else []
 
     def feed(self, text: str) -> list[tuple[str, str]]:
         if not self.in_reasoning:
-            return [(text, "answer")] if text else []
+            return self._answer(text)
         buf = self._held + text
         i = buf.find(THINK_CLOSE)
         if i >= 0:
             self.in_reasoning = False
             self._held = ""
             out = [(buf[:i], "reasoning")] if buf[:i] else []
-            rest = buf[i + len(THINK_CLOSE) :]
-            return out + ([(rest, "answer")] if rest else [])
+            return out + self._answer(buf[i + len(THINK_CLOSE) :])
         # Hold back a tail that could be the start of "</think>".
         keep = 0
         for k in range(1, len(THINK_CLOSE)):
@@ -186,7 +210,18 @@ class ReasoningSplitter:
 
     def flush(self) -> list[tuple[str, str]]:
         held, self._held = self._held, ""
-        return [(held, "reasoning" if self.in_reasoning else "answer")] if held else []
+        if not self.in_reasoning:
+            return self._answer(held)
+        return [(held, "reasoning")] if held else []
+
+
+def _with_context(processors: list[Any], context: list[int]) -> list[Any]:
+    """Logits processors that also see ``context`` before the tokens ``generate_step`` gives them (the reply so
+    far, when decoding resumes after forced tokens: a repetition penalty then sees what one run would)."""
+    if not context:
+        return processors
+    prefix = mx.array(context)
+    return [lambda tokens, logits, p=p: p(mx.concatenate([prefix, tokens]), logits) for p in processors]
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -249,6 +284,7 @@ class ChatSession:
     ):
         self.model = model
         self.tokenizer = tokenizer
+        self.template = for_tokenizer(tokenizer)
         self.info = model_info(model)
         self.system_prompt = system_prompt or None
         self.sampling = recommended(self.info.path or None, think=self.info.is_think).merged(sampling)
@@ -267,6 +303,7 @@ class ChatSession:
         self.snapshots: list[_Snapshot] = []
         self.restored_from_disk = False
         self.last_stats: TurnStats | None = None
+        self._template_keeps: bool | None = None
 
     # ------------------------------------------------------------------ the tree
     def _children(self, node_id: str | None) -> list[str]:
@@ -343,6 +380,7 @@ class ChatSession:
             stats=n.stats,
             tokens=tuple(n.tokens),
             in_context=user_turn_index >= self.drop_turns,
+            provenance=n.provenance,
         )
 
     def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
@@ -373,7 +411,7 @@ class ChatSession:
         return users[i]
 
     # ------------------------------------------------------------------ rendering
-    def _template_messages(self, path: list[Node]) -> list[dict[str, str]]:
+    def _template_messages(self, path: list[Node], keep_reasoning: bool = True) -> list[dict[str, str]]:
         msgs: list[dict[str, str]] = []
         if self.system_prompt:
             msgs.append({"role": "system", "content": self.system_prompt})
@@ -382,17 +420,46 @@ class ChatSession:
             if n.role == "user":
                 turn += 1
             if turn >= self.drop_turns:
-                kept.append({"role": n.role, "content": n.raw})
+                raw = n.raw if keep_reasoning or n.role != "assistant" else strip_reasoning(n.raw)
+                kept.append({"role": n.role, "content": raw})
         return msgs + kept
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> Rendering:
+        """The model's chat template over ``messages``, in the bounded sandbox, with every message's content
+        protected: only the template's own markup becomes control tokens (``olmo3.model.template``)."""
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def template_keeps_reasoning(self) -> bool:
+        """Whether the model's chat template keeps earlier replies' reasoning in the prompt (asked once)."""
+        if self._template_keeps is None:
+            self._template_keeps = template_keeps_reasoning(lambda m: self.render(m, add_generation_prompt=True).text)
+        return self._template_keeps
+
+    def _render_history(self, path: list[Node], keep_reasoning: bool) -> Rendering:
+        """The prompt for ``path``: earlier reasoning kept or dropped as asked, whatever the template does."""
+        messages = self._template_messages(path, keep_reasoning)
+        if keep_reasoning and not self.template_keeps_reasoning():
+            return render_keeping_reasoning(lambda m: self.render(m, add_generation_prompt=True), messages)
+        return self.render(messages, add_generation_prompt=True)
+
+    def _reasoning_dropped(self, path: list[Node], keep_reasoning: bool) -> int:
+        """Tokens of earlier reasoning the prompt leaves out (what dropping it saves)."""
+        if keep_reasoning:
+            return 0
+        turn, saved = -1, 0
+        for n in path:
+            turn += n.role == "user"
+            if turn < self.drop_turns or n.role != "assistant" or not has_reasoning(n.raw):
+                continue
+            if n.stats is not None and n.stats.reasoning_tokens:
+                saved += n.stats.reasoning_tokens
+            else:
+                encode = self.template.encode_text
+                saved += len(encode(n.raw)) - len(encode(strip_reasoning(n.raw)))
+        return saved
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
 
     def _verbatim_prefix(self, base: list[int], target_text: str) -> int:
         """Length of the longest prefix of ``base`` whose text is a prefix of ``target_text``."""
@@ -407,18 +474,19 @@ class ChatSession:
                 hi = mid
         return lo
 
-    def _target(self, target_text: str) -> tuple[list[int], int]:
-        """Target token ids for ``target_text``: the longest verbatim prefix of the live transcript or of a
-        snapshot's transcript (exact sampled ids), then the tokenized rest of the text."""
+    def _target(self, rendering: Rendering) -> tuple[list[int], int]:
+        """Target token ids for a rendering: the longest verbatim prefix of the live transcript or of a
+        snapshot's transcript (exact sampled ids), then the rest of the text, tokenized with content as plain
+        text (the decoded prefix starts the rendering, so its length is an offset into it)."""
         best, keep = self.tokens, -1
         for base in [self.tokens] + [s.tokens for s in reversed(self.snapshots)]:
             if len(base) <= keep:
                 continue
-            k = self._verbatim_prefix(base, target_text)
+            k = self._verbatim_prefix(base, rendering.text)
             if k > keep:
                 best, keep = base, k
         prefix = best[:keep]
-        return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
+        return prefix + rendering.encode_from(len(self._decode(prefix))), keep
 
     # ------------------------------------------------------------------ caches
     def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, Reconcile]:
@@ -449,11 +517,14 @@ class ChatSession:
             how = "restored"
         return cache, usable, how
 
-    def _take_snapshot(self) -> None:
-        if self.cache is None or self.max_snapshots <= 0:
+    def _take_snapshot(self, tokens: list[int] | None = None, cache: list[Any] | None = None) -> None:
+        """Snapshot the live cache (or ``cache``, holding ``tokens``: a point inside a turn)."""
+        tokens = self.tokens if tokens is None else tokens
+        cache = self.cache if cache is None else cache
+        if cache is None or self.max_snapshots <= 0:
             return
-        self.snapshots = [s for s in self.snapshots if s.tokens != self.tokens]
-        self.snapshots.append(_Snapshot(list(self.tokens), kvcache.snapshot(self.cache)))
+        self.snapshots = [s for s in self.snapshots if s.tokens != tokens]
+        self.snapshots.append(_Snapshot(list(tokens), kvcache.snapshot(cache)))
         del self.snapshots[: -self.max_snapshots]
 
     def drop_snapshots(self) -> int:
@@ -560,22 +631,34 @@ class ChatSession:
             return self.context_limit
         return int((budget - sliding * window) // full)
 
-    def _plan(self, user: Node, overflow: OverflowPolicy, max_tokens: int) -> tuple[list[int], str, int]:
+    def _room(self, n_prompt: int) -> int:
+        """How many tokens a reply may add before the context (or this conversation's KV budget) is full."""
+        limit = self.context_limit
+        if self.kv_budget_bytes is not None:
+            limit = min(limit, self._tokens_that_fit(self.kv_budget_bytes))
+        return max(1, limit - n_prompt)
+
+    def _plan(
+        self, user: Node, overflow: OverflowPolicy, max_tokens: int, keep_reasoning: bool = True
+    ) -> tuple[list[int], str, int]:
         """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""
         dropped = 0
         while True:
             path = self._path_to(user) if user.id in self.nodes else [*self._path_to_parent(user), user]
-            target_text = self.render(self._template_messages(path), add_generation_prompt=True)
-            target, _ = self._target(target_text)
-            ok, limit, reason = self._fits(len(target) + max_tokens)
+            rendering = self._render_history(path, keep_reasoning)
+            target_text = rendering.text
+            target, _ = self._target(rendering)
+            # max_tokens is a cap, not a reservation: the prompt must leave room for a short reply only.
+            min_reply = min(max_tokens, MIN_REPLY_TOKENS, max(1, self.context_limit // 8))
+            ok, limit, reason = self._fits(len(target) + min_reply)
             n_users = sum(1 for n in path if n.role == "user")
             droppable = n_users - 1 - self.drop_turns
             if ok:
                 return target, target_text, dropped
             if overflow != "drop_oldest" or droppable <= 0:
                 self.drop_turns -= dropped
-                new_tokens = len(self._encode(user.raw))
-                raise ContextOverflowError(len(target), new_tokens, max_tokens, limit, max(droppable, 0), reason)
+                new_tokens = len(self.template.encode_text(user.raw))
+                raise ContextOverflowError(len(target), new_tokens, min_reply, limit, max(droppable, 0), reason)
             self.drop_turns += 1
             dropped += 1
 
@@ -596,8 +679,11 @@ class ChatSession:
         s.validate()
         if reply_id is not None and (reply_id in self.nodes or reply_id == user.id):
             raise ValueError(f"message id {reply_id!r} is already used in this conversation")
-        # Plan before touching anything: an overflow leaves the session exactly as it was.
-        target, target_text, dropped = self._plan(user, overflow, s.max_tokens)
+        keep = s.keep_reasoning if s.keep_reasoning is not None else self.template_keeps_reasoning()
+        # Plan before touching anything: an overflow leaves the session exactly as it was. A reasoning budget
+        # comes on top of max tokens (which then limits the answer alone).
+        reserve = s.max_tokens + ((s.thinking_budget or 0) if self.info.is_think else 0)
+        target, target_text, dropped = self._plan(user, overflow, reserve, keep)
         plan = _TurnPlan(
             user=user,
             new_user=new_user,
@@ -609,7 +695,10 @@ class ChatSession:
             should_stop=should_stop or (lambda: False),
             extra_lp=list(extra_lp or []),
             previous_active=self._active_child(user.parent) if new_user else None,
+            keep_reasoning=keep,
         )
+        path = self._path_to(user) if user.id in self.nodes else [*self._path_to_parent(user), user]
+        plan.reasoning_dropped = self._reasoning_dropped(path, keep) if self.info.is_think else 0
         return self._run(plan)
 
     def _run(self, plan: _TurnPlan) -> Iterator[Event]:
@@ -645,6 +734,11 @@ class ChatSession:
         self.restored_from_disk = False
         feed = target[cached_len:]
         seed = s.seed if s.seed is not None else random.getrandbits(31)
+        # Earlier reasoning dropped: the next turn's prompt leaves this reply's reasoning out, so it shares this
+        # one only up to the reply's start. A snapshot there serves it even after the ring buffers wrapped.
+        snap_at = self._reply_start(target, target_text) if think and not plan.keep_reasoning else -1
+        if snap_at == cached_len:
+            self._take_snapshot(target[:snap_at], cache)
 
         # --- prefill everything but the last token, in chunks (cancellable, with progress) ---
         fed = 0
@@ -654,10 +748,14 @@ class ChatSession:
                 if stop():
                     raise _CancelledError
                 n = min(self.prefill_step_size, len(feed) - fed - 1)
+                if cached_len + fed < snap_at:
+                    n = min(n, snap_at - cached_len - fed)
                 self.model(mx.array(feed[fed : fed + n])[None], cache=cache)
                 mx.eval([c.state for c in cache])
                 fed += n
                 mx.clear_cache()
+                if cached_len + fed == snap_at:
+                    self._take_snapshot(target[:snap_at], cache)
                 yield PrefillProgress(done=fed, total=len(feed))
             if stop():
                 raise _CancelledError
@@ -682,34 +780,74 @@ class ChatSession:
         detok.reset()
         splitter = ReasoningSplitter(think)
         generated: list[int] = []
-        finish: FinishReason = "length"
+        room = self._room(len(target))  # the reply never runs past the context: it stops with "context"
+        finish: FinishReason = "length"  # if no stop token comes
         t_first: float | None = None
         t_last = 0.0
-        for token, _ in generate_step(
-            mx.array(feed[-1:]),
-            self.model,
-            max_tokens=s.max_tokens,
-            sampler=sampler,
-            logits_processors=processors or None,
-            prompt_cache=cache,
-        ):
-            now = time.perf_counter()
-            t_first = t_first or now
-            t_last = now
-            generated.append(int(token))
-            if token in eos:
-                finish = "stop"
-                break
-            detok.add_token(token)
-            for text, channel in splitter.feed(detok.last_segment):
+        # Thinking budget: once the reasoning reaches ``close_at`` tokens the engine feeds ``close`` itself (like
+        # prompt tokens: they become part of the reply) and sampling goes on with the answer, which max tokens
+        # then limits on its own. Without a budget max tokens limits the whole reply, as before.
+        budget = s.thinking_budget if think else None
+        close = self.template.encode_text(BUDGET_CLOSE) if budget is not None else []
+        close_at = budget - self._tokens_to_close(close) if budget is not None else None
+        reasoning_tokens, stopped = 0, False
+        prompt, context = feed[-1:], list[int]()
+        if close_at is not None and close_at <= 0 and len(close) < room:  # a budget shorter than the closing tag
+            prompt, stopped, generated = prompt + close, True, list(close)
+            for text, channel in self._detokenize(detok, splitter, close):
                 yield TextDelta(text=text, channel=channel)
-            if stop():
-                finish = "cancelled"
+            reasoning_tokens = self._tokens_to_close(close)
+        while True:
+            force = False
+            cap = s.max_tokens + (budget + len(close) if budget is not None else 0)
+            for token, _ in generate_step(
+                mx.array(prompt),
+                self.model,
+                max_tokens=max(1, min(cap, room) - len(generated)),
+                sampler=sampler,
+                logits_processors=_with_context(processors, context) or None,
+                prompt_cache=cache,
+            ):
+                now = time.perf_counter()
+                t_first = t_first or now
+                t_last = now
+                generated.append(int(token))
+                if token in eos:
+                    finish = "stop"
+                    break
+                for text, channel in self._detokenize(detok, splitter, [int(token)]):
+                    yield TextDelta(text=text, channel=channel)
+                if think and not reasoning_tokens and not splitter.in_reasoning:
+                    reasoning_tokens = len(generated)
+                if stop():
+                    finish = "cancelled"
+                    break
+                if len(generated) >= room:
+                    finish = "context"
+                    break
+                if splitter.in_reasoning:
+                    if close_at is not None and len(generated) >= close_at:
+                        if len(generated) + len(close) >= room:  # no room to close and answer: the context ends
+                            finish = "context"
+                        else:
+                            force = True
+                        break
+                elif len(generated) - reasoning_tokens >= s.max_tokens:
+                    break  # the answer reached max tokens: "length"
+            if not force:
                 break
+            # Everything sampled so far is in the cache; feed the close, then sample the answer after it.
+            context, prompt, stopped = [*feed[-1:], *generated], close, True
+            generated += close
+            for text, channel in self._detokenize(detok, splitter, close):
+                yield TextDelta(text=text, channel=channel)
+            reasoning_tokens = len(generated) - len(close) + self._tokens_to_close(close)
         detok.finalize()
         tail = detok.last_segment
         for text, channel in splitter.feed(tail) + splitter.flush():
             yield TextDelta(text=text, channel=channel)
+        if think and splitter.in_reasoning:
+            reasoning_tokens = len(generated)  # the reply ended inside its reasoning
 
         self.tokens = target + generated
         self.cache = cache
@@ -729,6 +867,7 @@ class ChatSession:
             tokens=list(generated),
             finish_reason=finish,
             think=think,
+            provenance=self._provenance(s, seed, how, plan.keep_reasoning),
         )
         self._add(reply)
         if self.cache is not None:
@@ -736,9 +875,70 @@ class ChatSession:
         self._take_snapshot()
         ttft = (t_first or time.perf_counter()) - t0
         tps = (len(generated) - 1) / (t_last - t_first) if t_first and len(generated) > 1 and t_last > t_first else 0.0
+        thinking = {
+            "reasoning_tokens": reasoning_tokens,
+            "answer_tokens": len(generated) - reasoning_tokens,
+            "thinking_budget": budget,
+            "reasoning_stopped": stopped,
+            "reasoning_dropped_tokens": plan.reasoning_dropped,
+        }
         yield self._finished(
-            user, reply, t0, t_prefill, ttft, tps, finish, len(feed), cached_len, how, seed, dropped, len(generated)
+            user,
+            reply,
+            t0,
+            t_prefill,
+            ttft,
+            tps,
+            finish,
+            len(feed),
+            cached_len,
+            how,
+            seed,
+            dropped,
+            len(generated),
+            **thinking,
         )
+
+    def _provenance(self, s: Sampling, seed: int, how: Reconcile, keep_reasoning: bool) -> Provenance:
+        """Everything this turn was made with (``s`` as given, the seed actually used)."""
+        info = self.info
+        return Provenance(
+            sampling=replace(s, seed=seed, keep_reasoning=keep_reasoning),
+            seed=seed,
+            seed_was_random=s.seed is None,
+            model_name=info.name,
+            model_repo_id=info.repo_id,
+            model_revision=info.revision,
+            model_fingerprint=info.fingerprint,
+            quantization=dict(info.quantization) if info.quantization else None,
+            template_hash=self.template_hash(),
+            thinking_budget=s.thinking_budget,
+            keep_reasoning=keep_reasoning,
+            kv_bits=self.kv_bits if kvcache.kv_group_size(info.head_dim) else None,  # None: unquantizable
+            context_limit=self.context_limit,
+            engine_version=__version__,
+            reconcile=how,
+        )
+
+    def _reply_start(self, target: list[int], target_text: str) -> int:
+        """Tokens of ``target`` before the generation prompt's ``<think>`` (where the reply's own text begins)."""
+        for k in range(len(target) - 1, max(0, len(target) - 32), -1):  # only the tail is decoded
+            tail = self._decode(target[k:])
+            if len(tail) >= len(THINK_OPEN) and target_text.endswith(tail):
+                return k
+        return self._verbatim_prefix(target, target_text[: -len(THINK_OPEN)])
+
+    def _tokens_to_close(self, close: list[int]) -> int:
+        """How many of the budget's closing ids it takes to complete ``</think>`` (they count as reasoning)."""
+        return next((i for i in range(1, len(close) + 1) if THINK_CLOSE in self._decode(close[:i])), len(close))
+
+    @staticmethod
+    def _detokenize(detok: Any, splitter: ReasoningSplitter, ids: list[int]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for token in ids:
+            detok.add_token(token)
+            out += splitter.feed(detok.last_segment)
+        return out
 
     def _discard_turn(self, user: Node, new_user: bool, previous_active: str | None) -> None:
         """A turn cancelled before any token: remove the new user message (the UI keeps its text)."""
@@ -772,6 +972,7 @@ class ChatSession:
         seed: int,
         dropped: int,
         generated: int = 0,
+        **thinking: Any,
     ) -> TurnFinished:
         now = time.perf_counter()
         stats = TurnStats(
@@ -789,6 +990,7 @@ class ChatSession:
             context_limit=self.context_limit,
             seed=seed,
             dropped_turns=dropped,
+            **thinking,
         )
         self.last_stats = stats
         message = None
@@ -799,8 +1001,7 @@ class ChatSession:
 
     # ------------------------------------------------------------------ persistence
     def template_hash(self) -> str:
-        template = getattr(self.tokenizer, "chat_template", None) or ""
-        return hashlib.sha256(str(template).encode()).hexdigest()[:16]
+        return hashlib.sha256(self.template.source.encode()).hexdigest()[:16]
 
     def tokens_hash(self) -> str:
         return hashlib.sha256(",".join(map(str, self.tokens)).encode()).hexdigest()[:16]

@@ -19,14 +19,68 @@ from ..chat.events import (
     Event,
     JobFailed,
     ModelLoaded,
+    ModelWontFit,
     TextDelta,
     TurnFinished,
 )
+from ..chat.transcript import Provenance, TurnStats
 from ..fileio import read_json
 from ..model.modelinfo import inspect_model_dir
+from ..units import format_bytes
+from .options import model_path
 
-HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
-          /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
+COMMANDS = (
+    ("/regen", "regenerate the last reply"),
+    ("/reproduce", "regenerate the last reply with exactly its settings and seed"),
+    ("/edit N", "edit user turn N (counted from 0) and resend it"),
+    ("/continue", "after a reply filled the context: go on, leaving out the oldest turns"),
+    ("/stats", "the last turn's numbers and provenance"),
+    ("/save FILE", "save the conversation as JSON"),
+    ("/help", "this list"),
+    ("/quit", "leave (also Ctrl-D)"),
+)
+HELP = "commands:\n" + "\n".join(f"  {name:<11} {what}" for name, what in COMMANDS)
+CONTINUE = "Continue."
+
+
+def provenance_table(p: Provenance) -> str:
+    """A reply's provenance, one setting per line (the sampling parameters flattened)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in p.to_dict().items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", "-" if v is None else str(v)) for k, v in value.items()]
+        else:
+            rows.append((key, "-" if value is None else str(value)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def stats_table(s: TurnStats) -> str:
+    """The last turn's numbers, one per line, with units."""
+    rows = [
+        ("time to first token", f"{s.ttft_s:.3f} s"),
+        ("speed", f"{s.tokens_per_s:.1f} tokens/s"),
+        ("prompt tokens fed", f"{s.prompt_tokens:,}"),
+        ("tokens reused from the cache", f"{s.cached_tokens:,} ({s.reconcile})"),
+        ("tokens generated", f"{s.generated_tokens:,}"),
+        (
+            "stopped because",
+            {
+                "stop": "the reply ended",
+                "length": "max tokens",
+                "context": "the context is full",
+                "cancelled": "cancelled",
+            }.get(s.finish_reason, s.finish_reason),
+        ),
+        ("context used", f"{s.context_used:,} of {s.context_limit:,} tokens"),
+        ("prefill / total time", f"{s.prefill_s:.3f} s / {s.total_s:.3f} s"),
+        ("peak memory", format_bytes(s.peak_memory_bytes)),
+        ("seed", str(s.seed) if s.seed is not None else "-"),
+    ]
+    if s.dropped_turns:
+        rows.append(("oldest turns left out", str(s.dropped_turns)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 class _Printer:
@@ -60,6 +114,10 @@ class _Printer:
                 f"\n  ({s.ttft_s:.2f} s to first token · {s.tokens_per_s:.1f} tok/s · "
                 f"{s.cached_tokens} tokens reused · {s.reconcile})\n"
             )
+            if s.finish_reason == "context":
+                sys.stdout.write(
+                    "  The reply filled the model's context; /continue goes on without the oldest turns.\n"
+                )
         elif isinstance(event, ContextOverflow):
             sys.stdout.write(
                 f"\n! does not fit: {event.used}+{event.max_tokens} tokens > {event.limit}; "
@@ -81,42 +139,54 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
             "action": action,
             "error": getattr(fail, "message", None) or type(fail).__name__ if fail else "no result",
         }
-    reply = fin.reply
-    return {
-        "action": action,
-        "text": reply.content if reply else "",
-        "reasoning": reply.reasoning if reply else None,
-        "stats": fin.stats.to_dict(),
-        "tokens": list(fin.state.tokens),
-        "reply_tokens": list(reply.tokens) if reply else [],
-    }
+    from .main import turn_json
+
+    return {"action": action, **turn_json(fin), "tokens": list(fin.state.tokens)}
+
+
+def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | None:
+    """Regenerate the last reply with exactly the settings and seed it was made with (None: nothing to redo)."""
+    if last is None or last.provenance is None:
+        return None
+    return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling())
 
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
     actions = read_script(Path(args.script)) if scripted else []  # refused before a model loads (ValueError)
-    inspect_model_dir(args.model)  # a folder that is no model is refused before the engine imports MLX
+    folder = model_path(args)
+    if folder is not None:  # a folder that is no model is refused before the engine imports MLX
+        inspect_model_dir(folder)
     engine_log = logging.getLogger("olmo3.chat.engine")
     engine_log_level = engine_log.level
     if not (getattr(args, "verbose", False) or getattr(args, "debug", False)):
         # A failed job is reported here (one line, or the JSON's "error"); the engine's log of it would repeat it.
         engine_log.setLevel(logging.CRITICAL)
     try:
-        return _chat(args, sampling, actions)
+        return _chat(args, sampling, actions, folder)
     finally:
         engine_log.setLevel(engine_log_level)
 
 
-def _chat(args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict[str, Any]]) -> int:
+def _chat(
+    args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict[str, Any]], folder: Path | None
+) -> int:
     scripted = args.script is not None
     printer = _Printer(stream=not args.json)
-    engine = Engine(printer, cache_dir=args.cache_dir)
+    engine = Engine(
+        printer,
+        cache_dir=args.cache_dir,
+        memory_limit_bytes=getattr(args, "memory_limit", None),
+        kv_bits=getattr(args, "kv_bits", None),
+    )
     engine.start()
     conv = uuid.uuid4().hex
     try:
-        job = engine.load_model(args.model)
+        job = engine.load_model(
+            folder or "", context_tokens=getattr(args, "context", None), force=getattr(args, "load_anyway", False)
+        )
         engine.wait(job)
-        fails = [e for e in printer.of(job) if isinstance(e, JobFailed)]
+        fails = [e for e in printer.of(job) if isinstance(e, (JobFailed, ModelWontFit))]
         if fails:
             print(f"olmo3: {fails[0].message}", file=sys.stderr)
             return 2
@@ -124,7 +194,7 @@ def _chat(args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict
         engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
         if scripted:
             return _run_script(engine, printer, conv, actions, args.json)
-        print(f"Olmo chat · {info.name} · {HELP}")
+        print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
             try:
@@ -135,11 +205,17 @@ def _chat(args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict
                 continue
             if line in ("/quit", "/exit"):
                 break
-            if line == "/help":
+            command = line.split(maxsplit=1)[0] if line.startswith("/") else ""
+            if command == "/help":
                 print(HELP)
                 continue
-            if line == "/stats":
-                print(json.dumps(last.stats.to_dict(), indent=2) if last else "no turn yet")
+            if command == "/stats":
+                if last is None:
+                    print("no turn yet")
+                else:
+                    print(stats_table(last.stats))
+                    if last.provenance is not None:
+                        print("provenance (what reproduces this reply):\n" + provenance_table(last.provenance))
                 continue
             if line.startswith("/save"):
                 parts = line.split(maxsplit=1)
@@ -151,17 +227,33 @@ def _chat(args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict
                 Path(parts[1]).write_text(json.dumps(saved, indent=2))
                 print(f"saved {parts[1]}")
                 continue
-            if line == "/regen":
+            user_turns = sum(1 for m in last.messages if m.role == "user") if last else 0
+            if command == "/regen":
+                if not user_turns:
+                    print("nothing to regenerate yet")
+                    continue
                 job = engine.regenerate(conv)
-            elif line.startswith("/edit"):
-                parts = line.split(maxsplit=1)
-                if len(parts) < 2 or not parts[1].isdigit():
-                    print("usage: /edit N")
+            elif command == "/reproduce":
+                redo = _reproduce(engine, conv, last)
+                if redo is None:
+                    print("nothing to reproduce yet")
+                    continue
+                job = redo
+            elif command == "/edit":
+                parts = line.split()
+                if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= user_turns:
+                    turns = f"0 to {user_turns - 1}" if user_turns else "none yet"
+                    print(f"usage: /edit N, where N is a user turn (counted from 0: {turns})")
                     continue
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
                 job = engine.edit(conv, int(parts[1]), text)
+            elif command == "/continue":
+                job = engine.send(conv, CONTINUE, overflow="drop_oldest")
+            elif command:
+                print(f"unknown command {command}; {HELP}")
+                continue
             else:
                 job = engine.send(conv, line)
             try:
@@ -175,10 +267,15 @@ def _chat(args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict
         engine.shutdown()
 
 
+def info_context(engine: Engine) -> str:
+    return f"{engine.context_tokens:,}-token context" if engine.context_tokens else "full context"
+
+
 SCRIPT_MAX_BYTES = 16 * 1024**2
 _ACTION_KEYS = {
     "send": {"send", "sampling"},
     "regenerate": {"regenerate", "sampling"},
+    "reproduce": {"reproduce"},
     "edit": {"edit", "text", "sampling"},
 }
 
@@ -186,8 +283,9 @@ _ACTION_KEYS = {
 def read_script(path: Path) -> list[dict[str, Any]]:
     """A ``--script`` file, bounded (size, nesting) and checked action by action; ``ValueError`` names the problem.
 
-    Actions: ``{"send": TEXT}``, ``{"regenerate": true}``, ``{"edit": N, "text": TEXT}``, each with an optional
-    ``"sampling": {...}`` object. Unknown keys are refused (a typo must not pass silently).
+    Actions: ``{"send": TEXT}``, ``{"regenerate": true}``, ``{"reproduce": true}``, ``{"edit": N, "text": TEXT}``,
+    each but ``reproduce`` with an optional ``"sampling": {...}`` object. Unknown keys are refused (a typo must not
+    pass silently).
     """
     try:
         actions = read_json(path, max_bytes=SCRIPT_MAX_BYTES)
@@ -201,14 +299,15 @@ def read_script(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{where} is not an object")
         kinds = [k for k in _ACTION_KEYS if k in action]
         if len(kinds) != 1:
-            raise ValueError(f"{where} needs exactly one of 'send', 'regenerate' or 'edit'")
+            raise ValueError(f"{where} needs exactly one of 'send', 'regenerate', 'reproduce' or 'edit'")
         unknown = sorted(set(action) - _ACTION_KEYS[kinds[0]])
         if unknown:
             raise ValueError(f"{where}: unknown key {unknown[0]!r}")
         if "send" in action and not isinstance(action["send"], str):
             raise ValueError(f"{where}: 'send' must be text")
-        if "regenerate" in action and action["regenerate"] is not True:
-            raise ValueError(f"{where}: 'regenerate' must be true")
+        for flag in ("regenerate", "reproduce"):
+            if flag in action and action[flag] is not True:
+                raise ValueError(f"{where}: '{flag}' must be true")
         if "edit" in action:
             turn = action["edit"]
             if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
@@ -225,15 +324,23 @@ def read_script(path: Path) -> list[dict[str, Any]]:
 
 def _run_script(engine: Engine, printer: _Printer, conv: str, actions: list[dict[str, Any]], as_json: bool) -> int:
     status = 0
-    for action in actions:
+    last: TurnFinished | None = None
+    for i, action in enumerate(actions):
         sampling = action.get("sampling")
         if "send" in action:
             job = engine.send(conv, action["send"], sampling=sampling)
         elif "regenerate" in action:
             job = engine.regenerate(conv, sampling=sampling)
+        elif "reproduce" in action:
+            redo = _reproduce(engine, conv, last)
+            if redo is None:
+                print(f"olmo3: action {i}: no reply to reproduce yet", file=sys.stderr)
+                return 2
+            job = redo
         else:
             job = engine.edit(conv, action["edit"], action["text"], sampling=sampling)
         engine.wait(job)
+        last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))
         if "error" in result:
             status = 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from .mdsafe import neutralize
 
-__all__ = ["active_path", "to_html", "to_markdown"]
+__all__ = ["active_path", "provenance_line", "to_html", "to_markdown"]
 
 _ROLE_LABELS = {"system": "System", "user": "You", "assistant": "Assistant"}
 
@@ -72,6 +72,42 @@ def _state_note(msg: Mapping[str, Any]) -> str | None:
     return None
 
 
+def provenance_line(msg: Mapping[str, Any]) -> str | None:
+    """A reply's provenance in one line: "Olmo-3-7B-Think @ 0123456789ab · temperature 0.6 · top P 0.95 · top K 50 ·
+    seed 1234 · thinking budget 4,096 (stopped at 4,096 tokens) · 8-bit KV" (None for replies without one).
+
+    The JSON export carries the whole record; this is the summary for people."""
+    prov = msg.get("provenance")
+    if msg.get("role") != "assistant" or not isinstance(prov, Mapping):
+        return None
+    sampling = prov.get("sampling")
+    if not isinstance(sampling, Mapping):
+        return None
+    model = prov.get("model_repo_id") or prov.get("model") or prov.get("model_name") or "unknown model"
+    revision = prov.get("model_revision")
+    parts = [str(model) + (f" @ {revision[:12]}" if isinstance(revision, str) and revision else "")]
+    temperature = sampling.get("temperature")
+    if temperature == 0:
+        parts.append("greedy")
+    else:
+        for key, label in (("temperature", "temperature"), ("top_p", "top P"), ("top_k", "top K")):
+            if isinstance(sampling.get(key), int | float):
+                parts.append(f"{label} {sampling[key]:g}")
+    if isinstance(prov.get("seed"), int):
+        parts.append(f"seed {prov['seed']}" + (" (random)" if prov.get("seed_was_random") else ""))
+    budget = prov.get("thinking_budget")
+    if isinstance(budget, int):
+        stats = msg.get("stats") if isinstance(msg.get("stats"), Mapping) else {}
+        used = stats.get("reasoning_tokens") if stats else None
+        stopped = f" (stopped at {used:,} tokens)" if stats and stats.get("reasoning_stopped") and used else ""
+        parts.append(f"thinking budget {budget:,}{stopped}")
+    if prov.get("keep_reasoning") is False:
+        parts.append("earlier reasoning dropped")
+    if isinstance(prov.get("kv_bits"), int):
+        parts.append(f"{prov['kv_bits']}-bit KV")
+    return " · ".join(parts)
+
+
 def to_markdown(conv: Mapping[str, Any]) -> str:
     """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block.
 
@@ -100,6 +136,9 @@ def to_markdown(conv: Mapping[str, Any]) -> str:
         note = _state_note(msg)
         if note:
             lines += [neutralize(f"*{note}*"), ""]
+        made_with = provenance_line(msg)
+        if made_with:  # our <sub>; its text (names from an imported file) escaped and inert
+            lines += [f"<sub>{neutralize(html.escape(made_with))}</sub>", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -124,6 +163,7 @@ h1 { font-size: 22px; margin: 0 0 4px; overflow-wrap: anywhere; }
 .reasoning { border-left: 3px solid #d2d2d7; padding: 0 12px; color: #6e6e73; margin: 0 0 8px; }
 .reasoning summary { cursor: pointer; font-size: 12px; }
 .notice { color: #b3261e; font-size: 12px; font-style: italic; }
+.provenance { color: #6e6e73; font-size: 11px; margin: 6px 0 0; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; word-wrap: break-word; border-radius: 8px;
       padding: 10px 12px; font-size: 12.5px; background: #f6f8fa; }
 code { font-family: "SF Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace; }
@@ -219,6 +259,9 @@ def to_html(conv: Mapping[str, Any]) -> str:
         note = _state_note(msg)
         if note:
             out.append(f'<p class="notice">{html.escape(note)}</p>')
+        made_with = provenance_line(msg)
+        if made_with:
+            out.append(f'<p class="provenance">{html.escape(made_with)}</p>')
         out.append("</div>")
         out.append("</section>")
     out += ["</main>", "</body>", "</html>", ""]
