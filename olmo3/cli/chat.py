@@ -25,9 +25,8 @@ from ..chat.events import (
 )
 from ..chat.transcript import Provenance, TurnStats
 from ..fileio import read_json
-from ..model.modelinfo import inspect_model_dir
 from ..units import format_bytes
-from .options import model_path
+from .options import check_fits, model_path
 
 COMMANDS = (
     ("/regen", "regenerate the last reply"),
@@ -153,10 +152,10 @@ def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | No
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
-    actions = read_script(Path(args.script)) if scripted else []  # refused before a model loads (ValueError)
     folder = model_path(args)
-    if folder is not None:  # a folder that is no model is refused before the engine imports MLX
-        inspect_model_dir(folder)
+    if folder is not None:  # no model, or one that won't fit, is refused before the engine imports MLX
+        check_fits(args, folder)
+    actions = read_script(Path(args.script)) if scripted else []  # refused before a model loads (ValueError)
     engine_log = logging.getLogger("olmo3.chat.engine")
     engine_log_level = engine_log.level
     if not (getattr(args, "verbose", False) or getattr(args, "debug", False)):

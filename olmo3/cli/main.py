@@ -211,6 +211,8 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     from ..model.tiny import make_tiny_model
 
     dest = Path(args.dest).expanduser()
+    if args.context < 1:  # refused before the folder is made
+        raise ValueError(f"--context {args.context}: must be at least 1 token")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} already exists and is not an empty folder")
     make_tiny_model(dest, think=args.think, max_position_embeddings=args.context)

@@ -84,6 +84,20 @@ CASES: list[tuple[str, list[str]]] = [
     ("tools call: arguments nested deep", ["tools", "call", "x", "{deep_args}", "--config", "{mcp}"]),
     ("tools call: --timeout -1", ["tools", "call", "x", "{{}}", "--config", "{mcp}", "--timeout", "-1"]),
     ("tools call: no such tool", ["tools", "call", "nope", "{{}}", "--config", "{mcp}"]),
+    # tiny
+    ("tiny: destination not empty", ["tiny", "{nonempty}"]),
+    ("tiny: destination a file", ["tiny", "{file}"]),
+    ("tiny: --context 0", ["tiny", "{tmp}/tiny-zero", "--context", "0"]),
+    ("tiny: --context abc", ["tiny", "{tmp}/tiny-abc", "--context", "abc"]),
+    # memory and context options of commands that load a model
+    ("generate: --memory-limit lots", ["generate", "--model", "{model}", "--prompt", "hi", "--memory-limit", "lots"]),
+    ("generate: --context 0", ["generate", "--model", "{model}", "--prompt", "hi", "--context", "0"]),
+    (
+        "generate: --thinking-budget lots",
+        ["generate", "--model", "{model}", "--prompt", "hi", "--thinking-budget", "x"],
+    ),
+    ("info: no such installed model", ["info", "--model", "nobody/nothing"]),
+    ("bench docs: --pages 0", ["bench", "docs", "--pages", "0"]),
     # store
     ("store: no action", ["store"]),
     ("store check: missing file", ["store", "check", "--db", "{tmp}/missing.sqlite3"]),
@@ -181,6 +195,8 @@ def test_refused_in_one_line_with_exit_2(results, name: str) -> None:
     assert r.returncode == 2, f"exit {r.returncode}: {r.stderr[-1500:]}"
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-1500:]
     assert lines[0].startswith("olmo3"), lines[0]
+    if name.startswith("tiny: --context"):
+        assert not any(Path(a).exists() for a in r.args if "tiny-" in str(a))  # refused before the folder is made
 
 
 @pytest.mark.parametrize("name", DEBUG_CASES)

@@ -370,12 +370,14 @@ SCRIPT_CASES: list[tuple[str, str, str]] = [
 
 
 @pytest.mark.parametrize(("name", "text", "pattern"), SCRIPT_CASES, ids=[c[0] for c in SCRIPT_CASES])
-def test_hostile_chat_script_is_refused_before_the_model_loads(tmp_path, capsys, name, text, pattern) -> None:
+def test_hostile_chat_script_is_refused_before_the_model_loads(
+    tmp_path, model_dir, capsys, name, text, pattern
+) -> None:
     script = tmp_path / "script.json"
     if name != "missing":
         script.write_bytes(text.encode("utf-8", "surrogateescape"))
-    # The model folder does not exist: the script must be refused first, without loading anything.
-    code = main(["chat", "--model", str(tmp_path / "no-model"), "--script", str(script), "--json"])
+    # The model is fine; the script is refused before the engine starts and loads it.
+    code = main(["chat", "--model", str(model_dir), "--script", str(script), "--json"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and pattern in err and str(script) in err, err
 
