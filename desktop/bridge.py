@@ -120,10 +120,17 @@ class EngineBridge(QObject):
         reply_id: str,
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
+        prompt_text: str | None = None,
     ) -> int:
         return int(
             self._engine.send(
-                conv_id, text, message_id=message_id, reply_id=reply_id, sampling=sampling, overflow=overflow
+                conv_id,
+                text,
+                prompt_text=prompt_text,
+                message_id=message_id,
+                reply_id=reply_id,
+                sampling=sampling,
+                overflow=overflow,
             )
         )
 
@@ -142,12 +149,14 @@ class EngineBridge(QObject):
         reply_id: str,
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
+        prompt_text: str | None = None,
     ) -> int:
         return int(
             self._engine.edit(
                 conv_id,
                 user_turn_index,
                 text,
+                prompt_text=prompt_text,
                 message_id=message_id,
                 reply_id=reply_id,
                 sampling=sampling,

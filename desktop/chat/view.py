@@ -15,6 +15,7 @@ Signals:
     continue_requested(): the last reply filled the context; go on without the oldest turns.
     copied(str): text was put on the clipboard (the window shows a small toast).
     stop_requested(): the inline "Stop" of a pending reply was clicked.
+    source_requested(object): a "Sources" link under a reply: ``(TurnAttachment, Hit | None)``.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class ChatView(QScrollArea):
     retry_requested = Signal()
     continue_requested = Signal()
     copied = Signal(str)
+    source_requested = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -250,9 +252,16 @@ class ChatView(QScrollArea):
         self._messages.insert(0, widget)
         widget.set_actions_pinned(False)
 
-    def add_user_message(self, text: str, user_turn_index: int) -> UserMessageWidget:
+    def add_user_message(self, text: str, user_turn_index: int, *, documents: Any = ()) -> UserMessageWidget:
         widget = self._append_widget(
-            {"role": "user", "content": text, "user_turn_index": user_turn_index, "branch_index": 0, "branch_count": 1}
+            {
+                "role": "user",
+                "content": text,
+                "user_turn_index": user_turn_index,
+                "branch_index": 0,
+                "branch_count": 1,
+                "documents": list(documents),
+            }
         )
         assert isinstance(widget, UserMessageWidget)
         self._stick = True
@@ -307,6 +316,7 @@ class ChatView(QScrollArea):
             reply.continue_requested.connect(self.continue_requested)
             reply.copied.connect(self.copied)
             reply.branch.connect(self.branch_requested)
+            reply.sources.source_clicked.connect(self.source_requested)
             reply.set_regenerate_enabled(False, is_last=False)
             widget = reply
         if isinstance(widget, UserMessageWidget):

@@ -197,12 +197,14 @@ class Engine:
         conv_id: str,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
     ) -> int:
-        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages."""
+        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages;
+        ``prompt_text``: what the model reads instead of ``text`` (attached documents; see ``ChatSession.send``)."""
         self._check_conv_id(conv_id)
         return self._submit(
             "send",
@@ -211,6 +213,7 @@ class Engine:
                 job,
                 lambda s, stop: s.send(
                     text,
+                    prompt_text=prompt_text,
                     message_id=message_id,
                     reply_id=reply_id,
                     sampling=sampling,
@@ -244,6 +247,7 @@ class Engine:
         user_turn_index: int,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -258,6 +262,7 @@ class Engine:
                 lambda s, stop: s.edit(
                     user_turn_index,
                     text,
+                    prompt_text=prompt_text,
                     message_id=message_id,
                     reply_id=reply_id,
                     sampling=sampling,

@@ -24,8 +24,10 @@ from ..chat.events import (
     TurnFinished,
 )
 from ..chat.transcript import Provenance, TurnStats
+from ..docs.extract import DocumentError
 from ..fileio import read_json
 from ..units import format_bytes
+from .attach import CliAttachments, DocumentTurns, describe
 from .options import check_fits, model_path
 
 COMMANDS = (
@@ -151,24 +153,34 @@ def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | No
 
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
-    scripted = args.script is not None
     folder = model_path(args)
     if folder is not None:  # no model, or one that won't fit, is refused before the engine imports MLX
         check_fits(args, folder)
-    actions = read_script(Path(args.script)) if scripted else []  # refused before a model loads (ValueError)
+    actions = read_script(Path(args.script)) if args.script is not None else []  # refused before a model loads
+    docs: CliAttachments | None = None
+    if getattr(args, "attach", None):
+        try:  # before the model loads: a file that can't be attached fails at once
+            docs = CliAttachments(args.attach, folder)
+        except DocumentError as e:
+            print(f"olmo3: {e}", file=sys.stderr)
+            return 2
     engine_log = logging.getLogger("olmo3.chat.engine")
     engine_log_level = engine_log.level
     if not (getattr(args, "verbose", False) or getattr(args, "debug", False)):
         # A failed job is reported here (one line, or the JSON's "error"); the engine's log of it would repeat it.
         engine_log.setLevel(logging.CRITICAL)
     try:
-        return _chat(args, sampling, actions, folder)
+        return _chat(args, sampling, actions, folder, docs)
     finally:
         engine_log.setLevel(engine_log_level)
 
 
 def _chat(
-    args: argparse.Namespace, sampling: dict[str, Any], actions: list[dict[str, Any]], folder: Path | None
+    args: argparse.Namespace,
+    sampling: dict[str, Any],
+    actions: list[dict[str, Any]],
+    folder: Path | None,
+    docs: CliAttachments | None,
 ) -> int:
     scripted = args.script is not None
     printer = _Printer(stream=not args.json)
@@ -180,6 +192,7 @@ def _chat(
     )
     engine.start()
     conv = uuid.uuid4().hex
+    doc_turns = DocumentTurns(engine, conv, docs)
     try:
         job = engine.load_model(
             folder or "", context_tokens=getattr(args, "context", None), force=getattr(args, "load_anyway", False)
@@ -190,9 +203,11 @@ def _chat(
             print(f"olmo3: {fails[0].message}", file=sys.stderr)
             return 2
         info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
-        engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
+        job = engine.open_conversation(conv, system_prompt=args.system, sampling=sampling)
+        engine.wait(job)
+        doc_turns.opened(printer.of(job))
         if scripted:
-            return _run_script(engine, printer, conv, actions, args.json)
+            return _run_script(doc_turns, printer, actions, args.json)
         print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
@@ -231,7 +246,7 @@ def _chat(
                 if not user_turns:
                     print("nothing to regenerate yet")
                     continue
-                job = engine.regenerate(conv)
+                job = doc_turns.regenerate()
             elif command == "/reproduce":
                 redo = _reproduce(engine, conv, last)
                 if redo is None:
@@ -247,23 +262,28 @@ def _chat(
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
-                job = engine.edit(conv, int(parts[1]), text)
+                job = doc_turns.edit(int(parts[1]), text)
             elif command == "/continue":
-                job = engine.send(conv, CONTINUE, overflow="drop_oldest")
+                job = doc_turns.send(CONTINUE, overflow="drop_oldest", documents=False)
             elif command:
                 print(f"unknown command {command}; {HELP}")
                 continue
             else:
-                job = engine.send(conv, line)
+                job = doc_turns.send(line)
             try:
                 engine.wait(job)
             except KeyboardInterrupt:
                 engine.cancel()
                 engine.wait(job)
+            used = doc_turns.finished(printer.of(job))
+            if used:
+                print(describe(used))
             last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         return 0
     finally:
         engine.shutdown()
+        if docs is not None:
+            docs.close()
 
 
 def info_context(engine: Engine) -> str:
@@ -321,15 +341,16 @@ def read_script(path: Path) -> list[dict[str, Any]]:
     return actions
 
 
-def _run_script(engine: Engine, printer: _Printer, conv: str, actions: list[dict[str, Any]], as_json: bool) -> int:
+def _run_script(doc_turns: DocumentTurns, printer: _Printer, actions: list[dict[str, Any]], as_json: bool) -> int:
     status = 0
+    engine, conv = doc_turns.engine, doc_turns.conv
     last: TurnFinished | None = None
     for i, action in enumerate(actions):
         sampling = action.get("sampling")
         if "send" in action:
-            job = engine.send(conv, action["send"], sampling=sampling)
+            job = doc_turns.send(action["send"], sampling=sampling)
         elif "regenerate" in action:
-            job = engine.regenerate(conv, sampling=sampling)
+            job = doc_turns.regenerate(sampling=sampling)
         elif "reproduce" in action:
             redo = _reproduce(engine, conv, last)
             if redo is None:
@@ -337,10 +358,11 @@ def _run_script(engine: Engine, printer: _Printer, conv: str, actions: list[dict
                 return 2
             job = redo
         else:
-            job = engine.edit(conv, action["edit"], action["text"], sampling=sampling)
+            job = doc_turns.edit(action["edit"], action["text"], sampling=sampling)
         engine.wait(job)
         last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))
+        result["attachments"] = doc_turns.finished(printer.of(job))
         if "error" in result:
             status = 1
         if as_json:

@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
     s.add_argument("--cache-dir", help="where conversation caches are spilled (default: the app's cache folder)")
+    s.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="a document to chat about (text, Markdown, code, HTML, PDF, DOCX); repeat for more",
+    )
     _add_sampling(s)
     s.set_defaults(fn=cmd_chat)
 

@@ -13,6 +13,7 @@ extension) is not part of Python's ``sqlite3`` module: this build has neither ``
   parent was lost becomes a root; each group of replies gets exactly one shown branch again.
 * The rows go into a new store (``dest`` must not exist), whose triggers rebuild the search index. An engine state
   is kept only where the conversation's messages came through whole; otherwise the app rebuilds it from the text.
+  Attached documents are not copied (a turn's provenance keeps their names, unlinked).
 """
 
 from __future__ import annotations
@@ -273,6 +274,18 @@ def _clean_conversation(row: Sequence[Any], now: float) -> dict[str, Any] | None
     }
 
 
+def _unlink_documents(provenance: str | None) -> str | None:
+    """Attached documents are not salvaged (only conversations and messages are): a turn's record of the documents
+    it used keeps their names and passages but no longer points at an attachment row."""
+    if provenance is None or '"attachments"' not in provenance:
+        return provenance
+    data = json.loads(provenance)
+    items = data.get("attachments")
+    if isinstance(items, list):
+        data["attachments"] = [{**i, "attachment_id": None} if isinstance(i, dict) else i for i in items]
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 def _clean_message(row: Sequence[Any], now: float) -> dict[str, Any] | None:
     r = dict(zip(_MSG_COLUMNS, row, strict=True))
     msg_id, conv_id = _text(r["id"]), _text(r["conversation_id"])
@@ -288,7 +301,7 @@ def _clean_message(row: Sequence[Any], now: float) -> dict[str, Any] | None:
         "reasoning": _text(r["reasoning"], ""),
         "token_ids": _json_text(r["token_ids"], kind=list),
         "stats": _json_text(r["stats"], kind=dict),
-        "provenance": _json_text(r["provenance"], kind=dict),
+        "provenance": _unlink_documents(_json_text(r["provenance"], kind=dict)),
         "state": "interrupted" if state == "streaming" else state,
         "created_at": _time(r["created_at"], now),
         "active": 1 if r["active"] in (1, None) else 0,

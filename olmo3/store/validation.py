@@ -16,12 +16,14 @@ from typing import Any, Final, NoReturn
 
 from olmo3.fileio import MAX_JSON_DEPTH
 
+from .attachments import check_provenance_refs, validate_attachments
 from .records import DEFAULT_TITLE, ROLES, STATES
 
 __all__ = [
     "FORMAT",
     "MAX_IMPORT_DEPTH",
     "MAX_TOKEN_ID",
+    "READABLE_VERSIONS",
     "VERSION",
     "iso_to_ts",
     "parents_first",
@@ -30,7 +32,8 @@ __all__ = [
 ]
 
 FORMAT: Final = "olmo-desktop.conversation"
-VERSION: Final = 1
+VERSION: Final = 2
+READABLE_VERSIONS: Final = (1, 2)
 MAX_IMPORT_DEPTH: Final = MAX_JSON_DEPTH  # our own exports nest 6 levels deep (engine_state's nodes' stats)
 MAX_TOKEN_ID: Final = 2**32 - 1  # token ids are uint32 everywhere
 
@@ -73,6 +76,7 @@ _CONV_FIELDS: Final = (
     "folder",
     "engine_state",
     "messages",
+    "attachments",
 )
 _MSG_FIELDS: Final = (
     "id",
@@ -224,9 +228,13 @@ def validate_conversation(data: Any) -> dict[str, Any]:
             f"not an Olmo Desktop conversation: 'format' is {_shown(data.get('format'))}, expected {FORMAT!r}"
         )
     version = data.get("version")
-    if version != VERSION or isinstance(version, bool):
-        raise ValueError(f"unsupported conversation format version {_shown(version)} (this app reads {VERSION})")
-    c = _Checker(data, "", _CONV_FIELDS)
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise ValueError(
+            f"unsupported conversation format version {_shown(version)} (this app reads "
+            + " and ".join(map(str, READABLE_VERSIONS))
+            + ")"
+        )
+    c = _Checker(data, "", _CONV_FIELDS if version >= 2 else _CONV_FIELDS[:-1])
     out: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -248,7 +256,26 @@ def validate_conversation(data: Any) -> dict[str, Any]:
     messages = [_validate_message(m, i) for i, m in enumerate(data["messages"])]
     _check_tree(messages)
     out["messages"] = messages
+    out["attachments"] = validate_attachments(data.get("attachments", []), {m["id"] for m in messages}, _check_time)
+    check_provenance_refs(messages, {a["id"] for a in out["attachments"]})
+    try:  # everything in them must be storable and exportable too
+        json.dumps(out["attachments"], ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):
+        raise ValueError("attachments: expected plain JSON text (no NaN or Infinity, no unpaired surrogates)") from None
     return out
+
+
+def _check_time(where: str, value: Any) -> str:
+    """An attachment's date-time, held to the same rule as the messages' (UTC must be able to hold it)."""
+    if isinstance(value, str):
+        try:
+            ts = iso_to_ts(value)
+            if math.isfinite(ts):
+                iso_to_ts(ts_to_iso(ts))
+                return value
+        except (ValueError, OverflowError, OSError):
+            pass
+    raise ValueError(f"{where}: expected an ISO 8601 date-time between the years 1 and 9999 (UTC), got {_shown(value)}")
 
 
 def _validate_message(msg: Any, index: int) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_json_round_trip_is_lossless(store: ConversationStore) -> None:
     first = store.export_dict(cid)
     text1 = interchange.to_json(first)
     assert json.loads(text1)["format"] == "olmo-desktop.conversation"
-    assert json.loads(text1)["version"] == 1
+    assert json.loads(text1)["version"] == interchange.VERSION == 2
     assert interchange.to_json(interchange.from_json(text1)) == text1  # parse + validate changes nothing
 
     new_id = store.import_conversation(interchange.from_json(text1))
@@ -157,7 +157,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
     cases = [
         (set_(("format",), "something.else"), r"not an Olmo Desktop conversation.*'something.else'"),
         (delete(("format",)), r"not an Olmo Desktop conversation"),
-        (set_(("version",), 2), r"unsupported conversation format version 2"),
+        (set_(("version",), 3), r"unsupported conversation format version 3"),
         (set_(("version",), True), r"unsupported conversation format version True"),
         (delete(("title",)), r"missing field 'title'"),
         (delete(("messages", 1, "role")), r"messages\[1\]\.missing field 'role'"),
