@@ -421,9 +421,9 @@ class ChatSession:
         return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
 
     # ------------------------------------------------------------------ caches
-    def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, Reconcile]:
-        """The cache holding the longest prefix of ``target`` (at most ``len(target) - 1``: one token must
-        be fed to get logits). Returns ``(cache, cached_len, how)``."""
+    def best_cache(self, target: list[int]) -> tuple[int, str, Any, list[int]] | None:
+        """Which cache holds the longest usable prefix of ``target`` (at most ``len(target) - 1``: one token
+        must be fed to get logits), touching nothing: ``(usable, "live" | "snapshot", cache, its tokens)``."""
         best: tuple[int, str, Any, list[int]] | None = None
         candidates = [("live", self.cache, self.tokens)] + [("snapshot", s.cache, s.tokens) for s in self.snapshots]
         for name, cache, toks in candidates:
@@ -434,6 +434,12 @@ class ChatSession:
                 continue
             if best is None or usable > best[0]:
                 best = (usable, name, cache, toks)
+        return best
+
+    def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, Reconcile]:
+        """The cache holding the longest prefix of ``target`` (see :meth:`best_cache`), ready to extend.
+        Returns ``(cache, cached_len, how)``."""
+        best = self.best_cache(target)
         if best is None or best[0] == 0:
             fresh = self.cache is None and not self.tokens
             self.cache = None
@@ -449,12 +455,22 @@ class ChatSession:
             how = "restored"
         return cache, usable, how
 
-    def _take_snapshot(self) -> None:
-        if self.cache is None or self.max_snapshots <= 0:
+    def _take_snapshot(self, tokens: list[int] | None = None, cache: list[Any] | None = None) -> None:
+        """Snapshot ``cache`` holding ``tokens`` (default: the live cache at the end of a turn)."""
+        tokens, cache = (self.tokens, self.cache) if cache is None else (tokens or [], cache)
+        if cache is None or self.max_snapshots <= 0:
             return
-        self.snapshots = [s for s in self.snapshots if s.tokens != self.tokens]
-        self.snapshots.append(_Snapshot(list(self.tokens), kvcache.snapshot(self.cache)))
+        self.snapshots = [s for s in self.snapshots if s.tokens != tokens]
+        self.snapshots.append(_Snapshot(list(tokens), kvcache.snapshot(cache)))
         del self.snapshots[: -self.max_snapshots]
+
+    def _prompt_checkpoint(self, target: list[int], target_text: str) -> int | None:
+        """Where to snapshot the cache while this turn's prompt is prefilled (a token count), or None.
+
+        None here: a conversation snapshots at the end of each turn only. The local server's sessions
+        (``olmo3.chat.serve_session``) checkpoint a Think prompt before its ``<think>``: clients send replies
+        back without their reasoning, so the next request diverges right there."""
+        return None
 
     def drop_snapshots(self) -> int:
         freed = sum(kvcache.nbytes(s.cache) for s in self.snapshots)
@@ -648,16 +664,21 @@ class ChatSession:
 
         # --- prefill everything but the last token, in chunks (cancellable, with progress) ---
         fed = 0
+        checkpoint = self._prompt_checkpoint(target, target_text)
         try:
             yield PrefillProgress(done=0, total=len(feed))
             while len(feed) - fed > 1:
                 if stop():
                     raise _CancelledError
                 n = min(self.prefill_step_size, len(feed) - fed - 1)
+                if checkpoint is not None and cached_len + fed < checkpoint < cached_len + fed + n:
+                    n = checkpoint - cached_len - fed  # end this chunk at the checkpoint
                 self.model(mx.array(feed[fed : fed + n])[None], cache=cache)
                 mx.eval([c.state for c in cache])
                 fed += n
                 mx.clear_cache()
+                if checkpoint == cached_len + fed:
+                    self._take_snapshot(target[:checkpoint], cache)
                 yield PrefillProgress(done=fed, total=len(feed))
             if stop():
                 raise _CancelledError
