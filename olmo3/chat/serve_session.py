@@ -1,0 +1,171 @@
+"""A conversation of the local server: a :class:`ChatSession` whose history comes whole with every request.
+
+Runs on the engine thread (it is a ``ChatSession``: MLX). The server's requests are stateless, so a
+:class:`ServeSession` keeps no message tree of its own: each request's messages are loaded as they came and
+rendered by the model's chat template exactly as the client sent them (system messages anywhere, assistant
+replies with or without their reasoning). What it keeps between requests is what the chat session keeps: the
+token-exact transcript, the live cache and turn snapshots, so ``send`` reconciles the new rendering with them
+(extend, restore a snapshot, or re-prefill) by the session's own rules.
+
+Think prompts get one more snapshot: clients send replies back without their reasoning, so the next request's
+rendering leaves the cached tokens right after ``<|im_start|>assistant\\n``. A checkpoint taken there while the
+prompt is prefilled (:meth:`ServeSession._prompt_checkpoint`) lets the follow-up feed only the short answer and
+the new message instead of re-reading the conversation, also long after the sliding window wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import mlx.core as mx
+
+from .completion import CacheSource, ChatMessage, CompletionFinished, CompletionRequest, StopMatcher
+from .events import Event, TextDelta, TurnFinished
+from .session import ChatSession, ContextOverflowError
+from .transcript import THINK_CLOSE, THINK_OPEN, Reconcile
+
+# Turn-end snapshots plus (Think) prompt checkpoints a server conversation keeps: enough to edit or regenerate
+# any of the last few turns without re-reading the history. The engine's memory budget drops them first.
+SERVE_SNAPSHOTS = 8
+_PLACEHOLDER = "(request)"  # the user node's text: the rendering comes from the request, not from the tree
+
+_SOURCES: dict[Reconcile, CacheSource] = {
+    "append": "live",
+    "append_turn_end": "live",
+    "trim": "live",
+    "snapshot": "snapshot",
+    "restored": "disk",
+    "fresh": "none",
+    "reprefill": "none",
+}
+
+
+def template_messages(messages: tuple[ChatMessage, ...], *, think: bool) -> list[dict[str, str]]:
+    """The request's messages as the chat template takes them. A Think reply sent back with its reasoning is
+    rendered the way the model wrote it (``<think>reasoning</think>answer``), so its cached tokens match."""
+    out = []
+    for m in messages:
+        content = m.content
+        if m.role == "assistant" and think and m.reasoning is not None:
+            content = f"{THINK_OPEN}{m.reasoning}{THINK_CLOSE}{m.content}"
+        out.append({"role": m.role, "content": content})
+    return out
+
+
+class ServeSession(ChatSession):
+    """One of the server's conversations (see the module docstring). ``conv_key``: the requests it serves
+    (:meth:`CompletionRequest.conversation_key`)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, conv_key: str | None, **options: Any):
+        options.setdefault("max_snapshots", SERVE_SNAPSHOTS)
+        super().__init__(model, tokenizer, None, **options)
+        self.conv_key = conv_key
+        self.request_messages: list[dict[str, str]] = []
+        self.raw_prompt: str | None = None
+
+    def load_request(self, request: CompletionRequest) -> None:
+        """Make ``request`` the conversation to render; the transcript, cache and snapshots stay."""
+        self.nodes, self.root_children, self.root_active, self.drop_turns = {}, [], 0, 0
+        self.system_prompt = None
+        self.raw_prompt = request.prompt
+        self.request_messages = template_messages(request.messages, think=self.info.is_think)
+
+    def rendered(self) -> str:
+        """The request rendered with the chat template plus the generation prompt (or the raw prompt)."""
+        return self.render(self._template_messages([]), add_generation_prompt=True)
+
+    # ChatSession hooks: render the request, not the (empty) message tree.
+    def _template_messages(self, path: list[Any]) -> list[dict[str, str]]:
+        return [dict(m) for m in self.request_messages]
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if self.raw_prompt is not None:
+            return self.raw_prompt
+        return super().render(messages, add_generation_prompt)
+
+    def _prompt_checkpoint(self, target: list[int], target_text: str) -> int | None:
+        if self.raw_prompt is not None or not target_text.endswith(THINK_OPEN):
+            return None
+        at = self._verbatim_prefix(target, target_text[: -len(THINK_OPEN)])
+        return at if 0 < at < len(target) else None
+
+    # ------------------------------------------------------------------ the turn
+    def run_request(
+        self, request: CompletionRequest, should_stop: Callable[[], bool], *, forked: bool
+    ) -> Iterator[Event]:
+        """Start the request's turn (raises ``ContextOverflowError`` before feeding anything) and return its
+        events: ``TextDelta`` cut at the stop strings, then one :class:`CompletionFinished`."""
+        sampling = dict(request.sampling)
+        matcher = StopMatcher(request.stop)
+        processors = [logit_bias_processor(request.logit_bias)] if request.logit_bias else []
+
+        def stop() -> bool:
+            return matcher.hit or should_stop()
+
+        def send(overrides: dict[str, Any]) -> Iterator[Event]:
+            return self.send(_PLACEHOLDER, sampling=overrides, should_stop=stop, logits_processors=processors)
+
+        try:
+            events = send(sampling)
+        except ContextOverflowError as e:
+            # No max_tokens given: the reply may use whatever room the prompt leaves.
+            room = e.limit - e.used
+            if "max_tokens" in sampling or room < 1:
+                raise
+            events = send({**sampling, "max_tokens": room})
+        return self._completion_events(events, matcher, forked=forked)
+
+    def _completion_events(self, events: Iterator[Event], matcher: StopMatcher, *, forked: bool) -> Iterator[Event]:
+        raw = self.raw_prompt is not None
+        channel = ""
+        for event in events:
+            if isinstance(event, TextDelta):
+                text = event.text
+                if raw and event.channel == "answer" and channel == "reasoning":
+                    text = THINK_CLOSE + text  # a raw completion is the text as generated
+                channel = event.channel
+                if raw or event.channel == "answer":
+                    text = matcher.feed(text)
+                if text:
+                    yield TextDelta(text=text, channel="answer" if raw else event.channel)
+            elif isinstance(event, TurnFinished):
+                tail = ""
+                reply = event.reply
+                if (
+                    raw
+                    and channel == "reasoning"
+                    and reply is not None
+                    and THINK_CLOSE in self._decode(list(reply.tokens))
+                ):
+                    tail = matcher.feed(THINK_CLOSE)  # the reply ended right after </think>
+                tail += matcher.flush()
+                if tail:
+                    yield TextDelta(text=tail, channel="answer")
+                st = event.stats
+                completion = st.generated_tokens - (1 if st.finish_reason == "stop" else 0)
+                source = _SOURCES[st.reconcile]
+                if forked and st.cached_tokens:
+                    source = "fork"
+                yield CompletionFinished(
+                    finish_reason="stop" if matcher.hit else st.finish_reason,
+                    prompt_tokens=st.prompt_tokens + st.cached_tokens,
+                    cached_tokens=st.cached_tokens,
+                    completion_tokens=completion,
+                    reconcile=st.reconcile,
+                    source=source,
+                    stats=st,
+                )
+            else:
+                yield event
+
+
+def logit_bias_processor(bias: Mapping[int, float]) -> Callable[[Any, Any], Any]:
+    """A logits processor adding OpenAI's ``logit_bias`` (token id → bias; -100 bans a token, +100 forces it)."""
+    ids = mx.array(list(bias), dtype=mx.int32)
+    values = mx.array([float(v) for v in bias.values()], dtype=mx.float32)
+
+    def process(tokens: Any, logits: Any) -> Any:
+        return logits.at[..., ids].add(values.astype(logits.dtype))
+
+    return process
