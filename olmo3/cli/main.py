@@ -179,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_models_parser(sub)
     except ImportError:  # pragma: no cover - the models subcommand ships with the model manager
         pass
+    from .serve import add_serve_parser
     from .tools import add_tools_parser
 
+    add_serve_parser(sub)
     add_tools_parser(sub)
     return p
 
