@@ -63,6 +63,7 @@ class ServeSession(ChatSession):
         self.conv_key = conv_key
         self.request_messages: list[dict[str, str]] = []
         self.raw_prompt: str | None = None
+        self._added: list[str] | None = None
 
     def load_request(self, request: CompletionRequest) -> None:
         """Make ``request`` the conversation to render; the transcript, cache and snapshots stay."""
@@ -83,6 +84,35 @@ class ServeSession(ChatSession):
         if self.raw_prompt is not None:
             return self.raw_prompt
         return super().render(messages, add_generation_prompt)
+
+    def _target(self, target_text: str) -> tuple[list[int], int]:
+        """The session's target (the longest verbatim prefix of cached ids, the rest tokenized), never cut inside
+        the template's markup: a cached ``<`` (of ``<think>``) is a text prefix of ``<|im_end|>`` too, and keeping
+        it would tokenize the rest of that special token as plain characters."""
+        target, keep = super()._target(target_text)
+        if not keep:
+            return target, keep
+        at = len(self._decode(target[:keep]))
+        cut = self._markup_start(target_text, at)
+        if cut == at:
+            return target, keep
+        while keep and len(self._decode(target[:keep])) > cut:
+            keep -= 1
+        prefix = target[:keep]
+        return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
+
+    def _markup_start(self, text: str, at: int) -> int:
+        """Where an added token (``<|im_end|>``, ...) starts in ``text`` if it spans position ``at``, else ``at``."""
+        if self._added is None:
+            vocab: dict[str, int] = getattr(self.tokenizer, "get_added_vocab", dict)()
+            self._added = [t for t in vocab if len(t) > 1]
+        for token in self._added:
+            i = text.find(token, max(0, at - len(token) + 1), at + len(token) - 1)
+            while 0 <= i < at:
+                if at < i + len(token):
+                    return i
+                i = text.find(token, i + 1, at + len(token) - 1)
+        return at
 
     def _prompt_checkpoint(self, target: list[int], target_text: str) -> int | None:
         if self.raw_prompt is not None or not target_text.endswith(THINK_OPEN):
