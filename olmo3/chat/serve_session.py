@@ -7,10 +7,13 @@ replies with or without their reasoning). What it keeps between requests is what
 token-exact transcript, the live cache and turn snapshots, so ``send`` reconciles the new rendering with them
 (extend, restore a snapshot, or re-prefill) by the session's own rules.
 
-Think prompts get one more snapshot: clients send replies back without their reasoning, so the next request's
-rendering leaves the cached tokens right after ``<|im_start|>assistant\\n``. A checkpoint taken there while the
-prompt is prefilled (:meth:`ServeSession._prompt_checkpoint`) lets the follow-up feed only the short answer and
-the new message instead of re-reading the conversation, also long after the sliding window wrapped.
+Two more snapshots are taken while a prompt is prefilled (:meth:`ServeSession._prompt_checkpoints`):
+
+* at the end of the system prompt, on a conversation's first turn: a new conversation with the same system
+  prompt (an editor's or agent's long instructions, or the template's default) is forked from it;
+* before a Think prompt's ``<think>``: clients send replies back without their reasoning, so the next request's
+  rendering leaves the cached tokens right after ``<|im_start|>assistant\\n``; from the checkpoint, the follow-up
+  feeds only the short answer and the new message, also long after the sliding window wrapped.
 """
 
 from __future__ import annotations
@@ -114,11 +117,37 @@ class ServeSession(ChatSession):
                 i = text.find(token, i + 1, at + len(token) - 1)
         return at
 
-    def _prompt_checkpoint(self, target: list[int], target_text: str) -> int | None:
-        if self.raw_prompt is not None or not target_text.endswith(THINK_OPEN):
-            return None
-        at = self._verbatim_prefix(target, target_text[: -len(THINK_OPEN)])
-        return at if 0 < at < len(target) else None
+    def _prompt_checkpoints(self, target: list[int], target_text: str) -> list[int]:
+        if self.raw_prompt is not None:
+            return []
+        points = []
+        system = self._system_text()
+        if system and target_text.startswith(system):
+            points.append(self._boundary(target, system))
+        if target_text.endswith(THINK_OPEN):
+            points.append(self._boundary(target, target_text[: -len(THINK_OPEN)]))
+        return [p for p in points if 0 < p < len(target)]
+
+    def _system_text(self) -> str:
+        """The rendering of what precedes the first user message (the template's default system prompt, or the
+        request's): every conversation with that system prompt starts with this text."""
+        head = []
+        for m in self.request_messages:
+            if m["role"] == "user":
+                break
+            head.append(m)
+        try:
+            return self.render(head, add_generation_prompt=False) if head else self.render([], False)
+        except Exception:  # a template that refuses to render a bare system message: no checkpoint
+            return ""
+
+    def _boundary(self, target: list[int], text: str) -> int:
+        """Tokens of ``target`` that ``text`` covers, never cut inside the template's markup."""
+        at = self._verbatim_prefix(target, text)
+        cut = self._markup_start(text, len(self._decode(target[:at])))
+        while at and len(self._decode(target[:at])) > cut:
+            at -= 1
+        return at
 
     # ------------------------------------------------------------------ the turn
     def run_request(

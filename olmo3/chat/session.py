@@ -464,13 +464,14 @@ class ChatSession:
         self.snapshots.append(_Snapshot(list(tokens), kvcache.snapshot(cache)))
         del self.snapshots[: -self.max_snapshots]
 
-    def _prompt_checkpoint(self, target: list[int], target_text: str) -> int | None:
-        """Where to snapshot the cache while this turn's prompt is prefilled (a token count), or None.
+    def _prompt_checkpoints(self, target: list[int], target_text: str) -> list[int]:
+        """Where to snapshot the cache while this turn's prompt is prefilled (token counts; those already cached
+        are skipped).
 
         None here: a conversation snapshots at the end of each turn only. The local server's sessions
-        (``olmo3.chat.serve_session``) checkpoint a Think prompt before its ``<think>``: clients send replies
-        back without their reasoning, so the next request diverges right there."""
-        return None
+        (``olmo3.chat.serve_session``) checkpoint the end of the system prompt (new conversations start from
+        it) and a Think prompt before its ``<think>`` (clients send replies back without their reasoning)."""
+        return []
 
     def drop_snapshots(self) -> int:
         freed = sum(kvcache.nbytes(s.cache) for s in self.snapshots)
@@ -664,21 +665,22 @@ class ChatSession:
 
         # --- prefill everything but the last token, in chunks (cancellable, with progress) ---
         fed = 0
-        checkpoint = self._prompt_checkpoint(target, target_text)
+        checkpoints = sorted(c for c in self._prompt_checkpoints(target, target_text) if cached_len < c < len(target))
         try:
             yield PrefillProgress(done=0, total=len(feed))
             while len(feed) - fed > 1:
                 if stop():
                     raise _CancelledError
                 n = min(self.prefill_step_size, len(feed) - fed - 1)
-                if checkpoint is not None and cached_len + fed < checkpoint < cached_len + fed + n:
-                    n = checkpoint - cached_len - fed  # end this chunk at the checkpoint
+                at = next((c for c in checkpoints if c > cached_len + fed), None)
+                if at is not None and at < cached_len + fed + n:
+                    n = at - cached_len - fed  # end this chunk at the checkpoint
                 self.model(mx.array(feed[fed : fed + n])[None], cache=cache)
                 mx.eval([c.state for c in cache])
                 fed += n
                 mx.clear_cache()
-                if checkpoint == cached_len + fed:
-                    self._take_snapshot(target[:checkpoint], cache)
+                if cached_len + fed in checkpoints:
+                    self._take_snapshot(target[: cached_len + fed], cache)
                 yield PrefillProgress(done=fed, total=len(feed))
             if stop():
                 raise _CancelledError

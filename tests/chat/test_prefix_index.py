@@ -105,6 +105,19 @@ def test_a_new_conversation_forks_from_a_shared_prefix_while_it_can_be_rewound(t
         eng.shutdown()
 
 
+def test_new_conversations_fork_from_the_system_prompt_checkpoint_after_the_window_wrapped(engine, tiny):
+    # The tiny model's window is 16 tokens: this system prompt alone wraps it, so only the checkpoint taken at
+    # its end (not a rewind) can give a new conversation its cache.
+    system = ("system", "You are a careful assistant. " * 8)
+    block = tiny[1].apply_chat_template([{"role": "system", "content": system[1]}], tokenize=False)
+    a = run(engine, chat(system, ("user", "First question")))
+    b = run(engine, chat(system, ("user", "Another conversation entirely")))
+    assert b.finished.conv_id != a.finished.conv_id and b.finished.source == "fork"
+    assert b.finished.cached_tokens == len(tiny[1].encode(block, add_special_tokens=False)) > 16
+    c = run(engine, chat(("system", "A different system prompt."), ("user", "First question")))
+    assert c.finished.cached_tokens < 16
+
+
 def test_raw_prompts_continue_only_what_they_extend(engine):
     raw = lambda p: CompletionRequest(prompt=p, sampling={"temperature": 0.0, "max_tokens": 5})  # noqa: E731
     a = run(engine, raw("Once upon a time there was a fox"))
