@@ -118,6 +118,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    if args.what == "serve":
+        from .bench_serve import bench_serve, format_serve_table
+
+        result = bench_serve(args.model, rounds=args.rounds)
+        print(format_serve_table(result))
+        print(json.dumps(result, indent=2))
+        return 0
     if args.what == "decode":
         result = bench.bench_decode(args.model, tokens=args.tokens, rounds=args.rounds)
     else:
@@ -166,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group-size", type=int, default=64)
     s.set_defaults(fn=cmd_quantize)
 
-    s = sub.add_parser("bench", help="benchmarks: decode | chat")
-    s.add_argument("what", choices=("decode", "chat"))
+    s = sub.add_parser("bench", help="benchmarks: decode | chat | serve (our server vs mlx_lm.server)")
+    s.add_argument("what", choices=("decode", "chat", "serve"))
     s.add_argument("--model", help="model folder (default: a generated small model)")
     s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run")
     s.add_argument("--rounds", type=int, default=5)
