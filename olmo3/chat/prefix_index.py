@@ -39,7 +39,7 @@ from ..fileio import read_json, write_atomic
 from . import kvcache
 from .completion import SERVE_PREFIX, CompletionRejected, CompletionRequest, is_serve_id
 from .events import Event
-from .serve_session import ServeSession
+from .serve_session import ServeSession, common_text_prefix
 from .session import _Snapshot
 
 if TYPE_CHECKING:
@@ -83,20 +83,6 @@ def admit(pool: ServePool | None, request: CompletionRequest) -> Prepared | Comp
         return pool.prepare(request)
     except RequestRejectedError as e:
         return CompletionRejected(status=400, message=str(e), code=e.code, param=e.param)
-
-
-def common_text_prefix(a: str, b: str) -> int:
-    """Length of the common prefix of two strings (binary search over C-speed slice comparisons)."""
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while hi - lo > 1:  # invariant: a[:lo] == b[:lo], a[:hi] != b[:hi]
-        mid = (lo + hi) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 class ServePool:

@@ -67,6 +67,7 @@ class ServeSession(ChatSession):
         self.request_messages: list[dict[str, str]] = []
         self.raw_prompt: str | None = None
         self._added: list[str] | None = None
+        self._system_memo: tuple[str, str] | None = None
 
     def load_request(self, request: CompletionRequest) -> None:
         """Make ``request`` the conversation to render; the transcript, cache and snapshots stay."""
@@ -129,17 +130,24 @@ class ServeSession(ChatSession):
         return [p for p in points if 0 < p < len(target)]
 
     def _system_text(self) -> str:
-        """The rendering of what precedes the first user message (the template's default system prompt, or the
-        request's): every conversation with that system prompt starts with this text."""
+        """The rendering of everything before the first user message's content (the system prompt, the template's
+        default one included, and the user turn's header): every conversation with that system prompt starts with
+        it. Found as what two probe conversations, different only in their first user message, have in common."""
         head = []
         for m in self.request_messages:
             if m["role"] == "user":
                 break
             head.append(m)
-        try:
-            return self.render(head, add_generation_prompt=False) if head else self.render([], False)
-        except Exception:  # a template that refuses to render a bare system message: no checkpoint
-            return ""
+        key = repr(head)
+        if self._system_memo is None or self._system_memo[0] != key:
+            try:
+                a, b = (self.render([*head, {"role": "user", "content": c}], False) for c in ("A", "B"))
+                n = common_text_prefix(a, b)
+                text = a[:n] if n < len(a) else ""
+            except Exception:  # a template that refuses the probes: no checkpoint
+                text = ""
+            self._system_memo = (key, text)
+        return self._system_memo[1]
 
     def _boundary(self, target: list[int], text: str) -> int:
         """Tokens of ``target`` that ``text`` covers, never cut inside the template's markup."""
@@ -228,3 +236,17 @@ def logit_bias_processor(bias: Mapping[int, float]) -> Callable[[Any, Any], Any]
         return logits.at[..., ids].add(values.astype(logits.dtype))
 
     return process
+
+
+def common_text_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of two strings (binary search over C-speed slice comparisons)."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:  # invariant: a[:lo] == b[:lo], a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -34,6 +34,7 @@ from .bench import BENCH_SIZE, _mlx_lm_folder, _passes
 
 FILLER = "Please explain, in detail, how a sliding window cache keeps memory bounded. "
 QUESTION = "What is the next step?"
+EDITS = ("What is the last step?", "What was the next step?", "What is the first step?", "Which is the next step?")
 TTFT_TOKENS = 2
 DECODE_TOKENS = 128
 STARTUP_S = 300.0
@@ -189,6 +190,15 @@ def _reply_bias(folder: Path) -> dict[str, int]:
     return {str(i): 100 for i in words}
 
 
+def _edited_question(folder: Path) -> str:
+    """Another question as many tokens long as :data:`QUESTION`: an edit then feeds as much as a fresh turn."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    n = len(tok.encode(QUESTION, add_special_tokens=False).ids)
+    return next((q for q in EDITS if len(tok.encode(q, add_special_tokens=False).ids) == n), EDITS[0])
+
+
 def _grow(chat: _Chat, tokens_per_turn: int, turns: int) -> None:
     for _ in range(turns):
         chat.turn(FILLER * tokens_per_turn)
@@ -205,6 +215,7 @@ def bench_serve(model_path: str | None = None, *, rounds: int = 3) -> dict[str, 
         config = json.loads((folder / "config.json").read_text())
         window = int(config["sliding_window"])
         ban = _reply_bias(folder)
+        edited = _edited_question(folder)
         # A user turn of about a quarter window (FILLER is ~16 tokens of the generated tokenizer, ~14 of Olmo's).
         per_turn = max(1, window // 64)
         levels = (1, 2, 4)
@@ -234,11 +245,18 @@ def bench_serve(model_path: str | None = None, *, rounds: int = 3) -> dict[str, 
                 fresh, edit = [], []
                 for _ in range(rounds):
                     fresh.append(chat.turn(QUESTION))
-                    edit.append(chat.edit(2, QUESTION))  # as long as the fresh turn's question
+                    edit.append(chat.edit(2, edited))  # as long as the fresh turn's question
                 r["fresh_turn"], r["edit_earlier_turn"] = med(fresh), med(edit)
-                r["decode_tok_s"] = med(chat.decode_tps(DECODE_TOKENS) for _ in range(rounds))
                 r["chat"] = chat
                 results[name] = r
+            # Decode speed, the two servers alternating (who goes first alternates too), so load on the machine
+            # favours neither.
+            speeds: dict[str, list[float]] = {"olmo3": [], "mlx_lm": []}
+            for i in range(2 * rounds):
+                for name in ("olmo3", "mlx_lm") if i % 2 == 0 else ("mlx_lm", "olmo3"):
+                    speeds[name].append(results[name]["chat"].decode_tps(DECODE_TOKENS))
+            for name, values in speeds.items():
+                results[name]["decode_tok_s"] = med(values)
             history_messages = results["olmo3"].pop("chat").messages
             results["mlx_lm"].pop("chat")
         finally:

@@ -109,13 +109,19 @@ def test_new_conversations_fork_from_the_system_prompt_checkpoint_after_the_wind
     # The tiny model's window is 16 tokens: this system prompt alone wraps it, so only the checkpoint taken at
     # its end (not a rewind) can give a new conversation its cache.
     system = ("system", "You are a careful assistant. " * 8)
+    # Everything before the first user message's content: the system block and the user turn's header.
     block = tiny[1].apply_chat_template([{"role": "system", "content": system[1]}], tokenize=False)
+    block += "<|im_start|>user\n"
     a = run(engine, chat(system, ("user", "First question")))
     b = run(engine, chat(system, ("user", "Another conversation entirely")))
     assert b.finished.conv_id != a.finished.conv_id and b.finished.source == "fork"
     assert b.finished.cached_tokens == len(tiny[1].encode(block, add_special_tokens=False)) > 16
     c = run(engine, chat(("system", "A different system prompt."), ("user", "First question")))
     assert c.finished.cached_tokens < 16
+    # The template's default system prompt (no system message) is checkpointed the same way.
+    d = run(engine, chat(("user", "One")))
+    e = run(engine, chat(("user", "Two")))
+    assert e.finished.source == "fork" and e.finished.cached_tokens > 16 and d.finished.source != "fork"
 
 
 def test_raw_prompts_continue_only_what_they_extend(engine):
