@@ -34,6 +34,7 @@ from desktop.chat import ChatView
 from desktop.composer import BottomBar, Composer, StatusRow
 from desktop.controller import ChatController
 from desktop.conversations import ConversationActions
+from desktop.local_server import LocalServerControl
 from desktop.menus import build_menus
 from desktop.model_actions import ModelActions, name_for_path
 from desktop.model_picker import ModelPickerDialog
@@ -135,6 +136,7 @@ class MainWindow(QMainWindow):
         self.conversations = ConversationActions(self)
         self.transfer = Transfer(self)
         self.model_actions = ModelActions(self)
+        self.local_server = LocalServerControl(self.bridge, self)
         self._wire()
         self.menus = build_menus(self)
         self._sync_actions()
@@ -151,6 +153,7 @@ class MainWindow(QMainWindow):
             self.controller.open(last)
         if start_engine:
             self.bridge.start()
+            self.local_server.apply(self.settings)
             last_model = self.settings.last_model
             if auto_load and self.settings.auto_load_last_model and last_model and Path(last_model).is_dir():
                 self.controller.load_model(last_model, name_for_path(last_model))
@@ -225,6 +228,9 @@ class MainWindow(QMainWindow):
         self.models.download_event.connect(models.on_download_event)
         self.models.changed.connect(self.update_empty_state)
         self.models.error.connect(models.on_error)
+        self.local_server.status_changed.connect(self.status_row.set_server_text)
+        self.local_server.failed.connect(self.show_toast)
+        c.model_changed.connect(lambda _info: self.local_server.set_model_name(self.controller.model_name))
 
     # ------------------------------------------------------------------ what tests and screenshots call directly
     def refresh_sidebar(self) -> None:
@@ -348,6 +354,8 @@ class MainWindow(QMainWindow):
         if settings.models_dir != old.models_dir:
             self.models.store.models_dir = self._models_dir()
             self.models.changed.emit()
+        if self.bridge.running:
+            self.local_server.apply(settings)
 
     def save_settings(self) -> None:
         try:
@@ -396,8 +404,9 @@ class MainWindow(QMainWindow):
             return bool(self._shutdown_ok)
         self._closed = True
         self.window_state.save(self)
+        ok = self.local_server.stop()  # before the engine: its requests are cancelled, its thread joined
         app = QApplication.instance()
-        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None))
+        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None)) and ok
         self.models.shutdown()
         ok = self.chores.shutdown() and ok
         try:

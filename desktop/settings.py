@@ -51,6 +51,10 @@ class Settings:
     theme: str = "system"
     last_model: str = ""  # path of the model to load at start-up
     auto_load_last_model: bool = True
+    # The local OpenAI-compatible server (Settings → Local server): off until the user turns it on.
+    server_enabled: bool = False
+    server_port: int = 8000  # on 127.0.0.1 only; 0 picks a free port
+    server_api_key: str = ""  # empty: no key asked (only programs on this computer can connect)
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -80,6 +84,11 @@ class Settings:
             elif isinstance(default, bool):
                 if isinstance(value, bool):
                     values[f.name] = value
+            elif isinstance(default, int):
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+                    values[f.name] = value
+                else:
+                    log.warning("settings: ignoring %s=%r (not a port number)", f.name, value)
             elif isinstance(default, float):
                 try:
                     values[f.name] = max(0.0, float(value))

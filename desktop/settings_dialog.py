@@ -1,4 +1,5 @@
-"""The settings window: chat (system prompts), sampling with Olmo-3 presets, memory & storage, appearance.
+"""The settings window: chat (system prompts), sampling with Olmo-3 presets, memory & storage, appearance, and
+the local server (an OpenAI-compatible API for other programs on this computer).
 
 It edits a copy of :class:`desktop.settings.Settings` and, when a conversation is open, that conversation's own
 system prompt; :meth:`SettingsDialog.result_settings` / :meth:`conversation_prompt` give the outcome after Save.
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -31,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.local_server import HOST, base_url
 from desktop.settings import Sampling, Settings, presets
 
 UNCHANGED = object()
@@ -46,7 +49,7 @@ def _hint(text: str, parent: QWidget) -> QLabel:
 class SettingsDialog(QDialog):
     """Edits settings; nothing is applied until Save."""
 
-    PAGES = ("Chat", "Sampling", "Memory & storage", "Appearance")
+    PAGES = ("Chat", "Sampling", "Memory & storage", "Appearance", "Local server")
 
     def __init__(
         self,
@@ -86,6 +89,7 @@ class SettingsDialog(QDialog):
         self.pages.addWidget(self._sampling_page())
         self.pages.addWidget(self._memory_page())
         self.pages.addWidget(self._appearance_page())
+        self.pages.addWidget(self._server_page())
         self.nav.currentRowChanged.connect(self.pages.setCurrentIndex)
         self.nav.setCurrentRow(0)
 
@@ -235,6 +239,52 @@ class SettingsDialog(QDialog):
         layout.addStretch(1)
         return page
 
+    def _server_page(self) -> QWidget:
+        page = QWidget(self)
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(8)
+        self.server_enabled = QCheckBox("Serve the loaded model to other programs (OpenAI-compatible API)", page)
+        self.server_enabled.setChecked(self._settings.server_enabled)
+        layout.addWidget(self.server_enabled)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        form.setHorizontalSpacing(14)
+        self.server_port = self._int(1024, 65535, self._settings.server_port or 8000)
+        self.server_key = QLineEdit(self._settings.server_api_key, page)
+        self.server_key.setPlaceholderText("none")
+        self.server_key.setMaximumWidth(280)
+        form.addRow("Port", self.server_port)
+        form.addRow("API key", self.server_key)
+        layout.addLayout(form)
+        row = QHBoxLayout()
+        self.server_url = QLabel("", page)
+        self.server_url.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.copy_url_button = QPushButton("Copy base URL", page)
+        self.copy_url_button.clicked.connect(self.copy_base_url)
+        row.addWidget(self.server_url, 1)
+        row.addWidget(self.copy_url_button)
+        layout.addLayout(row)
+        layout.addWidget(
+            _hint(
+                f"Editors, agents and scripts on this computer can use the model like OpenAI's API at this "
+                f"address (it listens on {HOST} only). They share the loaded model, its memory and its "
+                "conversation caches with this window. With an API key, clients send it as "
+                "“Authorization: Bearer KEY”.",
+                page,
+            )
+        )
+        layout.addStretch(1)
+        self.server_port.valueChanged.connect(self._show_base_url)
+        self._show_base_url()
+        return page
+
+    def _show_base_url(self, *_args: object) -> None:
+        self.server_url.setText(base_url(self.server_port.value()))
+
+    def copy_base_url(self) -> None:
+        QApplication.clipboard().setText(base_url(self.server_port.value()))
+
     # helpers ---------------------------------------------------------------------------------------------------
     def _double(self, lo: float, hi: float, step: float, value: float) -> QDoubleSpinBox:
         box = QDoubleSpinBox(self)
@@ -315,6 +365,9 @@ class SettingsDialog(QDialog):
             memory_budget_gb=round(self.memory_budget.value(), 2),
             models_dir=self.models_dir.text().strip(),
             theme=theme,
+            server_enabled=self.server_enabled.isChecked(),
+            server_port=self.server_port.value(),
+            server_api_key=self.server_key.text().strip(),
         )
 
     def conversation_prompt(self) -> str | object | None:

@@ -178,6 +178,9 @@ class LocalServer:
         deadline = time.monotonic() + timeout
         while not getattr(server, "started", False) and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
+        if not getattr(server, "started", False):
+            self.stop()
+            raise RuntimeError("the local server did not start (see the log)")
 
     @property
     def running(self) -> bool:
