@@ -26,10 +26,17 @@ def olmo3_script() -> str:
 class ServeProcess:
     """``olmo3 serve --port 0 ...`` in a subprocess; its stderr is collected on a thread (never blocks)."""
 
-    def __init__(self, model: Path, cache_dir: Path, *args: str, startup_s: float = 120.0):
+    def __init__(
+        self,
+        model: Path | str,
+        cache_dir: Path,
+        *args: str,
+        startup_s: float = 120.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         cmd = [olmo3_script(), "serve", "--model", str(model), "--port", "0", "--cache-dir", str(cache_dir), *args]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ}
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
         )
         self.lines: list[str] = []
         self._cv = threading.Condition()

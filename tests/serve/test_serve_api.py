@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -10,7 +11,7 @@ import threading
 import httpx2 as httpx
 import openai
 import pytest
-from serve_server import olmo3_script, reference, render
+from serve_server import ServeProcess, olmo3_script, reference, render
 
 from .conftest import CONTEXT, MAX_BODY
 
@@ -210,3 +211,22 @@ def test_non_loopback_host_needs_an_api_key(instruct_dir, tmp_path):
         timeout=120,
     )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no installed model" in out.stderr
+
+
+def test_a_model_of_the_store_is_served_by_its_name(instruct_dir, tmp_path):
+    home = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "HF_HUB_CACHE": str(tmp_path / "hf")}
+    env = {**os.environ, **home}
+    out = subprocess.run(
+        [olmo3_script(), "models", "import", str(instruct_dir), "--link", "--name", "local/tiny-served"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    server = ServeProcess("local/tiny-served", tmp_path / "kv", env=home)
+    try:
+        assert server.model == "local/tiny-served"
+        assert [m.id for m in server.client().models.list()] == ["local/tiny-served"]
+    finally:
+        assert server.stop() == 0
