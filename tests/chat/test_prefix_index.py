@@ -83,6 +83,22 @@ def test_follow_ups_and_edits_stay_in_their_conversation_new_ones_fork(engine):
     assert not [e for e in engine.app_events if e.conv_id.startswith("serve")]
 
 
+def test_clients_that_start_alike_share_a_conversation_and_keep_their_branches_as_snapshots(engine):
+    """Same first message, different replies (two clients sampling): one session; each follow-up restores its
+    own branch's turn-end snapshot, so neither re-reads its history."""
+    hello = ("user", "Hello, who are you?")
+    a1 = run(engine, chat(hello, logit_bias={1: 100.0}))
+    b1 = run(engine, chat(hello, logit_bias={2: 100.0}))
+    assert a1.text != b1.text and a1.finished.conv_id == b1.finished.conv_id
+    turns = {"a": (a1, [hello, ("assistant", a1.text)]), "b": (b1, [hello, ("assistant", b1.text)])}
+    for i in range(2):
+        for name in ("a", "b"):
+            last, history = turns[name]
+            nxt = run(engine, chat(*history, ("user", f"{name} {i}")))
+            assert nxt.finished.cached_tokens == last.finished.prompt_tokens + last.finished.completion_tokens
+            turns[name] = (nxt, [*history, ("user", f"{name} {i}"), ("assistant", nxt.text)])
+
+
 def test_a_new_conversation_forks_from_a_shared_prefix_while_it_can_be_rewound(tmp_path, tiny_model_dir):
     # A window larger than the conversation: the first conversation's cache can still be trimmed to the shared
     # system prompt, so the second starts from a copy of it.
