@@ -10,6 +10,15 @@ import sys
 from pathlib import Path
 
 
+def _size(text: str) -> int:
+    from olmo3.units import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="olmo-desktop", description="Olmo Desktop: chat with Olmo 3 on this Mac.")
     parser.add_argument(
@@ -18,6 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep settings, conversations, caches and logs under DIR (same as OLMO_DESKTOP_HOME)",
     )
     parser.add_argument("--theme", choices=("system", "light", "dark"), help="override the theme setting")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="load this model folder (or a name `olmo3 models list` prints) at start, e.g. one `olmo3 tiny` made",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=_size,
+        metavar="BYTES",
+        help="let models use at most this much memory, e.g. 8G (a model that won't fit is refused, with the numbers)",
+    )
     parser.add_argument(
         "--self-test",
         action="store_true",
@@ -58,10 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         from desktop.screenshots import main_screenshots
 
         return main_screenshots(Path(args.screenshot))
-    return run_app(theme=args.theme)
+    model = None
+    if args.model:
+        from desktop.paths import AppPaths
+        from olmo3.cli.options import resolve_model
+
+        try:
+            model = str(resolve_model(args.model, AppPaths.default().models_dir))
+        except ValueError as e:
+            print(f"olmo-desktop: {e}", file=sys.stderr)
+            return 2
+    return run_app(theme=args.theme, memory_limit=args.memory_limit, model=model)
 
 
-def run_app(*, theme: str | None = None) -> int:
+def run_app(*, theme: str | None = None, memory_limit: int | None = None, model: str | None = None) -> int:
     from desktop.app import MainWindow, create_application
     from desktop.logs import install_excepthook, setup_logging
     from desktop.paths import AppPaths
@@ -70,7 +100,9 @@ def run_app(*, theme: str | None = None) -> int:
     setup_logging(paths.log_file)
     install_excepthook()
     app = create_application(sys.argv[:1])
-    window = MainWindow(paths=paths, theme_mode=theme)
+    window = MainWindow(paths=paths, theme_mode=theme, memory_limit_bytes=memory_limit, auto_load=model is None)
+    if model is not None:
+        window.load_model(model)
     window.show()
     _close_on_signals(window)
     code = app.exec()

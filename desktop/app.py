@@ -50,6 +50,8 @@ from olmo3.appinfo import APP_NAME
 
 log = logging.getLogger(__name__)
 
+SIDEBAR_COLLAPSE_PX = 900  # narrower windows hide the sidebar (the toolbar's sidebar button shows it)
+
 
 def create_application(argv: list[str] | None = None) -> QApplication:
     """The QApplication (reused if one exists), named so platformdirs/QSettings and the menu bar agree."""
@@ -88,6 +90,7 @@ class MainWindow(QMainWindow):
         settings: Settings | None = None,
         auto_load: bool = True,
         engine_options: dict[str, Any] | None = None,
+        memory_limit_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.paths = (paths or AppPaths.default()).ensure()
@@ -99,6 +102,8 @@ class MainWindow(QMainWindow):
         self.window_state = WindowState(self.paths.window_ini)
         self._closed = False
         self._shutdown_ok: bool | None = None
+        self._sidebar_wanted = True  # the user's choice at wide widths
+        self._narrow: bool | None = None
 
         from olmo3.store import ConversationStore
 
@@ -107,6 +112,7 @@ class MainWindow(QMainWindow):
         self.bridge = EngineBridge(
             cache_dir=self.paths.kv_cache_dir,
             memory_budget_bytes=self.settings.memory_budget_bytes,
+            memory_limit_bytes=memory_limit_bytes,
             session_options=engine_options,
             parent=self,
         )
@@ -117,6 +123,9 @@ class MainWindow(QMainWindow):
         self.models = ModelManager(model_store, self.chores, self)
         # Deleting a model also deletes the conversation caches made with it (matched by weight fingerprint).
         self.models.also_delete = model_store.conversation_cache_deleter(self.paths.kv_cache_dir)
+        # "Download and quantize" quantizes as an engine job (MLX runs only there); search results are cached here.
+        self.models.quantizer = self.bridge.run_quantize
+        self.models.search_cache = self.paths.cache_dir / "hub-search.json"
         # Conversations purged from the Trash (after 30 days) leave their spilled caches behind: remove those.
         known = {c.id for c in self.store.list_conversations()} | {c.id for c in self.store.list_trash()}
         self.bridge.remove_orphan_caches(known)
@@ -132,6 +141,8 @@ class MainWindow(QMainWindow):
             parent=self,
         )
         self.controller.ask_overflow = lambda event: dialogs.ask_overflow(self, event)
+        # Replaced in tests (offscreen, no modal dialogs): True loads a model that won't fit anyway.
+        self.ask_load_anyway: Any = lambda event, name: dialogs.ask_load_anyway(self, event, name)
         self.controller.draft_saver = self.window_state.save_draft
         self.conversations = ConversationActions(self)
         self.transfer = Transfer(self)
@@ -222,12 +233,15 @@ class MainWindow(QMainWindow):
         c.model_changed.connect(models.on_changed)
         c.model_loading.connect(models.on_loading)
         c.model_failed.connect(models.on_failed)
+        c.model_wont_fit.connect(models.on_wont_fit)
         c.cache_state_changed.connect(self._on_cache_state)
         c.busy_changed.connect(lambda _busy: self._sync_actions())
         c.message.connect(self.show_toast)
         self.models.download_event.connect(models.on_download_event)
         self.models.changed.connect(self.update_empty_state)
         self.models.error.connect(models.on_error)
+        self.models.download_failed.connect(models.on_download_failed)
+        self.header.download_clicked.connect(models.open_picker)
         self.local_server.status_changed.connect(self.status_row.set_server_text)
         self.local_server.failed.connect(self.show_toast)
         c.model_changed.connect(lambda _info: self.local_server.set_model_name(self.controller.model_name))
@@ -280,11 +294,16 @@ class MainWindow(QMainWindow):
             self.menus.sync(busy=self.controller.is_busy(), has_conversation=self.controller.current is not None)
 
     def update_empty_state(self) -> None:
-        """The welcome panel instead of the chat while no model is loaded, installed or loading."""
+        """The welcome panel instead of the chat while no model is loaded, installed or loading.
+
+        "Choose a model" appears once per screen: on the welcome panel, the panel is the way in (the composer
+        points up to it); in an empty chat without a model, the composer's button is.
+        """
         c = self.controller if hasattr(self, "controller") else None
         no_model = c is None or (c.model_info is None and c.loading is None)
         show_welcome = no_model and (c is None or c.current is None) and not self._has_installed_models()
         self.stack.setCurrentWidget(self.welcome if show_welcome else self.chat_view)
+        self.composer.set_choose_elsewhere(show_welcome)
         for repo_id in (r for r, _n, _d in WelcomePanel.RECOMMENDED):
             state = self.models.downloads.get(repo_id)
             self.welcome.set_pick_state(
@@ -298,7 +317,18 @@ class MainWindow(QMainWindow):
             return False
 
     def toggle_sidebar(self) -> None:
-        self.sidebar.setVisible(not self.sidebar.isVisible())
+        """Show or hide the sidebar; below SIDEBAR_COLLAPSE_PX it shows until the window widens or it is hidden."""
+        show = self.sidebar.isHidden()
+        self.sidebar.setVisible(show)
+        if not self._narrow:
+            self._sidebar_wanted = show
+
+    def _follow_width(self) -> None:
+        narrow = self.width() < SIDEBAR_COLLAPSE_PX
+        if narrow == self._narrow:
+            return
+        self._narrow = narrow
+        self.sidebar.setVisible(not narrow and self._sidebar_wanted)
 
     def _restore_draft(self) -> None:
         text = self.window_state.take_draft()
@@ -335,6 +365,7 @@ class MainWindow(QMainWindow):
             model_dir=self.controller.model_path,
             conversation_prompt=prompt,
             conversation_title=title,
+            budget=self.bridge.engine.budget(),
             parent=self,
         )
         if dialog.exec():
@@ -354,6 +385,11 @@ class MainWindow(QMainWindow):
         if settings.models_dir != old.models_dir:
             self.models.store.models_dir = self._models_dir()
             self.models.changed.emit()
+        path = self.controller.model_path
+        if path and settings.model_context.get(path) != old.model_context.get(path):
+            self.controller.load_model(path, self.controller.model_name)  # the new context takes a reload
+        elif settings.model_context != old.model_context:
+            self.models.changed.emit()  # fit badges follow the contexts
         if self.bridge.running:
             self.local_server.apply(settings)
 
@@ -391,6 +427,7 @@ class MainWindow(QMainWindow):
     # --------------------------------------------------------------------------------------------- lifecycle
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
+        self._follow_width()
         self.toast.reposition()
 
     def closeEvent(self, event: QCloseEvent) -> None:
@@ -406,8 +443,9 @@ class MainWindow(QMainWindow):
         self.window_state.save(self)
         ok = self.local_server.stop()  # before the engine: its requests are cancelled, its thread joined
         app = QApplication.instance()
-        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None)) and ok
+        # Downloads first: one that is quantizing stops between two layers, so its engine job ends before the engine.
         self.models.shutdown()
+        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None)) and ok
         ok = self.chores.shutdown() and ok
         try:
             self.store.close()

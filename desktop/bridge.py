@@ -47,6 +47,7 @@ class EngineBridge(QObject):
         *,
         cache_dir: Path,
         memory_budget_bytes: int | None = None,
+        memory_limit_bytes: int | None = None,
         session_options: dict[str, Any] | None = None,
         parent: QObject | None = None,
     ) -> None:
@@ -59,6 +60,7 @@ class EngineBridge(QObject):
             self._on_engine_event,
             cache_dir=cache_dir,
             memory_budget_bytes=memory_budget_bytes,
+            memory_limit_bytes=memory_limit_bytes,
             session_options=session_options,
         )
         self._started = False
@@ -91,8 +93,8 @@ class EngineBridge(QObject):
         self.engine_event.emit(event)
 
     # Job submission (thread-safe, returns a job id at once) --------------------------------------------------
-    def load_model(self, path: str | Path) -> int:
-        return int(self._engine.load_model(path))
+    def load_model(self, path: str | Path, *, context_tokens: int | None = None, force: bool = False) -> int:
+        return int(self._engine.load_model(path, context_tokens=context_tokens, force=force))
 
     def unload_model(self) -> int:
         return int(self._engine.unload_model())
@@ -165,6 +167,19 @@ class EngineBridge(QObject):
 
     def cancel(self) -> None:
         self._engine.cancel()
+
+    def run_quantize(
+        self,
+        src: Path,
+        dst: Path,
+        *,
+        bits: int,
+        on_progress: Callable[[int, int, str], None],
+        should_stop: Callable[[], bool],
+    ) -> Path:
+        """An ``olmo3.hub.Quantizer``: quantize as an engine job and wait (call it from a download thread, never
+        from the GUI thread); progress is reported on the engine thread."""
+        return Path(self._engine.run_quantize(src, dst, bits=bits, on_progress=on_progress, should_stop=should_stop))
 
     def cache_path(self, conv_id: str) -> Path:
         return Path(self._engine.cache_path(conv_id))

@@ -198,6 +198,7 @@ class Composer(QWidget):
         self.choose_button.clicked.connect(self.choose_model_requested)
         self._state = ""
         self._model_name = ""
+        self._choose_elsewhere = False
         self.set_state("no_model")
 
     # state ------------------------------------------------------------------------------------------------------
@@ -216,11 +217,13 @@ class Composer(QWidget):
         self.send_button.set_glyph("stop" if generating else "send")
         self.send_button.setToolTip("Stop generating (⌘.)" if generating else "Send (Enter)")
         self.send_button.setAccessibleName("Stop" if generating else "Send")
-        self.choose_button.setVisible(state == "no_model")
+        self.choose_button.setVisible(state == "no_model" and not self._choose_elsewhere)
         self.send_button.setVisible(state != "no_model")
         if state == "no_model":
             self.edit.setEnabled(False)
-            self.edit.setPlaceholderText("No model loaded. Choose one to start chatting.")
+            self.edit.setPlaceholderText(
+                "Pick a model above to start chatting." if self._choose_elsewhere else "No model loaded."
+            )
             self.hint.setText("")
         elif state == "loading":
             self.edit.setEnabled(True)
@@ -238,6 +241,12 @@ class Composer(QWidget):
                 detail = f"Generating · {stop} to stop"
             self.hint.setText(detail)
         self._update_send_enabled()
+
+    def set_choose_elsewhere(self, elsewhere: bool) -> None:
+        """The screen already offers the models (the welcome panel): no "Choose a model…" button here then."""
+        if elsewhere != self._choose_elsewhere:
+            self._choose_elsewhere = elsewhere
+            self.set_state(self._state)
 
     def set_hint(self, text: str) -> None:
         self.hint.setText(text)

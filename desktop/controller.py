@@ -22,6 +22,8 @@ Signals:
     model_changed(object): ``ModelInfo`` of the loaded model, or None.
     model_loading(str, str): path and name of a model being loaded.
     model_failed(str): loading failed; the message says why.
+    model_wont_fit(object): loading was refused before reading the weights (``olmo3.chat.events.ModelWontFit``: the
+        numbers); :meth:`ChatController.load_model` with ``force=True`` loads it anyway.
     cache_state_changed(str, str, int): conversation id, "warm" | "disk" | "cold", bytes.
     busy_changed(bool): a turn is running.
     message(str): a short note for the toast.
@@ -47,6 +49,8 @@ from olmo3.ids import new_id
 
 log = logging.getLogger(__name__)
 
+CONTINUE_TEXT = "Continue."  # what "Continue" after a reply that filled the context sends
+
 
 class ChatController(QObject):
     """See the module docstring."""
@@ -56,6 +60,7 @@ class ChatController(QObject):
     model_changed = Signal(object)
     model_loading = Signal(str, str)
     model_failed = Signal(str)
+    model_wont_fit = Signal(object)
     cache_state_changed = Signal(str, str, int)
     busy_changed = Signal(bool)
     message = Signal(str)
@@ -82,6 +87,7 @@ class ChatController(QObject):
         self.model_info: Any = None
         self.model_path: str | None = None
         self.model_name: str = ""
+        self.context_tokens = 0  # the loaded model's context length
         self.loading: tuple[str, str] | None = None
         self._load_job: int | None = None
         self._opened: set[str] = set()
@@ -99,6 +105,7 @@ class ChatController(QObject):
         bridge.engine_event.connect(self.on_engine_event)
         view.regenerate_requested.connect(self.regenerate)
         view.retry_requested.connect(self.retry)
+        view.continue_requested.connect(self.continue_after_context)
         view.edit_requested.connect(self.edit)
         view.branch_requested.connect(self.switch_branch)
         composer.send_requested.connect(self.send)
@@ -108,9 +115,12 @@ class ChatController(QObject):
         self._flush_timer.timeout.connect(self._flush_store)
 
     # ------------------------------------------------------------------------------------------------- models
-    def load_model(self, path: str, name: str) -> None:
+    def load_model(self, path: str, name: str, *, force: bool = False) -> None:
+        """Load ``path`` with the context chosen for it in Settings (else the engine's default: the model's maximum
+        or what fits); a model that won't fit is refused (``model_wont_fit``) unless ``force``."""
         self.loading = (path, name)
-        self._load_job = self.bridge.load_model(path)
+        chosen = self._settings().model_context.get(str(path))
+        self._load_job = self.bridge.load_model(path, context_tokens=chosen, force=force)
         self.composer.set_state("loading", model_name=name)
         self.model_loading.emit(path, name)
 
@@ -396,6 +406,10 @@ class ChatController(QObject):
         self._render_current()
         self.status.set_stats_text(self._last_stats_text())
 
+    def continue_after_context(self) -> bool:
+        """A reply filled the context: go on in the same conversation, leaving out the oldest turns."""
+        return self.send(CONTINUE_TEXT, overflow="drop_oldest")
+
     def _can_start(self) -> bool:
         if self.turn is not None:
             self.message.emit("Wait for the current reply to finish, or stop it (⌘.).")
@@ -461,6 +475,7 @@ class ChatController(QObject):
             ev.TurnFinished: self._on_turn_finished,
             ev.ContextOverflow: self._on_overflow,
             ev.JobFailed: self._on_failed,
+            ev.ModelWontFit: self._on_wont_fit,
             ev.ModelLoaded: self._on_model_loaded,
             ev.ModelUnloaded: self._on_model_unloaded,
             ev.ConversationOpened: self._on_opened,
@@ -540,7 +555,7 @@ class ChatController(QObject):
         if event.droppable_turns <= 0:
             self.message.emit(
                 "This message doesn't fit in the model's context even on its own. "
-                "Shorten it or lower Max tokens in Settings."
+                "Shorten it, or choose a longer context for this model in Settings."
             )
         if choice == "drop":
             if turn.kind == "send":
@@ -579,9 +594,18 @@ class ChatController(QObject):
         self._update_composer()
         self.conversations_changed.emit()
 
+    def _on_wont_fit(self, event: ev.ModelWontFit) -> None:
+        if event.job_id != self._load_job:
+            return
+        self._load_job = None
+        self.loading = None
+        self._update_composer()
+        self.model_wont_fit.emit(event)
+
     def _on_model_loaded(self, event: Any) -> None:
         info = event.info
         self.model_info = info
+        self.context_tokens = int(getattr(event, "context_tokens", 0) or getattr(info, "max_position_embeddings", 0))
         path, name = self.loading if self.loading else (str(getattr(info, "path", "")), str(getattr(info, "name", "")))
         self.model_path, self.model_name = path, name
         self.loading = None

@@ -1,7 +1,8 @@
 """The window's side of models: the picker, loading a model, and what the window shows while one loads or downloads.
 
 :class:`ModelActions` opens :class:`desktop.model_picker.ModelPickerDialog` (one per window, kept), asks the
-controller to load or unload, and follows the controller's model signals (header, picker, welcome panel) and the
+controller to load or unload (a model that won't fit in memory is refused first; the window asks whether to load it
+anyway), and follows the controller's model signals (header, picker, welcome panel) and the
 model manager's downloads (header progress; a finished download is loaded when no model is). When a model loads
 and "sampling follows the model" is on, the sampling preset of that model becomes the window's settings.
 """
@@ -41,6 +42,7 @@ class ModelActions:
         w = self.window
         if self.picker is None:
             self.picker = ModelPickerDialog(w.models, w)
+            self.picker.context_for = self.context_for
             self.picker.load_requested.connect(self.load)
             self.picker.unload_requested.connect(w.controller.unload_model)
         loading = w.controller.loading[0] if w.controller.loading else None
@@ -53,8 +55,29 @@ class ModelActions:
     def load(self, path: str, name: str = "") -> None:
         self.window.controller.load_model(path, name or name_for_path(path))
 
+    def context_for(self, model: object) -> int:
+        """The context the fit badge assumes for a listed model or catalog entry (see Settings.context_for)."""
+        from olmo3.hub import DEFAULT_CONTEXT_TOKENS
+
+        w = self.window
+        return w.settings.context_for(model, w.bridge.engine.budget()) or DEFAULT_CONTEXT_TOKENS
+
+    def on_wont_fit(self, event: object) -> None:
+        """A load refused before reading the weights: say why, with the numbers, and offer to load it anyway."""
+        w = self.window
+        path = str(getattr(event, "path", ""))
+        name = name_for_path(path)
+        w.header.set_model(w.controller.model_name or None)
+        w.chat_view.set_model_name(w.controller.model_name or None)
+        if self.picker is not None:
+            self.picker.set_loaded(w.controller.model_path)
+        w.update_empty_state()
+        if w.ask_load_anyway(event, name):
+            w.controller.load_model(path, name, force=True)
+
     def on_loading(self, path: str, name: str) -> None:
         self.window.header.set_model(name, loading=True)
+        self.window.chat_view.set_model_name(name, loading=True)
         if self.picker is not None:
             self.picker.set_loaded(self.window.controller.model_path, loading=path)
         self.window.update_empty_state()
@@ -77,7 +100,8 @@ class ModelActions:
 
     def on_failed(self, message: str) -> None:
         w = self.window
-        w.header.set_model(None)
+        w.header.set_model(w.controller.model_name or None)  # a failed load leaves the loaded model loaded
+        w.chat_view.set_model_name(w.controller.model_name or None)
         w.show_error("Couldn't load the model", message)
         if self.picker is not None:
             self.picker.set_loaded(w.controller.model_path)
@@ -95,9 +119,15 @@ class ModelActions:
         w = self.window
         active = w.models.active_downloads()
         if active:
-            done = sum(d.done_bytes for d in active)
-            total = sum(d.total_bytes for d in active) or 1
-            w.header.set_download_progress(done / total)
+            quantizing = [d for d in active if d.status == "quantizing"]
+            if quantizing and len(quantizing) == len(active):
+                fraction = sum(d.fraction for d in active) / len(active)
+                w.header.set_download_progress(fraction, f"Quantizing {fraction:.0%}")
+            else:
+                downloading = [d for d in active if d.status != "quantizing"]
+                done = sum(d.done_bytes for d in downloading)
+                total = sum(d.total_bytes for d in downloading) or 1
+                w.header.set_download_progress(done / total, f"Downloading {done / total:.0%}")
         else:
             w.header.set_download_progress(None)
         if isinstance(event, hub.DownloadCompleted):
@@ -110,6 +140,13 @@ class ModelActions:
         """The model manager's errors; the picker shows its own when it is open."""
         if self.picker is None or not self.picker.isVisible():
             self.window.show_error(title, message)
+
+    def on_download_failed(self, repo_id: str, message: str) -> None:
+        """A failed download: its card in the picker says so; with the picker closed, the window does."""
+        if self.picker is None or not self.picker.isVisible():
+            from desktop.model_cards import title_for
+
+            self.window.show_error(f"{title_for(repo_id)} didn't download", message)
 
     def close(self) -> None:
         if self.picker is not None:

@@ -1,18 +1,25 @@
-"""The model picker: installed models and the catalog as cards, with memory-fit badges and downloads.
+"""The model picker: installed models, the catalog and Hugging Face search results as cards, with downloads.
 
 It is a view over :class:`desktop.models.ModelManager`; closing it does not stop downloads. Every card says what
 the model is for, how big it is, whether it fits this Mac (with the numbers in the tooltip) and offers the one
-obvious next step (Download, Load, Resume...). Errors (offline, disk full, not an Olmo-3 model...) appear in a
-banner at the top, in words, never as a stack trace.
+obvious next step (Download, Load, Resume...). Sections, top to bottom: models on this Mac; the catalog's MLX
+conversions; Ai2's own releases, downloaded and quantized to 4-bit here; the results of "Search Hugging Face"
+(shown from the cache when offline, with when they were fetched).
+
+Failure stays on its card: a failed download's message wraps under it, with Resume and Cancel; paused downloads
+offer the same. The banner at the top is for what belongs to no card (adding a folder, deleting, a custom repo)
+and clears after the next success. The list is rebuilt after every add, import, delete and download.
 
 Signals:
-    load_requested(str, str): model folder, display name.
+    load_requested(str, str): model folder, display name (the picker closes: Load returns to the chat).
     unload_requested()
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +28,9 @@ from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QFrame,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QToolButton,
@@ -35,133 +39,30 @@ from PySide6.QtWidgets import (
 )
 
 from desktop import theme as th
-from desktop.models import DownloadState, ModelManager, describe_download
+from desktop.model_cards import (
+    DESCRIPTIONS,
+    ModelCard,
+    ask_copy_or_link,
+    breakable,
+    confirm_box,
+    display_name,
+    fit_text,
+    pretty_name,
+    wont_fit_reason,
+)
+from desktop.models import ModelManager, friendly_error
 
-DESCRIPTIONS = {
-    "Instruct": "Everyday assistant: quick, direct answers.",
-    "Think": "Shows its reasoning first. Slower, better at maths and code.",
-    "RL-Zero": "Research model trained with RL from the base model; no chat tuning.",
-    "RL-Zero Code": "Research model trained with RL from the base model; no chat tuning.",
-    "RL-Zero Math": "Research model trained with RL from the base model; no chat tuning.",
-}
-
-
-def fit_text(fit: Any) -> str:
-    """ "Fits · 4.6 GB of 24 GB" for a ``olmo3.hub.MemoryFit``."""
-    from olmo3.units import format_bytes
-
-    word = {"fits": "Fits", "tight": "Tight", "wont_fit": "Won't fit"}.get(fit.verdict, "?")
-    return f"{word} · {format_bytes(fit.needed_bytes)} of {format_bytes(fit.budget_bytes)}"
+__all__ = ["DESCRIPTIONS", "ModelCard", "ModelPickerDialog", "fit_text", "pretty_name"]
 
 
-def pretty_name(name: str) -> str:
-    """ "mlx-community/Olmo-3-7B-Instruct-4bit" → "Olmo 3 7B Instruct 4bit"."""
-    base = name.split("/")[-1]
-    return base.replace("Olmo-3.1-", "Olmo 3.1 ").replace("Olmo-3-", "Olmo 3 ").replace("-", " ")
-
-
-class FitBadge(QLabel):
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("fitBadge")
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-
-    def set_fit(self, fit: Any | None) -> None:
-        if fit is None:
-            self.setText("Size unknown")
-            self.setProperty("verdict", "unknown")
-            self.setToolTip("Olmo Desktop could not read this model's configuration.")
-        else:
-            self.setText(fit_text(fit))
-            self.setProperty("verdict", fit.verdict)
-            self.setToolTip(fit.message)
-        self.style().unpolish(self)
-        self.style().polish(self)
-
-
-class ModelCard(QFrame):
-    """One model: name, description, meta line, fit badge, actions and (while downloading) progress."""
-
-    def __init__(self, key: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.key = key  # repo id or local name
-        self.setObjectName("modelCard")
-        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        grid = QGridLayout(self)
-        grid.setContentsMargins(16, 12, 12, 12)
-        grid.setHorizontalSpacing(12)
-        grid.setVerticalSpacing(4)
-        name_row = QHBoxLayout()
-        name_row.setSpacing(8)
-        self.name = QLabel(self)
-        self.name.setObjectName("cardName")
-        self.loaded_badge = QLabel("Loaded", self)
-        self.loaded_badge.setObjectName("loadedBadge")
-        self.loaded_badge.hide()
-        self.badge = FitBadge(self)
-        name_row.addWidget(self.name)
-        name_row.addWidget(self.loaded_badge)
-        name_row.addStretch(1)
-        name_row.addWidget(self.badge)
-        self.description = QLabel(self)
-        self.description.setObjectName("cardDescription")
-        self.description.setWordWrap(True)
-        self.meta = QLabel(self)
-        self.meta.setObjectName("cardMeta")
-        self.meta.setWordWrap(True)
-        self.progress = QProgressBar(self)
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.progress_label = QLabel(self)
-        self.progress_label.setObjectName("cardMeta")
-        self.progress.hide()
-        self.progress_label.hide()
-        self.buttons = QHBoxLayout()
-        self.buttons.setSpacing(6)
-        grid.addLayout(name_row, 0, 0, 1, 2)
-        grid.addWidget(self.description, 1, 0)
-        grid.addWidget(self.meta, 2, 0)
-        grid.addLayout(self.buttons, 1, 1, 2, 1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom)
-        grid.addWidget(self.progress, 3, 0, 1, 2)
-        grid.addWidget(self.progress_label, 4, 0, 1, 2)
-        grid.setColumnStretch(0, 1)
-        self._button_widgets: dict[str, QPushButton] = {}
-
-    def set_loaded(self, loaded: bool) -> None:
-        self.loaded_badge.setVisible(loaded)
-        self.setProperty("loaded", "true" if loaded else "false")
-        self.style().unpolish(self)
-        self.style().polish(self)
-
-    def add_button(
-        self, key: str, text: str, slot: Callable[[], None], *, kind: str = "secondaryButton"
-    ) -> QPushButton:
-        button = QPushButton(text, self)
-        button.setObjectName(kind)
-        button.setAutoDefault(False)
-        button.setCursor(Qt.CursorShape.PointingHandCursor)
-        # clicked(bool) would fill the slot's first default argument; call it without arguments instead.
-        # (GUI-thread signal, so a lambda is safe here.)
-        button.clicked.connect(lambda _checked=False: slot())
-        self.buttons.addWidget(button)
-        self._button_widgets[key] = button
-        return button
-
-    def button(self, key: str) -> QPushButton | None:
-        return self._button_widgets.get(key)
-
-    def button_keys(self) -> list[str]:
-        return list(self._button_widgets)
-
-    def set_download(self, state: DownloadState | None) -> None:
-        if state is None or state.status in ("completed",):
-            self.progress.hide()
-            self.progress_label.hide()
-            return
-        self.progress.show()
-        self.progress_label.show()
-        self.progress.setValue(int(state.fraction * 1000))
-        self.progress_label.setText(describe_download(state))
+def when_text(iso: str | None) -> str:
+    """ "30 Nov 2026, 08:34" in local time for an ISO timestamp ("never" for None)."""
+    if not iso:
+        return "never"
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%-d %b %Y, %H:%M")
+    except ValueError:
+        return iso
 
 
 class ModelPickerDialog(QDialog):
@@ -175,15 +76,19 @@ class ModelPickerDialog(QDialog):
         self.setObjectName("modelPicker")
         self.setWindowTitle("Models")
         self.setModal(False)
-        self.resize(720, 640)
+        self.resize(760, 660)
         self.manager = manager
         self._loaded_path: str | None = None
         self._loading_path: str | None = None
         self._cards: dict[str, ModelCard] = {}
+        self._banner_is_error = False
+        self._search: Any = manager.cached_search()  # olmo3.hub.search.SearchResults (shown offline too)
+        self._custom: tuple[str, Any] | None = None  # a custom repo's id and DownloadPlan, after "Check"
         # Overridable for tests (no modal dialogs offscreen).
         self.confirm: Callable[[str, str], bool] = self._confirm_box
         self.ask_folder: Callable[[], str | None] = self._folder_dialog
         self.ask_link: Callable[[str], bool | None] = self._link_box
+        self.context_for: Callable[[Any], int] = lambda model: 8192  # the window's: each model's context length
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -210,6 +115,7 @@ class ModelPickerDialog(QDialog):
         self.banner_icon = QLabel(self.banner)
         self.banner_text = QLabel(self.banner)
         self.banner_text.setWordWrap(True)
+        self.banner_text.setMinimumWidth(40)
         self.banner_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         close = QToolButton(self.banner)
         close.setIcon(th.icon("close", "muted"))
@@ -225,17 +131,17 @@ class ModelPickerDialog(QDialog):
         self.banner.hide()
         outer.addWidget(banner_wrap)
 
-        self.scroll = QScrollArea(self)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.body = QWidget(self.scroll)
+        self.scroll_area = QScrollArea(self)
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.body = QWidget(self.scroll_area)
         self.body.setObjectName("pickerBody")
         self.body_layout = QVBoxLayout(self.body)
         self.body_layout.setContentsMargins(24, 4, 24, 16)
         self.body_layout.setSpacing(10)
-        self.scroll.setWidget(self.body)
-        outer.addWidget(self.scroll, 1)
+        self.scroll_area.setWidget(self.body)
+        outer.addWidget(self.scroll_area, 1)
 
         footer = QWidget(self)
         footer_row = QHBoxLayout(footer)
@@ -258,6 +164,10 @@ class ModelPickerDialog(QDialog):
         footer_row.addWidget(self.done_button)
         outer.addWidget(footer)
 
+        self.search_button: QPushButton | None = None
+        self.search_status: QLabel | None = None
+        self.search_header: QWidget | None = None
+
         self.add_folder_button.clicked.connect(self._add_folder)
         self.check_button.clicked.connect(self._check_custom)
         self.custom_field.returnPressed.connect(self._check_custom)
@@ -266,24 +176,30 @@ class ModelPickerDialog(QDialog):
         manager.download_event.connect(self._on_download_event)
         manager.error.connect(self.show_error)
         manager.deleted.connect(self._on_deleted)
+        manager.imported.connect(self._on_imported)
         manager.planned.connect(self._on_planned)
-        self._custom_card: ModelCard | None = None
+        manager.searched.connect(self._on_searched)
         self.refresh()
 
     # state -----------------------------------------------------------------------------------------------------
     def set_loaded(self, path: str | None, *, loading: str | None = None) -> None:
         self._loaded_path = path
         self._loading_path = loading
+        if path is not None and self._banner_is_error:
+            self.banner.hide()  # a model loaded: an old error is stale
         self.refresh()
 
     def show_error(self, title: str, message: str) -> None:
         self.banner_icon.setPixmap(th.pixmap("warning", 18, "danger"))
-        self.banner_text.setText(f"<b>{_esc(title)}</b><br>{_esc(message)}")
+        self.banner_text.setText(f"<b>{_esc(title)}</b><br>{_esc(breakable(message))}")
+        self._banner_is_error = True
         self.banner.show()
 
     def show_info(self, message: str) -> None:
+        """A success; it replaces whatever the banner said before (a stale error included)."""
         self.banner_icon.setPixmap(th.pixmap("check", 18, "success"))
-        self.banner_text.setText(_esc(message))
+        self.banner_text.setText(_esc(breakable(message)))
+        self._banner_is_error = False
         self.banner.show()
 
     def cards(self) -> dict[str, ModelCard]:
@@ -295,50 +211,112 @@ class ModelPickerDialog(QDialog):
         self.subtitle.setText(f"Models run entirely on this Mac. Memory available for models: {budget.describe()}.")
         while self.body_layout.count():
             item = self.body_layout.takeAt(0)
-            widget = item.widget()
+            widget = item.widget() if item is not None else None
             if widget is not None:
                 widget.hide()
                 widget.deleteLater()
         self._cards = {}
+        self.search_button = self.search_status = None
+        self.search_header = None
         local = self.manager.installed()
-        installed_keys: set[str] = set()
+        shown: set[str] = set()
         self._section(
             "ON THIS MAC", "" if local else "No models yet. Download one below or add a folder you already have."
         )
         for model in local:
-            card = self._local_card(model, budget)
-            installed_keys.add(model.repo_id or model.name)
-            self.body_layout.addWidget(card)
-        catalog = [item for item in self.manager.catalog() if item.entry.repo_id not in installed_keys]
-        if catalog:
+            self._add(self._local_card(model, budget))
+            shown.add(model.repo_id or model.name)
+        catalog = self.manager.catalog()
+        offered = [item for item in catalog if item.entry.repo_id not in shown]
+        mlx = [item for item in offered if item.entry.quantize_bits is None]
+        ai2 = [item for item in offered if item.entry.quantize_bits is not None]
+        if mlx:
+            self._section("DOWNLOAD", "Sizes are for the download; the badge says whether the model fits this Mac.")
+            for item in mlx:
+                self._add(self._catalog_card(item))
+        if ai2:
             self._section(
-                "DOWNLOAD", "Sizes are for the download; the badge says whether the model fits this Mac's memory."
+                "FROM AI2, QUANTIZED ON THIS MAC",
+                "Ai2's original bf16 weights, converted to 4-bit here after the download. It needs disk space for "
+                "both copies while it runs, and a few minutes; the bf16 copy is deleted afterwards.",
             )
-            for item in catalog:
-                self.body_layout.addWidget(self._catalog_card(item))
-        if self._custom_card is not None and self._custom_card.key not in self._cards:
-            self.body_layout.addWidget(self._custom_card)
-            self._custom_card.show()
-            self._cards[self._custom_card.key] = self._custom_card
+            for item in ai2:
+                self._add(self._catalog_card(item))
+        shown |= {item.entry.repo_id for item in catalog}
+        if self._custom is not None and self._custom[0] not in shown:
+            self._add(self._custom_card(*self._custom, budget))
+            shown.add(self._custom[0])
+        self._search_section(shown, budget)
         self.body_layout.addStretch(1)
+
+    def _add(self, widget: QWidget) -> None:
+        """Add to the list and show now (a layout shows a new child only when the event loop next runs, so a
+        card just built would read as hidden until then)."""
+        self.body_layout.addWidget(widget)
+        widget.show()
 
     def _section(self, title: str, hint: str) -> None:
         label = QLabel(title, self.body)
         label.setObjectName("sectionTitle")
         self.body_layout.addSpacing(6)
-        self.body_layout.addWidget(label)
+        self._add(label)
         if hint:
-            hint_label = QLabel(hint, self.body)
-            hint_label.setObjectName("sectionHint")
-            hint_label.setWordWrap(True)
-            self.body_layout.addWidget(hint_label)
+            self._hint(hint)
+
+    def _hint(self, text: str) -> QLabel:
+        hint_label = QLabel(text, self.body)
+        hint_label.setObjectName("sectionHint")
+        hint_label.setWordWrap(True)
+        hint_label.setMinimumWidth(40)
+        self._add(hint_label)
+        return hint_label
+
+    def _search_section(self, shown: set[str], budget: Any) -> None:
+        header = QWidget(self.body)  # a widget, not a layout: refresh() deletes the body's widgets
+        row = QHBoxLayout(header)
+        row.setContentsMargins(0, 0, 0, 0)
+        label = QLabel("ON HUGGING FACE", header)
+        label.setObjectName("sectionTitle")
+        button = QPushButton("Searching…" if self.manager.searching else "Search Hugging Face", header)
+        button.setObjectName("secondaryButton")
+        button.setAutoDefault(False)
+        button.setEnabled(not self.manager.searching)
+        button.clicked.connect(self._start_search)
+        row.addWidget(label, 1, Qt.AlignmentFlag.AlignVCenter)
+        row.addWidget(button)
+        self.body_layout.addSpacing(6)
+        self._add(header)
+        self.search_header = header
+        self.search_button = button
+        results = self._search
+        if results is None:
+            text = "Other Olmo-3 conversions published on Hugging Face, with their sizes and whether they fit."
+        else:
+            text = f"Last updated {when_text(results.fetched_at)}."
+            if results.error:
+                text = (
+                    f"Couldn't reach Hugging Face, so this is the list from {when_text(results.fetched_at)}. "
+                    "Check your connection and search again."
+                    if results.fetched_at
+                    else "Couldn't reach Hugging Face. Check your connection and search again."
+                )
+        self.search_status = self._hint(text)
+        if results is None:
+            return
+        if results.error:
+            self.search_status.setToolTip(results.error)
+        others = [r for r in results.results if r.repo_id not in shown]
+        for result in others:
+            self._add(self._search_card(result, budget))
+        if results.results and not others:
+            self._hint("Every Olmo-3 conversion found is listed above.")
 
     def _local_card(self, model: Any, budget: Any) -> ModelCard:
         from olmo3.units import format_bytes
 
         card = ModelCard(model.name, self.body)
         self._cards[model.name] = card
-        card.name.setText(pretty_name(model.name))
+        card.set_name(pretty_name(model.name))
         card.description.setText(DESCRIPTIONS.get(model.variant, "Olmo-3 model."))
         meta = [model.variant, model.quant_label]
         if model.param_count:
@@ -352,37 +330,70 @@ class ModelPickerDialog(QDialog):
             meta.append("from the Hugging Face cache")
         elif model.source == "link":
             meta.append(f"linked from {model.origin}")
-        card.meta.setText(" · ".join(m for m in meta if m and m != "?"))
-        fit = model.memory_fit(budget=budget) if model.installed else None
+        elif model.source == "quantized":
+            meta.append(f"quantized on this Mac from {model.origin}")
+        card.meta.setText(breakable(" · ".join(m for m in meta if m and m != "?")))
+        fit = model.memory_fit(self.context_for(model), budget=budget) if model.installed else None
         card.badge.set_fit(fit)
         card.badge.setVisible(model.installed)
         path = str(model.path)
         loaded = self._loaded_path is not None and Path(self._loaded_path) == Path(path)
         card.set_loaded(loaded)
-        state = self.manager.downloads.get(model.repo_id or model.name)
+        key = model.repo_id or model.name
         if model.installed:
             if loaded:
                 card.add_button("unload", "Unload", self.unload_requested.emit)
             elif self._loading_path == path:
-                card.add_button("load", "Loading…", lambda: None, kind="primaryButton").setEnabled(False)
+                card.add_button("load", "Loading…", _nothing, kind="primaryButton").setEnabled(False)
             else:
-                card.add_button("load", "Load", lambda p=path, n=model.name: self._load(p, n), kind="primaryButton")
-            card.add_button("delete", "Delete…", lambda m=model: self._delete(m), kind="dangerButton")
-        else:
-            active = state is not None and state.active
-            if active:
-                card.add_button("pause", "Pause", lambda r=(model.repo_id or model.name): self.manager.pause(r))
-                card.add_button("cancel", "Cancel", lambda r=(model.repo_id or model.name): self._cancel(r))
-                card.set_download(state)
-            else:
-                card.add_button(
-                    "resume", "Resume download", lambda n=model.name: self.manager.resume(n), kind="primaryButton"
-                )
-                card.add_button("delete", "Discard…", lambda m=model: self._delete(m), kind="dangerButton")
-                card.meta.setText(card.meta.text() + f" · {model.problem}" if model.problem else card.meta.text())
-                if state is not None:
-                    card.set_download(state)
+                card.add_button("load", "Load", _call(self._load, path, model.name), kind="primaryButton")
+            card.add_button("delete", "Delete…", _call(self._delete, model), kind="dangerButton")
+            if fit is not None and fit.verdict == "wont_fit":
+                card.set_note(wont_fit_reason(fit))
+            return card
+        self._download_actions(card, key, local=model, resume_label="Resume")
+        if model.problem and not card.note.isVisible():
+            card.set_note(model.problem[0].upper() + model.problem[1:] + ".")
         return card
+
+    def _download_actions(
+        self,
+        card: ModelCard,
+        repo_id: str,
+        *,
+        fit: Any = None,
+        quantize_bits: int | None = None,
+        local: Any = None,
+        download_label: str = "Download",
+        resume_label: str | None = None,
+    ) -> None:
+        """The buttons and progress of a model that is not installed: running, failed, paused or not started."""
+        state = self.manager.downloads.get(repo_id)
+        if state is not None and state.active:
+            card.add_button("pause", "Pause", _call(self.manager.pause, repo_id))
+            card.add_button("cancel", "Cancel", _call(self._cancel, repo_id))
+            card.set_download(state)
+            return
+        failed = state is not None and state.status == "failed"
+        paused = (state is not None and state.status == "paused") or local is not None
+        if failed or paused:
+            partial = (state.done_bytes if state is not None else 0) or (local.size_bytes if local else 0)
+            label = resume_label or ("Resume" if partial else "Try again")
+            card.add_button("resume", label, _call(self._resume, repo_id, quantize_bits), kind="primaryButton")
+            card.add_button("cancel", "Cancel", _call(self._cancel, repo_id))
+            card.set_download(state)
+            if paused and not failed and state is None and local is not None and local.problem:
+                card.set_note(local.problem[0].upper() + local.problem[1:] + ".")
+            return
+        wont_fit = fit is not None and fit.verdict == "wont_fit"
+        card.add_button(
+            "download",
+            download_label,
+            _call(self._start, repo_id, quantize_bits),
+            kind="secondaryButton" if wont_fit else "primaryButton",
+        )
+        if wont_fit:
+            card.set_note(wont_fit_reason(fit))
 
     def _catalog_card(self, item: Any) -> ModelCard:
         from olmo3.units import format_bytes
@@ -390,35 +401,79 @@ class ModelPickerDialog(QDialog):
         entry = item.entry
         card = ModelCard(entry.repo_id, self.body)
         self._cards[entry.repo_id] = card
-        card.name.setText(entry.title)
+        card.set_name(entry.title)
         card.description.setText(DESCRIPTIONS.get(entry.variant, ""))
-        meta = f"{format_bytes(entry.download_bytes)} download · {entry.repo_id}"
-        if not entry.known:
-            meta += " · unverified name"
-        card.meta.setText(meta)
-        card.setToolTip(entry.note)
-        card.badge.set_fit(item.fit)
-        state = self.manager.downloads.get(entry.repo_id)
-        if state is not None and state.active:
-            card.add_button("pause", "Pause", lambda r=entry.repo_id: self.manager.pause(r))
-            card.add_button("cancel", "Cancel", lambda r=entry.repo_id: self._cancel(r))
-            card.set_download(state)
-        else:
-            label = "Download" if state is None or state.status in ("cancelled", "failed") else "Resume"
-            button = card.add_button(
-                "download", label, lambda r=entry.repo_id: self.manager.start_download(r), kind="primaryButton"
+        if entry.quantize_bits is not None:
+            meta = (
+                f"{format_bytes(entry.download_bytes)} download → {format_bytes(entry.installed_bytes)} on disk · "
+                f"{entry.repo_id}"
             )
-            if item.fit.verdict == "wont_fit":
-                button.setToolTip("This model probably won't fit in this Mac's memory: " + item.fit.message)
-            if state is not None and state.status == "failed":
-                card.set_download(state)
+            label = f"Download and quantize to {entry.quantize_bits}-bit"
+        else:
+            meta = f"{format_bytes(entry.download_bytes)} download · {entry.repo_id}"
+            label = "Download"
+        card.meta.setText(breakable(meta))
+        card.setToolTip(entry.note)
+        fit = entry.memory_fit(self.context_for(entry), self.manager.budget())
+        card.badge.set_fit(fit)
+        local = item.local if item.local is not None and not item.installed else None
+        self._download_actions(
+            card, entry.repo_id, fit=fit, quantize_bits=entry.quantize_bits, local=local, download_label=label
+        )
+        return card
+
+    def _search_card(self, result: Any, budget: Any) -> ModelCard:
+        from olmo3.units import format_bytes
+
+        card = ModelCard(result.repo_id, self.body)
+        self._cards[result.repo_id] = card
+        card.set_name(
+            display_name(result.repo_id, result.quant_label) if result.usable else pretty_name(result.repo_id)
+        )
+        card.description.setText(f"Published on Hugging Face · {result.downloads:,} downloads")
+        size = f"{format_bytes(result.total_bytes)} download · " if result.total_bytes is not None else ""
+        card.meta.setText(breakable(size + result.repo_id))
+        fit = result.memory_fit(budget=budget)
+        card.badge.set_fit(fit)
+        if not result.usable:
+            card.badge.hide()
+            problem = str(result.problem)
+            if problem.startswith(result.repo_id + " "):
+                problem = "the repo " + problem.removeprefix(result.repo_id + " ")
+            card.set_note(f"Olmo Desktop can't run it: {problem}.")
+            return card
+        self._download_actions(card, result.repo_id, fit=fit)
+        return card
+
+    def _custom_card(self, repo_id: str, plan: Any, budget: Any) -> ModelCard:
+        from olmo3.units import format_bytes
+
+        card = ModelCard(repo_id, self.body)
+        self._cards[repo_id] = card
+        card.set_name(pretty_name(repo_id))
+        card.description.setText("Custom model from Hugging Face.")
+        card.meta.setText(breakable(f"{format_bytes(plan.total_bytes)} download · {repo_id}"))
+        fit = plan.memory_fit(budget=budget)
+        card.badge.set_fit(fit)
+        self._download_actions(card, repo_id, fit=fit)
         return card
 
     # actions ---------------------------------------------------------------------------------------------------
+    def _start(self, repo_id: str, quantize_bits: int | None = None) -> None:
+        if self._banner_is_error:
+            self.banner.hide()
+        self.manager.start_download(repo_id, quantize_bits=quantize_bits)
+
+    def _resume(self, repo_id: str, quantize_bits: int | None = None) -> None:
+        if self._banner_is_error:
+            self.banner.hide()
+        self.manager.resume(repo_id, quantize_bits=quantize_bits)
+
     def _load(self, path: str, name: str) -> None:
         self._loading_path = path
         self.load_requested.emit(path, name)
         self.refresh()
+        self.accept()  # back to the chat; the header shows the model loading
 
     def _delete(self, model: Any) -> None:
         from olmo3.units import format_bytes
@@ -448,9 +503,25 @@ class ModelPickerDialog(QDialog):
 
         self.show_info(f"Deleted {pretty_name(name)} and freed {format_bytes(freed)}.")
 
+    def _on_imported(self, model: object) -> None:
+        name = getattr(model, "name", "")
+        self.show_info(f"Added {pretty_name(name)}. Load it from the list.")
+        card = self._cards.get(name)
+        if card is not None:
+            self.scroll_area.ensureWidgetVisible(card)
+
     def _add_folder(self) -> None:
+        """Check the folder first (MLX-free, headers only), then ask how to add it."""
+        from olmo3.model.modelinfo import ModelLoadError, inspect_model_dir
+
         folder = self.ask_folder()
         if not folder:
+            return
+        try:
+            inspect_model_dir(folder)
+        except (ModelLoadError, OSError, ValueError) as exc:
+            message = str(exc).removeprefix(f"{folder}: ").removeprefix(f"{folder}/")
+            self.show_error("Couldn't add that folder", f"{folder} is not a loadable Olmo-3 model: {message}")
             return
         link = self.ask_link(folder)
         if link is None:
@@ -467,75 +538,69 @@ class ModelPickerDialog(QDialog):
         self.manager.plan(text)
 
     def _on_planned(self, repo_id: str, result: object) -> None:
-        from olmo3.units import format_bytes
-
         self.check_button.setEnabled(True)
         self.check_button.setText("Check")
         if isinstance(result, BaseException):
             from olmo3.hub import DownloadError
 
-            if isinstance(result, DownloadError):
-                from desktop.models import FRIENDLY_ERRORS
-
-                message = FRIENDLY_ERRORS.get(result.code, "") or result.message
-                if message != result.message:
-                    message += f" ({result.message})"
-            else:
-                message = str(result)
+            message = friendly_error(result.code, result.message) if isinstance(result, DownloadError) else str(result)
             self.show_error(f"Can't use {repo_id}", message)
             return
-        plan: Any = result
-        card = ModelCard(repo_id, self.body)
-        card.name.setText(pretty_name(repo_id))
-        card.description.setText("Custom model from Hugging Face.")
-        card.meta.setText(f"{format_bytes(plan.total_bytes)} download · {repo_id}")
-        card.badge.set_fit(plan.memory_fit(budget=self.manager.budget()))
-        card.add_button("download", "Download", lambda r=repo_id: self.manager.start_download(r), kind="primaryButton")
-        self._custom_card = card
+        self._custom = (repo_id, result)
         self.banner.hide()
         self.refresh()
-        self.scroll.ensureWidgetVisible(card)
+        card = self._cards.get(repo_id)
+        if card is not None:
+            self.scroll_area.ensureWidgetVisible(card)
+
+    def _start_search(self) -> None:
+        self.manager.search()
+        if self.search_button is not None:
+            self.search_button.setEnabled(False)
+            self.search_button.setText("Searching…")
+
+    def _on_searched(self, results: object) -> None:
+        self._search = results
+        self.refresh()
 
     def _on_download_event(self, event: object) -> None:
+        from olmo3 import hub
+
         repo_id = getattr(event, "repo_id", "")
         card = self._cards.get(repo_id)
         state = self.manager.downloads.get(repo_id)
         if card is not None and state is not None:
-            card.set_download(state)
+            if state.active and "pause" not in card.button_keys():
+                self.refresh()  # the card was built before this download ran: give it Pause and Cancel
+                card = self._cards.get(repo_id)
+            if card is not None:
+                card.set_download(state)
+        if isinstance(event, hub.DownloadCompleted):
+            self.show_info(f"{pretty_name(event.model.name)} is ready.")
 
     # dialogs (replaced in tests) -------------------------------------------------------------------------------
     def _confirm_box(self, title: str, text: str) -> bool:
-        box = QMessageBox(QMessageBox.Icon.Warning, title, title, QMessageBox.StandardButton.Cancel, self)
-        box.setInformativeText(text)
-        ok = box.addButton("Delete" if title.startswith("Delete") else "OK", QMessageBox.ButtonRole.DestructiveRole)
-        box.exec()
-        return box.clickedButton() is ok
+        return confirm_box(self, title, text)
 
     def _folder_dialog(self) -> str | None:
         return QFileDialog.getExistingDirectory(self, "Choose an Olmo-3 model folder") or None
 
     def _link_box(self, folder: str) -> bool | None:
-        box = QMessageBox(
-            QMessageBox.Icon.Question,
-            "Add model folder",
-            "How should Olmo Desktop use this folder?",
-            QMessageBox.StandardButton.Cancel,
-            self,
-        )
-        box.setInformativeText(
-            f"{folder}\n\nCopying keeps working if the folder moves; using it in place saves disk space."
-        )
-        copy = box.addButton("Copy", QMessageBox.ButtonRole.AcceptRole)
-        link = box.addButton("Use in place", QMessageBox.ButtonRole.AcceptRole)
-        box.exec()
-        if box.clickedButton() is copy:
-            return False
-        if box.clickedButton() is link:
-            return True
-        return None
+        return ask_copy_or_link(self, folder)
+
+
+def _call(fn: Callable[..., object], *args: Any) -> Callable[[], None]:
+    """``fn(*args)`` as a slot without arguments (a typed stand-in for ``lambda a=a: fn(a)``)."""
+
+    def call() -> None:
+        fn(*args)
+
+    return call
+
+
+def _nothing() -> None:
+    return None
 
 
 def _esc(text: str) -> str:
-    import html
-
     return html.escape(text)

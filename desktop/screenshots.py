@@ -2,7 +2,10 @@
 
 Everything runs against a throwaway home folder with synthetic content (no model is loaded and nothing is
 downloaded): a conversation with reasoning and code written to a real conversation store, a model picker fed
-download events as the hub would send them, the settings window, and the first-run state.
+download events as the hub would send them (a download running, one failed offline, search results kept from an
+earlier search), the settings window (each page; the Model page for a posed 7B 4-bit on a 16 GB Mac), the
+first-run state, the Trash, the sidebar collapsed and shown at 800 px, the question for a model that won't fit in
+memory, and a reply that filled the context.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from desktop.chat import AssistantMessageWidget
 
 WIDE = (1100, 720)
 NARROW = (800, 720)
+MAC_16GB = 12 * 1024**3  # what a 16 GB Mac gives models (75 % of RAM)
 
 
 def _settle(app: QApplication, rounds: int = 6) -> None:
@@ -116,6 +120,136 @@ def _feed_download(manager: Any, repo_id: str) -> None:
     )
 
 
+def _feed_failure(manager: Any, repo_id: str) -> None:
+    """A download that failed offline, as the hub reports it (what a Mac without a connection sees)."""
+    from olmo3 import hub
+
+    manager._on_download_event(hub.DownloadStarted(repo_id=repo_id, commit="", files=(), total_bytes=0, done_bytes=0))
+    manager._on_download_event(
+        hub.DownloadFailed(
+            repo_id=repo_id,
+            code="unreachable",
+            message="cannot reach https://huggingface.co (connection to huggingface.co failed: ConnectError: "
+            "[Errno 8] nodename nor servname provided, or not known); check your internet connection",
+        )
+    )
+
+
+def _search_results() -> Any:
+    """What "Search Hugging Face" returns, sized from the architecture (repos named in the notes on Olmo-3 repos)."""
+    from olmo3.hub import OLMO3_7B, OLMO3_32B
+    from olmo3.hub.catalog import TOKENIZER_AND_CONFIG_BYTES
+    from olmo3.hub.search import SearchResult, SearchResults
+
+    def result(repo: str, arch: Any, bits: int | None, downloads: int) -> SearchResult:
+        weights = arch.weight_bytes(bits)
+        return SearchResult(
+            repo,
+            downloads=downloads,
+            total_bytes=weights + TOKENIZER_AND_CONFIG_BYTES,
+            weight_bytes=weights,
+            bits=bits,
+            kv_bytes_per_token_full=arch.kv_bytes_per_token_full,
+            kv_bytes_per_token_sliding=arch.kv_bytes_per_token_sliding,
+            sliding_window=arch.sliding_window,
+        )
+
+    return SearchResults(
+        (
+            result("mlx-community/Olmo-3-7B-Instruct-8bit", OLMO3_7B, 8, 2_310),
+            result("lmstudio-community/Olmo-3-1025-7B-MLX-6bit", OLMO3_7B, 6, 1_204),
+            result("lmstudio-community/Olmo-3.1-32B-Instruct-MLX-4bit", OLMO3_32B, 4, 877),
+            result("mlx-community/Olmo-3-1125-32B-6bit", OLMO3_32B, 6, 301),
+            SearchResult(
+                "someone/Olmo-3-7B-Instruct-GGUF",
+                downloads=12,
+                problem="someone/Olmo-3-7B-Instruct-GGUF has no .safetensors weights (it has model.gguf)",
+            ),
+        ),
+        "2026-11-30T08:34:00+00:00",
+        from_cache=True,
+        error="connection to huggingface.co failed",
+    )
+
+
+def picker_screenshots(window: Any, out_dir: Path, theme: str, app: QApplication) -> list[Path]:
+    """The picker after an offline download failed (wide and narrow), with search results (offline: saved), and
+    quantizing an Ai2 download."""
+    from desktop.models import DownloadState
+    from olmo3 import hub
+
+    saved = []
+    picker = window.open_model_picker()
+    _feed_failure(window.models, "mlx-community/Olmo-3-7B-Think-4bit")
+    for width in (1270, 800):
+        picker.resize(width, 700)
+        saved.append(_save(picker, out_dir / f"02b-model-picker-error-{width}-{theme}.png", app))
+    picker.resize(800, 700)
+    picker._on_searched(_search_results())
+    _settle(app)
+    if picker.search_header is not None:
+        picker.scroll_area.verticalScrollBar().setValue(picker.search_header.y() - 8)
+    saved.append(_save(picker, out_dir / f"02c-model-picker-search-{theme}.png", app))
+    # "Download and quantize" in its second phase, on an Ai2 card.
+    ai2 = "allenai/Olmo-3-7B-Instruct"
+    window.models.downloads[ai2] = DownloadState(ai2, quantize_bits=4)
+    window.models._on_download_event(
+        hub.DownloadQuantizing(repo_id=ai2, bits=4, done_steps=12, total_steps=34, what="layer 12 of 32")
+    )
+    _settle(app)
+    card = picker.cards().get(ai2)
+    if card is not None:
+        picker.scroll_area.verticalScrollBar().setValue(card.y() - 120)
+    saved.append(_save(picker, out_dir / f"02d-model-picker-quantizing-{theme}.png", app))
+    for repo in ("mlx-community/Olmo-3-7B-Think-4bit", ai2):
+        window.models.downloads.pop(repo, None)
+    window.models.changed.emit()
+    picker.hide()
+    return saved
+
+
+def _posed_7b() -> tuple[Any, str]:
+    """The Model page's model: Olmo 3 7B Instruct 4-bit, from the catalog's architecture."""
+    from olmo3 import hub
+    from olmo3.fit import ModelShape
+
+    entry = next(e for e in hub.CATALOG if e.repo_id == "mlx-community/Olmo-3-7B-Instruct-4bit")
+    shape = ModelShape.of_any(entry)
+    return shape, "Olmo 3 7B Instruct · 4-bit"
+
+
+def _wont_fit_event() -> Any:
+    """What the engine says about a 32B 8-bit model on a 16 GB Mac."""
+    from olmo3 import hub
+    from olmo3.chat.events import ModelWontFit
+    from olmo3.memory import MemoryBudget
+
+    entry = next(e for e in hub.CATALOG if e.arch.label == "32B" and e.quant == "8bit")
+    fit = entry.memory_fit(8192, MemoryBudget(MAC_16GB, "ram_fraction", 16 * 1024**3))
+    return ModelWontFit(
+        path="/Users/you/Models/Olmo-3.1-32B-Instruct-MLX-8bit",
+        context_tokens=fit.context_tokens,
+        max_context=entry.arch.max_position_embeddings,
+        weight_bytes=fit.weight_bytes,
+        kv_bytes=fit.kv_bytes,
+        needed_bytes=fit.needed_bytes,
+        budget_bytes=fit.budget_bytes,
+        message=fit.message,
+    )
+
+
+def _trash_rows(store: Any) -> list[Any]:
+    """The Trash as the sidebar shows it, with deletions spread over the last days."""
+    from desktop.sidebar import ConversationRow
+
+    now = time.time()
+    ages = (20, 26 * 3600, 4 * 86400, 3 * 3600)
+    return [
+        ConversationRow(c.id, c.title, c.updated_at, False, "cold", now - ages[i % len(ages)])
+        for i, c in enumerate(store.list_trash())
+    ]
+
+
 def main_screenshots(out_dir: Path) -> int:
     from desktop.app import MainWindow, create_application
     from desktop.paths import AppPaths
@@ -141,12 +275,23 @@ def main_screenshots(out_dir: Path) -> int:
             _settle(app)
             # 1. first run: no model, no conversations
             saved.append(_save(window, out_dir / f"01-empty-{theme}.png", app))
+            # 1b. models installed, none loaded: the chat says so and the composer offers the picker
+            window._has_installed_models = lambda: True  # type: ignore[method-assign]
+            window.update_empty_state()
+            saved.append(_save(window, out_dir / f"11-no-model-loaded-{theme}.png", app))
+            window.chat_view.set_model_name("Olmo 3 7B Instruct · 4-bit", loading=True)
+            window.header.set_model("Olmo 3 7B Instruct · 4-bit", loading=True)
+            window.composer.set_state("loading", model_name="Olmo 3 7B Instruct · 4-bit")
+            saved.append(_save(window, out_dir / f"12-loading-last-model-{theme}.png", app))
+            window.header.set_model(None)
+            window.chat_view.set_model_name(None)
             # 2. the model picker with a download in progress
             _feed_download(window.models, "mlx-community/Olmo-3-7B-Instruct-4bit")
             picker = window.open_model_picker()
             picker.resize(760, 700)
             saved.append(_save(picker, out_dir / f"02-model-picker-download-{theme}.png", app))
             picker.hide()
+            saved.extend(picker_screenshots(window, out_dir, theme, app))
             # 3. a chat with reasoning, code, a table, branches and stats
             conv = _seed_conversations(window.store)
             window.refresh_sidebar()
@@ -195,9 +340,32 @@ def main_screenshots(out_dir: Path) -> int:
             )
             dialog.show()
             saved.append(_save(dialog, out_dir / f"07-settings-{theme}.png", app))
-            dialog.nav.setCurrentRow(1)
+            dialog.show_page("Sampling")
             saved.append(_save(dialog, out_dir / f"08-settings-sampling-{theme}.png", app))
+            dialog.show_page("Memory & storage")
+            saved.append(_save(dialog, out_dir / f"13-settings-memory-{theme}.png", app))
             dialog.close()
+            from olmo3.memory import MemoryBudget
+
+            dialog = SettingsDialog(
+                window.settings,
+                default_models_dir=paths.models_dir,
+                model_dir="/Users/you/Models/Olmo-3-7B-Instruct-4bit",
+                budget=MemoryBudget(MAC_16GB, "ram_fraction", 16 * 1024**3),
+                model=_posed_7b(),
+                parent=window,
+            )
+            dialog.show_page("Model")
+            dialog.show()
+            saved.append(_save(dialog, out_dir / f"14-settings-model-{theme}.png", app))
+            dialog.close()
+            # the question for a model that won't fit
+            from desktop import dialogs
+
+            box, _load = dialogs.load_anyway_box(window, _wont_fit_event(), "Olmo 3.1 32B Instruct · 8-bit")
+            box.show()
+            saved.append(_save(box, out_dir / f"15-wont-fit-{theme}.png", app))
+            box.close()
             # 7. empty conversation with a model loaded
             window.controller.new_chat()
             _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=0, limit=0)
@@ -213,10 +381,39 @@ def main_screenshots(out_dir: Path) -> int:
             window.store.append_message(trashed, None, "user", "Sourdough?")
             window.store.delete(trashed)
             window.refresh_sidebar()
+            older = window.store.create_conversation(title="Packing list for the Alps")
+            window.store.append_message(older, None, "user", "What should I pack?")
+            window.store.delete(older)
+            oldest = window.store.create_conversation(title="Which houseplants like shade?")
+            window.store.append_message(oldest, None, "user", "Shade plants?")
+            window.store.delete(oldest)
+            window.refresh_sidebar()
             window.controller.open(failed)
             _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=96, limit=65_536)
             window.sidebar.show_trash(True)
+            window.sidebar.set_trash(_trash_rows(window.store))
             saved.append(_save(window, out_dir / f"10-error-and-trash-{theme}.png", app))
+            window.sidebar.show_trash(False)
+            # a reply that filled the context: the notice offers to continue
+            full = window.store.create_conversation(title="A story that never ends")
+            user = window.store.append_message(full, None, "user", "Tell me a very long story.")
+            story = "Once upon a time, a fox kept every key and every value she had ever seen. " + (
+                "Each night she counted them again, and each night there were more. " * 30
+            )
+            stats = {"prompt_tokens": 40, "cached_tokens": 0, "generated_tokens": 4056, "finish_reason": "context"}
+            window.store.append_message(full, user, "assistant", story, stats=stats)
+            window.refresh_sidebar()
+            window.controller.open(full)
+            _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=4096, limit=4096)
+            window.chat_view.finish_backfill()
+            window.chat_view.scroll_to_bottom()
+            saved.append(_save(window, out_dir / f"16-context-full-{theme}.png", app))
+            # narrow: the sidebar collapses below 900 px; the toolbar button shows it
+            window.resize(*NARROW)
+            _settle(app)
+            saved.append(_save(window, out_dir / f"17-narrow-collapsed-{theme}.png", app))
+            window.toggle_sidebar()
+            saved.append(_save(window, out_dir / f"18-narrow-sidebar-shown-{theme}.png", app))
             window.close()
             _settle(app)
     print(f"{len(saved)} screenshots")

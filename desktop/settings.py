@@ -51,6 +51,8 @@ class Settings:
     theme: str = "system"
     last_model: str = ""  # path of the model to load at start-up
     auto_load_last_model: bool = True
+    # The context length chosen per model (its folder path); a model not listed gets olmo3.fit.default_context.
+    model_context: dict[str, int] = field(default_factory=dict)
     # The local OpenAI-compatible server (Settings → Local server): off until the user turns it on.
     server_enabled: bool = False
     server_port: int = 8000  # on 127.0.0.1 only; 0 picks a free port
@@ -59,6 +61,18 @@ class Settings:
     @property
     def memory_budget_bytes(self) -> int:
         return int(self.memory_budget_gb * 1024**3)
+
+    def context_for(self, model: Any, budget: Any = None) -> int | None:
+        """The context length for ``model`` (a folder path, ``ModelInfo``, listed model or catalog entry): the one
+        chosen for it, else the model's maximum or what fits, whichever is smaller. None if its size is unknown."""
+        from olmo3.fit import ModelShape, default_context
+
+        shape = ModelShape.of_any(model) if not isinstance(model, str | Path) else _shape_of_folder(model)
+        if shape is None:
+            return None
+        key = model if isinstance(model, str | Path) else getattr(model, "path", None)
+        chosen = self.model_context.get(str(key)) if key else None
+        return min(chosen, shape.max_context) if chosen else default_context(shape, budget)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +90,13 @@ class Settings:
             default = getattr(base, f.name)
             if f.name == "sampling":
                 values[f.name] = Sampling.from_dict(value)
+            elif f.name == "model_context":
+                if isinstance(value, dict):
+                    values[f.name] = {
+                        str(k): int(v)
+                        for k, v in value.items()
+                        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+                    }
             elif f.name == "theme":
                 if value in THEMES:
                     values[f.name] = value
@@ -97,6 +118,16 @@ class Settings:
             elif isinstance(default, str) and isinstance(value, str):
                 values[f.name] = value
         return replace(base, **values)
+
+
+def _shape_of_folder(path: str | Path) -> Any:
+    from olmo3.fit import ModelShape
+    from olmo3.model.modelinfo import ModelLoadError, inspect_model_dir
+
+    try:
+        return ModelShape.of(inspect_model_dir(path))
+    except (ModelLoadError, OSError):
+        return None
 
 
 def load_settings(path: Path) -> Settings:

@@ -1,17 +1,26 @@
-"""The settings window: chat (system prompts), sampling with Olmo-3 presets, memory & storage, appearance, and
-the local server (an OpenAI-compatible API for other programs on this computer).
+"""The settings window: chat (system prompts), the model (context length, start-up), sampling with Olmo-3 presets,
+memory & storage, appearance, and the local server (an OpenAI-compatible API for other programs on this computer).
 
 It edits a copy of :class:`desktop.settings.Settings` and, when a conversation is open, that conversation's own
 system prompt; :meth:`SettingsDialog.result_settings` / :meth:`conversation_prompt` give the outcome after Save.
+
+**System prompts, one story.** Every conversation has its own system prompt, fixed when it starts: the prompt for new
+conversations (Chat page) is copied into each new one. An empty prompt means the model's own default, the one its
+chat template writes (shown in the hint, read from the model's template). Editing an open conversation's prompt
+applies from its next message.
+
+Every hint sits directly under the field it explains.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QApplication,
     QButtonGroup,
     QCheckBox,
@@ -37,6 +46,8 @@ from desktop.local_server import HOST, base_url
 from desktop.settings import Sampling, Settings, presets
 
 UNCHANGED = object()
+FIELD_WIDTH = 200
+SPIN_TEXT_MARGIN = 8  # with the QSS's padding, what puts a spin box's text where a line edit's is
 
 
 def _hint(text: str, parent: QWidget) -> QLabel:
@@ -46,10 +57,81 @@ def _hint(text: str, parent: QWidget) -> QLabel:
     return label
 
 
+def _heading(text: str, parent: QWidget) -> QLabel:
+    label = QLabel(text, parent)
+    label.setObjectName("formHeading")
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
+
+
+def same_inset(box: QAbstractSpinBox) -> QAbstractSpinBox:
+    """Spin boxes ignore the style sheet's padding: inset their text like every other field's (8 px)."""
+    edit = box.findChild(QLineEdit)
+    if edit is not None:
+        edit.setTextMargins(SPIN_TEXT_MARGIN, 0, 0, 0)
+    return box
+
+
+def _with_hint(field: QWidget, hint: QLabel, parent: QWidget) -> QWidget:
+    """A form row's field with its hint right under it."""
+    box = QWidget(parent)
+    col = QVBoxLayout(box)
+    col.setContentsMargins(0, 0, 0, 0)
+    col.setSpacing(4)
+    col.addWidget(field, 0, Qt.AlignmentFlag.AlignLeft)
+    col.addWidget(hint)
+    return box
+
+
+def template_system_prompt(model_dir: str | Path | None) -> str | None:
+    """The system prompt the model's chat template writes when a conversation has none (None if unknown)."""
+    if not model_dir:
+        return None
+    try:
+        import jinja2.sandbox
+
+        from olmo3.model.modelinfo import chat_template_text
+
+        template = chat_template_text(Path(model_dir))
+        if not template:
+            return None
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        marker = "\x00"
+        text = env.from_string(template).render(
+            messages=[{"role": "user", "content": marker}],
+            add_generation_prompt=False,
+            eos_token="",
+            bos_token="",
+        )
+    except Exception:  # any template, any error: the hint just doesn't quote it
+        return None
+    head = "<|im_start|>system\n"
+    start = text.find(head)
+    if start < 0 or start > text.find(marker):
+        return None
+    end = text.find("<|im_end|>", start)
+    return (text[start + len(head) : end].strip() or None) if end > 0 else None
+
+
+def _model_shape(model_dir: str | None) -> tuple[Any, str]:
+    """(olmo3.fit.ModelShape, display name) of a model folder, or (None, "") if it can't be read."""
+    if not model_dir:
+        return None, ""
+    try:
+        from desktop.controller import model_display_name
+        from olmo3.fit import ModelShape
+        from olmo3.model.modelinfo import inspect_model_dir
+
+        info = inspect_model_dir(model_dir)
+        return ModelShape.of(info), model_display_name(info, model_dir)
+    except Exception:
+        return None, ""
+
+
 class SettingsDialog(QDialog):
     """Edits settings; nothing is applied until Save."""
 
-    PAGES = ("Chat", "Sampling", "Memory & storage", "Appearance", "Local server")
+    PAGES = ("Chat", "Model", "Sampling", "Memory & storage", "Appearance", "Local server")
 
     def __init__(
         self,
@@ -59,23 +141,34 @@ class SettingsDialog(QDialog):
         model_dir: str | None = None,
         conversation_prompt: str | object | None = UNCHANGED,
         conversation_title: str = "",
+        budget: Any = None,
+        model: tuple[Any, str] | None = None,
         parent: QWidget | None = None,
     ) -> None:
+        """``model``: the Model page's (``olmo3.fit.ModelShape``, display name); default: read from ``model_dir``."""
         super().__init__(parent)
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
-        self.resize(720, 520)
+        self.resize(780, 540)
         self._settings = settings
         self._default_models_dir = default_models_dir
-        self._presets = presets(model_dir)
+        self._model_dir = model_dir or settings.last_model or None
+        self._presets = presets(self._model_dir)
         self._has_conversation = conversation_prompt is not UNCHANGED
+        if budget is None:
+            from olmo3.memory import memory_budget
+
+            budget = memory_budget()
+        self._budget = budget
+        self._model_prompt = template_system_prompt(self._model_dir)
+        self._model = model if model is not None else _model_shape(self._model_dir)
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
         body = QHBoxLayout()
         body.setContentsMargins(16, 16, 20, 8)
-        body.setSpacing(16)
+        body.setSpacing(20)
         self.nav = QListWidget(self)
         self.nav.setObjectName("settingsList")
         self.nav.addItems(list(self.PAGES))
@@ -86,6 +179,7 @@ class SettingsDialog(QDialog):
         outer.addLayout(body, 1)
 
         self.pages.addWidget(self._chat_page(conversation_prompt, conversation_title))
+        self.pages.addWidget(self._model_page())
         self.pages.addWidget(self._sampling_page())
         self.pages.addWidget(self._memory_page())
         self.pages.addWidget(self._appearance_page())
@@ -95,66 +189,164 @@ class SettingsDialog(QDialog):
 
         buttons = QHBoxLayout()
         buttons.setContentsMargins(20, 8, 20, 16)
+        buttons.setSpacing(10)
         buttons.addStretch(1)
         self.cancel_button = QPushButton("Cancel", self)
         self.save_button = QPushButton("Save", self)
         self.save_button.setObjectName("primaryButton")
         self.save_button.setDefault(True)
+        for button in (self.cancel_button, self.save_button):
+            button.setMinimumWidth(84)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.save_button)
         outer.addLayout(buttons)
         self.cancel_button.clicked.connect(self.reject)
         self.save_button.clicked.connect(self.accept)
 
+    def show_page(self, name: str) -> None:
+        self.nav.setCurrentRow(self.PAGES.index(name))
+
     # pages -----------------------------------------------------------------------------------------------------
-    def _chat_page(self, conversation_prompt: str | object | None, title: str) -> QWidget:
+    def _page(self) -> tuple[QWidget, QVBoxLayout]:
         page = QWidget(self)
         layout = QVBoxLayout(page)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(8)
-        layout.addWidget(QLabel("<b>Default system prompt</b>", page))
+        layout.setSpacing(6)
+        return page, layout
+
+    def _chat_page(self, conversation_prompt: str | object | None, title: str) -> QWidget:
+        page, layout = self._page()
+        own = f"“{self._model_prompt}”" if self._model_prompt else "the one its chat template writes"
+        layout.addWidget(_heading("System prompt for new conversations", page))
         self.system_prompt = QPlainTextEdit(page)
         self.system_prompt.setObjectName("formText")
-        self.system_prompt.setPlaceholderText('Empty: the model\'s own default ("You are a helpful AI assistant…")')
+        self.system_prompt.setPlaceholderText("Empty: the model's own system prompt")
         self.system_prompt.setPlainText(self._settings.system_prompt)
-        self.system_prompt.setFixedHeight(96)
+        self.system_prompt.setFixedHeight(88)
         layout.addWidget(self.system_prompt)
-        layout.addWidget(_hint("Used for new conversations.", page))
+        self.system_prompt_hint = _hint("", page)
+        layout.addWidget(self.system_prompt_hint)
+        self.system_prompt.textChanged.connect(lambda: self._update_prompt_hint(own))
+        self._update_prompt_hint(own)
         self.conv_prompt = QPlainTextEdit(page)
         self.conv_prompt.setObjectName("formText")
-        self.conv_prompt.setFixedHeight(96)
-        self.conv_prompt.setPlaceholderText("Empty: the model's own default")
+        self.conv_prompt.setFixedHeight(88)
+        self.conv_prompt.setPlaceholderText("Empty: the model's own system prompt")
         if self._has_conversation:
-            layout.addSpacing(12)
-            layout.addWidget(
-                QLabel(f"<b>This conversation’s system prompt</b>{(' · ' + _esc(title)) if title else ''}", page)
-            )
+            layout.addSpacing(16)
+            suffix = f" · {title}" if title else ""
+            layout.addWidget(_heading(f"This conversation’s system prompt{suffix}", page))
             self.conv_prompt.setPlainText(conversation_prompt if isinstance(conversation_prompt, str) else "")
             layout.addWidget(self.conv_prompt)
-            layout.addWidget(_hint("Applies from the next message; earlier replies stay as they are.", page))
+            layout.addWidget(
+                _hint(
+                    "Each conversation keeps the prompt it started with. A change here applies from its next "
+                    "message; earlier replies stay as they are. Empty: the model's own system prompt.",
+                    page,
+                )
+            )
         else:
             self.conv_prompt.hide()
         layout.addStretch(1)
         return page
 
+    def _update_prompt_hint(self, own: str) -> None:
+        if self.system_prompt.toPlainText().strip():
+            text = "New conversations start with this prompt instead of the model's own."
+        else:
+            text = f"Empty, so new conversations use the model's own system prompt: {own}."
+        self.system_prompt_hint.setText(text)
+
+    def _model_page(self) -> QWidget:
+        page, layout = self._page()
+        layout.addWidget(_heading("At start-up", page))
+        self.auto_load = QCheckBox("Load the last used model when Olmo Desktop starts", page)
+        self.auto_load.setChecked(self._settings.auto_load_last_model)
+        layout.addWidget(self.auto_load)
+        layout.addSpacing(16)
+        shape, name = self._model
+        self._shape = shape
+        self.context = QSpinBox(page)
+        self.context.setObjectName("contextField")
+        self.context.setGroupSeparatorShown(True)
+        self.context.setSuffix(" tokens")
+        self.context.setFixedWidth(FIELD_WIDTH)
+        same_inset(self.context)
+        self.context_default = QPushButton("Use the default", page)
+        self.context_default.setObjectName("secondaryButton")
+        self.context_hint = _hint("", page)
+        self.context_fit = _hint("", page)
+        if shape is None:
+            layout.addWidget(_heading("Context length", page))
+            layout.addWidget(_hint("Load a model to choose how long its conversations may grow.", page))
+            self.context.hide()
+            self.context_default.hide()
+            self._default_context = 0
+        else:
+            from olmo3.fit import default_context
+
+            self._default_context = default_context(shape, self._budget)
+            layout.addWidget(_heading(f"Context length · {name}", page))
+            row = QHBoxLayout()
+            row.setSpacing(10)
+            self.context.setRange(min(256, shape.max_context), shape.max_context)
+            self.context.setSingleStep(1024)
+            self.context.setValue(self._settings.model_context.get(str(self._model_dir), self._default_context))
+            row.addWidget(self.context)
+            row.addWidget(self.context_default)
+            row.addStretch(1)
+            layout.addLayout(row)
+            layout.addWidget(self.context_fit)
+            layout.addWidget(self.context_hint)
+            self.context.valueChanged.connect(self._update_context_hint)
+            self.context_default.clicked.connect(lambda: self.context.setValue(self._default_context))
+            self._update_context_hint()
+        layout.addStretch(1)
+        return page
+
+    def _update_context_hint(self, *_args: object) -> None:
+        shape = self._shape
+        if shape is None:
+            return
+        value = self.context.value()
+        fit = shape.fit(value, self._budget)
+        default = (
+            f"The default, {self._default_context:,} tokens, is the model's maximum."
+            if self._default_context == shape.max_context
+            else f"The default, {self._default_context:,} tokens, is what fits; the model allows {shape.max_context:,}."
+        )
+        self.context_hint.setText(f"How long a conversation may grow before the oldest turns are left out. {default}")
+        self.context_fit.setText(fit.message)
+        self.context_fit.setProperty("kind", fit.verdict)
+        self.context_fit.style().unpolish(self.context_fit)
+        self.context_fit.style().polish(self.context_fit)
+        self.context_default.setEnabled(value != self._default_context)
+
     def _sampling_page(self) -> QWidget:
-        page = QWidget(self)
-        layout = QVBoxLayout(page)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(10)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Preset", page))
+        page, layout = self._page()
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+        form.setFormAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        form.setHorizontalSpacing(14)
+        form.setVerticalSpacing(10)
         self.preset = QComboBox(page)
         self.preset.addItems([*self._presets.keys(), "Custom"])
-        row.addWidget(self.preset, 1)
-        layout.addLayout(row)
+        self.preset.setMinimumWidth(FIELD_WIDTH)
+        form.addRow(
+            "Preset",
+            _with_hint(
+                self.preset,
+                _hint(
+                    "Olmo 3 Think: temperature 0.6, top P 0.95, top K 50. Olmo 3 Instruct: the model's "
+                    "generation config. Precise: greedy decoding (temperature 0).",
+                    page,
+                ),
+                page,
+            ),
+        )
         self.follow_model = QCheckBox("Switch to the Think or Instruct preset when a model loads", page)
         self.follow_model.setChecked(self._settings.sampling_follows_model)
-        layout.addWidget(self.follow_model)
-        form = QFormLayout()
-        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        form.setHorizontalSpacing(14)
-        form.setVerticalSpacing(8)
+        form.addRow("", self.follow_model)
         s = self._settings.sampling
         self.temperature = self._double(0.0, 2.0, 0.05, s.temperature)
         self.top_p = self._double(0.01, 1.0, 0.01, s.top_p)
@@ -164,24 +356,21 @@ class SettingsDialog(QDialog):
         self.max_tokens = self._int(1, 131072, s.max_tokens)
         self.seed = QLineEdit("" if s.seed is None else str(s.seed), page)
         self.seed.setPlaceholderText("random")
-        self.seed.setMaximumWidth(180)
+        self.seed.setFixedWidth(FIELD_WIDTH)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top P", self.top_p)
-        form.addRow("Top K (0 = off)", self.top_k)
+        form.addRow("Top K", _with_hint(self.top_k, _hint("0 turns it off.", page), page))
         form.addRow("Min P", self.min_p)
         form.addRow("Repetition penalty", self.repetition)
-        form.addRow("Max tokens per reply", self.max_tokens)
-        form.addRow("Seed", self.seed)
-        layout.addLayout(form)
-        self.seed_error = _hint("", page)
-        layout.addWidget(self.seed_error)
-        layout.addWidget(
-            _hint(
-                "Olmo 3 Think: temperature 0.6, top P 0.95, top K 50. Olmo 3 Instruct: the model's "
-                "generation config. Precise: greedy decoding (temperature 0).",
-                page,
-            )
+        form.addRow(
+            "Max tokens per reply",
+            _with_hint(
+                self.max_tokens, _hint("A cap: a reply also stops when the conversation fills the context.", page), page
+            ),
         )
+        self.seed_error = _hint("Empty: a new random seed for every reply.", page)
+        form.addRow("Seed", _with_hint(self.seed, self.seed_error, page))
+        layout.addLayout(form)
         layout.addStretch(1)
         self._select_matching_preset()
         self.preset.currentTextChanged.connect(self._apply_preset)
@@ -190,26 +379,22 @@ class SettingsDialog(QDialog):
         return page
 
     def _memory_page(self) -> QWidget:
-        page = QWidget(self)
-        layout = QVBoxLayout(page)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(8)
-        form = QFormLayout()
-        form.setHorizontalSpacing(14)
+        page, layout = self._page()
+        layout.addWidget(_heading("Conversation memory", page))
         self.memory_budget = self._double(0.25, 512.0, 0.25, self._settings.memory_budget_gb)
         self.memory_budget.setSuffix(" GB")
-        form.addRow("Conversation memory", self.memory_budget)
-        layout.addLayout(form)
+        layout.addWidget(self.memory_budget)
         layout.addWidget(
             _hint(
-                "How much RAM recent conversations may keep so follow-ups start instantly. "
+                "How much memory recent conversations may keep so follow-ups start instantly. "
                 "Older ones are saved to disk and come back when you continue them.",
                 page,
             )
         )
-        layout.addSpacing(12)
-        layout.addWidget(QLabel("<b>Models folder</b>", page))
+        layout.addSpacing(16)
+        layout.addWidget(_heading("Models folder", page))
         row = QHBoxLayout()
+        row.setSpacing(10)
         self.models_dir = QLineEdit(self._settings.models_dir, page)
         self.models_dir.setPlaceholderText(str(self._default_models_dir))
         choose = QPushButton("Choose…", page)
@@ -224,11 +409,8 @@ class SettingsDialog(QDialog):
         return page
 
     def _appearance_page(self) -> QWidget:
-        page = QWidget(self)
-        layout = QVBoxLayout(page)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(8)
-        layout.addWidget(QLabel("<b>Theme</b>", page))
+        page, layout = self._page()
+        layout.addWidget(_heading("Theme", page))
         self.theme_group = QButtonGroup(page)
         for value, text in (("system", "Match the system"), ("light", "Light"), ("dark", "Dark")):
             button = QRadioButton(text, page)
@@ -240,24 +422,35 @@ class SettingsDialog(QDialog):
         return page
 
     def _server_page(self) -> QWidget:
-        page = QWidget(self)
-        layout = QVBoxLayout(page)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(8)
+        page, layout = self._page()
         self.server_enabled = QCheckBox("Serve the loaded model to other programs (OpenAI-compatible API)", page)
         self.server_enabled.setChecked(self._settings.server_enabled)
         layout.addWidget(self.server_enabled)
+        layout.addWidget(
+            _hint(
+                f"Editors, agents and scripts on this computer can use the model like OpenAI's API (it listens on "
+                f"{HOST} only). They share the loaded model, its memory and its conversation caches with this "
+                "window.",
+                page,
+            )
+        )
+        layout.addSpacing(16)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         form.setHorizontalSpacing(14)
+        form.setVerticalSpacing(10)
         self.server_port = self._int(1024, 65535, self._settings.server_port or 8000)
         self.server_key = QLineEdit(self._settings.server_api_key, page)
         self.server_key.setPlaceholderText("none")
-        self.server_key.setMaximumWidth(280)
+        self.server_key.setFixedWidth(FIELD_WIDTH * 2)
         form.addRow("Port", self.server_port)
-        form.addRow("API key", self.server_key)
+        key_hint = _hint("Optional. Clients then send “Authorization: Bearer KEY”.", page)
+        form.addRow("API key", _with_hint(self.server_key, key_hint, page))
         layout.addLayout(form)
+        layout.addSpacing(16)
+        layout.addWidget(_heading("Base URL", page))
         row = QHBoxLayout()
+        row.setSpacing(10)
         self.server_url = QLabel("", page)
         self.server_url.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.copy_url_button = QPushButton("Copy base URL", page)
@@ -265,15 +458,6 @@ class SettingsDialog(QDialog):
         row.addWidget(self.server_url, 1)
         row.addWidget(self.copy_url_button)
         layout.addLayout(row)
-        layout.addWidget(
-            _hint(
-                f"Editors, agents and scripts on this computer can use the model like OpenAI's API at this "
-                f"address (it listens on {HOST} only). They share the loaded model, its memory and its "
-                "conversation caches with this window. With an API key, clients send it as "
-                "“Authorization: Bearer KEY”.",
-                page,
-            )
-        )
         layout.addStretch(1)
         self.server_port.valueChanged.connect(self._show_base_url)
         self._show_base_url()
@@ -292,14 +476,16 @@ class SettingsDialog(QDialog):
         box.setSingleStep(step)
         box.setDecimals(2)
         box.setValue(value)
-        box.setMaximumWidth(180)
+        box.setFixedWidth(FIELD_WIDTH)
+        same_inset(box)
         return box
 
     def _int(self, lo: int, hi: int, value: int) -> QSpinBox:
         box = QSpinBox(self)
         box.setRange(lo, hi)
         box.setValue(value)
-        box.setMaximumWidth(180)
+        box.setFixedWidth(FIELD_WIDTH)
+        same_inset(box)
         return box
 
     def _current_sampling(self) -> Sampling:
@@ -347,7 +533,8 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         seed_text = self.seed.text().strip()
         if seed_text and not seed_text.lstrip("-").isdigit():
-            self.nav.setCurrentRow(1)
+            self.show_page("Sampling")
+            self.seed_error.setProperty("kind", "wont_fit")
             self.seed_error.setText(f"Seed must be a whole number or empty, not “{seed_text}”.")
             self.seed.setFocus()
             return
@@ -357,6 +544,12 @@ class SettingsDialog(QDialog):
     def result_settings(self) -> Settings:
         checked = self.theme_group.checkedButton()
         theme = str(checked.property("value")) if checked is not None else self._settings.theme
+        contexts = dict(self._settings.model_context)
+        if self._shape is not None and self._model_dir:
+            if self.context.value() == self._default_context:
+                contexts.pop(str(self._model_dir), None)  # the default follows the machine (and a new budget)
+            else:
+                contexts[str(self._model_dir)] = self.context.value()
         return replace(
             self._settings,
             system_prompt=self.system_prompt.toPlainText().strip(),
@@ -365,6 +558,8 @@ class SettingsDialog(QDialog):
             memory_budget_gb=round(self.memory_budget.value(), 2),
             models_dir=self.models_dir.text().strip(),
             theme=theme,
+            auto_load_last_model=self.auto_load.isChecked(),
+            model_context=contexts,
             server_enabled=self.server_enabled.isChecked(),
             server_port=self.server_port.value(),
             server_api_key=self.server_key.text().strip(),
@@ -375,9 +570,3 @@ class SettingsDialog(QDialog):
         if not self._has_conversation:
             return UNCHANGED
         return self.conv_prompt.toPlainText().strip() or None
-
-
-def _esc(text: str) -> str:
-    import html
-
-    return html.escape(text)

@@ -3,7 +3,8 @@
 The sidebar only displays rows and emits what the user asked for; the window reads the store and calls
 :meth:`Sidebar.set_conversations`, :meth:`Sidebar.show_search_results` and :meth:`Sidebar.set_trash`.
 Rows are painted by :class:`RowDelegate` (title, optional search snippet, cache-state dot: filled = warm in memory,
-ring = on disk, nothing = cold).
+ring = on disk, nothing = cold). In the Trash each row also says when it was deleted and has a Restore button
+(painted by the delegate; a click on it is caught on the list's viewport).
 
 Signals:
     new_chat_requested()
@@ -22,212 +23,40 @@ Signals:
 from __future__ import annotations
 
 import datetime as dt
-import math
-from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPoint, QRect, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import (
-    QAction,
-    QFont,
-    QFontMetricsF,
-    QKeyEvent,
-    QPainter,
-    QPainterPath,
-    QPen,
-    QStandardItem,
-    QStandardItemModel,
-    QTextDocument,
-)
+from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListView,
     QMenu,
     QPushButton,
-    QStyle,
-    QStyledItemDelegate,
-    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop import theme as th
+from desktop.sidebar_rows import (  # the rows live there; the sidebar composes them
+    CACHE,
+    CONV_ID,
+    DELETED_AT,
+    GROUP_ORDER,
+    KIND,
+    PINNED,
+    SNIPPET,
+    TRASHED,
+    ConversationList,
+    ConversationRow,
+    RestoreClicks,
+    RowDelegate,
+    SearchRow,
+    deleted_label,
+    recency_group,
+)
 
-KIND = Qt.ItemDataRole.UserRole + 1
-CONV_ID = Qt.ItemDataRole.UserRole + 2
-SNIPPET = Qt.ItemDataRole.UserRole + 3
-PINNED = Qt.ItemDataRole.UserRole + 4
-CACHE = Qt.ItemDataRole.UserRole + 5
-TRASHED = Qt.ItemDataRole.UserRole + 6
-
-ROW_H = 34
-SNIPPET_ROW_H = 66  # title + two lines of snippet
-HEADER_H = 30
-
-
-@dataclass(frozen=True)
-class ConversationRow:
-    """What the sidebar needs to show one conversation."""
-
-    id: str
-    title: str
-    updated_at: float
-    pinned: bool = False
-    cache_state: str = "cold"  # "warm" | "disk" | "cold"
-    deleted_at: float | None = None
-
-
-@dataclass(frozen=True)
-class SearchRow:
-    id: str
-    title: str
-    snippet_html: str  # escaped, matches in <b>
-    cache_state: str = "cold"
-
-
-def recency_group(ts: float, now: dt.datetime | None = None) -> str:
-    """ "Today", "Yesterday", "Previous 7 days", "Previous 30 days" or "Older" (local time)."""
-    now = now or dt.datetime.now()
-    day = dt.datetime.fromtimestamp(ts).date()
-    delta = (now.date() - day).days
-    if delta <= 0:
-        return "Today"
-    if delta == 1:
-        return "Yesterday"
-    if delta <= 7:
-        return "Previous 7 days"
-    if delta <= 30:
-        return "Previous 30 days"
-    return "Older"
-
-
-GROUP_ORDER = ["Pinned", "Today", "Yesterday", "Previous 7 days", "Previous 30 days", "Older"]
-
-
-class RowDelegate(QStyledItemDelegate):
-    """Paints headers and conversation rows; edits titles inline with a QLineEdit."""
-
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
-        kind = index.data(KIND)
-        if kind == "header":
-            return QSize(option.rect.width(), HEADER_H)
-        return QSize(option.rect.width(), SNIPPET_ROW_H if index.data(SNIPPET) else ROW_H)
-
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
-        theme = th.current()
-        painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = option.rect
-        kind = index.data(KIND)
-        if kind == "header":
-            painter.setFont(th.ui_font(th.SMALL_PX - 1, QFont.Weight.DemiBold))
-            painter.setPen(theme.qcolor("muted"))
-            painter.drawText(
-                rect.adjusted(12, 8, -8, 0),
-                Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                str(index.data(Qt.ItemDataRole.DisplayRole) or ""),
-            )
-            painter.restore()
-            return
-        body = QRectF(rect.adjusted(6, 1, -6, -1))
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
-        if selected or hovered:
-            path = QPainterPath()
-            path.addRoundedRect(body, 7, 7)
-            painter.fillPath(path, theme.qcolor("sidebar_selected" if selected else "sidebar_hover"))
-        if option.state & QStyle.StateFlag.State_HasFocus and selected:
-            pen = QPen(theme.qcolor("accent"))
-            pen.setWidthF(1.2)
-            painter.setPen(pen)
-            painter.drawRoundedRect(body.adjusted(0.5, 0.5, -0.5, -0.5), 7, 7)
-        # cache dot
-        cache = index.data(CACHE) or "cold"
-        dot_x = body.right() - 14
-        title_right = dot_x - 8
-        cy = body.top() + (ROW_H - 2) / 2
-        if cache in ("warm", "disk"):
-            color = theme.qcolor("accent")
-            if cache == "warm":
-                painter.setPen(Qt.PenStyle.NoPen)
-                painter.setBrush(color)
-            else:
-                pen = QPen(color)
-                pen.setWidthF(1.3)
-                painter.setPen(pen)
-                painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawEllipse(QRectF(dot_x - 3.5, cy - 3.5, 7, 7))
-        # pin glyph for pinned rows
-        left = body.left() + 10
-        if index.data(PINNED):
-            painter.drawPixmap(int(left), int(cy - 6), th.pixmap("pin", 12, "faint"))
-            left += 16
-        title = str(index.data(Qt.ItemDataRole.DisplayRole) or "")
-        font = th.ui_font(th.UI_PX)
-        painter.setFont(font)
-        painter.setPen(theme.qcolor("text"))
-        metrics = painter.fontMetrics()
-        title_rect = QRect(int(left), int(body.top()), int(title_right - left), ROW_H - 2)
-        painter.drawText(
-            title_rect,
-            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-            metrics.elidedText(title, Qt.TextElideMode.ElideRight, title_rect.width()),
-        )
-        snippet = index.data(SNIPPET)
-        if snippet:
-            doc = QTextDocument()
-            doc.setDocumentMargin(0)
-            doc.setDefaultFont(th.ui_font(th.SMALL_PX))
-            doc.setDefaultStyleSheet(f"body {{ color: {theme['muted']}; }} b {{ color: {theme['text']}; }}")
-            doc.setHtml(f"<body>{snippet}</body>")
-            doc.setTextWidth(body.width() - 20)
-            painter.translate(body.left() + 10, body.top() + ROW_H - 8)
-            lines = 2 * QFontMetricsF(th.ui_font(th.SMALL_PX)).lineSpacing()
-            clip = QRectF(0, 0, body.width() - 20, math.ceil(lines) + 1)  # whole lines only
-            painter.setClipRect(clip)
-            doc.drawContents(painter, clip)
-        painter.restore()
-
-    def createEditor(self, parent: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> QWidget:
-        editor = QLineEdit(parent)
-        editor.setObjectName("titleEdit")
-        return editor
-
-    def updateEditorGeometry(self, editor: QWidget, option: QStyleOptionViewItem, index: QModelIndex) -> None:
-        editor.setGeometry(option.rect.adjusted(8, 3, -8, -3))
-
-
-class ConversationList(QListView):
-    """The list itself; Enter opens, F2 renames, Delete/Backspace moves to the trash."""
-
-    activated_row = Signal(QModelIndex)
-    delete_pressed = Signal(QModelIndex)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("conversationList")
-        self.setMouseTracking(True)
-        self.setUniformItemSizes(False)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.EditKeyPressed)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.viewport().setAttribute(Qt.WidgetAttribute.WA_Hover, True)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        index = self.currentIndex()
-        if index.isValid() and self.state() != QAbstractItemView.State.EditingState:
-            if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
-                self.activated_row.emit(index)
-                return
-            if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
-                self.delete_pressed.emit(index)
-                return
-        super().keyPressEvent(event)
+__all__ = ["ConversationRow", "SearchRow", "Sidebar", "deleted_label", "recency_group"]
 
 
 class Sidebar(QWidget):
@@ -277,8 +106,10 @@ class Sidebar(QWidget):
         title_row.setContentsMargins(6, 4, 0, 0)
         self.mode_label = QLabel("Trash", self.mode_title)
         self.mode_label.setObjectName("sidebarTitle")
-        self.empty_trash_button = QPushButton("Empty", self.mode_title)
-        self.empty_trash_button.setObjectName("linkButton")
+        self.empty_trash_button = QPushButton("Empty Trash…", self.mode_title)
+        self.empty_trash_button.setObjectName("emptyTrashButton")
+        self.empty_trash_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.empty_trash_button.setToolTip("Delete everything in the Trash now; this can't be undone")
         title_row.addWidget(self.mode_label)
         title_row.addStretch(1)
         title_row.addWidget(self.empty_trash_button)
@@ -290,6 +121,8 @@ class Sidebar(QWidget):
         self.list.setModel(self.model)
         self.delegate = RowDelegate(self.list)
         self.list.setItemDelegate(self.delegate)
+        self._restore_clicks = RestoreClicks(self)
+        self.list.viewport().installEventFilter(self._restore_clicks)
         layout.addWidget(self.list, 1)
         self.empty_label = QLabel("", self)
         self.empty_label.setObjectName("sidebarEmpty")
@@ -446,7 +279,10 @@ class Sidebar(QWidget):
         for row in self._trash:
             item = self._conv_item(row.id, row.title, pinned=False, cache="cold")
             item.setData(True, TRASHED)
+            item.setData(row.deleted_at, DELETED_AT)
             item.setEditable(False)
+            if row.deleted_at:
+                item.setToolTip(f"{row.title}\n{deleted_label(row.deleted_at)}")
             self.model.appendRow(item)
         self._populating = False
         self._show_empty("Trash is empty." if not self._trash else "")

@@ -213,6 +213,7 @@ def style_sheet(theme: Theme) -> str:
     values = dict(theme.colors)
     values.update(
         icons_dir=(resources_dir() / "icons").as_posix(),
+        theme_name=theme.name,  # e.g. chevron-down-$theme_name.svg: an icon drawn in this theme's colour
         ui_font=ui_font_family(),
         mono_font=mono_font_family(),
         ui_px=str(UI_PX),

@@ -2,6 +2,7 @@
 
 Signals (ChatHeader):
     model_clicked(): open the model picker.
+    download_clicked(): the download chip ("Downloading 36 %") was clicked: open the picker.
     title_edited(str): the conversation was renamed by double-clicking its title.
     settings_clicked()
     export_clicked(str): "md" | "json" | "html" | "pdf"
@@ -18,7 +19,7 @@ Signals (WelcomePanel):
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QMouseEvent, QPainter, QPen
+from PySide6.QtGui import QKeyEvent, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -64,6 +65,45 @@ class ProgressRing(QWidget):
         painter.drawArc(rect, 90 * 16, -int(360 * 16 * self._fraction))
 
 
+class DownloadChip(QFrame):
+    """The ring with its label ("Downloading 36 %", "Quantizing 40 %") beside the model name; a click opens the
+    picker, where the download's card has the details and Pause/Cancel."""
+
+    clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("downloadChip")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(6, 2, 8, 2)
+        row.setSpacing(6)
+        self.ring = ProgressRing(self)
+        self.label = QLabel("", self)
+        self.label.setObjectName("downloadChipText")
+        row.addWidget(self.ring)
+        row.addWidget(self.label)
+
+    def set_progress(self, fraction: float, text: str) -> None:
+        self.ring.set_fraction(fraction)
+        self.label.setText(text)
+        self.setToolTip(f"{text}. Click to see it in the model list.")
+        self.setAccessibleName(text)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(event.position().toPoint()):
+            self.clicked.emit()
+        super().mouseReleaseEvent(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
+            self.clicked.emit()
+            return
+        super().keyPressEvent(event)
+
+
 class _TitleLabel(ElidedLabel):
     double_clicked = Signal()
 
@@ -76,6 +116,7 @@ class ChatHeader(QWidget):
     """Model selector on the left, conversation title in the middle, cache chip and actions on the right."""
 
     model_clicked = Signal()
+    download_clicked = Signal()
     title_edited = Signal(str)
     settings_clicked = Signal()
     export_clicked = Signal(str)
@@ -97,8 +138,9 @@ class ChatHeader(QWidget):
         self.model_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.model_button.setIconSize(QSize(14, 14))
         self.model_button.setToolTip("Choose a model")
-        self.ring = ProgressRing(self)
-        self.ring.hide()
+        self.download_chip = DownloadChip(self)
+        self.download_chip.hide()
+        self.ring = self.download_chip.ring
         self.title_stack = QStackedWidget(self)
         self.title = _TitleLabel("", self)
         self.title.setObjectName("chatTitle")
@@ -117,7 +159,7 @@ class ChatHeader(QWidget):
         self.settings_button = self._button("sliders", "Settings (⌘,)")
         row.addWidget(self.sidebar_button)
         row.addWidget(self.model_button)
-        row.addWidget(self.ring)
+        row.addWidget(self.download_chip)
         row.addWidget(self.title_stack, 1)
         row.addWidget(self.cache_chip)
         row.addWidget(self.export_button)
@@ -133,6 +175,7 @@ class ChatHeader(QWidget):
 
         self.sidebar_button.clicked.connect(self.sidebar_toggled)
         self.model_button.clicked.connect(self.model_clicked)
+        self.download_chip.clicked.connect(self.download_clicked)
         self.settings_button.clicked.connect(self.settings_clicked)
         self.title.double_clicked.connect(self.begin_rename)
         self.title_edit.editingFinished.connect(self._finish_rename)
@@ -155,7 +198,7 @@ class ChatHeader(QWidget):
         if loading and name:
             self.model_button.setText(f"Loading {name}…")
         else:
-            self.model_button.setText(name or "Choose a model")
+            self.model_button.setText(name or "No model")  # "Choose a model" is said once, elsewhere
 
     def set_title(self, title: str, *, renamable: bool) -> None:
         self.title.setText(title)
@@ -185,13 +228,13 @@ class ChatHeader(QWidget):
         self.cache_chip.setToolTip(tip)
         self.cache_chip.show()
 
-    def set_download_progress(self, fraction: float | None) -> None:
+    def set_download_progress(self, fraction: float | None, text: str | None = None) -> None:
+        """The download chip: hidden for None, else the ring at ``fraction`` and ``text`` ("Downloading 36 %")."""
         if fraction is None:
-            self.ring.hide()
+            self.download_chip.hide()
         else:
-            self.ring.set_fraction(fraction)
-            self.ring.setToolTip(f"Downloading a model: {fraction:.0%}")
-            self.ring.show()
+            self.download_chip.set_progress(fraction, text or f"Downloading {fraction:.0%}")
+            self.download_chip.show()
 
     def begin_rename(self) -> None:
         if not self._renamable:
@@ -211,7 +254,12 @@ class ChatHeader(QWidget):
             self.title_edited.emit(text)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self.title_edit and event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Escape:
+        if (
+            watched is self.title_edit
+            and isinstance(event, QKeyEvent)
+            and event.type() == QEvent.Type.KeyPress
+            and event.key() == Qt.Key.Key_Escape
+        ):
             self.title_stack.setCurrentWidget(self.title)
             return True
         return super().eventFilter(watched, event)
@@ -272,24 +320,30 @@ class Toast(QFrame):
         self.action_clicked.emit()
 
 
+def _recommended() -> tuple[tuple[str, str, str, str], ...]:
+    """(repo id, title, description, "4.1 GB download") of the catalog's quick picks (olmo3.hub.CATALOG)."""
+    from olmo3.hub import CATALOG
+    from olmo3.units import format_bytes
+
+    descriptions = {
+        "Instruct": "Everyday assistant: quick, direct answers.",
+        "Think": "Shows its reasoning first. Slower, better at maths and code.",
+    }
+    return tuple(
+        (e.repo_id, e.title, descriptions.get(e.variant, ""), f"{format_bytes(e.download_bytes)} download")
+        for e in CATALOG
+        if e.recommended
+    )
+
+
 class WelcomePanel(QWidget):
-    """The first thing a new user sees: "Choose a model to start" with two recommended picks."""
+    """The first thing a new user sees: "Choose a model to start" with the catalog's recommended picks (repos on
+    record only), each with its download size."""
 
     pick = Signal(str)
     open_picker = Signal()
 
-    RECOMMENDED = (
-        (
-            "mlx-community/Olmo-3-7B-Instruct-4bit",
-            "Olmo 3 7B Instruct · 4-bit",
-            "Everyday assistant: quick, direct answers.",
-        ),
-        (
-            "mlx-community/Olmo-3-7B-Think-4bit",
-            "Olmo 3 7B Think · 4-bit",
-            "Shows its reasoning first. Slower, better at maths and code.",
-        ),
-    )
+    RECOMMENDED = tuple((r, n, d) for r, n, d, _size in _recommended())
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -325,26 +379,36 @@ class WelcomePanel(QWidget):
         card_layout.addSpacing(6)
         self.pick_buttons: dict[str, QPushButton] = {}
         self._pick_desc: dict[str, QLabel] = {}
-        for repo_id, name, desc in self.RECOMMENDED:
+        self.pick_sizes: dict[str, QLabel] = {}
+        for repo_id, name, desc, size in _recommended():
             button = QPushButton(self.card)
             button.setObjectName("pickCard")
             button.setCursor(Qt.CursorShape.PointingHandCursor)
             button.setProperty("repo", repo_id)
-            button.setAccessibleName(f"Download {name}")
+            button.setAccessibleName(f"Download {name}, {size}")
+            button.setToolTip(repo_id)
             button.clicked.connect(self._on_pick)
             inner = QVBoxLayout(button)
             inner.setContentsMargins(16, 10, 16, 10)
             inner.setSpacing(2)
+            top = QHBoxLayout()
+            top.setSpacing(8)
             title_label = QLabel(name, button)
             title_label.setObjectName("pickName")
+            size_label = QLabel(size, button)
+            size_label.setObjectName("pickSize")
             desc_label = QLabel(desc, button)
             desc_label.setObjectName("pickDescription")
-            for label in (title_label, desc_label):
+            top.addWidget(title_label, 1)
+            top.addWidget(size_label)
+            inner.addLayout(top)
+            inner.addWidget(desc_label)
+            for label in (title_label, size_label, desc_label):
                 label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, True)
-                inner.addWidget(label)
             button.setMinimumHeight(60)
             card_layout.addWidget(button)
             self.pick_buttons[repo_id] = button
+            self.pick_sizes[repo_id] = size_label
             self._pick_desc[repo_id] = desc_label
         self.more = QPushButton("See all models…", self.card)
         self.more.setObjectName("linkButton")

@@ -19,6 +19,12 @@ budget is 75 % of physical RAM, which is close to what macOS recommends on most 
 * :func:`conversation_memory_limit`: ``(B - W) * 3/4``, the most KV one conversation may grow to.
 
 Both engine policies are at least 256 MiB, so a tiny machine still runs short chats.
+
+**A cap.** ``olmo3 … --memory-limit 8G`` (and tests) lower the budget: :meth:`MemoryBudget.capped` keeps the
+smaller of the two and says where the number came from.
+
+**When memory runs out anyway** (another app grew, a forced load), MLX raises errors that name allocators and
+buffers. :func:`describe_error` turns those into one sentence that says what to do.
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from .units import format_bytes
 
 __all__ = [
     "MIN_KV_BYTES",
+    "OUT_OF_MEMORY",
     "RAM_FRACTION",
     "MemoryBudget",
     "conversation_memory_limit",
     "default_memory_budget",
+    "describe_error",
+    "is_out_of_memory",
     "memory_budget",
     "physical_memory_bytes",
     "set_working_set",
@@ -50,7 +59,7 @@ MIN_KV_BYTES: Final = 256 << 20
 POOL_FRACTION: Final = 0.5  # of what the weights leave: KV kept warm across conversations
 CONVERSATION_FRACTION: Final = 0.75  # of what the weights leave: the most one conversation may use
 
-BudgetSource = Literal["mlx_working_set", "ram_fraction", "given"]
+BudgetSource = Literal["mlx_working_set", "ram_fraction", "given", "limit"]
 
 _working_set: int | None = None
 _working_set_lock = threading.Lock()
@@ -103,7 +112,15 @@ class MemoryBudget:
     def from_ram(cls, physical_bytes: int | None) -> MemoryBudget:
         return cls(int((physical_bytes or FALLBACK_RAM_BYTES) * RAM_FRACTION), "ram_fraction", physical_bytes)
 
+    def capped(self, limit: int | None) -> MemoryBudget:
+        """This budget, or ``limit`` where that is lower (a user's ``--memory-limit``)."""
+        if limit is None or limit >= self.bytes:
+            return self
+        return MemoryBudget(max(0, int(limit)), "limit", self.physical_bytes)
+
     def describe(self) -> str:
+        if self.source == "limit":
+            return f"{format_bytes(self.bytes)} (your memory limit)"
         if self.source == "mlx_working_set":
             return f"{format_bytes(self.bytes)} (the GPU working set macOS recommends)"
         if self.source == "ram_fraction" and self.physical_bytes:
@@ -111,23 +128,58 @@ class MemoryBudget:
         return format_bytes(self.bytes)
 
 
-def memory_budget() -> MemoryBudget:
-    """Metal's recommended working set once the engine has reported it, else 75 % of physical RAM."""
+def memory_budget(limit: int | None = None) -> MemoryBudget:
+    """Metal's recommended working set once the engine has reported it, else 75 % of physical RAM; at most ``limit``."""
     physical = physical_memory_bytes()
     ws = working_set_bytes()
     if ws is not None:
-        return MemoryBudget.from_working_set(ws, physical)
-    return MemoryBudget.from_ram(physical)
+        return MemoryBudget.from_working_set(ws, physical).capped(limit)
+    return MemoryBudget.from_ram(physical).capped(limit)
 
 
-def default_memory_budget(weight_bytes: int) -> int:
+def default_memory_budget(weight_bytes: int, budget: MemoryBudget | None = None) -> int:
     """Bytes of KV cache to keep in memory across conversations: half of what the budget leaves after the weights."""
-    return max(MIN_KV_BYTES, int((memory_budget().bytes - weight_bytes) * POOL_FRACTION))
+    total = (budget or memory_budget()).bytes
+    return max(MIN_KV_BYTES, int((total - weight_bytes) * POOL_FRACTION))
 
 
-def conversation_memory_limit(weight_bytes: int) -> int:
+def conversation_memory_limit(weight_bytes: int, budget: MemoryBudget | None = None) -> int:
     """The most KV one conversation may grow to: three quarters of what the budget leaves after the weights.
 
     The pool budget decides what stays warm (the rest is spilled to disk); this decides what can run at all.
     """
-    return max(MIN_KV_BYTES, int((memory_budget().bytes - weight_bytes) * CONVERSATION_FRACTION))
+    total = (budget or memory_budget()).bytes
+    return max(MIN_KV_BYTES, int((total - weight_bytes) * CONVERSATION_FRACTION))
+
+
+OUT_OF_MEMORY: Final = (
+    "The model ran out of memory: choose a smaller quantization or a shorter context, or close other conversations."
+)
+# What MLX, Metal and the C++ runtime say when an allocation fails (lower case).
+_OOM_MARKERS: Final = (
+    "out of memory",
+    "outofmemory",
+    "insufficient memory",
+    "bad_alloc",
+    "failed to allocate",
+    "unable to allocate",
+    "attempting to allocate",
+    "maximum allowed buffer size",
+)
+
+
+def is_out_of_memory(error: BaseException | str) -> bool:
+    """Whether an error (or its message) says an allocation failed."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return any(marker in text for marker in _OOM_MARKERS)
+
+
+def describe_error(error: BaseException | str) -> str:
+    """An error as a person should read it: out-of-memory errors become :data:`OUT_OF_MEMORY`, others stay."""
+    if is_out_of_memory(error):
+        return OUT_OF_MEMORY
+    if isinstance(error, BaseException):
+        return str(error) or type(error).__name__
+    return error

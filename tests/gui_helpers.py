@@ -75,6 +75,7 @@ def make_window(
     model_store: Any = None,
     start_engine: bool = True,
     engine_options: dict[str, Any] | None = None,
+    memory_limit_bytes: int | None = None,
 ):
     """A MainWindow whose every file lives under ``home``; closed (and checked) by :func:`close_window`."""
     from desktop.app import MainWindow, create_application
@@ -87,9 +88,11 @@ def make_window(
         model_store=model_store or offline_model_store(home),
         start_engine=start_engine,
         engine_options=engine_options,
+        memory_limit_bytes=memory_limit_bytes,
     )
     window.confirm = lambda title, text: True
     window.controller.ask_overflow = lambda event: "cancel"
+    window.ask_load_anyway = lambda event, name: False
     window.resize(1100, 720)
     window.show()
     qtbot.addWidget(window)

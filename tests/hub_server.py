@@ -4,6 +4,10 @@ Tests point the real ``huggingface_hub`` client at it (``endpoint=`` / ``HF_ENDP
 what they exercise is the client's own request, redirect, ``Range`` and error handling. Routes served (as read
 from huggingface_hub 2.4's ``hf_api.py`` / ``file_download.py``):
 
+* ``GET /api/models?filter=..&filter=..&search=..&author=..&sort=..&limit=..`` -- ``HfApi.list_models``: every
+  ``filter`` value must be one of the repo's tags (the Hub ANDs them), ``search`` is a case-insensitive substring
+  of the id, ``sort`` orders descending; results come a page at a time (``limit``, else ``FakeHub.page_size``)
+  with a ``Link: <...&cursor=N>; rel="next"`` header, as the Hub paginates.
 * ``GET /api/models/{owner}/{name}[/revision/{rev}]`` -- ``HfApi.model_info`` / ``repo_info``; with ``?blobs=True``
   (``files_metadata=True``) each sibling carries ``size``, ``blobId`` and, for LFS files, ``lfs``.
 * ``GET /api/models/{owner}/{name}/tree/{rev}[/{path}]`` -- ``list_repo_tree`` / ``list_repo_files`` /
@@ -25,6 +29,7 @@ answer the next GETs with given status codes, or ignore ``Range`` headers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -70,6 +75,21 @@ class FakeRepo:
     tamper: dict[str, bytes] = field(default_factory=dict)  # served instead of the real bytes (same metadata)
     _sha256: dict[str, str] = field(default_factory=dict, repr=False)
     cut_with_reset: bool = False  # cut with a TCP reset (ECONNRESET) instead of a clean close mid-body
+    tags: list[str] | None = None  # None: "safetensors", config.json's model_type and "mlx", as the Hub derives them
+    downloads: int = 0
+    likes: int = 0
+
+    def hub_tags(self) -> list[str]:
+        if self.tags is not None:
+            return list(self.tags)
+        tags = ["safetensors"]
+        try:
+            model_type = json.loads(self.files.get("config.json", b"{}")).get("model_type")
+        except (ValueError, AttributeError):
+            model_type = None
+        if isinstance(model_type, str):
+            tags += [model_type, "mlx"]
+        return tags
 
     @functools.cached_property
     def commit(self) -> str:
@@ -125,6 +145,8 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self.port}"
         self.cdn_url = f"http://{cdn_host}:{self.port}"
         self._thread: threading.Thread | None = None
+        self.page_size = 1000  # the Hub's page size for list requests without ``limit``
+        self._connections: set[socket.socket] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> FakeHub:
@@ -140,6 +162,11 @@ class FakeHub:
                 hold.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._lock:  # kept-alive connections would go on answering: the "network" is gone now
+            open_connections, self._connections = list(self._connections), set()
+        for conn in open_connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -150,19 +177,34 @@ class FakeHub:
         self.stop()
 
     # -- content ---------------------------------------------------------------------------------------------
-    def add_repo(self, repo_id: str, files: dict[str, bytes], *, token: str | None = None) -> FakeRepo:
-        repo = FakeRepo(repo_id=repo_id, files=dict(files), token=token)
+    def add_repo(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        token: str | None = None,
+        tags: list[str] | None = None,
+        downloads: int = 0,
+    ) -> FakeRepo:
+        repo = FakeRepo(repo_id=repo_id, files=dict(files), token=token, tags=tags, downloads=downloads)
         self.repos[repo_id] = repo
         return repo
 
     def add_folder(
-        self, repo_id: str, folder: str | Path, *, token: str | None = None, extra: dict[str, bytes] | None = None
+        self,
+        repo_id: str,
+        folder: str | Path,
+        *,
+        token: str | None = None,
+        extra: dict[str, bytes] | None = None,
+        tags: list[str] | None = None,
+        downloads: int = 0,
     ) -> FakeRepo:
         """Serve every file of ``folder`` (recursively, relative paths) as the repo's content."""
         folder = Path(folder)
         files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
         files.update(extra or {})
-        return self.add_repo(repo_id, files, token=token)
+        return self.add_repo(repo_id, files, token=token, tags=tags, downloads=downloads)
 
     def requests(self, method: str | None = None, path_contains: str = "") -> list[dict[str, Any]]:
         with self._lock:
@@ -180,6 +222,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.hub._lock:
+            self.hub._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.hub._lock:
+            self.hub._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     @property
     def hub(self) -> FakeHub:
@@ -200,13 +253,16 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "method": self.command,
                 "path": split.path,
+                "query": query,
                 "range": self.headers.get("Range"),
                 "authorization": self.headers.get("Authorization"),
                 "host": self.headers.get("Host"),
             }
         )
         try:
-            if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            if parts == ["api", "models"]:
+                self._api_list(query)
+            elif parts[:2] == ["api", "models"] and len(parts) >= 4:
                 self._api_model(parts[2:], query)
             elif parts and parts[0] == "cdn" and len(parts) >= 3:
                 self._cdn(parts[1], "/".join(parts[2:]), query.get("repo", [""])[0], head=head)
@@ -230,6 +286,52 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     # -- /api/models -----------------------------------------------------------------------------------------
+    def _api_list(self, query: dict[str, list[str]]) -> None:
+        """The model list, filtered, sorted and paginated as the Hub does it (see the module docstring)."""
+        wanted = query.get("filter", [])
+        search = query.get("search", [""])[0].lower()
+        author = query.get("author", [""])[0]
+        repos = [
+            r
+            for r in self.hub.repos.values()
+            if all(t in r.hub_tags() for t in wanted)
+            and search in r.repo_id.lower()
+            and (not author or r.repo_id.split("/")[0] == author)
+        ]
+        sort = query.get("sort", [""])[0]
+        if sort in ("downloads", "likes"):
+            repos.sort(key=lambda r: (getattr(r, sort), r.repo_id), reverse=True)
+        else:
+            repos.sort(key=lambda r: r.repo_id)
+        limit = int(query.get("limit", [str(self.hub.page_size)])[0])
+        page_size = max(1, min(limit, self.hub.page_size))
+        start = int(query.get("cursor", ["0"])[0])
+        page = repos[start : start + page_size]
+        now = datetime(2025, 11, 20, tzinfo=UTC).isoformat().replace("+00:00", ".000Z")
+        items = [
+            {
+                "_id": hashlib.md5(r.repo_id.encode()).hexdigest()[:24],
+                "id": r.repo_id,
+                "modelId": r.repo_id,
+                "likes": r.likes,
+                "trendingScore": 0,
+                "private": False,
+                "downloads": r.downloads,
+                "tags": r.hub_tags(),
+                "pipeline_tag": "text-generation",
+                "library_name": "mlx" if "mlx" in r.hub_tags() else "transformers",
+                "createdAt": now,
+            }
+            for r in page
+        ]
+        headers = {}
+        if start + page_size < len(repos):
+            rest = [(k, v) for k, values in query.items() if k != "cursor" for v in values]
+            rest.append(("cursor", str(start + page_size)))
+            url = f"{self.hub.url}/api/models?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in rest)
+            headers["Link"] = f'<{url}>; rel="next"'
+        self._json(items, headers=headers)
+
     def _api_model(self, parts: list[str], query: dict[str, list[str]]) -> None:
         repo_id = f"{parts[0]}/{parts[1]}"
         rest = parts[2:]
@@ -265,10 +367,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "private": False,
                 "gated": "manual" if repo.token else False,
                 "disabled": False,
-                "downloads": 0,
-                "likes": 0,
-                "library_name": "mlx",
-                "tags": ["mlx", "safetensors"],
+                "likes": repo.likes,
+                "library_name": "mlx" if "mlx" in repo.hub_tags() else "transformers",
+                "tags": repo.hub_tags(),
+                "downloads": repo.downloads,
                 "siblings": [repo.sibling(n, blobs=blobs) for n in sorted(repo.files)],
                 "usedStorage": sum(len(d) for d in repo.files.values()),
             }
@@ -392,9 +494,11 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def _json(self, payload: Any, status: int = 200) -> None:
+    def _json(self, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -20,6 +20,14 @@ from desktop.chat.reasoning import ReasoningBlock
 from desktop.rich_text import MarkdownView
 
 
+def error_text(error: str) -> str:
+    """What a failed reply says: out-of-memory errors as what to do, others as "Something went wrong: …"."""
+    from olmo3.memory import describe_error
+
+    friendly = describe_error(error)
+    return friendly if friendly != error else f"Something went wrong: {error}"
+
+
 class TypingIndicator(QWidget):
     """Three softly pulsing dots shown while a reply has been asked for but no token has arrived yet."""
 
@@ -61,11 +69,12 @@ class AssistantMessageWidget(MessageWidget):
     """A full-width reply: optional reasoning, the answer, an inline notice, and the action row.
 
     Signals:
-        regenerate(), retry(), copied(str), branch(int, int)
+        regenerate(), retry(), continue_requested() (the reply filled the context), copied(str), branch(int, int)
     """
 
     regenerate = Signal()
     retry = Signal()
+    continue_requested = Signal()
     copied = Signal(str)
     branch = Signal(object)  # {"sid", "user_turn_index", "branch_index", "which": "reply"}
 
@@ -129,7 +138,8 @@ class AssistantMessageWidget(MessageWidget):
 
         self.copy_button.clicked.connect(self._copy)
         self.regenerate_button.clicked.connect(self.regenerate)
-        self.retry_button.clicked.connect(self.retry)
+        self.retry_button.clicked.connect(self._on_notice_action)
+        self._notice_action = "retry"
         self.switcher.switch.connect(self._on_switch)
         self._streaming = False
         self._answer_started = False
@@ -151,11 +161,17 @@ class AssistantMessageWidget(MessageWidget):
         self.switcher.set_branch(int(message.get("branch_index") or 0), int(message.get("branch_count") or 1))
         reason = message.get("finish_reason")
         if message.get("error"):
-            self.show_notice(f"Something went wrong: {message['error']}", kind="error")
+            self.show_notice(error_text(str(message["error"])), kind="error")
         elif reason == "cancelled":
             self.show_notice("Stopped before the reply was complete.", kind="info")
         elif reason == "length":
             self.show_notice("The reply reached the maximum length (Settings → Max tokens).", kind="info")
+        elif reason == "context":
+            self.show_notice(
+                "The reply filled the model's context. Continue goes on without the oldest turns.",
+                kind="info",
+                action="continue",
+            )
         else:
             self.notice.hide()
         self.stats_label.setText(str(message.get("stats_text") or ""))
@@ -166,7 +182,10 @@ class AssistantMessageWidget(MessageWidget):
         if message.get("thought_s") is not None and not self._streaming and message.get("reasoning"):
             self.reasoning.set_text(str(message.get("reasoning")), message.get("thought_s"))
 
-    def show_notice(self, text: str, *, kind: str = "info", retry: bool | None = None) -> None:
+    def show_notice(self, text: str, *, kind: str = "info", retry: bool | None = None, action: str = "retry") -> None:
+        """An inline notice under the reply; its button retries, or (``action="continue"``) continues."""
+        self._notice_action = action
+        self.retry_button.setText("Continue" if action == "continue" else "Retry")
         self.notice.setProperty("kind", kind)
         self.notice.style().unpolish(self.notice)
         self.notice.style().polish(self.notice)
@@ -245,6 +264,12 @@ class AssistantMessageWidget(MessageWidget):
             self.message["thought_s"] = self.reasoning.seconds()
 
     # actions ----------------------------------------------------------------------------------------------------
+    def _on_notice_action(self) -> None:
+        if self._notice_action == "continue":
+            self.continue_requested.emit()
+        else:
+            self.retry.emit()
+
     def _copy(self) -> None:
         QGuiApplication.clipboard().setText(self.content())
         self.copied.emit(self.content())

@@ -11,6 +11,7 @@ Signals:
     edit_requested(int, str): resend user turn ``i`` with new text.
     branch_requested(int, int): show alternative ``b`` of user turn ``i``.
     retry_requested(): the last reply was interrupted or failed; try again.
+    continue_requested(): the last reply filled the context; go on without the oldest turns.
     copied(str): text was put on the clipboard (the window shows a small toast).
     stop_requested(): the inline "Stop" of a pending reply was clicked.
 """
@@ -46,7 +47,7 @@ class EmptyConversation(QWidget):
         layout.setSpacing(8)
         self.logo = QLabel(self)
         self.logo.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.title = QLabel("What can I help with?", self)
+        self.title = QLabel("", self)
         self.title.setObjectName("emptyTitle")
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.subtitle = QLabel("", self)
@@ -56,10 +57,20 @@ class EmptyConversation(QWidget):
         layout.addWidget(self.logo)
         layout.addWidget(self.title)
         layout.addWidget(self.subtitle)
+        self.set_model(None)
         self.apply_theme()
 
-    def set_model(self, name: str | None) -> None:
-        self.subtitle.setText(f"Chatting with {name}. Everything runs on this Mac." if name else "")
+    def set_model(self, name: str | None, *, loading: bool = False) -> None:
+        """The greeting only once a model can answer; until then, what the user is waiting for (or must do)."""
+        if loading:
+            self.title.setText(f"Loading {name or 'the model'}…")
+            self.subtitle.setText("Everything runs on this Mac. You can start typing.")
+        elif name:
+            self.title.setText("What can I help with?")
+            self.subtitle.setText(f"Chatting with {name}. Everything runs on this Mac.")
+        else:
+            self.title.setText("Start by loading a model")
+            self.subtitle.setText("Your models run entirely on this Mac; nothing you type leaves it.")
 
     def apply_theme(self) -> None:
         self.logo.setPixmap(th.pixmap("sparkle", 36, "accent"))
@@ -96,6 +107,7 @@ class ChatView(QScrollArea):
     edit_requested = Signal(int, str)
     branch_requested = Signal(object)
     retry_requested = Signal()
+    continue_requested = Signal()
     copied = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -286,6 +298,7 @@ class ChatView(QScrollArea):
             reply = AssistantMessageWidget(message, self.column)
             reply.regenerate.connect(self.regenerate_requested)
             reply.retry.connect(self.retry_requested)
+            reply.continue_requested.connect(self.continue_requested)
             reply.copied.connect(self.copied)
             reply.branch.connect(self.branch_requested)
             reply.set_regenerate_enabled(False, is_last=False)
@@ -322,8 +335,8 @@ class ChatView(QScrollArea):
     def _update_empty(self) -> None:
         self.empty.setVisible(not self._messages and not self._older)
 
-    def set_model_name(self, name: str | None) -> None:
-        self.empty.set_model(name)
+    def set_model_name(self, name: str | None, *, loading: bool = False) -> None:
+        self.empty.set_model(name, loading=loading)
 
     def set_busy(self, busy: bool) -> None:
         """While a job runs, actions that would start another one are disabled."""

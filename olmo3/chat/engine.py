@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..appinfo import kv_cache_dir
-from ..memory import conversation_memory_limit, default_memory_budget, set_working_set
+from ..memory import MemoryBudget, conversation_memory_limit, default_memory_budget, describe_error, memory_budget
 from .completion import SERVE_PREFIX, CompletionRejected, CompletionRequest, is_serve_id
 from .events import (
     BranchSwitched,
@@ -50,6 +50,7 @@ from .events import (
     JobStarted,
     ModelLoaded,
     ModelUnloaded,
+    ModelWontFit,
     TurnFinished,
 )
 
@@ -66,6 +67,15 @@ _CONV_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 def default_cache_dir() -> Path:
     return kv_cache_dir()
+
+
+def record_working_set() -> None:
+    """Hand Metal's recommended working set to :mod:`olmo3.memory` (0 where there is none). MLX's thread only."""
+    import mlx.core as mx
+
+    from ..memory import set_working_set
+
+    set_working_set(int(mx.device_info().get("max_recommended_working_set_size", 0)))
 
 
 def _release_thread_mlx_state() -> None:
@@ -107,12 +117,14 @@ class Engine:
         *,
         cache_dir: str | Path | None = None,
         memory_budget_bytes: int | None = None,
+        memory_limit_bytes: int | None = None,
         kv_bits: int | None = None,
         session_options: dict[str, Any] | None = None,
     ):
         self.on_event = on_event or (lambda e: None)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._budget = memory_budget_bytes
+        self.memory_limit = memory_limit_bytes  # a user's cap on everything (olmo3 --memory-limit)
         self.kv_bits = kv_bits
         self.session_options = dict(session_options or {})
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -130,6 +142,8 @@ class Engine:
         self.model: Any = None
         self.tokenizer: Any = None
         self.info: Any = None
+        self.context_tokens = 0  # the loaded model's context (every conversation's limit)
+        self._forced = False  # the loaded model was loaded although it won't fit
         self.sessions: dict[str, ChatSession] = {}
         self._last_used: dict[str, float] = {}
         self._busy_conv: str | None = None
@@ -190,8 +204,13 @@ class Engine:
         return True
 
     # ------------------------------------------------------------------ jobs (any thread)
-    def load_model(self, path: str | Path) -> int:
-        return self._submit("load_model", "", lambda job: self._load_model(job, Path(path)))
+    def load_model(self, path: str | Path, *, context_tokens: int | None = None, force: bool = False) -> int:
+        """Load a model with ``context_tokens`` of context (None: :func:`olmo3.fit.default_context`).
+
+        Weights + KV at that context + runtime are checked against the budget first: a model that won't fit is
+        refused with a ``ModelWontFit`` event (the loaded model stays) unless ``force``.
+        """
+        return self._submit("load_model", "", lambda job: self._load_model(job, Path(path), context_tokens, force))
 
     def unload_model(self) -> int:
         return self._submit("unload_model", "", self._unload_model)
@@ -322,6 +341,64 @@ class Engine:
         """Run ``fn(engine)`` on the engine thread (for tools and tests that need MLX state)."""
         return self._submit("call", "", lambda job: fn(self))
 
+    def quantize(
+        self,
+        src: str | Path,
+        dst: str | Path,
+        *,
+        bits: int = 4,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_done: Callable[[BaseException | None], None],
+    ) -> int:
+        """Quantize the bf16 folder ``src`` into ``dst`` as an engine job: MLX runs only on this thread.
+
+        ``on_progress(done, total, what)`` and ``on_done(error)`` are called on the engine thread; a failure (also
+        ``QuantizeCancelledError`` once ``should_stop()`` says so, checked between layers) goes to ``on_done``
+        rather than becoming a ``JobFailed`` event, so a chat never shows it. Jobs queued behind it wait.
+        """
+
+        def run(job: _Job) -> None:
+            from ..model.quantize import quantize_folder
+
+            error: BaseException | None = None
+            try:
+                quantize_folder(src, dst, bits=bits, on_progress=on_progress, should_stop=should_stop)
+            except Exception as e:
+                error = e
+            on_done(error)
+
+        return self._submit("quantize", "", run)
+
+    def run_quantize(
+        self,
+        src: Path,
+        dst: Path,
+        *,
+        bits: int,
+        on_progress: Callable[[int, int, str], None],
+        should_stop: Callable[[], bool],
+    ) -> Path:
+        """``quantize`` for another thread that waits for it (a download's, the CLI's): an ``olmo3.hub.Quantizer``.
+
+        Returns ``dst`` or raises what quantizing raised; raises RuntimeError if the engine is not running."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("run_quantize would wait for itself on the engine thread; use quantize()")
+        finished = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def done(error: BaseException | None) -> None:
+            outcome.append(error)
+            finished.set()
+
+        self.quantize(src, dst, bits=bits, on_progress=on_progress, should_stop=should_stop, on_done=done)
+        while not finished.wait(0.25):
+            if not self.running:
+                raise RuntimeError("the engine is not running, so the model cannot be quantized")
+        if outcome[0] is not None:
+            raise outcome[0]
+        return Path(dst)
+
     def cache_path(self, conv_id: str) -> Path:
         self._check_conv_id(conv_id)
         return self.cache_dir / f"{conv_id}.safetensors"
@@ -359,11 +436,16 @@ class Engine:
                     log.warning("could not delete orphan cache %s", path)
         return freed
 
+    def budget(self) -> MemoryBudget:
+        """What models may use here: Metal's working set or 75 % of RAM (olmo3.memory), at most the user's limit."""
+        return memory_budget(self.memory_limit)
+
     @property
     def memory_budget(self) -> int:
+        """Bytes of KV cache kept warm across conversations (the pool); the rest is spilled to disk."""
         if self._budget is not None:
-            return self._budget
-        return default_memory_budget(self.info.weight_bytes if self.info else 0)
+            return self._budget if self.memory_limit is None else min(self._budget, self.memory_limit)
+        return default_memory_budget(self.info.weight_bytes if self.info else 0, self.budget())
 
     # ------------------------------------------------------------------ internals (engine thread)
     @staticmethod
@@ -413,9 +495,7 @@ class Engine:
             except Exception as e:  # every failure becomes an event; the thread lives on
                 log.exception("job %s (%s) failed", job.id, job.kind)
                 self._emit(
-                    JobFailed(
-                        job_id=job.id, conv_id=job.conv_id, message=str(e) or type(e).__name__, error=type(e).__name__
-                    )
+                    JobFailed(job_id=job.id, conv_id=job.conv_id, message=describe_error(e), error=type(e).__name__)
                 )
             finally:
                 with self._id_lock:
@@ -425,15 +505,35 @@ class Engine:
                     self._done.add(job.id)
                     self._done_cv.notify_all()
 
-    def _load_model(self, job: _Job, path: Path) -> None:
+    def _load_model(self, job: _Job, path: Path, context_tokens: int | None, force: bool) -> None:
+        from ..fit import ModelWontFitError, plan_load
         from ..model.loader import load
+        from ..model.modelinfo import inspect_model_dir
 
         t0 = time.perf_counter()
+        record_working_set()  # on the engine thread: Metal's working set becomes everyone's budget (olmo3.memory)
+        try:
+            plan = plan_load(inspect_model_dir(path), context_tokens=context_tokens, budget=self.budget(), force=force)
+        except ModelWontFitError as e:
+            fit = e.plan.fit
+            log.info("refused to load %s: %s", path, fit.message)
+            self._emit(
+                ModelWontFit(
+                    job_id=job.id,
+                    path=str(path),
+                    context_tokens=e.plan.context_tokens,
+                    max_context=e.plan.max_context,
+                    weight_bytes=fit.weight_bytes,
+                    kv_bytes=fit.kv_bytes,
+                    needed_bytes=fit.needed_bytes,
+                    budget_bytes=fit.budget_bytes,
+                    message=fit.message,
+                )
+            )
+            return
         self._spill_all()
         model, tokenizer = load(path)
-        import mlx.core as mx  # on the engine thread: Metal's working set becomes everyone's budget (olmo3.memory)
-
-        set_working_set(int(mx.device_info().get("max_recommended_working_set_size", 0)))
+        self.context_tokens, self._forced = plan.context_tokens, not plan.fits
         self._drop_serve_sessions()  # spilled above; read back from disk for this model by the next request
         states = {cid: s.to_state() for cid, s in self.sessions.items()}
         options = {cid: (s.sampling, s.system_prompt) for cid, s in self.sessions.items()}
@@ -446,12 +546,17 @@ class Engine:
             s.sampling = options[cid][0]
             s.load_state(state)
             self.sessions[cid] = s
-        self._emit(ModelLoaded(job_id=job.id, info=self.info, load_s=time.perf_counter() - t0))
+        self._emit(
+            ModelLoaded(
+                job_id=job.id, info=self.info, load_s=time.perf_counter() - t0, context_tokens=self.context_tokens
+            )
+        )
 
     def _unload_model(self, job: _Job) -> None:
         self._spill_all()
         self._drop_serve_sessions()
         self.model = self.tokenizer = self.info = None
+        self.context_tokens, self._forced = 0, False
         import mlx.core as mx
 
         mx.clear_cache()
@@ -480,6 +585,7 @@ class Engine:
 
         opts = dict(self.session_options)
         opts.update(sampling or {})
+        opts.setdefault("context_limit", self.context_tokens or None)
         return ChatSession(self.model, self.tokenizer, system_prompt, kv_bits=self.kv_bits, **opts)
 
     def _require_model(self) -> None:
@@ -533,7 +639,11 @@ class Engine:
                 self._restore_from_disk(job.conv_id, s)
             # Make room for this turn before it grows the cache.
             self._enforce_budget(keep=job.conv_id)
-            s.kv_budget_bytes = max(self.memory_budget, conversation_memory_limit(self.info.weight_bytes))
+            # A context checked to fit before loading may use its KV; a forced load lives with what is left.
+            checked = 0 if self._forced else self.info.kv_bytes(self.context_tokens)
+            s.kv_budget_bytes = max(
+                self.memory_budget, conversation_memory_limit(self.info.weight_bytes, self.budget()), checked
+            )
             stop = lambda: self._stop_requested(job)  # noqa: E731 - read on the engine thread only
             try:
                 events = start(s, stop)

@@ -32,6 +32,7 @@ __all__ = [
     "MemoryReport",
     "ModelLoaded",
     "ModelUnloaded",
+    "ModelWontFit",
     "PrefillProgress",
     "TextDelta",
     "TurnFinished",
@@ -54,6 +55,24 @@ class JobStarted(Event):
 class ModelLoaded(Event):
     info: Any  # olmo3.model.modelinfo.ModelInfo (typed loosely: events stay import-light)
     load_s: float
+    context_tokens: int = 0  # the context every conversation gets with this model (0: the model's maximum)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelWontFit(Event):
+    """A load refused before reading any weights: weights + KV at ``context_tokens`` + runtime exceed the budget.
+
+    The model that was loaded (if any) stays loaded. Load again with ``force=True`` to load anyway.
+    """
+
+    path: str
+    context_tokens: int
+    max_context: int
+    weight_bytes: int
+    kv_bytes: int
+    needed_bytes: int
+    budget_bytes: int
+    message: str  # one line with the numbers and what to do
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fileio import read_json, write_atomic
+from ..model.template import Rendering
 from . import kvcache
 from .completion import SERVE_PREFIX, CompletionRejected, CompletionRequest, is_serve_id
 from .events import Event
@@ -141,9 +142,10 @@ class ServePool:
         self._probe = probe
         probe.load_request(request)
         try:
-            text = probe.rendered()
+            rendering = probe.rendered()
         except Exception as e:  # a template's raise_exception() or any rendering error: the messages' fault
             raise RequestRejectedError(f"the model's chat template cannot render these messages: {e}") from e
+        text = rendering.text
         if not text:
             raise RequestRejectedError("the prompt is empty", param="prompt" if request.raw else "messages")
 
@@ -169,7 +171,7 @@ class ServePool:
         conv_id = SERVE_PREFIX + uuid.uuid4().hex[:20]
         s = self._new_session(key)
         if scored and scored[0][0][0] > 0:
-            self._seed(s, sessions[scored[0][2]], text)
+            self._seed(s, sessions[scored[0][2]], rendering)
         self._register(conv_id, s, time.monotonic())
         s.load_request(request)
         return Prepared(conv_id, s, True, request)
@@ -207,9 +209,9 @@ class ServePool:
                 best = max(best, common_text_prefix(base, text))
         return best, whole
 
-    def _seed(self, s: ServeSession, source: ServeSession, text: str) -> None:
-        """Give a new conversation a copy-on-write copy of ``source``'s best cache for ``text``."""
-        target, _ = source._target(text)
+    def _seed(self, s: ServeSession, source: ServeSession, rendering: Rendering) -> None:
+        """Give a new conversation a copy-on-write copy of ``source``'s best cache for ``rendering``."""
+        target, _ = source._target(rendering)
         best = source.best_cache(target)
         if best is None or best[0] == 0:
             return

@@ -23,10 +23,11 @@ from typing import Any
 
 import mlx.core as mx
 
-from .completion import CacheSource, ChatMessage, CompletionFinished, CompletionRequest, StopMatcher
+from ..model.template import Rendering
+from .completion import CacheSource, ChatMessage, CompletionFinish, CompletionFinished, CompletionRequest, StopMatcher
 from .events import Event, TextDelta, TurnFinished
 from .session import ChatSession, ContextOverflowError
-from .transcript import THINK_CLOSE, THINK_OPEN, Reconcile
+from .transcript import THINK_CLOSE, THINK_OPEN, OverflowPolicy, Reconcile
 
 # Turn-end snapshots plus (Think) prompt checkpoints a server conversation keeps: enough to edit or regenerate
 # any of the last few turns without re-reading the history. The engine's memory budget drops them first.
@@ -67,6 +68,7 @@ class ServeSession(ChatSession):
         self.request_messages: list[dict[str, str]] = []
         self.raw_prompt: str | None = None
         self._added: list[str] | None = None
+        self._reserve: int | None = None
         self._system_memo: tuple[str, str] | None = None
 
     def load_request(self, request: CompletionRequest) -> None:
@@ -76,7 +78,7 @@ class ServeSession(ChatSession):
         self.raw_prompt = request.prompt
         self.request_messages = template_messages(request.messages, think=self.info.is_think)
 
-    def rendered(self) -> str:
+    def rendered(self) -> Rendering:
         """The request rendered with the chat template plus the generation prompt (or the raw prompt)."""
         return self.render(self._template_messages([]), add_generation_prompt=True)
 
@@ -84,26 +86,28 @@ class ServeSession(ChatSession):
     def _template_messages(self, path: list[Any]) -> list[dict[str, str]]:
         return [dict(m) for m in self.request_messages]
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if self.raw_prompt is not None:
-            return self.raw_prompt
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> Rendering:
+        if self.raw_prompt is not None:  # a raw completion: all of it plain text, like any text from outside
+            tokens = self.template.tokens
+            assert tokens is not None, "the loader attaches the tokenizer to the template"
+            return Rendering(self.raw_prompt, (), tokens)
         return super().render(messages, add_generation_prompt)
 
-    def _target(self, target_text: str) -> tuple[list[int], int]:
+    def _target(self, rendering: Rendering) -> tuple[list[int], int]:
         """The session's target (the longest verbatim prefix of cached ids, the rest tokenized), never cut inside
         the template's markup: a cached ``<`` (of ``<think>``) is a text prefix of ``<|im_end|>`` too, and keeping
-        it would tokenize the rest of that special token as plain characters."""
-        target, keep = super()._target(target_text)
+        it would tokenize the rest of that control token as plain characters."""
+        target, keep = super()._target(rendering)
         if not keep:
             return target, keep
         at = len(self._decode(target[:keep]))
-        cut = self._markup_start(target_text, at)
+        cut = next((start for start, end, _ in rendering.markup if start < at < end), at)
         if cut == at:
             return target, keep
         while keep and len(self._decode(target[:keep])) > cut:
             keep -= 1
         prefix = target[:keep]
-        return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
+        return prefix + rendering.encode_from(len(self._decode(prefix))), keep
 
     def _markup_start(self, text: str, at: int) -> int:
         """Where an added token (``<|im_end|>``, ...) starts in ``text`` if it spans position ``at``, else ``at``."""
@@ -150,7 +154,7 @@ class ServeSession(ChatSession):
         key = repr(head)
         if self._system_memo is None or self._system_memo[0] != key:
             try:
-                a, b = (self.render([*head, {"role": "user", "content": c}], False) for c in ("A", "B"))
+                a, b = (self.render([*head, {"role": "user", "content": c}], False).text for c in ("A", "B"))
                 n = common_text_prefix(a, b)
                 text = a[:n] if n < len(a) else ""
             except Exception:  # a template that refuses the probes: no checkpoint
@@ -179,18 +183,24 @@ class ServeSession(ChatSession):
         def stop() -> bool:
             return matcher.hit or should_stop()
 
-        def send(overrides: dict[str, Any]) -> Iterator[Event]:
-            return self.send(_PLACEHOLDER, sampling=overrides, should_stop=stop, logits_processors=processors)
-
-        try:
-            events = send(sampling)
-        except ContextOverflowError as e:
-            # No max_tokens given: the reply may use whatever room the prompt leaves.
-            room = e.limit - e.used
-            if "max_tokens" in sampling or room < 1:
-                raise
-            events = send({**sampling, "max_tokens": room})
+        # OpenAI's max_tokens is a reservation: a prompt that leaves less room is refused (context_length_exceeded).
+        # Without it, the model's default is a cap, and the reply stops where the context is full (finish "length").
+        self._reserve = int(sampling["max_tokens"]) if "max_tokens" in sampling else None
+        events = self.send(_PLACEHOLDER, sampling=sampling, should_stop=stop, logits_processors=processors)
         return self._completion_events(events, matcher, forked=forked)
+
+    def _plan(self, user: Any, overflow: OverflowPolicy, max_tokens: int) -> tuple[list[int], str, int]:
+        try:  # without a reservation, any prompt that leaves room for one token is served (as OpenAI does)
+            target, target_text, dropped = super()._plan(user, overflow, max_tokens if self._reserve else 1)
+        except ContextOverflowError as e:
+            if self._reserve is None:
+                raise
+            raise ContextOverflowError(e.used, e.new_tokens, self._reserve, e.limit, 0, e.reason) from None
+        if self._reserve is not None:
+            ok, limit, reason = self._fits(len(target) + self._reserve)
+            if not ok:
+                raise ContextOverflowError(len(target), 0, self._reserve, limit, 0, reason)
+        return target, target_text, dropped
 
     def _completion_events(self, events: Iterator[Event], matcher: StopMatcher, *, forked: bool) -> Iterator[Event]:
         raw = self.raw_prompt is not None
@@ -223,8 +233,9 @@ class ServeSession(ChatSession):
                 source = _SOURCES[st.reconcile]
                 if forked and st.cached_tokens:
                     source = "fork"
+                finish: CompletionFinish = "length" if st.finish_reason == "context" else st.finish_reason
                 yield CompletionFinished(
-                    finish_reason="stop" if matcher.hit else st.finish_reason,
+                    finish_reason="stop" if matcher.hit else finish,
                     prompt_tokens=st.prompt_tokens + st.cached_tokens,
                     cached_tokens=st.cached_tokens,
                     completion_tokens=completion,

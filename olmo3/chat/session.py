@@ -37,6 +37,7 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from ..ids import new_id
 from ..model.config import FULL, SLIDING
 from ..model.modelinfo import ModelInfo
+from ..model.template import Rendering, for_tokenizer
 from . import kvcache
 from .events import Event, PrefillProgress, TextDelta, TurnFinished
 from .sampling import Sampling, recommended
@@ -75,9 +76,12 @@ class ContextOverflowError(Exception):
         self.limit, self.droppable_turns, self.reason = limit, droppable_turns, reason
         what = "context window" if reason == "context" else "memory budget for this conversation"
         super().__init__(
-            f"this turn needs {used} tokens of history and prompt plus up to {max_tokens} new tokens, "
+            f"this turn needs {used} tokens of history and prompt plus at least {max_tokens} for a reply, "
             f"but the {what} allows {limit}; {droppable_turns} older turn(s) could be dropped"
         )
+
+
+MIN_REPLY_TOKENS = 256  # a turn is refused only when the prompt leaves less room than this (or 1/8 of the context)
 
 
 class _CancelledError(Exception):
@@ -249,6 +253,7 @@ class ChatSession:
     ):
         self.model = model
         self.tokenizer = tokenizer
+        self.template = for_tokenizer(tokenizer)
         self.info = model_info(model)
         self.system_prompt = system_prompt or None
         self.sampling = recommended(self.info.path or None, think=self.info.is_think).merged(sampling)
@@ -385,14 +390,13 @@ class ChatSession:
                 kept.append({"role": n.role, "content": n.raw})
         return msgs + kept
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> Rendering:
+        """The model's chat template over ``messages``, in the bounded sandbox, with every message's content
+        protected: only the template's own markup becomes control tokens (``olmo3.model.template``)."""
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
 
     def _verbatim_prefix(self, base: list[int], target_text: str) -> int:
         """Length of the longest prefix of ``base`` whose text is a prefix of ``target_text``."""
@@ -407,18 +411,19 @@ class ChatSession:
                 hi = mid
         return lo
 
-    def _target(self, target_text: str) -> tuple[list[int], int]:
-        """Target token ids for ``target_text``: the longest verbatim prefix of the live transcript or of a
-        snapshot's transcript (exact sampled ids), then the tokenized rest of the text."""
+    def _target(self, rendering: Rendering) -> tuple[list[int], int]:
+        """Target token ids for a rendering: the longest verbatim prefix of the live transcript or of a
+        snapshot's transcript (exact sampled ids), then the rest of the text, tokenized with content as plain
+        text (the decoded prefix starts the rendering, so its length is an offset into it)."""
         best, keep = self.tokens, -1
         for base in [self.tokens] + [s.tokens for s in reversed(self.snapshots)]:
             if len(base) <= keep:
                 continue
-            k = self._verbatim_prefix(base, target_text)
+            k = self._verbatim_prefix(base, rendering.text)
             if k > keep:
                 best, keep = base, k
         prefix = best[:keep]
-        return prefix + self._encode(target_text[len(self._decode(prefix)) :]), keep
+        return prefix + rendering.encode_from(len(self._decode(prefix))), keep
 
     # ------------------------------------------------------------------ caches
     def best_cache(self, target: list[int]) -> tuple[int, str, Any, list[int]] | None:
@@ -577,22 +582,32 @@ class ChatSession:
             return self.context_limit
         return int((budget - sliding * window) // full)
 
+    def _room(self, n_prompt: int) -> int:
+        """How many tokens a reply may add before the context (or this conversation's KV budget) is full."""
+        limit = self.context_limit
+        if self.kv_budget_bytes is not None:
+            limit = min(limit, self._tokens_that_fit(self.kv_budget_bytes))
+        return max(1, limit - n_prompt)
+
     def _plan(self, user: Node, overflow: OverflowPolicy, max_tokens: int) -> tuple[list[int], str, int]:
         """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""
         dropped = 0
         while True:
             path = self._path_to(user) if user.id in self.nodes else [*self._path_to_parent(user), user]
-            target_text = self.render(self._template_messages(path), add_generation_prompt=True)
-            target, _ = self._target(target_text)
-            ok, limit, reason = self._fits(len(target) + max_tokens)
+            rendering = self.render(self._template_messages(path), add_generation_prompt=True)
+            target_text = rendering.text
+            target, _ = self._target(rendering)
+            # max_tokens is a cap, not a reservation: the prompt must leave room for a short reply only.
+            min_reply = min(max_tokens, MIN_REPLY_TOKENS, max(1, self.context_limit // 8))
+            ok, limit, reason = self._fits(len(target) + min_reply)
             n_users = sum(1 for n in path if n.role == "user")
             droppable = n_users - 1 - self.drop_turns
             if ok:
                 return target, target_text, dropped
             if overflow != "drop_oldest" or droppable <= 0:
                 self.drop_turns -= dropped
-                new_tokens = len(self._encode(user.raw))
-                raise ContextOverflowError(len(target), new_tokens, max_tokens, limit, max(droppable, 0), reason)
+                new_tokens = len(self.template.encode_text(user.raw))
+                raise ContextOverflowError(len(target), new_tokens, min_reply, limit, max(droppable, 0), reason)
             self.drop_turns += 1
             dropped += 1
 
@@ -705,13 +720,14 @@ class ChatSession:
         detok.reset()
         splitter = ReasoningSplitter(think)
         generated: list[int] = []
-        finish: FinishReason = "length"
+        max_new = min(s.max_tokens, self._room(len(target)))
+        finish: FinishReason = "length" if max_new == s.max_tokens else "context"  # if no stop token comes
         t_first: float | None = None
         t_last = 0.0
         for token, _ in generate_step(
             mx.array(feed[-1:]),
             self.model,
-            max_tokens=s.max_tokens,
+            max_tokens=max_new,
             sampler=sampler,
             logits_processors=processors or None,
             prompt_cache=cache,
@@ -822,8 +838,7 @@ class ChatSession:
 
     # ------------------------------------------------------------------ persistence
     def template_hash(self) -> str:
-        template = getattr(self.tokenizer, "chat_template", None) or ""
-        return hashlib.sha256(str(template).encode()).hexdigest()[:16]
+        return hashlib.sha256(self.template.source.encode()).hexdigest()[:16]
 
     def tokens_hash(self) -> str:
         return hashlib.sha256(",".join(map(str, self.tokens)).encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, cast, get_args
 
 Role = Literal["user", "assistant"]
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "context", "cancelled"]  # context: the reply filled the context
 Reconcile = Literal["fresh", "append", "append_turn_end", "trim", "snapshot", "restored", "reprefill"]
 CacheStateKind = Literal["warm", "disk", "cold"]
 OverflowReason = Literal["context", "memory"]

@@ -94,8 +94,17 @@ def _decode_mlx_lm(model: Any, tok: Any, prompt_ids: list[int], tokens: int) -> 
     return _tps(times)
 
 
-def bench_decode(model_path: str | None = None, *, tokens: int = 128, rounds: int = 5) -> dict[str, Any]:
-    """Decode tok/s of ``olmo3`` (ChatSession) and of ``mlx_lm.stream_generate`` on the same weights."""
+def bench_decode(
+    model_path: str | Path | None = None,
+    *,
+    tokens: int = 128,
+    rounds: int = 5,
+    check: Callable[[Path], object] | None = None,
+) -> dict[str, Any]:
+    """Decode tok/s of ``olmo3`` (ChatSession) and of ``mlx_lm.stream_generate`` on the same weights.
+
+    ``check(folder)`` runs before the weights load (the CLI's memory check: it raises when the model won't fit).
+    """
     import mlx_lm
 
     from ..model.loader import load
@@ -103,6 +112,8 @@ def bench_decode(model_path: str | None = None, *, tokens: int = 128, rounds: in
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         folder = Path(model_path) if model_path else _default_model(tmp)
+        if check is not None:
+            check(folder)
         ours, tok = load(folder)
         theirs, their_tok = mlx_lm.load(str(_mlx_lm_folder(folder, tmp)))[:2]
         prompt = "Tell me a long story about a fox who learns to cache keys and values."
@@ -148,7 +159,9 @@ def _ttft(events: Iterable[object]) -> TurnFinished:
     return fin[0]
 
 
-def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, Any]:
+def bench_chat(
+    model_path: str | Path | None = None, *, rounds: int = 3, check: Callable[[Path], object] | None = None
+) -> dict[str, Any]:
     """Follow-up, regenerate/edit and restore-from-disk TTFT ratios; KV bytes against the hybrid bound."""
     from mlx_lm.models.cache import load_prompt_cache, save_prompt_cache
 
@@ -158,6 +171,8 @@ def bench_chat(model_path: str | None = None, *, rounds: int = 3) -> dict[str, A
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         folder = Path(model_path) if model_path else _default_model(tmp)
+        if check is not None:
+            check(folder)
         model, tok = load(folder)
         info = model.info
         W = info.sliding_window

@@ -17,12 +17,53 @@ from ..chat.events import (
     Event,
     JobFailed,
     ModelLoaded,
+    ModelWontFit,
     TextDelta,
     TurnFinished,
 )
+from ..chat.transcript import TurnStats
+from ..units import format_bytes
+from .options import model_path
 
-HELP = """commands: /regen  regenerate the last reply · /edit N  edit user turn N (0-based) and resend
-          /stats  last turn's numbers · /save FILE  save the conversation as JSON · /quit"""
+COMMANDS = (
+    ("/regen", "regenerate the last reply"),
+    ("/edit N", "edit user turn N (counted from 0) and resend it"),
+    ("/continue", "after a reply filled the context: go on, leaving out the oldest turns"),
+    ("/stats", "the last turn's numbers"),
+    ("/save FILE", "save the conversation as JSON"),
+    ("/help", "this list"),
+    ("/quit", "leave (also Ctrl-D)"),
+)
+HELP = "commands:\n" + "\n".join(f"  {name:<11} {what}" for name, what in COMMANDS)
+CONTINUE = "Continue."
+
+
+def stats_table(s: TurnStats) -> str:
+    """The last turn's numbers, one per line, with units."""
+    rows = [
+        ("time to first token", f"{s.ttft_s:.3f} s"),
+        ("speed", f"{s.tokens_per_s:.1f} tokens/s"),
+        ("prompt tokens fed", f"{s.prompt_tokens:,}"),
+        ("tokens reused from the cache", f"{s.cached_tokens:,} ({s.reconcile})"),
+        ("tokens generated", f"{s.generated_tokens:,}"),
+        (
+            "stopped because",
+            {
+                "stop": "the reply ended",
+                "length": "max tokens",
+                "context": "the context is full",
+                "cancelled": "cancelled",
+            }.get(s.finish_reason, s.finish_reason),
+        ),
+        ("context used", f"{s.context_used:,} of {s.context_limit:,} tokens"),
+        ("prefill / total time", f"{s.prefill_s:.3f} s / {s.total_s:.3f} s"),
+        ("peak memory", format_bytes(s.peak_memory_bytes)),
+        ("seed", str(s.seed) if s.seed is not None else "-"),
+    ]
+    if s.dropped_turns:
+        rows.append(("oldest turns left out", str(s.dropped_turns)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 class _Printer:
@@ -56,6 +97,10 @@ class _Printer:
                 f"\n  ({s.ttft_s:.2f} s to first token · {s.tokens_per_s:.1f} tok/s · "
                 f"{s.cached_tokens} tokens reused · {s.reconcile})\n"
             )
+            if s.finish_reason == "context":
+                sys.stdout.write(
+                    "  The reply filled the model's context; /continue goes on without the oldest turns.\n"
+                )
         elif isinstance(event, ContextOverflow):
             sys.stdout.write(
                 f"\n! does not fit: {event.used}+{event.max_tokens} tokens > {event.limit}; "
@@ -91,13 +136,16 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
     printer = _Printer(stream=not args.json)
-    engine = Engine(printer, cache_dir=args.cache_dir)
+    folder = model_path(args)
+    engine = Engine(printer, cache_dir=args.cache_dir, memory_limit_bytes=getattr(args, "memory_limit", None))
     engine.start()
     conv = uuid.uuid4().hex
     try:
-        job = engine.load_model(args.model)
+        job = engine.load_model(
+            folder or "", context_tokens=getattr(args, "context", None), force=getattr(args, "load_anyway", False)
+        )
         engine.wait(job)
-        fails = [e for e in printer.of(job) if isinstance(e, JobFailed)]
+        fails = [e for e in printer.of(job) if isinstance(e, (JobFailed, ModelWontFit))]
         if fails:
             print(f"olmo3: {fails[0].message}", file=sys.stderr)
             return 2
@@ -105,7 +153,7 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
         if scripted:
             return _run_script(engine, printer, conv, Path(args.script), args.json)
-        print(f"Olmo chat · {info.name} · {HELP}")
+        print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
             try:
@@ -116,11 +164,12 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 continue
             if line in ("/quit", "/exit"):
                 break
-            if line == "/help":
+            command = line.split(maxsplit=1)[0] if line.startswith("/") else ""
+            if command == "/help":
                 print(HELP)
                 continue
-            if line == "/stats":
-                print(json.dumps(last.stats.to_dict(), indent=2) if last else "no turn yet")
+            if command == "/stats":
+                print(stats_table(last.stats) if last else "no turn yet")
                 continue
             if line.startswith("/save"):
                 parts = line.split(maxsplit=1)
@@ -132,17 +181,27 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 Path(parts[1]).write_text(json.dumps(saved, indent=2))
                 print(f"saved {parts[1]}")
                 continue
-            if line == "/regen":
+            user_turns = sum(1 for m in last.messages if m.role == "user") if last else 0
+            if command == "/regen":
+                if not user_turns:
+                    print("nothing to regenerate yet")
+                    continue
                 job = engine.regenerate(conv)
-            elif line.startswith("/edit"):
-                parts = line.split(maxsplit=1)
-                if len(parts) < 2 or not parts[1].isdigit():
-                    print("usage: /edit N")
+            elif command == "/edit":
+                parts = line.split()
+                if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= user_turns:
+                    turns = f"0 to {user_turns - 1}" if user_turns else "none yet"
+                    print(f"usage: /edit N, where N is a user turn (counted from 0: {turns})")
                     continue
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
                 job = engine.edit(conv, int(parts[1]), text)
+            elif command == "/continue":
+                job = engine.send(conv, CONTINUE, overflow="drop_oldest")
+            elif command:
+                print(f"unknown command {command}; {HELP}")
+                continue
             else:
                 job = engine.send(conv, line)
             try:
@@ -154,6 +213,10 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         return 0
     finally:
         engine.shutdown()
+
+
+def info_context(engine: Engine) -> str:
+    return f"{engine.context_tokens:,}-token context" if engine.context_tokens else "full context"
 
 
 def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_json: bool) -> int:

@@ -1,4 +1,4 @@
-"""``olmo3``: the headless command line (info, generate, chat, quantize, bench, models)."""
+"""``olmo3``: the headless command line (info, generate, chat, quantize, bench, models, tiny)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..units import format_bytes
+from .options import add_model_options, check_fits, model_path
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from ..model.modelinfo import inspect_model_dir
 
-    info = inspect_model_dir(args.model)
+    info = inspect_model_dir(model_path(args) or "")
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
@@ -28,7 +30,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("model", f"{info.name} ({'Think' if info.is_think else 'Instruct'})"),
         ("layers", f"{info.num_layers}: {info.num_full_layers} full, {info.num_sliding_layers} sliding"),
         ("layer pattern", f"{kinds}  (F = full attention, s = sliding window)"),
-        ("full layers", ", ".join(str(i) for i, t in enumerate(info.layer_types) if t == "full_attention")),
+        (
+            "full-attention layers",
+            ", ".join(str(i) for i, t in enumerate(info.layer_types) if t == "full_attention") + " (counted from 0)",
+        ),
         ("sliding window", f"{info.sliding_window} tokens"),
         ("context", f"{info.max_position_embeddings} tokens"),
         ("heads", f"{info.num_heads} query, {info.num_kv_heads} key/value, head_dim {info.head_dim}"),
@@ -67,22 +72,31 @@ def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", type=int, help="most tokens per reply")
-    p.add_argument("--temp", type=float, help="temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--min-p", type=float)
-    p.add_argument("--repetition-penalty", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--max-tokens", type=int, help="most tokens per reply (a cap: a reply also stops when the context is full)"
+    )
+    p.add_argument("--temp", type=float, help="temperature (0 = greedy; default: the model's recommendation)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling: keep the most likely tokens up to this probability")
+    p.add_argument("--top-k", type=int, help="keep only the K most likely tokens (0 = off)")
+    p.add_argument("--min-p", type=float, help="drop tokens less likely than this fraction of the most likely one")
+    p.add_argument("--repetition-penalty", type=float, help="above 1.0 discourages repeating earlier tokens")
+    p.add_argument("--seed", type=int, help="random seed, for a reply you can reproduce")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from ..chat.engine import record_working_set
     from ..chat.events import TextDelta, TurnFinished
     from ..chat.session import ChatSession
     from ..model.loader import load
 
-    model, tokenizer = load(args.model)
-    session = ChatSession(model, tokenizer, system_prompt=args.system, **_sampling_args(args))
+    folder = model_path(args)
+    assert folder is not None
+    record_working_set()  # this thread runs MLX: the GPU working set is the budget
+    plan = check_fits(args, folder)
+    model, tokenizer = load(folder)
+    session = ChatSession(
+        model, tokenizer, system_prompt=args.system, context_limit=plan.context_tokens, **_sampling_args(args)
+    )
     in_reasoning = False
     stats = None
     for event in session.send(args.prompt):
@@ -116,19 +130,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "docs":  # before `bench`, which imports MLX
+        from .bench_docs import run
+
+        return run(args)
     from . import bench
 
+    folder = model_path(args)
+    check = lambda path: check_fits(args, path)  # noqa: E731 - the memory check, before each load
     if args.what == "serve":
         from .bench_serve import bench_serve, format_serve_table
 
-        result = bench_serve(args.model, rounds=args.rounds)
+        result = bench_serve(str(folder) if folder else None, rounds=args.rounds)
         print(format_serve_table(result))
         print(json.dumps(result, indent=2))
         return 0
     if args.what == "decode":
-        result = bench.bench_decode(args.model, tokens=args.tokens, rounds=args.rounds)
+        result = bench.bench_decode(folder, tokens=args.tokens, rounds=args.rounds, check=check)
     else:
-        result = bench.bench_chat(args.model, rounds=args.rounds)
+        result = bench.bench_chat(folder, rounds=args.rounds, check=check)
     print(bench.format_table(result))
     print(json.dumps(result, indent=2))
     return 0
@@ -140,45 +160,72 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args, _sampling_args(args))
 
 
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from ..model.tiny import make_tiny_model
+
+    dest = Path(args.dest).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(f"{dest} already exists and is not an empty folder")
+    make_tiny_model(dest, think=args.think, max_position_embeddings=args.context)
+    kind = "Think" if args.think else "Instruct"
+    print(
+        f"wrote {dest}: a tiny {kind} model with random weights ({args.context:,}-token context); it answers gibberish"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="olmo3", description="Olmo-3 on MLX, headless.")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("info", help="describe a model folder")
-    s.add_argument("--model", required=True, help="model folder")
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("info", help="describe a model: layers, window, parameters, KV bytes per token")
+    add_model_options(s, loads=False)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(fn=cmd_info)
 
     s = sub.add_parser("generate", help="one reply to one prompt, streamed")
-    s.add_argument("--model", required=True)
-    s.add_argument("--prompt", required=True)
+    add_model_options(s)
+    s.add_argument("--prompt", required=True, help="the user message")
     s.add_argument("--system", help="system prompt (default: the model's own)")
     _add_sampling(s)
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("chat", help="interactive chat (/regen, /edit N, /stats, /save), or --script")
-    s.add_argument("--model", required=True)
-    s.add_argument("--system")
+    add_model_options(s)
+    s.add_argument("--system", help="system prompt (default: the model's own)")
     s.add_argument("--script", help="JSON list of actions: {send: text} | {regenerate: true} | {edit: N, text}")
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
-    s.add_argument("--cache-dir", help="where conversation caches are spilled")
+    s.add_argument("--cache-dir", help="where conversation caches are spilled (default: the app's cache folder)")
     _add_sampling(s)
     s.set_defaults(fn=cmd_chat)
 
     s = sub.add_parser("quantize", help="convert a bf16/fp32 folder to an MLX-quantized one")
-    s.add_argument("src")
-    s.add_argument("dst")
-    s.add_argument("--bits", type=int, choices=(4, 8), default=4)
-    s.add_argument("--group-size", type=int, default=64)
+    s.add_argument("src", help="the folder to convert")
+    s.add_argument("dst", help="the new folder")
+    s.add_argument("--bits", type=int, choices=(4, 8), default=4, help="bits per weight (default 4)")
+    s.add_argument("--group-size", type=int, default=64, help="weights per quantization group (default 64)")
     s.set_defaults(fn=cmd_quantize)
 
-    s = sub.add_parser("bench", help="benchmarks: decode | chat | serve (our server vs mlx_lm.server)")
-    s.add_argument("what", choices=("decode", "chat", "serve"))
-    s.add_argument("--model", help="model folder (default: a generated small model)")
-    s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run")
-    s.add_argument("--rounds", type=int, default=5)
+    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs | serve")
+    s.add_argument(
+        "what",
+        choices=("decode", "chat", "docs", "serve"),
+        help="decode: tok/s against mlx_lm; chat: follow-up TTFT; docs: extract, index and retrieve; "
+        "serve: our server against mlx_lm.server",
+    )
+    add_model_options(s, required=False)
+    s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run (default 128)")
+    s.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measurement (default 5)")
+    s.add_argument("--pages", type=int, default=300, help="docs: pages of the generated PDF (default 300)")
+    s.add_argument("--passages", type=int, default=10_000, help="docs: passages to search (default 10,000)")
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("tiny", help="make a tiny random Olmo-3 model folder, to try the app without a download")
+    s.add_argument("dest", metavar="DEST", help="the new folder")
+    s.add_argument("--think", action="store_true", help="a Think model (its replies start with reasoning)")
+    s.add_argument("--context", type=int, default=4096, metavar="N", help="context length in tokens (default 4096)")
+    s.set_defaults(fn=cmd_tiny)
 
     try:
         from .models import add_models_parser

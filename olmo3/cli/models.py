@@ -1,4 +1,4 @@
-"""``olmo3 models list | catalog | download REPO | delete NAME | import PATH [--link]``: models in a terminal.
+"""``olmo3 models list | catalog | search | download REPO | delete NAME | import PATH``: models in a terminal.
 
 A thin front end over ``olmo3.hub.ModelStore``; all behaviour (verification, resume, locking) lives there.
 Exit codes: 0 success, 1 the operation failed (download failure, unknown model, import refused), 2 bad input
@@ -25,6 +25,7 @@ from ..hub import (
     DownloadEvent,
     DownloadFailed,
     DownloadProgress,
+    DownloadQuantizing,
     DownloadRetrying,
     DownloadStarted,
     DownloadVerifying,
@@ -62,15 +63,15 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
         "models",
         parents=[common],
         help="list, download, import and delete models",
-        description="Manage Olmo-3 models: list | catalog | download | delete | import",
+        description="Manage Olmo-3 models: list | catalog | search | download | delete | import",
     )
     actions = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
     s = actions.add_parser("list", parents=[common], help="installed and incomplete models")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (each model with its folder)")
     s.add_argument("--no-hf-cache", action="store_true", help="ignore the Hugging Face cache")
 
-    s = actions.add_parser("catalog", parents=[common], help="Olmo-3 MLX models to download, with memory fit")
+    s = actions.add_parser("catalog", parents=[common], help="Olmo-3 models to download, with memory fit")
     s.add_argument(
         "--context",
         type=int,
@@ -79,12 +80,28 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"context length for the memory estimate (default {DEFAULT_CONTEXT_TOKENS})",
     )
     s.add_argument("--memory-gb", type=float, metavar="GB", help="memory budget to judge against (default: this Mac)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    s = actions.add_parser(
+        "search", parents=[common], help="search Hugging Face for Olmo-3 MLX models (cached for offline use)"
+    )
+    s.add_argument("query", nargs="?", default="", help="only repos whose name contains this text")
+    s.add_argument("--limit", type=int, default=40, metavar="N", help="at most N repos (default 40)")
+    s.add_argument("--cache", metavar="FILE", help="the results cache (default: in the user cache folder)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
 
     s = actions.add_parser("download", parents=[common], help="download (or resume) a model from Hugging Face")
     s.add_argument("repo", help="owner/name, e.g. mlx-community/Olmo-3-7B-Instruct-4bit, or its URL")
     s.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
     s.add_argument("--token", help="Hugging Face access token for gated repos (default: your saved login)")
+    s.add_argument(
+        "--quantize",
+        type=int,
+        choices=(4, 8),
+        metavar="BITS",
+        help="download bf16 weights (e.g. Ai2's allenai/ repos) and quantize them to 4 or 8 bits on this machine; "
+        "the bf16 copy is deleted afterwards",
+    )
 
     s = actions.add_parser("delete", parents=[common], help="delete a model and its conversation caches")
     s.add_argument("name", help="the model's name as shown by `olmo3 models list`")
@@ -117,6 +134,8 @@ def run_models(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
             return _list(store, args, out)
         if action == "catalog":
             return _catalog(store, args, out)
+        if action == "search":
+            return _search(store, args, out, err)
         if action == "download":
             return _download(store, args, out, err)
         if action == "delete":
@@ -144,6 +163,7 @@ def _params(n: int | None) -> str:
 def _model_json(m: LocalModel) -> dict[str, Any]:
     return {
         "name": m.name,
+        "folder": str(m.path),
         "path": str(m.path),
         "status": m.status,
         "source": m.source,
@@ -211,9 +231,12 @@ def _catalog(store: ModelStore, args: argparse.Namespace, out: TextIO) -> int:
                     {
                         "repo_id": i.entry.repo_id,
                         "title": i.entry.title,
-                        "known": i.entry.known,
+                        "evidence": i.entry.evidence,
                         "note": i.entry.note,
                         "download_bytes": i.entry.download_bytes,
+                        "installed_bytes": i.entry.installed_bytes,
+                        "disk_bytes_needed": i.entry.disk_bytes_needed,
+                        "quantize_bits": i.entry.quantize_bits,
                         "param_count": i.entry.param_count,
                         "variant": i.entry.variant,
                         "quant": i.entry.quant,
@@ -222,6 +245,7 @@ def _catalog(store: ModelStore, args: argparse.Namespace, out: TextIO) -> int:
                         "budget_bytes": i.fit.budget_bytes,
                         "message": i.fit.message,
                         "installed": i.installed,
+                        "folder": str(i.local.path) if i.local is not None and i.installed else None,
                     }
                     for i in items
                 ],
@@ -236,7 +260,7 @@ def _catalog(store: ModelStore, args: argparse.Namespace, out: TextIO) -> int:
         e = i.entry
         rows.append(
             [
-                e.repo_id + ("" if e.known else " *"),
+                e.repo_id + (" *" if e.quantize_bits is not None else ""),
                 format_bytes(e.download_bytes),
                 _params(e.param_count),
                 e.variant,
@@ -247,8 +271,56 @@ def _catalog(store: ModelStore, args: argparse.Namespace, out: TextIO) -> int:
             ]
         )
     _table(rows, out)
-    print("* repo name inferred from the publisher's naming, not confirmed to exist", file=out)
+    print(
+        "* Ai2's bf16 weights, quantized on this machine: olmo3 models download REPO --quantize 4 "
+        "(needs disk space for both copies while it runs)",
+        file=out,
+    )
     return EXIT_OK
+
+
+def _search(store: ModelStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ..hub.search import search_hub
+
+    results = search_hub(store, query=args.query, limit=args.limit, cache_path=Path(args.cache) if args.cache else None)
+    budget = memory_budget()
+    if results.error:
+        when = f"; showing the results from {results.fetched_at}" if results.fetched_at else ""
+        print(f"olmo3 models: could not search Hugging Face ({results.error}){when}", file=err)
+    if args.json:
+        rows = []
+        for r in results.results:
+            fit = r.memory_fit(budget=budget)
+            rows.append({**r.to_json(), "fit": fit.verdict if fit else None, "message": fit.message if fit else None})
+        print(
+            json.dumps(
+                {
+                    "fetched_at": results.fetched_at,
+                    "from_cache": results.from_cache,
+                    "error": results.error,
+                    "results": rows,
+                },
+                indent=2,
+            ),
+            file=out,
+        )
+    else:
+        table = [["REPO", "DOWNLOAD", "QUANT", "FIT", "DOWNLOADS"]]
+        for r in results.results:
+            fit = r.memory_fit(budget=budget)
+            table.append(
+                [
+                    r.repo_id,
+                    format_bytes(r.total_bytes) if r.total_bytes is not None else "-",
+                    r.quant_label if r.usable else "-",
+                    fit.label if fit else (r.problem or "?")[:60],
+                    f"{r.downloads:,}",
+                ]
+            )
+        if len(table) > 1:
+            _table(table, out)
+        print(f"{len(results.results)} repos; last updated {results.fetched_at or 'never'}", file=out)
+    return EXIT_OK if results.fetched_at else EXIT_FAILED
 
 
 # -- download ----------------------------------------------------------------------------------------------------
@@ -267,14 +339,17 @@ class _ProgressLine:
         if not force and now - self.last_draw < 0.1 and ev.done_bytes < ev.total_bytes:
             return
         self.last_draw = now
-        width = 24
-        filled = int(width * ev.fraction)
         speed = f"{format_bytes(ev.speed_bps)}/s" if ev.speed_bps else "--/s"
-        text = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {100 * ev.fraction:5.1f}%  "
+        self.draw_text(
+            ev.fraction,
             f"{format_bytes(ev.done_bytes)}/{format_bytes(ev.total_bytes)}  {speed}  "
-            f"ETA {format_duration(ev.eta_s)}  {ev.file}"
+            f"ETA {format_duration(ev.eta_s)}  {ev.file}",
         )
+
+    def draw_text(self, fraction: float, detail: str) -> None:
+        width = 24
+        filled = int(width * fraction)
+        text = f"[{'#' * filled}{'.' * (width - filled)}] {100 * fraction:5.1f}%  {detail}"
         cols = shutil.get_terminal_size((100, 20)).columns
         text = text[: max(20, cols - 1)]
         self.stream.write("\r" + text + " " * max(0, self.last_len - len(text)))
@@ -298,6 +373,7 @@ class _ProgressLine:
 def _download(store: ModelStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     repo_id = repo_id_from_text(args.repo)
     line = _ProgressLine(err)
+    quantizing: list[bool] = []  # set once the second phase began
 
     def on_event(ev: DownloadEvent) -> None:
         if isinstance(ev, DownloadStarted):
@@ -309,16 +385,38 @@ def _download(store: ModelStore, args: argparse.Namespace, out: TextIO, err: Tex
             line.message(f"{ev.reason}; retrying in {ev.delay_s:.0f}s (attempt {ev.attempt})")
         elif isinstance(ev, DownloadVerifying) and ev.file is None:
             line.end()
-            line.message("Verifying...")
+            line.message(f"Verifying the {args.quantize}-bit copy..." if quantizing else "Verifying...")
+        elif isinstance(ev, DownloadQuantizing):
+            if not quantizing:
+                quantizing.append(True)
+                line.end()
+                line.message(f"Quantizing to {ev.bits} bits on this machine...")
+            if ev.done_steps:
+                line.draw_text(ev.fraction, ev.what)
 
-    handle = store.start_download(repo_id, revision=args.revision, on_event=on_event)
+    engine = None
+    quantizer = None
+    if args.quantize is not None:
+        # Quantizing runs MLX: on an engine thread of this process, the one thread here that runs it.
+        from ..chat.engine import Engine
+
+        engine = Engine()
+        engine.start()
+        quantizer = engine.run_quantize
     try:
-        while not handle.done:
-            handle.wait(0.2)
-    except KeyboardInterrupt:
-        handle.pause()
-        line.message("Pausing... (partial files are kept; Ctrl-C again quits at once)")
-        handle.wait()
+        handle = store.start_download(
+            repo_id, revision=args.revision, on_event=on_event, quantize_bits=args.quantize, quantizer=quantizer
+        )
+        try:
+            while not handle.done:
+                handle.wait(0.2)
+        except KeyboardInterrupt:
+            handle.pause()
+            line.message("Pausing... (what is done is kept; Ctrl-C again quits at once)")
+            handle.wait()
+    finally:
+        if engine is not None:
+            engine.shutdown()
     line.end()
     final = handle.result
     if isinstance(final, DownloadCompleted):
@@ -331,14 +429,16 @@ def _download(store: ModelStore, args: argparse.Namespace, out: TextIO, err: Tex
         )
         return EXIT_OK
     if isinstance(final, DownloadCancelled):
+        quant_arg = f" --quantize {args.quantize}" if args.quantize else ""
         print(
             f"Paused at {format_bytes(final.done_bytes)} of {format_bytes(final.total_bytes)}; run "
-            f"`olmo3 models download {repo_id}` again to resume.",
+            f"`olmo3 models download {repo_id}{quant_arg}` again to resume.",
             file=err,
         )
         return EXIT_INTERRUPTED
     assert isinstance(final, DownloadFailed)
-    print(f"olmo3 models: download failed ({final.code}): {final.message}", file=err)
+    hint = "; check your connection, then run the same command to resume" if final.code == "unreachable" else ""
+    print(f"olmo3 models: download failed ({final.code}): {final.message}{hint}", file=err)
     return EXIT_FAILED
 
 

@@ -29,6 +29,7 @@ from .catalog import (
     CatalogEntry,
     CatalogItem,
     MemoryFit,
+    catalog_entry,
     estimate_memory_fit,
 )
 from .download import RetryPolicy
@@ -40,11 +41,13 @@ from .events import (
     DownloadFailed,
     DownloadHandle,
     DownloadProgress,
+    DownloadQuantizing,
     DownloadRetrying,
     DownloadStarted,
     DownloadVerifying,
     EventCallback,
     FileCompleted,
+    Quantizer,
 )
 from .local import (
     DOWNLOAD_DIR,
@@ -81,6 +84,7 @@ __all__ = [
     "DownloadHandle",
     "DownloadPlan",
     "DownloadProgress",
+    "DownloadQuantizing",
     "DownloadRetrying",
     "DownloadStarted",
     "DownloadVerifying",
@@ -94,8 +98,10 @@ __all__ = [
     "ModelImportError",
     "ModelNotFoundError",
     "ModelStore",
+    "Quantizer",
     "RemoteFile",
     "RetryPolicy",
+    "catalog_entry",
     "check_safetensors_file",
     "default_hf_cache_dir",
     "default_models_dir",

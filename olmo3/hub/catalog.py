@@ -1,4 +1,8 @@
-"""The curated catalog of Olmo-3 / 3.1 MLX conversions, their sizes from the architecture, and memory verdicts.
+"""The curated catalog of Olmo-3 / 3.1 models, their sizes from the architecture, and memory verdicts.
+
+The catalog offers only repos known to exist (``CatalogEntry.evidence``): MLX conversions, and Ai2's own bf16
+repos through "download and quantize to 4-bit on this Mac" (``CatalogEntry.quantize_bits``). Sizes are computed
+from the architecture and agree with the sizes on record to within 0.1 %.
 
 ``estimate_memory_fit`` says whether weights + KV cache at a context length (+ a runtime allowance) fit the
 memory budget of this machine (``olmo3.memory.memory_budget``); the catalog, a download plan and an installed
@@ -26,7 +30,9 @@ __all__ = [
     "CatalogEntry",
     "CatalogItem",
     "MemoryFit",
+    "Quant",
     "Verdict",
+    "catalog_entry",
     "estimate_memory_fit",
 ]
 
@@ -159,17 +165,29 @@ OLMO3_32B: Final = Architecture("32B", 5120, 64, 40, 8, 128, 27648)
 TOKENIZER_AND_CONFIG_BYTES: Final = 7_300_000  # tokenizer.json is 7.14 MB; configs and template add a few kB
 
 
+Quant = Literal["4bit", "6bit", "8bit", "bf16"]
+_BITS: Final[dict[str, int | None]] = {"4bit": 4, "6bit": 6, "8bit": 8, "bf16": None}
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One downloadable conversion. ``known`` is False where the repo name is inferred, not confirmed."""
+    """One model the catalog offers. Every repo name is one whose existence is on record (``evidence``).
+
+    ``quant`` is what the repo holds. Ai2's own ``allenai/`` repos hold bf16 weights in transformers' format (our
+    loader reads it); their entries set ``quantize_bits``: the route downloads them and converts them to an
+    MLX-quantized copy on this Mac (``olmo3.model.quantize``), so what ends up installed, and what must fit in
+    memory, is the quantized size.
+    """
 
     repo_id: str
     family: str  # "Olmo 3" or "Olmo 3.1"
     arch: Architecture
     variant: str  # "Instruct", "Think", "RL-Zero Code", ...
-    quant: Literal["4bit", "8bit", "bf16"]
-    known: bool
+    quant: Quant
+    evidence: str  # why we know the repo exists (see ../shared/notes/olmo3-repos.md)
     note: str = ""
+    quantize_bits: int | None = None  # download bf16, then quantize to this many bits here
+    recommended: bool = False  # a quick pick on the welcome screen
 
     @property
     def size_label(self) -> str:
@@ -177,14 +195,21 @@ class CatalogEntry:
 
     @property
     def bits(self) -> int | None:
-        return {"4bit": 4, "8bit": 8, "bf16": None}[self.quant]
+        """Bits per weight of what gets installed (after quantizing, for the Ai2 route)."""
+        return self.quantize_bits if self.quantize_bits is not None else _BITS[self.quant]
 
     @property
     def quant_label(self) -> str:
-        return {"4bit": "4-bit", "8bit": "8-bit", "bf16": "bf16"}[self.quant]
+        return "bf16" if self.bits is None else f"{self.bits}-bit"
+
+    @property
+    def publisher(self) -> str:
+        return self.repo_id.split("/")[0]
 
     @property
     def title(self) -> str:
+        if self.quantize_bits is not None:
+            return f"{self.family} {self.arch.label} {self.variant} · Ai2 bf16 → {self.quant_label}"
         return f"{self.family} {self.arch.label} {self.variant} · {self.quant_label}"
 
     @property
@@ -193,11 +218,22 @@ class CatalogEntry:
 
     @property
     def weight_bytes(self) -> int:
+        """Bytes of weights once installed (what must fit in memory)."""
         return self.arch.weight_bytes(self.bits)
 
     @property
     def download_bytes(self) -> int:
+        """Bytes fetched from the Hub (Ai2's bf16 weights for the quantize route)."""
+        return self.arch.weight_bytes(_BITS[self.quant]) + TOKENIZER_AND_CONFIG_BYTES
+
+    @property
+    def installed_bytes(self) -> int:
         return self.weight_bytes + TOKENIZER_AND_CONFIG_BYTES
+
+    @property
+    def disk_bytes_needed(self) -> int:
+        """Free disk space the route needs at its peak: the download, plus the quantized copy written beside it."""
+        return self.download_bytes + (self.installed_bytes if self.quantize_bits is not None else 0)
 
     @property
     def is_think(self) -> bool:
@@ -216,46 +252,77 @@ class CatalogEntry:
         )
 
 
-_INFERRED = "repo name inferred from mlx-community's naming; not confirmed to exist"
+# Only repos whose existence is on record (../shared/notes/olmo3-repos.md, checked 2026-11-30). Exact spelling:
+# "Olmo", and mlx-community's 7B bf16 conversions are "-bf16" for Instruct but "-bfloat16" for Think and RL-Zero.
+# Guessed names (a "Think-8bit" that would follow the pattern) are never offered: "Search Hugging Face" in the
+# picker finds what really exists.
+_HUB_PAGE = "a Hub page of the repo or one of its files was found"
+_RL_ZERO = "research model: RL from the base model, no chat tuning"
 CATALOG: Final[tuple[CatalogEntry, ...]] = (
-    CatalogEntry("mlx-community/Olmo-3-7B-Instruct-4bit", "Olmo 3", OLMO3_7B, "Instruct", "4bit", True),
-    CatalogEntry("mlx-community/Olmo-3-7B-Instruct-8bit", "Olmo 3", OLMO3_7B, "Instruct", "8bit", False, _INFERRED),
-    CatalogEntry("mlx-community/Olmo-3-7B-Instruct-bf16", "Olmo 3", OLMO3_7B, "Instruct", "bf16", True),
-    CatalogEntry("mlx-community/Olmo-3-7B-Think-4bit", "Olmo 3", OLMO3_7B, "Think", "4bit", False, _INFERRED),
-    CatalogEntry("mlx-community/Olmo-3-7B-Think-8bit", "Olmo 3", OLMO3_7B, "Think", "8bit", False, _INFERRED),
-    CatalogEntry("mlx-community/Olmo-3-7B-Think-bfloat16", "Olmo 3", OLMO3_7B, "Think", "bf16", True),
     CatalogEntry(
-        "mlx-community/Olmo-3-7B-RLZero-Code-4bit",
-        "Olmo 3",
-        OLMO3_7B,
-        "RL-Zero Code",
-        "4bit",
-        True,
-        "research model: RL from the base model, no chat tuning",
+        "mlx-community/Olmo-3-7B-Instruct-4bit", "Olmo 3", OLMO3_7B, "Instruct", "4bit", _HUB_PAGE, recommended=True
     ),
     CatalogEntry(
-        "mlx-community/Olmo-3-7B-RLZero-Math-4bit",
+        "mlx-community/Olmo-3-7B-Think-4bit",
         "Olmo 3",
         OLMO3_7B,
-        "RL-Zero Math",
+        "Think",
         "4bit",
-        False,
-        "research model; " + _INFERRED,
+        # Not a Hub page, but a pinned commit and the exact byte count can only come from the Hub; the count is
+        # within 0.07 % of the size computed from the architecture (4,113,190,816 + tokenizer).
+        "pinned revision 65294083d66d52f7bee42c5da768e3ad456332c4 and its exact size, 4,115,716,535 bytes",
+        recommended=True,
+    ),
+    CatalogEntry("mlx-community/Olmo-3-7B-Instruct-bf16", "Olmo 3", OLMO3_7B, "Instruct", "bf16", _HUB_PAGE),
+    CatalogEntry("mlx-community/Olmo-3-7B-Think-bfloat16", "Olmo 3", OLMO3_7B, "Think", "bf16", _HUB_PAGE),
+    CatalogEntry(
+        "mlx-community/Olmo-3-7B-RLZero-Code-4bit", "Olmo 3", OLMO3_7B, "RL-Zero Code", "4bit", _HUB_PAGE, _RL_ZERO
     ),
     CatalogEntry(
-        "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-4bit",
+        "mlx-community/Olmo-3-7B-RLZero-Code-bfloat16", "Olmo 3", OLMO3_7B, "RL-Zero Code", "bf16", _HUB_PAGE, _RL_ZERO
+    ),
+    CatalogEntry(
+        "lmstudio-community/Olmo-3-32B-Think-MLX-4bit",
+        "Olmo 3",
+        OLMO3_32B,
+        "Think",
+        "4bit",
+        "listed at 18.13 GB, with a Hub link, in LM Studio's model catalog (computed: 18.14 GB)",
+    ),
+    CatalogEntry(
+        "lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit",
         "Olmo 3.1",
         OLMO3_32B,
         "Instruct",
-        "4bit",
-        False,
-        "repo name inferred from lmstudio-community's 8-bit conversion; not confirmed to exist",
+        "8bit",
+        "the Olmo-3.1 Instruct chat template in our test fixtures was fetched from this repo",
     ),
-    CatalogEntry("lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit", "Olmo 3.1", OLMO3_32B, "Instruct", "8bit", True),
-    CatalogEntry("mlx-community/Olmo-3.1-32B-Think-4bit", "Olmo 3.1", OLMO3_32B, "Think", "4bit", False, _INFERRED),
-    CatalogEntry("mlx-community/Olmo-3-32B-Think-4bit", "Olmo 3", OLMO3_32B, "Think", "4bit", False, _INFERRED),
-    CatalogEntry("mlx-community/Olmo-3-32B-Think-8bit", "Olmo 3", OLMO3_32B, "Think", "8bit", False, _INFERRED),
+    # Ai2's own repos (bf16, transformers format): this route always exists.
+    *(
+        CatalogEntry(
+            f"allenai/{name}",
+            family,
+            arch,
+            variant,
+            "bf16",
+            "Ai2's own release",
+            "Ai2's original bf16 weights, converted to 4-bit on this Mac after the download",
+            quantize_bits=4,
+        )
+        for name, family, arch, variant in (
+            ("Olmo-3-7B-Instruct", "Olmo 3", OLMO3_7B, "Instruct"),
+            ("Olmo-3-7B-Think", "Olmo 3", OLMO3_7B, "Think"),
+            ("Olmo-3-32B-Think", "Olmo 3", OLMO3_32B, "Think"),
+            ("Olmo-3.1-32B-Instruct", "Olmo 3.1", OLMO3_32B, "Instruct"),
+            ("Olmo-3.1-32B-Think", "Olmo 3.1", OLMO3_32B, "Think"),
+        )
+    ),
 )
+
+
+def catalog_entry(repo_id: str) -> CatalogEntry | None:
+    """The catalog's entry for ``repo_id`` (exact spelling), or None."""
+    return next((e for e in CATALOG if e.repo_id == repo_id), None)
 
 
 @dataclass(frozen=True)

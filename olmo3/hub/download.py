@@ -38,6 +38,7 @@ from .events import (
     DownloadStarted,
     DownloadVerifying,
     FileCompleted,
+    Quantizer,
     StopRequestedError,
 )
 from .local import (
@@ -45,6 +46,7 @@ from .local import (
     MARKER_FORMAT,
     MARKER_NAME,
     STATE_NAME,
+    LocalModel,
     describe_store_dir,
     info_dict,
     now_iso,
@@ -52,6 +54,7 @@ from .local import (
     write_json_atomic,
 )
 from .planner import DownloadPlan, Planner, RemoteFile, classify_error, same_origin
+from .quantize_route import quantize_staged, quantized_bytes_estimate, quantized_name, remove_staging, staging_dir
 from .verify import hash_file, verify_model_folder
 
 if TYPE_CHECKING:
@@ -102,7 +105,14 @@ class DownloadJob:
     """Runs on the download thread: plan, fetch each file (resuming), verify, write the marker."""
 
     def __init__(
-        self, store: ModelStore, handle: DownloadHandle, revision: str, after: DownloadHandle | None = None
+        self,
+        store: ModelStore,
+        handle: DownloadHandle,
+        revision: str,
+        after: DownloadHandle | None = None,
+        *,
+        quantize_bits: int | None = None,
+        quantizer: Quantizer | None = None,
     ) -> None:
         self.after = after
         self.store = store
@@ -110,7 +120,13 @@ class DownloadJob:
         self.repo_id = handle.repo_id
         self.revision = revision
         self.stop = handle._stop
-        self.dest = store.model_dir(self.repo_id)
+        # "Download and quantize" (quantize_route): the bf16 download goes to a hidden staging folder first.
+        self.quantize_bits = quantize_bits
+        self.quantizer = quantizer
+        if quantize_bits is not None:
+            self.dest = staging_dir(store.models_dir, self.repo_id)
+        else:
+            self.dest = store.model_dir(self.repo_id)
         self.dl_dir = self.dest / DOWNLOAD_DIR
         self.plan: DownloadPlan | None = None
         self.state: dict[str, Any] = {}
@@ -199,7 +215,10 @@ class DownloadJob:
     def _stopped(self) -> DownloadCancelled:
         mode = self.handle._stop_mode or "pause"
         discarded = False
-        if mode == "discard" and self.dest.is_dir() and not (self.dest / MARKER_NAME).exists():
+        if mode == "discard" and self.quantize_bits is not None:
+            remove_staging(self.dest)  # the bf16 copy was only ever a step on the way
+            discarded = True
+        elif mode == "discard" and self.dest.is_dir() and not (self.dest / MARKER_NAME).exists():
             shutil.rmtree(self.dest, ignore_errors=True)
             with suppress(OSError):
                 self.dest.parent.rmdir()
@@ -213,10 +232,31 @@ class DownloadJob:
         )
 
     def _run_locked(self) -> DownloadEvent:
+        if self.quantize_bits is not None:
+            name = quantized_name(self.repo_id, self.quantize_bits)
+            final = self.store.model_dir(name)
+            done = describe_store_dir(name, final) if final.is_dir() else None
+            if done is not None and done.installed:
+                return DownloadCompleted(repo_id=self.repo_id, model=done, already_installed=True)
         existing = describe_store_dir(self.repo_id, self.dest) if self.dest.is_dir() else None
         if existing is not None and existing.installed:
-            return DownloadCompleted(repo_id=self.repo_id, model=existing, already_installed=True)
+            if self.quantize_bits is None:
+                return DownloadCompleted(repo_id=self.repo_id, model=existing, already_installed=True)
+            self.state = {"commit": existing.revision}  # downloaded before: quantize what is there
+            return DownloadCompleted(repo_id=self.repo_id, model=self._quantize())
+        self._download()
+        if self.quantize_bits is not None:
+            return DownloadCompleted(repo_id=self.repo_id, model=self._quantize())
+        model = dataclasses.replace(describe_store_dir(self.repo_id, self.dest), active=False)
+        return DownloadCompleted(repo_id=self.repo_id, model=model)
 
+    def _quantize(self) -> LocalModel:
+        if self.quantizer is None or self.quantize_bits is None:
+            raise DownloadError("internal", f"{self.repo_id}: asked to quantize without a quantizer")
+        return quantize_staged(self, self.quantizer, self.quantize_bits)
+
+    def _download(self) -> None:
+        """Plan, fetch every file (resuming), verify the folder, write its marker."""
         self.plan = plan = Planner(self.store, self.repo_id, self.revision, self.stop, self.emit).plan()
         self._load_state()
         self._check_disk_space()
@@ -255,8 +295,6 @@ class DownloadJob:
         }
         write_json_atomic(self.dest / MARKER_NAME, marker)
         shutil.rmtree(self.dl_dir, ignore_errors=True)
-        model = dataclasses.replace(describe_store_dir(self.repo_id, self.dest), active=False)
-        return DownloadCompleted(repo_id=self.repo_id, model=model)
 
     # -- state -----------------------------------------------------------------------------------------------
     def _load_state(self) -> None:
@@ -304,15 +342,22 @@ class DownloadJob:
         return done
 
     def _check_disk_space(self) -> None:
+        """The rest of the download, plus (download and quantize) the quantized copy written beside it."""
         assert self.plan is not None
         needed = self.plan.total_bytes - self._bytes_on_disk()
+        both = ""
+        if self.quantize_bits is not None:
+            copy = quantized_bytes_estimate(self.plan.weight_bytes, self.quantize_bits)
+            copy += self.plan.total_bytes - self.plan.weight_bytes
+            needed += copy
+            both = f", counting the {format_bytes(copy)} {self.quantize_bits}-bit copy made from it,"
         where = self.dest if self.dest.exists() else self.store.models_dir
         free = int(self.store.free_space_fn(where))
         if needed > free:
             raise DownloadError(
                 "disk_full",
                 f"not enough disk space for {self.repo_id}: it needs {format_bytes(needed)} more "
-                f"({needed:,} bytes) but only {format_bytes(free)} ({free:,} bytes) is free at {where}",
+                f"({needed:,} bytes){both} but only {format_bytes(free)} ({free:,} bytes) is free at {where}",
             )
 
     # -- one file --------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from .local import LocalModel
@@ -24,11 +25,13 @@ __all__ = [
     "DownloadFailed",
     "DownloadHandle",
     "DownloadProgress",
+    "DownloadQuantizing",
     "DownloadRetrying",
     "DownloadStarted",
     "DownloadVerifying",
     "EventCallback",
     "FileCompleted",
+    "Quantizer",
     "StopRequestedError",
 ]
 
@@ -83,6 +86,20 @@ class DownloadVerifying(DownloadEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DownloadQuantizing(DownloadEvent):
+    """The second phase of "download and quantize": converting the downloaded bf16 weights on this machine."""
+
+    bits: int
+    done_steps: int
+    total_steps: int
+    what: str  # "layer 3 of 32", "writing the files"
+
+    @property
+    def fraction(self) -> float:
+        return self.done_steps / self.total_steps if self.total_steps else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class DownloadCompleted(DownloadEvent):
     model: LocalModel
     already_installed: bool = False
@@ -107,14 +124,30 @@ class DownloadCancelled(DownloadEvent):
 EventCallback = Callable[[DownloadEvent], None]
 
 
+class Quantizer(Protocol):
+    """Runs ``olmo3.model.quantize.quantize_folder(src, dst, bits=..., on_progress=..., should_stop=...)`` where MLX
+    may run, and blocks until it is done (the app: ``Engine.run_quantize``, an engine job). The hub never imports
+    MLX, so a download that ends in quantizing is handed one. Raises what quantizing raised."""
+
+    def __call__(
+        self,
+        src: Path,
+        dst: Path,
+        *,
+        bits: int,
+        on_progress: Callable[[int, int, str], None],
+        should_stop: Callable[[], bool],
+    ) -> object: ...
+
+
 class DownloadError(Exception):
     """A download that cannot go on. ``code`` is one of:
 
     ``offline`` (offline mode is on), ``unreachable`` (no connection after retries), ``not_found`` (repo or
     revision), ``auth_required`` (gated or private: needs a token / license acceptance), ``not_olmo3``,
     ``unsupported`` (no safetensors weights), ``bad_repo`` (inconsistent repo), ``disk_full``, ``busy`` (another
-    download of the same model holds its lock), ``verify_failed``, ``server_error``, ``io_error``, ``cancelled``,
-    ``paused``, ``internal``.
+    download of the same model holds its lock), ``verify_failed``, ``quantize_failed`` (converting the download on
+    this machine failed), ``server_error``, ``io_error``, ``cancelled``, ``paused``, ``internal``.
     """
 
     def __init__(self, code: str, message: str) -> None:

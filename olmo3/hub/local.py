@@ -55,7 +55,7 @@ STATE_NAME: Final = "state.json"
 LOCKS_DIR: Final = ".locks"
 
 Status = Literal["installed", "incomplete"]
-Source = Literal["download", "copy", "link", "hf_cache", "unknown"]
+Source = Literal["download", "copy", "link", "hf_cache", "quantized", "unknown"]
 
 
 class ModelBusyError(RuntimeError):
@@ -85,7 +85,7 @@ class LocalModel:
     total_bytes: int | None = None  # incomplete downloads: the expected total
     info: dict[str, Any] | None = None  # olmo3.model.modelinfo.ModelInfo.to_dict(), minus "path"
     downloaded_at: str | None = None
-    origin: str | None = None  # imports: the folder it came from
+    origin: str | None = None  # imports: the folder it came from; quantized copies: the repo they were made from
     problem: str | None = None  # why it is not installed
     active: bool = False  # a download for it is running in this ModelStore
 

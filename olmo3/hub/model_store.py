@@ -8,6 +8,7 @@ the app and ``olmo3 models download``) from writing the same folder.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -24,7 +25,15 @@ from ..model.modelinfo import ModelLoadError
 from ..units import format_bytes
 from .catalog import CATALOG, DEFAULT_CONTEXT_TOKENS, CatalogItem
 from .download import DownloadJob, RetryPolicy
-from .events import DownloadCancelled, DownloadCompleted, DownloadError, DownloadFailed, DownloadHandle, EventCallback
+from .events import (
+    DownloadCancelled,
+    DownloadCompleted,
+    DownloadError,
+    DownloadFailed,
+    DownloadHandle,
+    EventCallback,
+    Quantizer,
+)
 from .local import (
     LOCKS_DIR,
     MARKER_FORMAT,
@@ -47,6 +56,7 @@ from .local import (
     write_json_atomic,
 )
 from .planner import DownloadPlan, Planner, is_allowed
+from .quantize_route import remove_staging, staging_dir
 from .repo_ids import MAX_REPO_PART_LEN, validate_repo_id
 from .verify import safetensors_metadata, verify_model_folder
 
@@ -181,7 +191,32 @@ class ModelStore:
             key = m.repo_id or m.name
             if key not in local or (m.installed and not local[key].installed):
                 local[key] = m
-        return [CatalogItem(e, e.memory_fit(context_tokens, budget), local.get(e.repo_id)) for e in CATALOG]
+        items = []
+        for e in CATALOG:
+            found = local.get(e.repo_id)
+            if e.quantize_bits is not None:
+                # The quantized copy answers for an Ai2 entry (its marker's repo_id is the Ai2 repo); a bf16
+                # download of the same repo does not, but an unfinished "download and quantize" does.
+                if found is not None and found.source != "quantized":
+                    found = None
+                found = found or self.staged(e.repo_id)
+            items.append(CatalogItem(e, e.memory_fit(context_tokens, budget), found))
+        return items
+
+    def staged(self, repo_id: str) -> LocalModel | None:
+        """An unfinished "download and quantize" of ``repo_id`` (its bf16 staging folder), as an incomplete model."""
+        path = staging_dir(self.models_dir, repo_id)
+        if not path.is_dir():
+            return None
+        model = self._describe(repo_id, path)
+        if model.installed:  # downloaded, not yet quantized
+            return dataclasses.replace(
+                model,
+                status="incomplete",
+                problem="downloaded; quantizing did not finish (start again to quantize)",
+                total_bytes=model.size_bytes,
+            )
+        return model
 
     # -- delete ----------------------------------------------------------------------------------------------
     def delete_model(
@@ -200,6 +235,14 @@ class ModelStore:
         """
         name = validate_repo_id(name)
         model = self.find(name, source=source)
+        if model is None and source is None and (staged := self.staged(name)) is not None:
+            with self._active_lock:
+                handle = self._active.get(name)
+            if handle is not None and not handle.done:
+                raise ModelBusyError(f"{name} is being downloaded; pause or cancel it before deleting it")
+            freed = owned_bytes(staged.path)
+            remove_staging(staged.path)
+            return freed
         if model is None:
             raise ModelNotFoundError(f"no model named {name!r} in {self.models_dir} or the Hugging Face cache")
         with self._active_lock:
@@ -343,7 +386,13 @@ class ModelStore:
 
     # -- downloads -------------------------------------------------------------------------------------------
     def start_download(
-        self, repo_id: str, *, revision: str = "main", on_event: EventCallback | None = None
+        self,
+        repo_id: str,
+        *,
+        revision: str = "main",
+        on_event: EventCallback | None = None,
+        quantize_bits: int | None = None,
+        quantizer: Quantizer | None = None,
     ) -> DownloadHandle:
         """Start (or resume) downloading ``repo_id`` on a worker thread; returns at once.
 
@@ -351,8 +400,14 @@ class ModelStore:
         ``on_event`` is added to its listeners. A download of the same model by another process (or another
         ModelStore on the same folder) is refused with a ``busy`` DownloadFailed event. Raises
         InvalidRepoIdError synchronously for a bad repo id.
+
+        With ``quantize_bits`` (and a ``quantizer`` to run MLX where it may run), the repo's bf16 weights are
+        downloaded to a staging folder and converted on this machine (``quantize_route``); the final event's
+        model is the quantized copy, named ``quantize_route.quantized_name(repo_id, bits)``.
         """
         repo_id = validate_repo_id(repo_id)
+        if quantize_bits is not None and (quantizer is None or quantize_bits not in (4, 8)):
+            raise ValueError("quantize_bits must be 4 or 8, with a quantizer to run it")
         with self._active_lock:
             previous = self._active.get(repo_id)
             if previous is not None and not previous.done and not previous.stopping:
@@ -364,7 +419,7 @@ class ModelStore:
             if on_event is not None:
                 handle.add_listener(on_event)
             self._active[repo_id] = handle
-        job = DownloadJob(self, handle, revision, after=previous)
+        job = DownloadJob(self, handle, revision, after=previous, quantize_bits=quantize_bits, quantizer=quantizer)
         thread = threading.Thread(target=job.run, name=f"download {repo_id}", daemon=True)
         handle._thread = thread
         thread.start()
@@ -376,10 +431,20 @@ class ModelStore:
         repo_id = (model.repo_id if model is not None else None) or name
         return self.start_download(repo_id, on_event=on_event)
 
-    def download(self, repo_id: str, *, revision: str = "main", on_event: EventCallback | None = None) -> LocalModel:
+    def download(
+        self,
+        repo_id: str,
+        *,
+        revision: str = "main",
+        on_event: EventCallback | None = None,
+        quantize_bits: int | None = None,
+        quantizer: Quantizer | None = None,
+    ) -> LocalModel:
         """Blocking download: returns the installed model or raises DownloadError (code ``paused``/``cancelled``
         when stopped through the handle)."""
-        handle = self.start_download(repo_id, revision=revision, on_event=on_event)
+        handle = self.start_download(
+            repo_id, revision=revision, on_event=on_event, quantize_bits=quantize_bits, quantizer=quantizer
+        )
         final = handle.wait()
         if isinstance(final, DownloadCompleted):
             return final.model

@@ -32,6 +32,7 @@ __all__ = [
     "RemoteFile",
     "classify_error",
     "is_allowed",
+    "kv_per_token",
     "same_origin",
 ]
 
@@ -109,22 +110,28 @@ class DownloadPlan:
     def memory_fit(
         self, context_tokens: int = DEFAULT_CONTEXT_TOKENS, budget: MemoryBudget | int | None = None
     ) -> MemoryFit:
-        c = self.config
-        layers = int(c.get("num_hidden_layers", 0))
-        heads = int(c.get("num_attention_heads", 1))
-        kv_heads = int(c.get("num_key_value_heads", heads))
-        head_dim = int(c.get("head_dim") or int(c.get("hidden_size", 0)) // max(1, heads))
-        types = c.get("layer_types") or ["full_attention"] * layers
-        per_layer = 2 * kv_heads * head_dim * 2
-        full = sum(1 for t in types if t == "full_attention")
+        full, sliding, window = kv_per_token(self.config)
         return estimate_memory_fit(
             weight_bytes=self.weight_bytes,
-            kv_bytes_per_token_full=full * per_layer,
-            kv_bytes_per_token_sliding=(len(types) - full) * per_layer,
-            sliding_window=int(c.get("sliding_window") or 0),
+            kv_bytes_per_token_full=full,
+            kv_bytes_per_token_sliding=sliding,
+            sliding_window=window,
             context_tokens=context_tokens,
             budget=budget,
         )
+
+
+def kv_per_token(config: dict[str, Any]) -> tuple[int, int, int]:
+    """(KV bytes per token of all full-attention layers, of all sliding layers, the sliding window) from a
+    config.json, bf16 cache entries: what ``estimate_memory_fit`` needs, without reading any weights."""
+    layers = int(config.get("num_hidden_layers", 0))
+    heads = int(config.get("num_attention_heads", 1))
+    kv_heads = int(config.get("num_key_value_heads", heads))
+    head_dim = int(config.get("head_dim") or int(config.get("hidden_size", 0)) // max(1, heads))
+    types = config.get("layer_types") or ["full_attention"] * layers
+    per_layer = 2 * kv_heads * head_dim * 2
+    full = sum(1 for t in types if t == "full_attention")
+    return full * per_layer, (len(types) - full) * per_layer, int(config.get("sliding_window") or 0)
 
 
 def classify_error(e: BaseException, endpoint: str, repo_id: str) -> tuple[bool, DownloadError]:
@@ -166,7 +173,7 @@ def classify_error(e: BaseException, endpoint: str, repo_id: str) -> tuple[bool,
         return False, DownloadError("server_error", f"{endpoint} answered {status}: {e}")
     if isinstance(e, httpx2.TransportError):
         host = urlsplit(endpoint).hostname or endpoint
-        return True, DownloadError("unreachable", f"connection to {host} failed ({type(e).__name__}: {e})")
+        return True, DownloadError("unreachable", f"cannot reach {host}: {e or type(e).__name__}")
     if isinstance(e, OSError):
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             return False, DownloadError("disk_full", f"the disk is full ({e})")
@@ -222,12 +229,7 @@ class Planner:
                 transient, err = classify_error(e, self.store.endpoint, self.repo_id)
                 attempt += 1
                 if not transient or attempt >= self.store.retry.planning_attempts:
-                    if transient:
-                        raise DownloadError(
-                            "unreachable",
-                            f"cannot reach {self.store.endpoint} ({err.message}); check your internet connection",
-                        ) from e
-                    raise err from e
+                    raise err from e  # transient ones are "unreachable": the app and the CLI say what to do
                 delay = self.store.retry.delay(attempt)
                 if self.emit is not None:
                     self.emit(

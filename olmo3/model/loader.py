@@ -98,8 +98,16 @@ def load_model(path: str | Path, *, lazy: bool = False) -> tuple[Model, dict[str
 
 
 def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None) -> Any:
-    """mlx-lm's ``TokenizerWrapper`` over the folder's fast tokenizer, with Olmo-3's stop tokens."""
+    """mlx-lm's ``TokenizerWrapper`` over the folder's fast tokenizer, with Olmo-3's stop tokens.
+
+    The chat template is compiled into the bounded sandbox and rendered on test conversations before the model
+    is used (``olmo3.model.template``): a template that hangs, fails or reaches for Python internals is refused
+    here, with a ``ModelLoadError`` naming its file. The ``ChatTemplate`` is attached to the wrapper as
+    ``tokenizer.safe_chat_template`` (``olmo3.model.template.for_tokenizer`` finds it).
+    """
     from mlx_lm.tokenizer_utils import load as load_tokenizer_wrapper
+
+    from .template import ATTRIBUTE, ChatTemplate, TemplateError
 
     folder = Path(path).expanduser()
     if not (folder / "tokenizer.json").is_file():
@@ -120,6 +128,15 @@ def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None) -> An
     _keep_leading_space(tokenizer)
     if tokenizer.chat_template is None:
         raise ModelLoadError(f"{folder}: no chat template (chat_template.jinja or tokenizer_config.json)")
+    source = folder / "chat_template.jinja"
+    if not source.is_file():
+        source = folder / "tokenizer_config.json"
+    try:
+        safe = ChatTemplate.from_tokenizer(tokenizer)
+        safe.probe()
+    except TemplateError as e:
+        raise ModelLoadError(f"{source}: {e}") from None
+    setattr(tokenizer, ATTRIBUTE, safe)
     return tokenizer
 
 
@@ -145,6 +162,6 @@ def load(path: str | Path, *, lazy: bool = False) -> tuple[Model, Any]:
     folder = Path(path).expanduser()
     info = inspect_model_dir(folder)  # validates everything cheaply before reading gigabytes
     model, config = load_model(folder, lazy=lazy)
-    tokenizer = load_tokenizer(folder, config)
+    tokenizer = load_tokenizer(folder, config)  # also compiles and probes the chat template
     model.info = info
     return model, tokenizer

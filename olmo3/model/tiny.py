@@ -18,7 +18,28 @@ from typing import Any, cast
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+# Olmo-3's added tokens (the Dolma 2 tokenizer's): control tokens, then the tool tags and PII placeholders, which
+# are added but not "special". Hostile-input tests type every one of them into messages.
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|pad|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|endofprompt|>",
+    *(f"<|extra_id_{i}|>" for i in range(7)),
+]
+ADDED_TOKENS = [
+    "<functions>",
+    "</functions>",
+    "<function_calls>",
+    "</function_calls>",
+    "|||PHONE_NUMBER|||",
+    "|||EMAIL_ADDRESS|||",
+    "|||IP_ADDRESS|||",
+]
 
 INSTRUCT_DEFAULT_SYSTEM = (
     "You are a helpful function-calling AI assistant. You do not currently have access to any functions. "
@@ -67,20 +88,21 @@ Café, naïve, résumé, Zürich, 東京, emoji 🙂 and numbers 0123456789.
 
 def make_tokenizer_files(dest: Path, *, vocab_size: int = 384, think: bool = False, template: str | None = None) -> int:
     """Train a byte-level BPE on a small corpus; write ``tokenizer.json`` + config files. Returns vocab size."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(SPECIAL_TOKENS),
+        vocab_size=vocab_size - len(SPECIAL_TOKENS) - len(ADDED_TOKENS),
         special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
     # Special tokens come last, as in Olmo-3 (whose specials sit above the BPE vocabulary).
-    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
     tok.save(str(dest / "tokenizer.json"))
     n = tok.get_vocab_size()
 

@@ -128,25 +128,25 @@ def test_corrupt_or_mismatched_cache_file_is_discarded_and_reprefilled(tmp_path,
 
 def test_memory_budget_spills_least_recently_used_conversations(tmp_path, tiny_model_dir):
     rec = Recorder()
-    eng = Engine(
-        rec,
-        cache_dir=tmp_path / "kv",
-        memory_budget_bytes=200_000,
-        session_options={"temperature": 0.0, "max_tokens": 12},
-    )
+    eng = Engine(rec, cache_dir=tmp_path / "kv", session_options={"temperature": 0.0, "max_tokens": 12})
     eng.rec = rec
     eng.start()
     eng.load_model(tiny_model_dir)
-    for cid in ("a", "b", "c"):
-        eng.open_conversation(cid)
-        turn(eng, eng.send(cid, "Hello, tell me about caches please"))
 
     def pool(e):
         pool.result = {cid: (s.cache is not None, s.kv_bytes(True)) for cid, s in e.sessions.items()}
 
+    for cid in ("a", "b", "c"):
+        eng.open_conversation(cid)
+        turn(eng, eng.send(cid, "Hello, tell me about caches please"))
+        if cid == "a":  # a budget for one and a half conversations of this size (with their snapshots)
+            eng.wait(eng.call(pool), 10)
+            budget = int(pool.result["a"][1] * 1.5)
+            eng.wait(eng.set_memory_budget(budget), 10)
+
     eng.wait(eng.call(pool), 10)
     total = sum(b for _, b in pool.result.values())
-    assert total <= 200_000
+    assert total <= budget
     assert pool.result["c"][0]  # the conversation just used stays warm
     assert not pool.result["a"][0]  # the least recently used was spilled
     assert any(e.conv_id == "a" and e.state == "disk" for e in rec.of(CacheState))
@@ -190,10 +190,10 @@ def test_errors_become_events_and_the_thread_survives(engine, tmp_path):
 
 def test_context_overflow_is_an_event_and_drop_oldest_resends(engine):
     engine.wait(engine.open_conversation("c1", sampling={"max_tokens": 4000}), 10)
-    job = engine.send("c1", "hi")
+    job = engine.send("c1", "word " * 4000)  # leaves no room for even a short reply (max_tokens is only a cap)
     engine.wait(job, 10)
     ov = engine.rec.of(ContextOverflow, job)[0]
-    assert ov.limit == 4096 and ov.max_tokens == 4000 and ov.used + 4000 > 4096
+    assert ov.limit == 4096 and ov.max_tokens == 256 and ov.used + 256 > 4096  # max_tokens: the minimal reply
     assert not engine.rec.of(TurnFinished, job)
 
 

@@ -117,10 +117,10 @@ def test_prompt_is_always_the_templates_rendering(tmp_path, template, system):
         history = template_msgs(s)
         sys_msgs = [{"role": "system", "content": system}] if system else []
         if not strips_reasoning:
-            expected_next = s.render(sys_msgs + history + [{"role": "user", "content": text}])
+            expected_next = s.render(sys_msgs + history + [{"role": "user", "content": text}]).text
             assert expected_next.startswith(s._decode(s.tokens))
         fin, _ = run(s.send(text, logits_processors=[forcing(close, start=2)]))
-        rendered = s.render(sys_msgs + history + [{"role": "user", "content": text}])
+        rendered = s.render(sys_msgs + history + [{"role": "user", "content": text}]).text
         assert s._decode(prompt_of(s, fin)) == rendered
         if s.messages[-1].reasoning is not None:
             assert rendered.endswith("<think>")
@@ -143,7 +143,7 @@ def test_stop_on_endoftext_is_reconciled_not_fed_wrong(tiny, tmp_path):
     assert not kvcache.can_trim(s.cache)
     fin2, _ = run(s.send("follow-up"))
     assert fin2.stats.reconcile == "snapshot"
-    rendered = s.render(template_msgs(s)[:-1], add_generation_prompt=True)
+    rendered = s.render(template_msgs(s)[:-1], add_generation_prompt=True).text
     assert s._decode(prompt_of(s, fin2)) == rendered
     assert "<|endoftext|>" not in s._decode(prompt_of(s, fin2))
 
@@ -157,7 +157,7 @@ def test_stop_on_endoftext_is_reconciled_not_fed_wrong(tiny, tmp_path):
     assert kvcache.can_trim(s2.cache)
     fin3, _ = run(s2.send("again"))
     assert fin3.stats.reconcile == "trim"
-    assert s2._decode(prompt_of(s2, fin3)) == s2.render(template_msgs(s2)[:-1])
+    assert s2._decode(prompt_of(s2, fin3)) == s2.render(template_msgs(s2)[:-1]).text
 
 
 def test_regenerate_and_edit_after_wrap_restore_snapshots_and_keep_branches(tiny):
@@ -172,7 +172,7 @@ def test_regenerate_and_edit_after_wrap_restore_snapshots_and_keep_branches(tiny
     assert fin.stats.reconcile == "snapshot"
     assert fin.stats.prompt_tokens == last.stats.prompt_tokens  # only the user turn was fed, as when sent
     assert s.branches(4)["reply"] == (1, 2)
-    assert s._decode(prompt_of(s, fin)) == s.render(template_msgs(s)[:-1])
+    assert s._decode(prompt_of(s, fin)) == s.render(template_msgs(s)[:-1]).text
     s.switch_branch(4, 0)
     assert s.messages[-1].content == first_reply
 
@@ -277,7 +277,7 @@ def test_cancel_during_prefill_and_during_decode(tiny):
     assert s.messages[-1].finish_reason == "cancelled"
     fin2, _ = run(s.send("go on"))
     assert fin2.stats.reconcile == "append_turn_end"
-    assert s._decode(prompt_of(s, fin2)) == s.render(template_msgs(s)[:-1])
+    assert s._decode(prompt_of(s, fin2)) == s.render(template_msgs(s)[:-1]).text
 
 
 def test_think_streams_reasoning_then_answer(tiny_think):
@@ -383,8 +383,10 @@ def test_state_from_messages_rebuilds_a_tree_that_continues(tiny):
     assert [m.content for m in s.messages] == ["first", "uno", "second", "two"]
     assert s.branches(0)["reply"] == (1, 2)
     fin, _ = run(s.send("third"))
-    assert fin.stats.reconcile == "fresh" and s._decode(prompt_of(s, fin)) == s.render(
-        [{"role": "system", "content": "Be kind."}, *template_msgs(s)[:-1]]
+    assert (
+        fin.stats.reconcile == "fresh"
+        and s._decode(prompt_of(s, fin))
+        == s.render([{"role": "system", "content": "Be kind."}, *template_msgs(s)[:-1]]).text
     )
 
 
@@ -432,4 +434,4 @@ def test_a_failure_mid_turn_never_leaves_a_wrong_cache(tiny):
     assert s.cache is None and s.messages == before[1]
     fin, _ = run(s.send("works again"))
     assert fin.stats.reconcile == "snapshot"  # the turn-boundary snapshot served
-    assert s._decode(prompt_of(s, fin)) == s.render(template_msgs(s)[:-1])
+    assert s._decode(prompt_of(s, fin)) == s.render(template_msgs(s)[:-1]).text

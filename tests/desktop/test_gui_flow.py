@@ -39,7 +39,8 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     home = tmp_path / "home"
     window = make_window(qtbot, home)
     assert window.stack.currentWidget() is window.welcome  # first run: no model anywhere
-    assert window.composer.state == "no_model" and window.composer.choose_button.isVisible()
+    assert window.composer.state == "no_model" and not window.composer.choose_button.isVisible()  # the panel is
+    assert "Pick a model above" in window.composer.edit.placeholderText()  # the way in; the composer points to it
 
     # -- pick the generated model: "Add model folder…" (used in place), then Load on its card -----------------
     picker = window.open_model_picker()
@@ -49,11 +50,11 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     qtbot.waitUntil(lambda: any(k.startswith("local/") for k in picker.cards()), timeout=30_000)
     name = next(k for k in picker.cards() if k.startswith("local/"))
     qtbot.mouseClick(picker.cards()[name].button("load"), Qt.MouseButton.LeftButton)
+    assert not picker.isVisible()  # Load returns to the chat
     qtbot.waitUntil(lambda: window.controller.model_info is not None, timeout=60_000)
     assert window.composer.state == "ready"
-    qtbot.waitUntil(lambda: picker.cards()[name].loaded_badge.isVisible())
+    qtbot.waitUntil(lambda: picker.cards()[name].loaded_badge.isVisibleTo(picker))
     assert "Loading" not in window.header.model_button.text()
-    picker.close()
 
     # -- send: tokens stream into the view while the turn runs ------------------------------------------------
     streamed: list[tuple[bool, int]] = []
@@ -77,7 +78,7 @@ def test_chat_flow_end_to_end(qtbot, tmp_path, tiny_model_dir):
     assert window.status_row.context.usage() == (finished.stats.context_used, finished.stats.context_limit)
 
     # -- stop mid-reply: the partial reply is kept, marked, and offers Retry ------------------------------------
-    window.settings = fast_settings(max_tokens=3000)
+    window.settings = fast_settings(max_tokens=3000, temperature=1.0)  # sampled: a long reply, not an early EOS
     window.composer.set_text("Tell me a long story")
     qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
     qtbot.waitUntil(

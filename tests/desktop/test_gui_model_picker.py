@@ -51,7 +51,9 @@ def test_download_pause_resume_load_and_delete(qtbot, tmp_path, hub, tiny_model_
     )
     card = picker.cards()[REPO]
     assert 0 < card.progress.value() < 1000 and set(card.button_keys()) == {"pause", "cancel"}
-    assert window.header.ring.isVisibleTo(window)  # progress shows in the toolbar too
+    assert window.header.ring.isVisibleTo(window)  # progress shows in the toolbar too, with its label
+    chip = window.header.download_chip.label.text()
+    assert chip.startswith("Downloading ") and chip.endswith("%")
 
     picker.close()  # closing the picker does not stop the download
     assert window.models.active_downloads()
@@ -101,7 +103,7 @@ def test_custom_repo_ids_and_clear_errors(qtbot, tmp_path, hub, tiny_model_dir):
 
     assert "'..' is not allowed" in check("../../etc/passwd")  # refused before any request or path
     assert "not an Olmo-3 model" in check("someone/not-olmo")
-    assert "doesn't exist" in check("someone/missing")
+    assert "isn't available on Hugging Face" in check("someone/missing")
     assert check("https://huggingface.co/someone/Olmo-3-Custom/tree/main") == ""
     card = picker.cards()["someone/Olmo-3-Custom"]
     assert "download" in card.button_keys() and card.badge.property("verdict") == "fits"

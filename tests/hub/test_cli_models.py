@@ -19,6 +19,7 @@ from hub_server import FakeHub, Hold
 from olmo3.cli.models import add_models_parser, run_models
 
 REPO = "mlx-community/Olmo-3-Tiny-Instruct"
+REPO_4BIT = "mlx-community/Olmo-3-7B-Instruct-4bit"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -60,6 +61,7 @@ def test_download_list_delete(tmp_path, hub, tiny, capsys):
     code, out, _ = run(["models", "list", "--json", "--models-dir", str(tmp_path / "models")], capsys)
     [entry] = json.loads(out)
     assert entry["name"] == REPO and entry["status"] == "installed" and entry["param_count"] > 0
+    assert entry["folder"] == str(tmp_path / "models" / REPO)
 
     # Conversation caches: the one made with this model goes, the other model's stays.
     fingerprint = (
@@ -126,7 +128,10 @@ def test_import_link_and_catalog(tmp_path, hub, tiny, capsys):
     items = {i["repo_id"]: i for i in json.loads(out)}
     assert items["mlx-community/Olmo-3-7B-Instruct-4bit"]["fit"] == "fits"
     assert items["lmstudio-community/Olmo-3.1-32B-Instruct-MLX-8bit"]["fit"] in ("fits", "tight")
-    assert items["mlx-community/Olmo-3-7B-Think-bfloat16"]["known"] is True
+    assert items["mlx-community/Olmo-3-7B-Think-bfloat16"]["evidence"] and "known" not in items[REPO_4BIT]
+    ai2 = items["allenai/Olmo-3-7B-Think"]
+    assert ai2["quantize_bits"] == 4 and ai2["disk_bytes_needed"] == ai2["download_bytes"] + ai2["installed_bytes"]
+    assert not any(i["installed"] or i["folder"] for i in items.values())
 
 
 # -- real processes: Ctrl-C pauses, a killed download resumes on the next run ----------------------------------

@@ -210,7 +210,7 @@ def test_non_loopback_host_needs_an_api_key(instruct_dir, tmp_path):
         text=True,
         timeout=120,
     )
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no installed model" in out.stderr
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no such folder or installed model" in out.stderr
 
 
 def test_a_model_of_the_store_is_served_by_its_name(instruct_dir, tmp_path):
