@@ -18,6 +18,7 @@ Two more snapshots are taken while a prompt is prefilled (:meth:`ServeSession._p
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -33,6 +34,9 @@ from .transcript import THINK_CLOSE, THINK_OPEN, OverflowPolicy, Reconcile
 # any of the last few turns without re-reading the history. The engine's memory budget drops them first.
 SERVE_SNAPSHOTS = 8
 _PLACEHOLDER = "(request)"  # the user node's text: the rendering comes from the request, not from the tree
+
+# The system-prompt text of each head of messages, per chat template (two probe renderings each).
+_SYSTEM_TEXTS: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 
 _SOURCES: dict[Reconcile, CacheSource] = {
     "append": "live",
@@ -69,7 +73,6 @@ class ServeSession(ChatSession):
         self.raw_prompt: str | None = None
         self._added: list[str] | None = None
         self._reserve: int | None = None
-        self._system_memo: tuple[str, str] | None = None
 
     def load_request(self, request: CompletionRequest) -> None:
         """Make ``request`` the conversation to render; the transcript, cache and snapshots stay."""
@@ -151,16 +154,19 @@ class ServeSession(ChatSession):
             if m["role"] == "user":
                 break
             head.append(m)
+        memo = _SYSTEM_TEXTS.setdefault(self.template, {})  # shared by the model's conversations
         key = repr(head)
-        if self._system_memo is None or self._system_memo[0] != key:
+        if key not in memo:
             try:
                 a, b = (self.render([*head, {"role": "user", "content": c}], False).text for c in ("A", "B"))
                 n = common_text_prefix(a, b)
                 text = a[:n] if n < len(a) else ""
             except Exception:  # a template that refuses the probes: no checkpoint
                 text = ""
-            self._system_memo = (key, text)
-        return self._system_memo[1]
+            if len(memo) >= 64:
+                memo.clear()
+            memo[key] = text
+        return memo[key]
 
     def _boundary(self, target: list[int], text: str) -> int:
         """Tokens of ``target`` that ``text`` covers, never cut inside the template's markup."""
