@@ -9,6 +9,7 @@ temporary folder. The window's actions live in helpers it owns, each given the w
   duplicate/delete/restore/undo;
 - :class:`desktop.transfer.Transfer`: export and import, with their dialogs;
 - :class:`desktop.model_actions.ModelActions`: the model picker, loading, downloads;
+- :class:`desktop.attachments.DocumentAttacher`: documents attached with 📎, dropped on the window or pasted;
 - :func:`desktop.menus.build_menus`: the menu bar; :class:`desktop.window_state.WindowState`: geometry and drafts.
 
 Closing the window stops a running reply, saves it, spills every conversation cache to disk, pauses downloads and
@@ -24,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QResizeEvent
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QResizeEvent
 from PySide6.QtWidgets import QApplication, QMainWindow, QSplitter, QStackedWidget, QVBoxLayout, QWidget
 
 from desktop import dialogs
 from desktop import theme as th
+from desktop.attachments import DocumentAttacher
 from desktop.bridge import ChoreRunner, EngineBridge
 from desktop.chat import ChatView
-from desktop.composer import BottomBar, Composer, StatusRow
+from desktop.composer import BottomBar, Composer, StatusRow, local_files
 from desktop.controller import ChatController
 from desktop.conversations import ConversationActions
 from desktop.local_server import LocalServerControl
@@ -113,6 +115,7 @@ class MainWindow(QMainWindow):
             cache_dir=self.paths.kv_cache_dir,
             memory_budget_bytes=self.settings.memory_budget_bytes,
             memory_limit_bytes=memory_limit_bytes,
+            kv_bits=self.settings.kv_bits,
             session_options=engine_options,
             parent=self,
         )
@@ -144,6 +147,12 @@ class MainWindow(QMainWindow):
         # Replaced in tests (offscreen, no modal dialogs): True loads a model that won't fit anyway.
         self.ask_load_anyway: Any = lambda event, name: dialogs.ask_load_anyway(self, event, name)
         self.controller.draft_saver = self.window_state.save_draft
+        self.documents = DocumentAttacher(
+            store=self.store, chores=self.chores, composer=self.composer, controller=self.controller, parent=self
+        )
+        self.documents.parent_widget = self
+        self.controller.documents = self.documents
+        self.setAcceptDrops(True)
         self.conversations = ConversationActions(self)
         self.transfer = Transfer(self)
         self.model_actions = ModelActions(self)
@@ -228,6 +237,9 @@ class MainWindow(QMainWindow):
         self.welcome.open_picker.connect(models.open_picker)
         self.toast.action_clicked.connect(convs.undo_delete)
         self.chat_view.copied.connect(lambda _text: self.show_toast("Copied"))
+        self.chat_view.source_requested.connect(self.documents.show_source)
+        c.current_changed.connect(self.documents.reload)
+        c.busy_changed.connect(lambda _busy: self.documents.refresh_previews())
         c.conversations_changed.connect(self.refresh_sidebar)
         c.current_changed.connect(self._on_current_changed)
         c.model_changed.connect(models.on_changed)
@@ -355,15 +367,17 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         conv_id = self.controller.current
         prompt: object = UNCHANGED
+        own: object = UNCHANGED
         title = ""
         if conv_id is not None:
             conv = self.store.get_conversation(conv_id)
-            prompt, title = conv.system_prompt, conv.title
+            prompt, own, title = conv.system_prompt, conv.sampling, conv.title
         dialog = SettingsDialog(
             self.settings,
             default_models_dir=self.paths.models_dir,
             model_dir=self.controller.model_path,
             conversation_prompt=prompt,
+            conversation_sampling=own,
             conversation_title=title,
             budget=self.bridge.engine.budget(),
             parent=self,
@@ -373,6 +387,9 @@ class MainWindow(QMainWindow):
             new_prompt = dialog.conversation_prompt()
             if conv_id is not None and new_prompt is not UNCHANGED and new_prompt != prompt:
                 self.controller.set_conversation_prompt(conv_id, new_prompt)  # type: ignore[arg-type]
+            new_own = dialog.conversation_sampling()
+            if conv_id is not None and isinstance(new_own, dict) and new_own != own:
+                self.controller.set_conversation_sampling(conv_id, new_own)
 
     def apply_settings(self, settings: Settings) -> None:
         old = self.settings
@@ -382,6 +399,8 @@ class MainWindow(QMainWindow):
             self.set_theme(settings.theme)
         if settings.memory_budget_gb != old.memory_budget_gb:
             self.bridge.set_memory_budget(settings.memory_budget_bytes)
+        if settings.kv_bits != old.kv_bits:
+            self.bridge.set_kv_bits(settings.kv_bits)
         if settings.models_dir != old.models_dir:
             self.models.store.models_dir = self._models_dir()
             self.models.changed.emit()
@@ -429,6 +448,22 @@ class MainWindow(QMainWindow):
         super().resizeEvent(event)
         self._follow_width()
         self.toast.reposition()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        """Files dragged over the window may be dropped anywhere on it: they are attached to the message."""
+        if local_files(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = local_files(event.mimeData())
+        if files:
+            event.acceptProposedAction()
+            self.documents.attach_paths(files)
+            self.composer.setFocus()
+        else:
+            super().dropEvent(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

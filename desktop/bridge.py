@@ -48,6 +48,7 @@ class EngineBridge(QObject):
         cache_dir: Path,
         memory_budget_bytes: int | None = None,
         memory_limit_bytes: int | None = None,
+        kv_bits: int | None = None,
         session_options: dict[str, Any] | None = None,
         parent: QObject | None = None,
     ) -> None:
@@ -61,6 +62,7 @@ class EngineBridge(QObject):
             cache_dir=cache_dir,
             memory_budget_bytes=memory_budget_bytes,
             memory_limit_bytes=memory_limit_bytes,
+            kv_bits=kv_bits,
             session_options=session_options,
         )
         self._started = False
@@ -118,10 +120,17 @@ class EngineBridge(QObject):
         reply_id: str,
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
+        prompt_text: str | None = None,
     ) -> int:
         return int(
             self._engine.send(
-                conv_id, text, message_id=message_id, reply_id=reply_id, sampling=sampling, overflow=overflow
+                conv_id,
+                text,
+                prompt_text=prompt_text,
+                message_id=message_id,
+                reply_id=reply_id,
+                sampling=sampling,
+                overflow=overflow,
             )
         )
 
@@ -140,12 +149,14 @@ class EngineBridge(QObject):
         reply_id: str,
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
+        prompt_text: str | None = None,
     ) -> int:
         return int(
             self._engine.edit(
                 conv_id,
                 user_turn_index,
                 text,
+                prompt_text=prompt_text,
                 message_id=message_id,
                 reply_id=reply_id,
                 sampling=sampling,
@@ -164,6 +175,13 @@ class EngineBridge(QObject):
 
     def set_memory_budget(self, nbytes: int | None) -> int:
         return int(self._engine.set_memory_budget(nbytes))
+
+    def set_kv_bits(self, bits: int | None) -> int:
+        return int(self._engine.set_kv_bits(bits))
+
+    @property
+    def kv_bits(self) -> int | None:
+        return self._engine.kv_bits
 
     def cancel(self) -> None:
         self._engine.cancel()

@@ -14,6 +14,12 @@ Data flow of one turn:
    mirrors the engine's tree into the store (:mod:`desktop.sync`); the view is then re-synced from the store's
    active path, reusing the widgets whose text did not change.
 
+Attached documents: before submitting a send or an edit, the controller plans the message's documents
+(:func:`desktop.turns.plan_documents`: the composer's attachments and those of the turns above, whole or as
+passages, against the context the engine reported as left) and hands the engine the plan's ``prompt_text`` next to
+the text the chat shows. ``documents`` (a :class:`desktop.attachments.DocumentAttacher`, set by the window) owns the
+composer's chips.
+
 Engine events arrive through :class:`desktop.bridge.EngineBridge` on the GUI thread.
 
 Signals:
@@ -31,6 +37,7 @@ Signals:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +45,15 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from desktop import sync
+from desktop import provenance, sync
 from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
-from desktop.turns import Turn, TurnRecorder
+from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat import events as ev
+from olmo3.chat.sampling import Sampling
 from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptError, TranscriptMessage, TranscriptState
+from olmo3.docs.turn import TurnPlan, remaining_context
 from olmo3.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -101,9 +110,12 @@ class ChatController(QObject):
         self.draft_saver: Callable[[str | None, str], None] = lambda conv, text: None
         # Replaced in tests (offscreen, no modal dialogs): returns "drop" or "cancel".
         self.ask_overflow: Callable[[Any], str] = lambda event: "cancel"
+        self.documents: Any = None  # the composer's attachments (desktop.attachments.DocumentAttacher)
 
         bridge.engine_event.connect(self.on_engine_event)
         view.regenerate_requested.connect(self.regenerate)
+        view.reproduce_requested.connect(self.reproduce)
+        view.reproduce_note = lambda data: provenance.mismatch(data, self.model_info, self.bridge.kv_bits)
         view.retry_requested.connect(self.retry)
         view.continue_requested.connect(self.continue_after_context)
         view.edit_requested.connect(self.edit)
@@ -161,6 +173,7 @@ class ChatController(QObject):
         self._render_current(attach_stream=True)
         used, limit = self._context.get(conv_id, (0, 0))
         self.status.context.set_usage(used, limit)
+        self._update_context_details()
         self.status.set_stats_text(self._last_stats_text())
         if self.model_info is not None:
             self.ensure_open(conv_id)
@@ -178,6 +191,7 @@ class ChatController(QObject):
             state = sync.state_from_store(
                 tree, system_prompt=conv.system_prompt, think=bool(getattr(self.model_info, "is_think", False))
             )
+            state = restore_prompt_texts(state, self.store, conv_id)  # the documents the messages carried
         elif state is not None:
             adopted = sync.adopt_store_ids(state, tree)
             if adopted is not state:  # saved by v0.1, before the engine took the store's ids: convert it once
@@ -237,7 +251,7 @@ class ChatController(QObject):
             if turn is not None and turn.conv_id == conv_id and attach_stream:
                 # Still in prefill: nothing stored yet; show the pending turn again.
                 if turn.new_user:
-                    self.view.add_user_message(turn.text, turn.user_turn_index)
+                    self.view.add_user_message(turn.text, turn.user_turn_index, documents=turn.documents)
                 self.view.begin_assistant()
             self.view.set_busy(turn is not None)
 
@@ -254,27 +268,57 @@ class ChatController(QObject):
             self.view.end_stream()
 
     # ------------------------------------------------------------------------------------------------- turns
-    def send(self, text: str, *, overflow: OverflowPolicy = "error", attach_user_id: str | None = None) -> bool:
-        """Send ``text`` in the current conversation (creating it if this is a new chat).
-
-        ``attach_user_id``: the stored user message to answer instead of writing a new one (a retry of a message the
-        engine never saw: the app closed before the first token of its reply).
-        """
-        if not self._can_start():
-            return False
+    def ensure_conversation(self) -> str:
+        """The current conversation; a new chat is saved now (its first message, or its first document)."""
         if self.current is None:
+            info = self.model_info
             self.current = self.store.create_conversation(
-                model_id=self.model_name or None, system_prompt=(self._settings().system_prompt or None), sampling={}
+                model_id=getattr(info, "repo_id", None) or self.model_name or None,
+                model_revision=getattr(info, "revision", None),
+                system_prompt=(self._settings().system_prompt or None),
+                sampling={},  # this conversation's own settings (thinking budget, earlier reasoning), when set
             )
             self.current_changed.emit(self.current)
             self.conversations_changed.emit()
-        conv_id = self.current
+            self.ensure_open(self.current)
+        return self.current
+
+    def send(
+        self,
+        text: str,
+        *,
+        overflow: OverflowPolicy = "error",
+        attach_user_id: str | None = None,
+        documents: tuple[int, ...] | None = None,
+    ) -> bool:
+        """Send ``text`` in the current conversation (creating it if this is a new chat).
+
+        ``attach_user_id``: the stored user message to answer instead of writing a new one (a retry of a message the
+        engine never saw: the app closed before the first token of its reply). ``documents``: the attachments the
+        message carries (default: the composer's).
+        """
+        if not self._can_start():
+            return False
+        conv_id = self.ensure_conversation()
         self.ensure_open(conv_id)
         turn_index = self._user_count(conv_id) - (1 if attach_user_id is not None else 0)
         user_id = attach_user_id or new_id()
         reply_id = new_id()
+        parent_id = self._engine_leaf_id(conv_id) if attach_user_id is None else None
+        if attach_user_id is not None:
+            new_ids: tuple[int, ...] = ()
+            plan = self._plan(conv_id, text, self.store.get_message(attach_user_id).parent_id, (), attach_user_id)
+        else:
+            new_ids = documents if documents is not None else self._composer_documents()
+            plan = self._plan(conv_id, text, parent_id, new_ids, None)
         job = self.bridge.send(
-            conv_id, text, message_id=user_id, reply_id=reply_id, sampling=self._sampling(), overflow=overflow
+            conv_id,
+            text,
+            message_id=user_id,
+            reply_id=reply_id,
+            sampling=self._sampling(),
+            overflow=overflow,
+            prompt_text=plan.prompt_text if plan.attachments else None,
         )
         self.turn = Turn(
             job_id=job,
@@ -283,18 +327,77 @@ class ChatController(QObject):
             user_id=user_id,
             reply_id=reply_id,
             new_user=attach_user_id is None,
-            parent_id=self._engine_leaf_id(conv_id) if attach_user_id is None else None,
+            parent_id=parent_id,
             text=text,
             user_turn_index=turn_index,
             overflow=overflow,
         )
+        self.turn.use_plan(plan, new_ids)
         if attach_user_id is None:
-            self.view.add_user_message(text, turn_index)
+            self.view.add_user_message(text, turn_index, documents=plan.attachments)
+        if self.documents is not None:
+            self.documents.sent()
         self._start_view_turn()
         self.draft_saver(conv_id, text)
         return True
 
-    def regenerate(self, *, overflow: OverflowPolicy = "error") -> bool:
+    def _composer_documents(self) -> tuple[int, ...]:
+        return tuple(self.documents.pending_ids()) if self.documents is not None else ()
+
+    def _plan(
+        self, conv_id: str, text: str, parent_id: str | None, new_ids: tuple[int, ...], carried_from: str | None
+    ) -> TurnPlan:
+        """The message's documents (:func:`desktop.turns.plan_documents`); without them if planning fails."""
+        try:
+            return plan_documents(
+                self.store,
+                conv_id,
+                text,
+                parent_id=parent_id,
+                new_ids=new_ids,
+                carried_from=carried_from,
+                in_context={m.id: m.in_context for m in self._engine_msgs.get(conv_id, ())},
+                context=self._context_numbers(conv_id),
+                max_tokens=int(self._settings().sampling.max_tokens),
+            )
+        except Exception:
+            log.exception("planning the documents of a message failed")
+            self.message.emit("The attached documents couldn't be read; the message was sent without them.")
+            return TurnPlan(text, text)
+
+    def _context_numbers(self, conv_id: str | None) -> tuple[int, int]:
+        """(used, limit) of a conversation's context, as the engine last reported it (else a safe guess)."""
+        used, limit = self._context.get(conv_id, (0, 0)) if conv_id is not None else (0, 0)
+        if limit > 0:
+            return used, limit
+        options = getattr(getattr(self.bridge, "engine", None), "session_options", None) or {}
+        limits = [int(x) for x in (options.get("context_limit"), self.context_tokens) if x]
+        state = self._engine_state(conv_id) if conv_id is not None else None
+        return (len(state.tokens) if state is not None else 0), (min(limits) if limits else 0)
+
+    def remaining_context(self) -> int:
+        """Tokens the next message of the current conversation may use (for the composer chips' whole/passages)."""
+        used, limit = self._context_numbers(self.current)
+        return remaining_context(limit, used, int(self._settings().sampling.max_tokens))
+
+    def reproduce(self, sid: str) -> bool:
+        """Regenerate the reply ``sid`` (the last one) with exactly the settings and seed it was made with."""
+        if self.current is None:
+            return False
+        path = self.store.active_path(self.current)
+        if not path or path[-1].id != sid or path[-1].role != "assistant":
+            self.message.emit("Only the last reply can be reproduced.")
+            return False
+        settings = provenance.reproduce_settings(path[-1].provenance)
+        if settings is None:
+            self.message.emit("This reply has no record of its settings, so it can't be reproduced.")
+            return False
+        note = provenance.mismatch(path[-1].provenance, self.model_info, self.bridge.kv_bits)
+        if note:
+            self.message.emit(note)
+        return self.regenerate(sampling=settings)
+
+    def regenerate(self, *, overflow: OverflowPolicy = "error", sampling: dict[str, Any] | None = None) -> bool:
         if not self._can_start() or self.current is None:
             return False
         conv_id = self.current
@@ -304,7 +407,9 @@ class ChatController(QObject):
             return False
         self.ensure_open(conv_id)
         reply_id = new_id()
-        job = self.bridge.regenerate(conv_id, reply_id=reply_id, sampling=self._sampling(), overflow=overflow)
+        job = self.bridge.regenerate(
+            conv_id, reply_id=reply_id, sampling=sampling or self._sampling(), overflow=overflow
+        )
         self.turn = Turn(
             job_id=job,
             conv_id=conv_id,
@@ -328,6 +433,8 @@ class ChatController(QObject):
             return False
         self.ensure_open(conv_id)
         user_id, reply_id = new_id(), new_id()
+        old = users[user_turn_index]
+        plan = self._plan(conv_id, text, old.parent_id, (), old.id)  # the edited message keeps its documents
         job = self.bridge.edit(
             conv_id,
             user_turn_index,
@@ -336,6 +443,7 @@ class ChatController(QObject):
             reply_id=reply_id,
             sampling=self._sampling(),
             overflow=overflow,
+            prompt_text=plan.prompt_text if plan.attachments else None,
         )
         self.turn = Turn(
             job_id=job,
@@ -349,8 +457,9 @@ class ChatController(QObject):
             user_turn_index=user_turn_index,
             overflow=overflow,
         )
+        self.turn.use_plan(plan)
         self.view.truncate_from_user_turn(user_turn_index)
-        self.view.add_user_message(text, user_turn_index)
+        self.view.add_user_message(text, user_turn_index, documents=plan.attachments)
         self._start_view_turn()
         self.draft_saver(conv_id, text)
         return True
@@ -458,7 +567,16 @@ class ChatController(QObject):
         return path[-1].id if path else None
 
     def _sampling(self) -> dict[str, Any]:
-        return self._settings().sampling.to_dict()
+        """The settings' sampling with the open conversation's own settings (thinking budget, earlier reasoning)."""
+        base = self._settings().sampling
+        if self.current is not None:
+            with contextlib.suppress(Exception):
+                return Sampling.from_dict(self.store.get_conversation(self.current).sampling, base=base).to_dict()
+        return base.to_dict()
+
+    def set_conversation_sampling(self, conv_id: str, overrides: dict[str, Any]) -> None:
+        """This conversation's own settings (e.g. ``{"thinking_budget": 4096, "keep_reasoning": False}``)."""
+        self.store.update_settings(conv_id, sampling=overrides)  # every turn passes its settings to the engine
 
     def _flush_store(self) -> None:
         try:
@@ -524,13 +642,25 @@ class ChatController(QObject):
         if not self.recorder.on_finished(turn, event):
             # Cancelled before the first token: the engine kept nothing, so neither do we.
             self._end_turn_view(conv_id, restore_text=turn.text if turn.kind in ("send", "edit") else "")
+            self._restore_documents(conv_id)
             self.message.emit("Stopped before the reply started.")
             return
         self._engine_msgs[conv_id] = event.messages
+        made_with = event.provenance
+        if made_with is not None:  # the conversation names the model its latest reply came from
+            conv = self.store.get_conversation(conv_id)
+            model_id = made_with.model_repo_id or conv.model_id
+            if (conv.model_id, conv.model_revision) != (model_id, made_with.model_revision):
+                self.store.update_settings(conv_id, model_id=model_id, model_revision=made_with.model_revision)
         self._end_turn_view(conv_id)
         if self.current == conv_id:
             self.status.set_stats_text(format_stats(stats))
         self.conversations_changed.emit()
+
+    def _restore_documents(self, conv_id: str) -> None:
+        """A message that never reached the store leaves its documents pending: back to the composer with them."""
+        if self.documents is not None and self.current == conv_id:
+            self.documents.reload()
 
     def _end_turn_view(self, conv_id: str, *, restore_text: str = "") -> None:
         if self.current == conv_id:
@@ -538,6 +668,7 @@ class ChatController(QObject):
             self._render_current()
             used, limit = self._context.get(conv_id, (0, 0))
             self.status.context.set_usage(used, limit)
+            self._update_context_details()
             if restore_text and not self.composer.text().strip():
                 self.composer.set_text(restore_text)
         self.view.set_busy(False)
@@ -551,6 +682,7 @@ class ChatController(QObject):
         self.turn = None
         self._flush_timer.stop()
         self._end_turn_view(turn.conv_id)
+        self._restore_documents(turn.conv_id)
         choice = self.ask_overflow(event) if event.droppable_turns > 0 else "cancel"
         if event.droppable_turns <= 0:
             self.message.emit(
@@ -559,7 +691,12 @@ class ChatController(QObject):
             )
         if choice == "drop":
             if turn.kind == "send":
-                self.send(turn.text, overflow="drop_oldest", attach_user_id=None if turn.new_user else turn.user_id)
+                self.send(
+                    turn.text,
+                    overflow="drop_oldest",
+                    attach_user_id=None if turn.new_user else turn.user_id,
+                    documents=turn.attachment_ids,
+                )
             elif turn.kind == "edit":
                 self.edit(turn.user_turn_index, turn.text, overflow="drop_oldest")
             else:
@@ -589,6 +726,7 @@ class ChatController(QObject):
                 self._render_current()
             else:
                 self.view.fail_stream(event.message)
+                self._restore_documents(turn.conv_id)
         self.view.set_busy(False)
         self.busy_changed.emit(False)
         self._update_composer()
@@ -642,6 +780,17 @@ class ChatController(QObject):
     def _on_cache_state(self, event: ev.CacheState) -> None:
         self._cache[event.conv_id] = (event.state, int(event.nbytes))
         self.cache_state_changed.emit(event.conv_id, event.state, int(event.nbytes))
+        if event.conv_id == self.current:
+            self._update_context_details()
+
+    def _update_context_details(self) -> None:
+        """The context bar's tooltip: tokens freed by dropping earlier reasoning, memory saved by 8-bit KV."""
+        if self.current is None:
+            return
+        stats = next((m.stats for m in reversed(self.store.active_path(self.current)) if m.role == "assistant"), None)
+        state, nbytes = self._cache.get(self.current, ("cold", 0))
+        nbytes = nbytes if state == "warm" else 0
+        self.status.context.set_details(provenance.context_lines(stats, nbytes, self.model_info, self.bridge.kv_bits))
 
     # --------------------------------------------------------------------------------------------- composer
     def _update_composer(self) -> None:

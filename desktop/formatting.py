@@ -23,8 +23,11 @@ def format_stats(stats: Any) -> str:
     if isinstance(tps, (int, float)) and tps > 0:
         parts.append(f"{tps:.1f} tok/s")
     gen = get("generated_tokens")
+    reasoning = get("reasoning_tokens")
     if isinstance(gen, int):
-        parts.append(f"{gen:,} tokens")
+        parts.append(
+            f"{gen:,} tokens" + (f" ({reasoning:,} reasoning)" if isinstance(reasoning, int) and reasoning else "")
+        )
     cached = get("cached_tokens")
     if isinstance(cached, int) and cached > 0:
         parts.append(f"{cached:,} reused from cache")

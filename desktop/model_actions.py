@@ -90,7 +90,12 @@ class ModelActions:
             w.settings = replace(w.settings, last_model=w.controller.model_path or "")
             if w.settings.sampling_follows_model:
                 preset = THINK_PRESET if getattr(info, "is_think", False) else instruct_preset(w.controller.model_path)
-                w.settings = replace(w.settings, sampling=replace(preset, seed=w.settings.sampling.seed))
+                # The seed, thinking budget and earlier-reasoning choice are the user's, not the preset's.
+                mine = w.settings.sampling
+                kept = replace(
+                    preset, seed=mine.seed, thinking_budget=mine.thinking_budget, keep_reasoning=mine.keep_reasoning
+                )
+                w.settings = replace(w.settings, sampling=kept)
             w.save_settings()
         else:
             w.header.set_model(None)

@@ -1,11 +1,13 @@
 """``olmo-desktop --screenshot DIR``: PNGs of the main screens, light and dark, wide and narrow.
 
 Everything runs against a throwaway home folder with synthetic content (no model is loaded and nothing is
-downloaded): a conversation with reasoning and code written to a real conversation store, a model picker fed
-download events as the hub would send them (a download running, one failed offline, search results kept from an
-earlier search), the settings window (each page; the Model page for a posed 7B 4-bit on a 16 GB Mac), the
-first-run state, the Trash, the sidebar collapsed and shown at 800 px, the question for a model that won't fit in
-memory, and a reply that filled the context.
+downloaded): a conversation with reasoning and code written to a real conversation store (its reply's reasoning
+stopped by the thinking budget, with a full provenance record), a model picker fed download events as the hub
+would send them (a download running, one failed offline, search results kept from an earlier search), a reply's
+Info popover, the context bar's tooltip, the settings window (each page; the Model page for a posed 7B 4-bit on a
+16 GB Mac), the first-run state, the Trash, the sidebar collapsed and shown at 800 px, the question for a model
+that won't fit in memory, a reply that filled the context, and a conversation about attached documents (chips,
+"Sources", a passage, and files being attached in the composer, one refused).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import QPoint
+from PySide6.QtGui import QPainter, QPixmap
 from PySide6.QtWidgets import QApplication, QWidget
 
 from desktop import samples
@@ -41,6 +45,61 @@ def _save(widget: QWidget, path: Path, app: QApplication) -> Path:
     return path
 
 
+def _composite(window: QWidget, popup: QWidget, path: Path, app: QApplication) -> Path:
+    """The window with a popup (a separate top-level window: not in ``window.grab()``) painted where it shows."""
+    _settle(app)
+    shot: QPixmap = window.grab()
+    painter = QPainter(shot)
+    painter.drawPixmap(window.mapFromGlobal(popup.mapToGlobal(QPoint(0, 0))), popup.grab())
+    painter.end()
+    if not shot.save(str(path)):
+        raise RuntimeError(f"could not save a screenshot to {path}")
+    print(f"  {path}")
+    return path
+
+
+def _tooltip_like(text: str, parent: QWidget) -> QWidget:
+    """A label that looks like the app's QToolTip (style.qss), as a popup window."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QLabel
+
+    from desktop import theme as th
+
+    t = th.current()
+    label = QLabel(text, parent, Qt.WindowType.ToolTip)
+    label.setStyleSheet(
+        f"background: {t['card']}; color: {t['text']}; border: 1px solid {t['border_strong']}; "
+        "border-radius: 6px; padding: 4px 8px;"
+    )
+    label.adjustSize()
+    return label
+
+
+def sample_provenance(seed: int = 1_734_019_283) -> dict[str, Any]:
+    """What a reply of Olmo 3 7B Think made with a 4K thinking budget records (as the app stores it)."""
+    from olmo3.chat.sampling import THINK_DEFAULTS
+    from olmo3.chat.transcript import Provenance
+
+    made = Provenance(
+        sampling=replace(THINK_DEFAULTS, max_tokens=2048, seed=seed, thinking_budget=4096, keep_reasoning=True),
+        seed=seed,
+        seed_was_random=True,
+        model_name="Olmo-3-7B-Think-4bit",
+        model_repo_id="mlx-community/Olmo-3-7B-Think-4bit",
+        model_revision="5c8a0e4f93b1d27a6e0f1c9b8d7a6e5f4c3b2a19",
+        model_fingerprint="9f3c1a7e52d04b86",
+        quantization={"group_size": 64, "bits": 4},
+        template_hash="e41b2c09d8f7a615",
+        thinking_budget=4096,
+        keep_reasoning=True,
+        kv_bits=8,
+        context_limit=65_536,
+        engine_version="0.1.0",
+        reconcile="append",
+    )
+    return {**made.to_dict(), "model": "Olmo 3 7B Think · 4-bit", "thought_s": 7.4}
+
+
 def _seed_conversations(store: Any) -> str:
     """Some sidebar history plus one conversation with reasoning, code and stats; returns its id."""
     for title, text in (
@@ -64,8 +123,16 @@ def _seed_conversations(store: Any) -> str:
         "finish_reason": "stop",
     }
     store.append_message(conv, user, "assistant", "A first, shorter answer.", stats=stats)
+    budget_stats = {**stats, "generated_tokens": 4508, "reasoning_tokens": 4096, "answer_tokens": 412}
+    budget_stats.update(thinking_budget=4096, reasoning_stopped=True, seed=1_734_019_283, reconcile="append")
     reply = store.append_message(
-        conv, user, "assistant", samples.ANSWER, reasoning=samples.REASONING, stats=stats, provenance={"thought_s": 7.4}
+        conv,
+        user,
+        "assistant",
+        samples.ANSWER,
+        reasoning=samples.REASONING,
+        stats=budget_stats,
+        provenance=sample_provenance(),
     )
     follow = store.append_message(conv, reply, "user", samples.FOLLOW_UP)
     store.append_message(
@@ -81,7 +148,37 @@ def _seed_conversations(store: Any) -> str:
             "tokens_per_s": 41.9,
             "finish_reason": "stop",
         },
+        provenance=sample_provenance(seed=402_118_577),
     )
+    return conv
+
+
+def _seed_documents(store: Any, tmp: Path) -> str:
+    """A conversation about two attached documents: a long PDF retrieved from, a short memo read whole."""
+    import random
+
+    from olmo3.docs.minipdf import wrap, write_pdf
+    from olmo3.docs.synth import prose
+    from olmo3.docs.turn import prepare, prepare_bytes
+    from olmo3.store.attachments import index_document
+
+    rng = random.Random(5)
+    pages = [prose(rng, 3, 4) for _ in range(24)]
+    pages[16] += "\n\nThe harbour master Ingrid Valdottir sealed the copper vault in 1903, after the spring flood."
+    pdf = write_pdf(tmp / "Harbour Commission minutes 1903.pdf", [wrap(t, 90) for t in pages])
+    conv = store.create_conversation(title="Harbour Commission minutes")
+    report = index_document(store.path, conv, prepare(pdf))
+    memo_text = (
+        "Ferry timetable, summer 1903\n\nThe ferry to Ostholm leaves the quay at seven every morning and returns at "
+        "six. On Sundays there is one crossing only, at ten."
+    )
+    memo = index_document(store.path, conv, prepare_bytes("Ferry timetable.md", memo_text.encode()))
+    question = "Who sealed the copper vault, and when? Did the ferry still run that week?"
+    plan = store.plan_turn(conv, question, [report, memo], remaining_context=12_000)
+    user = store.append_message(conv, None, "user", question, provenance=plan.provenance())
+    store.bind_attachments([report, memo], user)
+    stats = {"prompt_tokens": 3912, "cached_tokens": 0, "generated_tokens": 88, "ttft_s": 0.74, "tokens_per_s": 39.2}
+    store.append_message(conv, user, "assistant", samples.DOCUMENT_ANSWER, stats={**stats, "finish_reason": "stop"})
     return conv
 
 
@@ -250,6 +347,42 @@ def _trash_rows(store: Any) -> list[Any]:
     ]
 
 
+def _document_screens(window: Any, out_dir: Path, theme: str, home: Path, app: QApplication) -> list[Path]:
+    from desktop.chat import AssistantMessageWidget as Reply
+
+    files = home / "files"
+    files.mkdir(exist_ok=True)
+    conv = _seed_documents(window.store, files)
+    window.refresh_sidebar()
+    window.controller.open(conv)
+    _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=4_000, limit=65_536)
+    window.controller._context[conv] = (4_000, 65_536)  # as the engine would report it
+    window.status_row.set_stats_text(window.controller._last_stats_text())
+    notes = files / "Pier repairs.md"
+    notes.write_text("# Pier repairs\n\nThe east pier needs 40 cartloads of timber before winter.\n")
+    photo = files / "scan-0001.txt"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    window.documents.attach_paths([str(notes), str(photo)])
+    deadline = time.monotonic() + 20
+    while window.documents.busy() and time.monotonic() < deadline:
+        _settle(app, 2)
+    window.composer.set_text("Summarise the repairs the pier needs.")
+    window.chat_view.scroll_to_bottom()
+    shots = [_save(window, out_dir / f"19-documents-{theme}.png", app)]
+    window.resize(*NARROW)
+    _settle(app)
+    window.chat_view.scroll_to_bottom()
+    shots.append(_save(window, out_dir / f"20-documents-narrow-{theme}.png", app))
+    window.resize(*WIDE)
+    reply = next(w for w in window.chat_view.messages() if isinstance(w, Reply))
+    planted = next((b for b in reply.sources.buttons if "17" in b.text()), reply.sources.buttons[0])
+    planted.click()
+    dialog = window.documents.dialog
+    shots.append(_save(dialog, out_dir / f"21-source-passage-{theme}.png", app))
+    dialog.close()
+    return shots
+
+
 def main_screenshots(out_dir: Path) -> int:
     from desktop.app import MainWindow, create_application
     from desktop.paths import AppPaths
@@ -304,8 +437,45 @@ def main_screenshots(out_dir: Path) -> int:
             _settle(app)
             window.chat_view.verticalScrollBar().setValue(0)
             saved.append(_save(window, out_dir / f"03-chat-{theme}.png", app))
+            # 3b. the Info popover of the reply whose reasoning the budget stopped (another model loaded: it warns)
+            replies = [w for w in window.chat_view.messages() if isinstance(w, AssistantMessageWidget)]
+            budget_reply = next(w for w in replies if w.message.get("reasoning"))
+            budget_reply.set_actions_pinned(True)
+            _settle(app)
+            window.chat_view.ensureWidgetVisible(budget_reply.info_button, 0, 40)
+            _settle(app)
+            popover = budget_reply.show_info()
+            saved.append(_composite(window, popover, out_dir / f"11-info-popover-{theme}.png", app))
+            popover.close()
+            budget_reply.set_actions_pinned(False)
+            last_reply = replies[-1]  # the last reply can be reproduced; here another model is loaded
+            last_reply.reproduce_note = lambda data: (
+                "The loaded model's weights (1d04e7bb29c3f5a0) differ from the ones this reply was made with "
+                "(9f3c1a7e52d04b86): reproducing gives a different reply."
+            )
+            window.chat_view.scroll_to_bottom()
+            _settle(app)
+            popover = last_reply.show_info()
+            saved.append(_composite(window, popover, out_dir / f"12-info-popover-other-model-{theme}.png", app))
+            popover.close()
             window.chat_view.scroll_to_bottom()
             saved.append(_save(window, out_dir / f"04-chat-bottom-{theme}.png", app))
+            # 3c. the context bar's tooltip: earlier reasoning dropped, 8-bit KV
+            bar = window.status_row.context
+            bar.set_usage(41_300, 65_536)
+            bar.set_details(
+                [
+                    "Earlier reasoning is left out of the context: 12,288 tokens saved.",
+                    "8-bit KV cache: 2.9 GB instead of 5.4 GB (2.5 GB saved).",
+                ]
+            )
+            tip = _tooltip_like(bar.toolTip(), window)  # offscreen Qt shows no real tooltips: one drawn alike
+            tip.move(bar.mapToGlobal(QPoint(0, -tip.height() - 6)))
+            tip.show()
+            saved.append(_composite(window, tip, out_dir / f"13-context-tooltip-{theme}.png", app))
+            tip.close()
+            bar.set_details([])
+            _pose_loaded(window, "Olmo 3 7B Think · 4-bit")
             # 4. narrow window
             window.resize(*NARROW)
             _settle(app)
@@ -335,6 +505,7 @@ def main_screenshots(out_dir: Path) -> int:
                 replace(window.settings, system_prompt="You are a concise assistant."),
                 default_models_dir=paths.models_dir,
                 conversation_prompt=None,
+                conversation_sampling={"keep_reasoning": False},
                 conversation_title="Merging intervals",
                 parent=window,
             )
@@ -343,6 +514,7 @@ def main_screenshots(out_dir: Path) -> int:
             dialog.show_page("Sampling")
             saved.append(_save(dialog, out_dir / f"08-settings-sampling-{theme}.png", app))
             dialog.show_page("Memory & storage")
+            dialog.kv_8bit.setChecked(True)
             saved.append(_save(dialog, out_dir / f"13-settings-memory-{theme}.png", app))
             dialog.close()
             from olmo3.memory import MemoryBudget
@@ -414,6 +586,9 @@ def main_screenshots(out_dir: Path) -> int:
             saved.append(_save(window, out_dir / f"17-narrow-collapsed-{theme}.png", app))
             window.toggle_sidebar()
             saved.append(_save(window, out_dir / f"18-narrow-sidebar-shown-{theme}.png", app))
+            window.resize(*WIDE)
+            # chat with documents: chips on the message, Sources under the reply, files in the composer
+            saved += _document_screens(window, out_dir, theme, Path(home), app)
             window.close()
             _settle(app)
     print(f"{len(saved)} screenshots")

@@ -47,6 +47,7 @@ class Settings:
     sampling: Sampling = field(default_factory=Sampling)
     sampling_follows_model: bool = True  # pick the Think/Instruct preset when a model loads
     memory_budget_gb: float = 4.0  # RAM for conversations kept warm in memory; the rest spill to disk
+    kv_8bit: bool = False  # keep the full-attention layers' KV cache in 8 bits (about half their memory)
     models_dir: str = ""  # empty: the default folder from AppPaths
     theme: str = "system"
     last_model: str = ""  # path of the model to load at start-up
@@ -73,6 +74,10 @@ class Settings:
         key = model if isinstance(model, str | Path) else getattr(model, "path", None)
         chosen = self.model_context.get(str(key)) if key else None
         return min(chosen, shape.max_context) if chosen else default_context(shape, budget)
+
+    @property
+    def kv_bits(self) -> int | None:
+        return 8 if self.kv_8bit else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

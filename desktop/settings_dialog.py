@@ -2,7 +2,8 @@
 memory & storage, appearance, and the local server (an OpenAI-compatible API for other programs on this computer).
 
 It edits a copy of :class:`desktop.settings.Settings` and, when a conversation is open, that conversation's own
-system prompt; :meth:`SettingsDialog.result_settings` / :meth:`conversation_prompt` give the outcome after Save.
+system prompt, thinking budget and earlier-reasoning choice; :meth:`SettingsDialog.result_settings`,
+:meth:`conversation_prompt` and :meth:`conversation_sampling` give the outcome after Save.
 
 **System prompts, one story.** Every conversation has its own system prompt, fixed when it starts: the prompt for new
 conversations (Chat page) is copied into each new one. An empty prompt means the model's own default, the one its
@@ -44,10 +45,69 @@ from PySide6.QtWidgets import (
 
 from desktop.local_server import HOST, base_url
 from desktop.settings import Sampling, Settings, presets
+from olmo3.chat.sampling import THINKING_BUDGETS
 
 UNCHANGED = object()
 FIELD_WIDTH = 200
 SPIN_TEXT_MARGIN = 8  # with the QSS's padding, what puts a spin box's text where a line edit's is
+SAME = object()  # a conversation setting that follows the Sampling page
+KEEP_CHOICES: tuple[tuple[str, bool | None], ...] = (
+    ("As the model's template does", None),
+    ("Keep in context", True),
+    ("Drop from context (frees room)", False),
+)
+
+
+class BudgetPicker(QWidget):
+    """Off / 1K / 4K / 16K / a number of tokens (and, for a conversation, "Same as the Sampling page")."""
+
+    def __init__(self, value: object, *, allow_same: bool = False, parent: QWidget | None = None):
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(8)
+        self.combo = QComboBox(self)
+        if allow_same:
+            self.combo.addItem("Same as the Sampling page", SAME)
+        for name, budget in THINKING_BUDGETS.items():
+            self.combo.addItem(name if budget is None else f"{name} tokens", budget)
+        self.combo.addItem("Custom…", "custom")
+        self.custom = QSpinBox(self)
+        self.custom.setRange(1, 1_000_000)
+        self.custom.setSingleStep(256)
+        self.custom.setSuffix(" tokens")
+        self.custom.setValue(value if isinstance(value, int) else 2048)
+        row.addWidget(self.combo)
+        row.addWidget(self.custom)
+        row.addStretch(1)
+        self.set_value(value)
+        self.combo.currentIndexChanged.connect(lambda _i: self.custom.setVisible(self.combo.currentData() == "custom"))
+
+    def set_value(self, value: object) -> None:
+        index = (
+            self.combo.findData(value) if value is SAME or value is None or value in THINKING_BUDGETS.values() else -1
+        )
+        if index < 0:
+            index = self.combo.findData("custom")
+            if isinstance(value, int):
+                self.custom.setValue(value)
+        self.combo.setCurrentIndex(index)
+        self.custom.setVisible(self.combo.currentData() == "custom")
+
+    def value(self) -> object:
+        data = self.combo.currentData()
+        return self.custom.value() if data == "custom" else data
+
+
+def _keep_combo(value: object, *, allow_same: bool, parent: QWidget) -> QComboBox:
+    combo = QComboBox(parent)
+    if allow_same:
+        combo.addItem("Same as the Sampling page", SAME)
+    for text, keep in KEEP_CHOICES:
+        combo.addItem(text, keep)
+    combo.setCurrentIndex(max(0, combo.findData(value)))
+    combo.setFixedWidth(280)
+    return combo
 
 
 def _hint(text: str, parent: QWidget) -> QLabel:
@@ -140,6 +200,7 @@ class SettingsDialog(QDialog):
         default_models_dir: Path,
         model_dir: str | None = None,
         conversation_prompt: str | object | None = UNCHANGED,
+        conversation_sampling: dict | object = UNCHANGED,
         conversation_title: str = "",
         budget: Any = None,
         model: tuple[Any, str] | None = None,
@@ -162,6 +223,7 @@ class SettingsDialog(QDialog):
         self._budget = budget
         self._model_prompt = template_system_prompt(self._model_dir)
         self._model = model if model is not None else _model_shape(self._model_dir)
+        self._conv_sampling = dict(conversation_sampling) if isinstance(conversation_sampling, dict) else {}
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -242,6 +304,24 @@ class SettingsDialog(QDialog):
                 _hint(
                     "Each conversation keeps the prompt it started with. A change here applies from its next "
                     "message; earlier replies stay as they are. Empty: the model's own system prompt.",
+                    page,
+                )
+            )
+            chosen = self._conv_sampling
+            self.conv_budget = BudgetPicker(chosen.get("thinking_budget", SAME), allow_same=True, parent=page)
+            self.conv_keep = _keep_combo(chosen.get("keep_reasoning", SAME), allow_same=True, parent=page)
+            form = QFormLayout()
+            form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+            form.setHorizontalSpacing(14)
+            form.addRow("Thinking budget", self.conv_budget)
+            form.addRow("Earlier reasoning", self.conv_keep)
+            layout.addSpacing(12)
+            layout.addWidget(_heading("This conversation’s reasoning (Think models)", page))
+            layout.addLayout(form)
+            layout.addWidget(
+                _hint(
+                    "When the reasoning reaches the budget it is closed and the answer follows. Dropping earlier "
+                    "replies' reasoning from the context leaves room for longer conversations.",
                     page,
                 )
             )
@@ -357,6 +437,8 @@ class SettingsDialog(QDialog):
         self.seed = QLineEdit("" if s.seed is None else str(s.seed), page)
         self.seed.setPlaceholderText("random")
         self.seed.setFixedWidth(FIELD_WIDTH)
+        self.budget = BudgetPicker(s.thinking_budget, parent=page)
+        self.keep_reasoning = _keep_combo(s.keep_reasoning, allow_same=False, parent=page)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top P", self.top_p)
         form.addRow("Top K", _with_hint(self.top_k, _hint("0 turns it off.", page), page))
@@ -370,6 +452,18 @@ class SettingsDialog(QDialog):
         )
         self.seed_error = _hint("Empty: a new random seed for every reply.", page)
         form.addRow("Seed", _with_hint(self.seed, self.seed_error, page))
+        form.addRow(
+            "Thinking budget",
+            _with_hint(
+                self.budget,
+                _hint(
+                    "Think models: the reasoning is closed at this many tokens; max tokens then limits the answer.",
+                    page,
+                ),
+                page,
+            ),
+        )
+        form.addRow("Earlier reasoning", self.keep_reasoning)
         layout.addLayout(form)
         layout.addStretch(1)
         self._select_matching_preset()
@@ -388,6 +482,17 @@ class SettingsDialog(QDialog):
             _hint(
                 "How much memory recent conversations may keep so follow-ups start instantly. "
                 "Older ones are saved to disk and come back when you continue them.",
+                page,
+            )
+        )
+        self.kv_8bit = QCheckBox("Keep conversations' memory (KV cache) in 8 bits", page)
+        self.kv_8bit.setChecked(self._settings.kv_8bit)
+        layout.addSpacing(8)
+        layout.addWidget(self.kv_8bit)
+        layout.addWidget(
+            _hint(
+                "About halves the memory that grows with a conversation (the full-attention layers), so more "
+                "conversations stay warm. Replies can differ very slightly. From each conversation's next message.",
                 page,
             )
         )
@@ -499,7 +604,13 @@ class SettingsDialog(QDialog):
             repetition_penalty=round(self.repetition.value(), 2),
             max_tokens=self.max_tokens.value(),
             seed=seed,
+            thinking_budget=self._budget_value(),
+            keep_reasoning=self.keep_reasoning.currentData(),
         )
+
+    def _budget_value(self) -> int | None:
+        value = self.budget.value()
+        return value if isinstance(value, int) else None
 
     def _apply_preset(self, name: str) -> None:
         preset = self._presets.get(name)
@@ -517,8 +628,12 @@ class SettingsDialog(QDialog):
             widget.blockSignals(False)
 
     def _select_matching_preset(self, *_args: object) -> None:
-        current = replace(self._current_sampling(), seed=None)
-        name = next((n for n, p in self._presets.items() if replace(p, seed=None) == current), "Custom")
+        # Presets set the sampler; the seed, thinking budget and earlier-reasoning choice stay the user's.
+        def sampler(s: Sampling) -> Sampling:
+            return replace(s, seed=None, thinking_budget=None, keep_reasoning=None)
+
+        current = sampler(self._current_sampling())
+        name = next((n for n, p in self._presets.items() if sampler(p) == current), "Custom")
         self.preset.blockSignals(True)
         self.preset.setCurrentText(name)
         self.preset.blockSignals(False)
@@ -556,6 +671,7 @@ class SettingsDialog(QDialog):
             sampling=self._current_sampling(),
             sampling_follows_model=self.follow_model.isChecked(),
             memory_budget_gb=round(self.memory_budget.value(), 2),
+            kv_8bit=self.kv_8bit.isChecked(),
             models_dir=self.models_dir.text().strip(),
             theme=theme,
             auto_load_last_model=self.auto_load.isChecked(),
@@ -570,3 +686,21 @@ class SettingsDialog(QDialog):
         if not self._has_conversation:
             return UNCHANGED
         return self.conv_prompt.toPlainText().strip() or None
+
+    def conversation_sampling(self) -> dict | object:
+        """The open conversation's own settings (only those not following the Sampling page), or UNCHANGED."""
+        if not self._has_conversation:
+            return UNCHANGED
+        own = {k: v for k, v in self._conv_sampling.items() if k not in ("thinking_budget", "keep_reasoning")}
+        budget, keep = self.conv_budget.value(), self.conv_keep.currentData()
+        if budget is not SAME:
+            own["thinking_budget"] = budget
+        if keep is not SAME:
+            own["keep_reasoning"] = keep
+        return own
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -1,22 +1,27 @@
 """The assistant's reply: reasoning, the streamed answer, an inline notice (error, stopped, too long) and actions.
 
 While a reply has been asked for but no token has arrived yet it shows a :class:`TypingIndicator` and a short
-note (e.g. "Reading the conversation…").
+note (e.g. "Reading the conversation…"). Under a finished reply, "Sources" lists the passages (file and pages) and
+whole documents its turn read (``message["sources"]``); clicking one shows it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPainter
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from desktop import provenance
 from desktop import theme as th
 from desktop.chat.branch_switcher import BranchSwitcher
+from desktop.chat.info_popover import InfoPopover
 from desktop.chat.message import MessageWidget, tool_button
 from desktop.chat.reasoning import ReasoningBlock
+from desktop.chips import SourcesLine
 from desktop.rich_text import MarkdownView
 
 
@@ -69,10 +74,12 @@ class AssistantMessageWidget(MessageWidget):
     """A full-width reply: optional reasoning, the answer, an inline notice, and the action row.
 
     Signals:
-        regenerate(), retry(), continue_requested() (the reply filled the context), copied(str), branch(int, int)
+        regenerate(), retry(), continue_requested() (the reply filled the context), copied(str), branch(int, int),
+        reproduce(str): the reply's id
     """
 
     regenerate = Signal()
+    reproduce = Signal(str)
     retry = Signal()
     continue_requested = Signal()
     copied = Signal(str)
@@ -114,9 +121,11 @@ class AssistantMessageWidget(MessageWidget):
         notice_row.addWidget(self.notice_label, 1)
         notice_row.addWidget(self.retry_button)
         self.notice.hide()
+        self.sources = SourcesLine(self)
         outer.addWidget(self.reasoning)
         outer.addWidget(self.pending)
         outer.addWidget(self.answer)
+        outer.addWidget(self.sources)
         outer.addWidget(self.notice)
 
         act = QHBoxLayout(self.action_row)
@@ -124,22 +133,29 @@ class AssistantMessageWidget(MessageWidget):
         act.setSpacing(2)
         self.copy_button = tool_button("copy", "Copy reply", self.action_row)
         self.regenerate_button = tool_button("regenerate", "Regenerate reply", self.action_row)
+        self.info_button = tool_button("info", "About this reply: model, settings, seed · Reproduce", self.action_row)
         self.switcher = BranchSwitcher(self.action_row)
         self.stats_label = QLabel("", self.action_row)
         self.stats_label.setObjectName("messageStats")
         act.addWidget(self.switcher)
         act.addWidget(self.copy_button)
         act.addWidget(self.regenerate_button)
+        act.addWidget(self.info_button)
         act.addSpacing(6)
         act.addWidget(self.stats_label)
         act.addStretch(1)
         outer.addWidget(self.action_row)
-        self._register_hover(self.copy_button, self.regenerate_button, self.stats_label)
+        self._register_hover(self.copy_button, self.regenerate_button, self.info_button, self.stats_label)
+        # Why a reproduction could differ now (another model loaded, 8-bit KV switched): set by the chat view.
+        self.reproduce_note: Callable[[dict[str, Any]], str | None] = lambda _provenance: None
+        self.popover: InfoPopover | None = None
+        self._can_reproduce = False
 
         self.copy_button.clicked.connect(self._copy)
         self.regenerate_button.clicked.connect(self.regenerate)
         self.retry_button.clicked.connect(self._on_notice_action)
         self._notice_action = "retry"
+        self.info_button.clicked.connect(self.show_info)
         self.switcher.switch.connect(self._on_switch)
         self._streaming = False
         self._answer_started = False
@@ -175,6 +191,15 @@ class AssistantMessageWidget(MessageWidget):
         else:
             self.notice.hide()
         self.stats_label.setText(str(message.get("stats_text") or ""))
+        self.reasoning.set_note(provenance.reasoning_note(message.get("stats")))
+        self.reasoning.note.setToolTip(
+            "The thinking budget closed the reasoning here and the answer followed (Settings → Thinking budget)."
+        )
+        has_provenance = bool(provenance.rows(message.get("provenance")))
+        self.info_button.setProperty("forceHidden", not has_provenance)
+        self._show_hover(self._pinned_actions or self.underMouse())
+        if not self._streaming:
+            self.sources.set_sources(list(message.get("sources") or ()))
 
     def update_meta(self, message: dict[str, Any]) -> None:
         super().update_meta(message)
@@ -209,6 +234,24 @@ class AssistantMessageWidget(MessageWidget):
         self.regenerate_button.setVisible(is_last and (self._pinned_actions or self.underMouse()))
         self.retry_button.setVisible(is_last)
         self.retry_button.setEnabled(enabled)
+        self._can_reproduce = enabled and is_last
+
+    def show_info(self) -> InfoPopover:
+        """The Info popover: what this reply was made with, and Reproduce."""
+        if self.popover is not None:  # one at a time; the old one goes once closed
+            self.popover.close()
+            self.popover.deleteLater()
+        data = self.message.get("provenance")
+        note = self.reproduce_note(data) if isinstance(data, dict) else None
+        popover = InfoPopover(self.message, note=note, can_reproduce=self._can_reproduce, parent=self)
+        popover.reproduce.connect(self._reproduce)
+        popover.copied.connect(self.copied)
+        self.popover = popover
+        popover.show_below(self.info_button)
+        return popover
+
+    def _reproduce(self) -> None:
+        self.reproduce.emit(str(self.message.get("sid") or ""))
 
     # streaming ---------------------------------------------------------------------------------------------------
     def begin_stream(self, *, pending_text: str = "") -> None:
@@ -217,6 +260,7 @@ class AssistantMessageWidget(MessageWidget):
         self.notice.hide()
         self.action_row.hide()
         self.action_row.setProperty("streaming", True)
+        self.sources.hide()
         self.reasoning.hide()
         self.answer.begin_stream()
         self.answer.hide()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtWidgets import QFrame, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from desktop import theme as th
 from desktop.rich_text import MarkdownView
@@ -33,7 +33,16 @@ class ReasoningBlock(QWidget):
         self.view = MarkdownView(self.body, muted=True, body_px=th.BODY_PX - 1)
         body_layout.addWidget(self.view)
         self.body.hide()
-        layout.addWidget(self.header, 0, Qt.AlignmentFlag.AlignLeft)
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        head.setSpacing(8)
+        self.note = QLabel("", self)  # "Reasoning stopped at 4,096 tokens" (the thinking budget closed it)
+        self.note.setObjectName("reasoningNote")
+        self.note.hide()
+        head.addWidget(self.header)
+        head.addWidget(self.note)
+        head.addStretch(1)
+        layout.addLayout(head)
         layout.addWidget(self.body)
         self.header.toggled.connect(self._toggle)
         self._started: float | None = None
@@ -69,6 +78,10 @@ class ReasoningBlock(QWidget):
         self._seconds = seconds
         self.view.set_markdown(text)
         self._update_header()
+
+    def set_note(self, text: str | None) -> None:
+        self.note.setText(text or "")
+        self.note.setVisible(bool(text))
 
     def seconds(self) -> float | None:
         return self._seconds

@@ -8,12 +8,14 @@ the GUI thread does a bounded amount of work per frame however fast tokens arriv
 
 Signals:
     regenerate_requested(): regenerate the last reply.
+    reproduce_requested(str): regenerate reply ``sid`` (the last) with exactly the settings it was made with.
     edit_requested(int, str): resend user turn ``i`` with new text.
     branch_requested(int, int): show alternative ``b`` of user turn ``i``.
     retry_requested(): the last reply was interrupted or failed; try again.
     continue_requested(): the last reply filled the context; go on without the oldest turns.
     copied(str): text was put on the clipboard (the window shows a small toast).
     stop_requested(): the inline "Stop" of a pending reply was clicked.
+    source_requested(object): a "Sources" link under a reply: ``(TurnAttachment, Hit | None)``.
 """
 
 from __future__ import annotations
@@ -104,11 +106,13 @@ class ChatView(QScrollArea):
     """The scrolling conversation column. See the module docstring for its signals."""
 
     regenerate_requested = Signal()
+    reproduce_requested = Signal(str)
     edit_requested = Signal(int, str)
     branch_requested = Signal(object)
     retry_requested = Signal()
     continue_requested = Signal()
     copied = Signal(str)
+    source_requested = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -156,6 +160,8 @@ class ChatView(QScrollArea):
         self._backfill_timer.setSingleShot(True)
         self._backfill_timer.setInterval(0)
         self._backfill_timer.timeout.connect(self._backfill_step)
+        # Why reproducing a reply could give other tokens now (set by the controller; see desktop.provenance).
+        self.reproduce_note: Any = lambda _provenance: None
 
     # building -------------------------------------------------------------------------------------------------
     def messages(self) -> list[MessageWidget]:
@@ -246,9 +252,16 @@ class ChatView(QScrollArea):
         self._messages.insert(0, widget)
         widget.set_actions_pinned(False)
 
-    def add_user_message(self, text: str, user_turn_index: int) -> UserMessageWidget:
+    def add_user_message(self, text: str, user_turn_index: int, *, documents: Any = ()) -> UserMessageWidget:
         widget = self._append_widget(
-            {"role": "user", "content": text, "user_turn_index": user_turn_index, "branch_index": 0, "branch_count": 1}
+            {
+                "role": "user",
+                "content": text,
+                "user_turn_index": user_turn_index,
+                "branch_index": 0,
+                "branch_count": 1,
+                "documents": list(documents),
+            }
         )
         assert isinstance(widget, UserMessageWidget)
         self._stick = True
@@ -297,10 +310,13 @@ class ChatView(QScrollArea):
         else:
             reply = AssistantMessageWidget(message, self.column)
             reply.regenerate.connect(self.regenerate_requested)
+            reply.reproduce.connect(self.reproduce_requested)
+            reply.reproduce_note = lambda data: self.reproduce_note(data)
             reply.retry.connect(self.retry_requested)
             reply.continue_requested.connect(self.continue_requested)
             reply.copied.connect(self.copied)
             reply.branch.connect(self.branch_requested)
+            reply.sources.source_clicked.connect(self.source_requested)
             reply.set_regenerate_enabled(False, is_last=False)
             widget = reply
         if isinstance(widget, UserMessageWidget):

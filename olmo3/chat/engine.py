@@ -231,12 +231,14 @@ class Engine:
         conv_id: str,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
     ) -> int:
-        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages."""
+        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages;
+        ``prompt_text``: what the model reads instead of ``text`` (attached documents; see ``ChatSession.send``)."""
         self._check_conv_id(conv_id)
         return self._submit(
             "send",
@@ -245,6 +247,7 @@ class Engine:
                 job,
                 lambda s, stop: s.send(
                     text,
+                    prompt_text=prompt_text,
                     message_id=message_id,
                     reply_id=reply_id,
                     sampling=sampling,
@@ -278,6 +281,7 @@ class Engine:
         user_turn_index: int,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -292,6 +296,7 @@ class Engine:
                 lambda s, stop: s.edit(
                     user_turn_index,
                     text,
+                    prompt_text=prompt_text,
                     message_id=message_id,
                     reply_id=reply_id,
                     sampling=sampling,
@@ -318,6 +323,17 @@ class Engine:
     def close_conversation(self, conv_id: str, *, delete_cache: bool = False) -> int:
         self._check_conv_id(conv_id)
         return self._submit("close", conv_id, lambda job: self._close(job, delete_cache))
+
+    def set_kv_bits(self, bits: int | None) -> int:
+        """Quantize the full-attention layers' KV to ``bits`` (8; None: keep the model's precision) from each
+        conversation's next turn on. Caches already quantized stay so."""
+
+        def run(job: _Job) -> None:
+            self.kv_bits = bits
+            for s in self.sessions.values():
+                s.kv_bits = bits
+
+        return self._submit("set_kv_bits", "", run)
 
     def set_memory_budget(self, nbytes: int | None) -> int:
         def run(job: _Job) -> None:

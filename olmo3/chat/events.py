@@ -14,6 +14,7 @@ from .transcript import (
     BranchKind,
     CacheStateKind,
     OverflowReason,
+    Provenance,
     TranscriptMessage,
     TranscriptState,
     TurnStats,
@@ -115,6 +116,11 @@ class TurnFinished(Event):
     reply: TranscriptMessage | None
     messages: tuple[TranscriptMessage, ...]  # the active path
     state: TranscriptState
+
+    @property
+    def provenance(self) -> Provenance | None:
+        """What the reply was made with (None when nothing was kept)."""
+        return self.reply.provenance if self.reply is not None else None
 
 
 @dataclass(frozen=True, kw_only=True)

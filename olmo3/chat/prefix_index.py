@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from ..model.template import Rendering
 from . import kvcache
 from .completion import SERVE_PREFIX, CompletionRejected, CompletionRequest, is_serve_id
 from .events import Event
+from .sampling import Sampling
 from .serve_session import ServeSession, common_text_prefix
 from .session import _Snapshot
 
@@ -52,7 +53,7 @@ SIDECAR_FORMAT = "olmo-desktop-serve-1"
 DEFAULT_DISK_LIMIT = 16 * 1024**3
 MAX_WARM = 64  # server conversations with a cache in memory (the byte budget usually binds first)
 MAX_CONVERSATIONS = 256  # server conversations known at all, in memory or on disk
-_SAMPLING_KEYS = {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed"}
+_SAMPLING_KEYS = {f.name for f in fields(Sampling)}  # the app's sampling settings are not the server's
 
 
 class RequestRejectedError(ValueError):

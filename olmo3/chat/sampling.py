@@ -13,7 +13,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Sampling:
-    """Per-turn sampling. ``temperature == 0`` is greedy; ``seed=None`` draws a fresh seed each turn."""
+    """Per-turn generation settings. ``temperature == 0`` is greedy; ``seed=None`` draws a fresh seed each turn.
+
+    Two of them shape a Think model's reasoning rather than the sampler: ``thinking_budget`` (None: no budget) is
+    the most reasoning tokens before the engine closes the reasoning itself; ``max_tokens`` then limits the answer
+    alone. ``keep_reasoning`` (None: what the model's chat template does) keeps or drops earlier replies'
+    reasoning from the prompt.
+    """
 
     temperature: float = 0.6
     top_p: float = 0.95
@@ -22,6 +28,8 @@ class Sampling:
     repetition_penalty: float = 1.0
     max_tokens: int = 4096
     seed: int | None = None
+    thinking_budget: int | None = None
+    keep_reasoning: bool | None = None
 
     def merged(self, overrides: dict[str, Any] | None) -> Sampling:
         """These settings with ``overrides`` applied; unknown keys are an error (a typo must not pass)."""
@@ -45,6 +53,11 @@ class Sampling:
             raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens={self.max_tokens}: must be >= 1")
+        budget = self.thinking_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ValueError(f"thinking_budget={budget!r}: must be a whole number of tokens >= 1, or None (off)")
+        if self.keep_reasoning is not None and not isinstance(self.keep_reasoning, bool):
+            raise ValueError(f"keep_reasoning={self.keep_reasoning!r}: must be true, false or None (the template's)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,13 +77,52 @@ class Sampling:
             try:
                 if f.name == "seed":
                     values[f.name] = None if value in (None, "") else int(value)
+                elif f.name == "thinking_budget":
+                    values[f.name] = parse_thinking_budget(value)
+                elif f.name == "keep_reasoning":
+                    if value is not None and not isinstance(value, bool):
+                        raise ValueError(value)
+                    values[f.name] = value
                 elif isinstance(default, int) and not isinstance(default, bool):
                     values[f.name] = int(value)
                 else:
                     values[f.name] = float(value)
             except (TypeError, ValueError):
-                log.warning("settings: ignoring sampling.%s=%r (not a number)", f.name, value)
+                log.warning("settings: ignoring sampling.%s=%r (not a valid value)", f.name, value)
         return replace(base, **values)
+
+
+# Thinking budgets offered by the settings (any whole number of tokens works too).
+THINKING_BUDGETS: dict[str, int | None] = {"Off": None, "1K": 1024, "4K": 4096, "16K": 16384}
+
+
+def parse_thinking_budget(value: Any) -> int | None:
+    """``None``/``"off"``/``""`` → None; ``4096``, ``"4096"``, ``"4K"``, ``"4k"`` → 4096. Raises ValueError."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"thinking budget {value!r}: expected a number of tokens or 'off'")
+    if isinstance(value, int):
+        n = value
+    else:
+        text = str(value).strip().lower().replace(",", "").replace("_", "")
+        scale = 1024 if text.endswith("k") else 1
+        try:
+            n = int(text.removesuffix("k")) * scale
+        except ValueError:
+            raise ValueError(
+                f"thinking budget {value!r}: expected a number of tokens (e.g. 4096 or 4K) or 'off'"
+            ) from None
+    if n < 1:
+        raise ValueError(f"thinking budget {value!r}: must be at least 1 token (or 'off')")
+    return n
+
+
+def format_thinking_budget(budget: int | None) -> str:
+    """None → "Off"; 4096 → "4K"; 3000 → "3,000 tokens"."""
+    if budget is None:
+        return "Off"
+    return f"{budget // 1024}K" if budget % 1024 == 0 else f"{budget:,} tokens"
 
 
 # Olmo-3 Think: the values Ai2 and LM Studio recommend. Instruct: the model's generation_config.json where it

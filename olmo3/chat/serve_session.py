@@ -85,9 +85,16 @@ class ServeSession(ChatSession):
         """The request rendered with the chat template plus the generation prompt (or the raw prompt)."""
         return self.render(self._template_messages([]), add_generation_prompt=True)
 
-    # ChatSession hooks: render the request, not the (empty) message tree.
-    def _template_messages(self, path: list[Any]) -> list[dict[str, str]]:
+    # ChatSession hooks: render the request, not the (empty) message tree, exactly as the client sent it: the
+    # template does with earlier reasoning what it does (a client that wants it kept sends reasoning_content).
+    def _template_messages(self, path: list[Any], keep_reasoning: bool = True) -> list[dict[str, str]]:
         return [dict(m) for m in self.request_messages]
+
+    def _render_history(self, path: list[Any], keep_reasoning: bool) -> Rendering:
+        return self.render(self._template_messages(path), add_generation_prompt=True)
+
+    def template_keeps_reasoning(self) -> bool:
+        return True  # nothing to drop: the request's messages are the prompt (and no probe per conversation)
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> Rendering:
         if self.raw_prompt is not None:  # a raw completion: all of it plain text, like any text from outside
@@ -195,9 +202,12 @@ class ServeSession(ChatSession):
         events = self.send(_PLACEHOLDER, sampling=sampling, should_stop=stop, logits_processors=processors)
         return self._completion_events(events, matcher, forked=forked)
 
-    def _plan(self, user: Any, overflow: OverflowPolicy, max_tokens: int) -> tuple[list[int], str, int]:
+    def _plan(
+        self, user: Any, overflow: OverflowPolicy, max_tokens: int, keep_reasoning: bool = True
+    ) -> tuple[list[int], str, int]:
         try:  # without a reservation, any prompt that leaves room for one token is served (as OpenAI does)
-            target, target_text, dropped = super()._plan(user, overflow, max_tokens if self._reserve else 1)
+            reserve = max_tokens if self._reserve else 1
+            target, target_text, dropped = super()._plan(user, overflow, reserve, keep_reasoning)
         except ContextOverflowError as e:
             if self._reserve is None:
                 raise

@@ -16,6 +16,10 @@ The recipe (why each follow-up feeds only the new tokens, and never a wrong prom
    regenerate and edit restore the snapshot before the user turn and feed only that turn, also long after
    the sliding layers have wrapped and trimming became impossible.
 
+Think turns (:mod:`olmo3.chat.thinking`): a thinking budget closes the reasoning with forced tokens that become
+part of the reply (so the transcript stays exact); earlier reasoning is kept or dropped as asked, and a dropped
+one is served by a snapshot taken where the reply began. Each reply carries its :class:`Provenance`.
+
 Branches: messages form a tree. Regenerate adds a sibling reply; edit adds a sibling user message. Nothing
 is erased; ``switch_branch`` picks which alternative is active.
 """
@@ -27,13 +31,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+from .. import __version__
 from ..ids import new_id
 from ..model.config import FULL, SLIDING
 from ..model.modelinfo import ModelInfo
@@ -41,6 +46,7 @@ from ..model.template import Rendering, for_tokenizer
 from . import kvcache
 from .events import Event, PrefillProgress, TextDelta, TurnFinished
 from .sampling import Sampling, recommended
+from .thinking import BUDGET_CLOSE, has_reasoning, render_keeping_reasoning, strip_reasoning, template_keeps_reasoning
 from .transcript import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -49,6 +55,7 @@ from .transcript import (
     NodeState,
     OverflowPolicy,
     OverflowReason,
+    Provenance,
     Reconcile,
     Role,
     TranscriptMessage,
@@ -104,6 +111,7 @@ class Node:
     finish_reason: FinishReason | None = None
     stats: TurnStats | None = None
     think: bool = False
+    provenance: Provenance | None = None
 
     def freeze(self) -> NodeState:
         return NodeState(
@@ -119,6 +127,7 @@ class Node:
             finish_reason=self.finish_reason,
             stats=self.stats,
             think=self.think,
+            provenance=self.provenance,
         )
 
     @classmethod
@@ -136,6 +145,7 @@ class Node:
             finish_reason=n.finish_reason,
             stats=n.stats,
             think=n.think,
+            provenance=n.provenance,
         )
 
 
@@ -153,6 +163,8 @@ class _TurnPlan:
     should_stop: Callable[[], bool]
     extra_lp: list[Any]
     previous_active: str | None
+    keep_reasoning: bool = True  # effective: the setting, else what the template does
+    reasoning_dropped: int = 0  # tokens of earlier reasoning left out of this prompt
 
 
 @dataclass
@@ -162,23 +174,31 @@ class _Snapshot:
 
 
 class ReasoningSplitter:
-    """Splits streamed text of a Think turn into reasoning and answer at ``</think>`` (even across chunks)."""
+    """Splits streamed text of a Think turn into reasoning and answer at ``</think>`` (even across chunks).
+
+    Newlines right after ``</think>`` are not part of the answer (as ``split_reasoning`` has it)."""
 
     def __init__(self, think: bool):
         self.in_reasoning = think
         self._held = ""
+        self._answer_started = not think
+
+    def _answer(self, text: str) -> list[tuple[str, str]]:
+        if not self._answer_started:
+            text = text.lstrip("\n")
+            self._answer_started = bool(text)
+        return [(text, "answer")] if text else []
 
     def feed(self, text: str) -> list[tuple[str, str]]:
         if not self.in_reasoning:
-            return [(text, "answer")] if text else []
+            return self._answer(text)
         buf = self._held + text
         i = buf.find(THINK_CLOSE)
         if i >= 0:
             self.in_reasoning = False
             self._held = ""
             out = [(buf[:i], "reasoning")] if buf[:i] else []
-            rest = buf[i + len(THINK_CLOSE) :]
-            return out + ([(rest, "answer")] if rest else [])
+            return out + self._answer(buf[i + len(THINK_CLOSE) :])
         # Hold back a tail that could be the start of "</think>".
         keep = 0
         for k in range(1, len(THINK_CLOSE)):
@@ -190,7 +210,27 @@ class ReasoningSplitter:
 
     def flush(self) -> list[tuple[str, str]]:
         held, self._held = self._held, ""
-        return [(held, "reasoning" if self.in_reasoning else "answer")] if held else []
+        if not self.in_reasoning:
+            return self._answer(held)
+        return [(held, "reasoning")] if held else []
+
+
+def _with_context(processors: list[Any], context: list[int]) -> list[Any]:
+    """Logits processors that also see ``context`` before the tokens ``generate_step`` gives them (the reply so
+    far, when decoding resumes after forced tokens: a repetition penalty then sees what one run would)."""
+    if not context:
+        return processors
+    prefix = mx.array(context)
+    return [lambda tokens, logits, p=p: p(mx.concatenate([prefix, tokens]), logits) for p in processors]
+
+
+def _raw(text: str, prompt_text: str | None) -> str:
+    """A user message's rendered content: ``prompt_text`` when given (documents + the text), else the text."""
+    if prompt_text is None:
+        return text
+    if not isinstance(prompt_text, str) or not prompt_text.strip():
+        raise ValueError("prompt_text must be non-empty text")
+    return prompt_text
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -272,6 +312,7 @@ class ChatSession:
         self.snapshots: list[_Snapshot] = []
         self.restored_from_disk = False
         self.last_stats: TurnStats | None = None
+        self._template_keeps: bool | None = None
 
     # ------------------------------------------------------------------ the tree
     def _children(self, node_id: str | None) -> list[str]:
@@ -348,6 +389,7 @@ class ChatSession:
             stats=n.stats,
             tokens=tuple(n.tokens),
             in_context=user_turn_index >= self.drop_turns,
+            provenance=n.provenance,
         )
 
     def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
@@ -378,7 +420,7 @@ class ChatSession:
         return users[i]
 
     # ------------------------------------------------------------------ rendering
-    def _template_messages(self, path: list[Node]) -> list[dict[str, str]]:
+    def _template_messages(self, path: list[Node], keep_reasoning: bool = True) -> list[dict[str, str]]:
         msgs: list[dict[str, str]] = []
         if self.system_prompt:
             msgs.append({"role": "system", "content": self.system_prompt})
@@ -387,13 +429,43 @@ class ChatSession:
             if n.role == "user":
                 turn += 1
             if turn >= self.drop_turns:
-                kept.append({"role": n.role, "content": n.raw})
+                raw = n.raw if keep_reasoning or n.role != "assistant" else strip_reasoning(n.raw)
+                kept.append({"role": n.role, "content": raw})
         return msgs + kept
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> Rendering:
         """The model's chat template over ``messages``, in the bounded sandbox, with every message's content
         protected: only the template's own markup becomes control tokens (``olmo3.model.template``)."""
         return self.template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def template_keeps_reasoning(self) -> bool:
+        """Whether the model's chat template keeps earlier replies' reasoning in the prompt (asked once)."""
+        if self._template_keeps is None:
+            self._template_keeps = template_keeps_reasoning(lambda m: self.render(m, add_generation_prompt=True).text)
+        return self._template_keeps
+
+    def _render_history(self, path: list[Node], keep_reasoning: bool) -> Rendering:
+        """The prompt for ``path``: earlier reasoning kept or dropped as asked, whatever the template does."""
+        messages = self._template_messages(path, keep_reasoning)
+        if keep_reasoning and not self.template_keeps_reasoning():
+            return render_keeping_reasoning(lambda m: self.render(m, add_generation_prompt=True), messages)
+        return self.render(messages, add_generation_prompt=True)
+
+    def _reasoning_dropped(self, path: list[Node], keep_reasoning: bool) -> int:
+        """Tokens of earlier reasoning the prompt leaves out (what dropping it saves)."""
+        if keep_reasoning:
+            return 0
+        turn, saved = -1, 0
+        for n in path:
+            turn += n.role == "user"
+            if turn < self.drop_turns or n.role != "assistant" or not has_reasoning(n.raw):
+                continue
+            if n.stats is not None and n.stats.reasoning_tokens:
+                saved += n.stats.reasoning_tokens
+            else:
+                encode = self.template.encode_text
+                saved += len(encode(n.raw)) - len(encode(strip_reasoning(n.raw)))
+        return saved
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -461,8 +533,9 @@ class ChatSession:
         return cache, usable, how
 
     def _take_snapshot(self, tokens: list[int] | None = None, cache: list[Any] | None = None) -> None:
-        """Snapshot ``cache`` holding ``tokens`` (default: the live cache at the end of a turn)."""
-        tokens, cache = (self.tokens, self.cache) if cache is None else (tokens or [], cache)
+        """Snapshot the live cache (or ``cache``, holding ``tokens``: a point inside a turn)."""
+        tokens = self.tokens if tokens is None else tokens
+        cache = self.cache if cache is None else cache
         if cache is None or self.max_snapshots <= 0:
             return
         self.snapshots = [s for s in self.snapshots if s.tokens != tokens]
@@ -500,6 +573,7 @@ class ChatSession:
         self,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -510,13 +584,17 @@ class ChatSession:
         """Add a user message and generate the reply.
 
         ``message_id``/``reply_id`` name the new user message and reply (the store's ids, so both sides agree);
-        fresh ids are made when they are not given.
+        fresh ids are made when they are not given. ``prompt_text``: what the model reads as this message when it
+        differs from the shown ``text`` (attached documents, then the text); it is kept as the message's rendered
+        content, so later turns reuse its cached tokens.
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         path = self.active_path()
         parent = path[-1].id if path else None
-        user = Node(id=self._fresh_id(message_id), role="user", content=text, raw=text, parent=parent)
+        user = Node(
+            id=self._fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=parent
+        )
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def regenerate(
@@ -539,6 +617,7 @@ class ChatSession:
         user_turn_index: int,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -546,11 +625,14 @@ class ChatSession:
         should_stop: Callable[[], bool] | None = None,
         logits_processors: list[Any] | None = None,
     ) -> Iterator[Event]:
-        """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply."""
+        """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply (``prompt_text``: as in
+        :meth:`send`)."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         old = self._user_node(user_turn_index)
-        user = Node(id=self._fresh_id(message_id), role="user", content=text, raw=text, parent=old.parent)
+        user = Node(
+            id=self._fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=old.parent
+        )
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def _fresh_id(self, wanted: str | None) -> str:
@@ -589,12 +671,14 @@ class ChatSession:
             limit = min(limit, self._tokens_that_fit(self.kv_budget_bytes))
         return max(1, limit - n_prompt)
 
-    def _plan(self, user: Node, overflow: OverflowPolicy, max_tokens: int) -> tuple[list[int], str, int]:
+    def _plan(
+        self, user: Node, overflow: OverflowPolicy, max_tokens: int, keep_reasoning: bool = True
+    ) -> tuple[list[int], str, int]:
         """Render and tokenize the turn; apply the overflow policy. Returns (target, target_text, dropped)."""
         dropped = 0
         while True:
             path = self._path_to(user) if user.id in self.nodes else [*self._path_to_parent(user), user]
-            rendering = self.render(self._template_messages(path), add_generation_prompt=True)
+            rendering = self._render_history(path, keep_reasoning)
             target_text = rendering.text
             target, _ = self._target(rendering)
             # max_tokens is a cap, not a reservation: the prompt must leave room for a short reply only.
@@ -628,8 +712,11 @@ class ChatSession:
         s.validate()
         if reply_id is not None and (reply_id in self.nodes or reply_id == user.id):
             raise ValueError(f"message id {reply_id!r} is already used in this conversation")
-        # Plan before touching anything: an overflow leaves the session exactly as it was.
-        target, target_text, dropped = self._plan(user, overflow, s.max_tokens)
+        keep = s.keep_reasoning if s.keep_reasoning is not None else self.template_keeps_reasoning()
+        # Plan before touching anything: an overflow leaves the session exactly as it was. A reasoning budget
+        # comes on top of max tokens (which then limits the answer alone).
+        reserve = s.max_tokens + ((s.thinking_budget or 0) if self.info.is_think else 0)
+        target, target_text, dropped = self._plan(user, overflow, reserve, keep)
         plan = _TurnPlan(
             user=user,
             new_user=new_user,
@@ -641,7 +728,10 @@ class ChatSession:
             should_stop=should_stop or (lambda: False),
             extra_lp=list(extra_lp or []),
             previous_active=self._active_child(user.parent) if new_user else None,
+            keep_reasoning=keep,
         )
+        path = self._path_to(user) if user.id in self.nodes else [*self._path_to_parent(user), user]
+        plan.reasoning_dropped = self._reasoning_dropped(path, keep) if self.info.is_think else 0
         return self._run(plan)
 
     def _run(self, plan: _TurnPlan) -> Iterator[Event]:
@@ -677,10 +767,16 @@ class ChatSession:
         self.restored_from_disk = False
         feed = target[cached_len:]
         seed = s.seed if s.seed is not None else random.getrandbits(31)
+        # Earlier reasoning dropped: the next turn's prompt leaves this reply's reasoning out, so it shares this
+        # one only up to the reply's start. A snapshot there serves it even after the ring buffers wrapped.
+        snap_at = self._reply_start(target, target_text) if think and not plan.keep_reasoning else -1
+        if snap_at == cached_len:
+            self._take_snapshot(target[:snap_at], cache)
 
         # --- prefill everything but the last token, in chunks (cancellable, with progress) ---
         fed = 0
-        checkpoints = sorted(c for c in self._prompt_checkpoints(target, target_text) if cached_len < c < len(target))
+        points = [*self._prompt_checkpoints(target, target_text), snap_at]
+        checkpoints = sorted({c for c in points if cached_len < c < len(target)})
         try:
             yield PrefillProgress(done=0, total=len(feed))
             while len(feed) - fed > 1:
@@ -720,35 +816,74 @@ class ChatSession:
         detok.reset()
         splitter = ReasoningSplitter(think)
         generated: list[int] = []
-        max_new = min(s.max_tokens, self._room(len(target)))
-        finish: FinishReason = "length" if max_new == s.max_tokens else "context"  # if no stop token comes
+        room = self._room(len(target))  # the reply never runs past the context: it stops with "context"
+        finish: FinishReason = "length"  # if no stop token comes
         t_first: float | None = None
         t_last = 0.0
-        for token, _ in generate_step(
-            mx.array(feed[-1:]),
-            self.model,
-            max_tokens=max_new,
-            sampler=sampler,
-            logits_processors=processors or None,
-            prompt_cache=cache,
-        ):
-            now = time.perf_counter()
-            t_first = t_first or now
-            t_last = now
-            generated.append(int(token))
-            if token in eos:
-                finish = "stop"
-                break
-            detok.add_token(token)
-            for text, channel in splitter.feed(detok.last_segment):
+        # Thinking budget: once the reasoning reaches ``close_at`` tokens the engine feeds ``close`` itself (like
+        # prompt tokens: they become part of the reply) and sampling goes on with the answer, which max tokens
+        # then limits on its own. Without a budget max tokens limits the whole reply, as before.
+        budget = s.thinking_budget if think else None
+        close = self.template.encode_text(BUDGET_CLOSE) if budget is not None else []
+        close_at = budget - self._tokens_to_close(close) if budget is not None else None
+        reasoning_tokens, stopped = 0, False
+        prompt, context = feed[-1:], list[int]()
+        if close_at is not None and close_at <= 0 and len(close) < room:  # a budget shorter than the closing tag
+            prompt, stopped, generated = prompt + close, True, list(close)
+            for text, channel in self._detokenize(detok, splitter, close):
                 yield TextDelta(text=text, channel=channel)
-            if stop():
-                finish = "cancelled"
+            reasoning_tokens = self._tokens_to_close(close)
+        while True:
+            force = False
+            cap = s.max_tokens + (budget + len(close) if budget is not None else 0)
+            for token, _ in generate_step(
+                mx.array(prompt),
+                self.model,
+                max_tokens=max(1, min(cap, room) - len(generated)),
+                sampler=sampler,
+                logits_processors=_with_context(processors, context) or None,
+                prompt_cache=cache,
+            ):
+                now = time.perf_counter()
+                t_first = t_first or now
+                t_last = now
+                generated.append(int(token))
+                if token in eos:
+                    finish = "stop"
+                    break
+                for text, channel in self._detokenize(detok, splitter, [int(token)]):
+                    yield TextDelta(text=text, channel=channel)
+                if think and not reasoning_tokens and not splitter.in_reasoning:
+                    reasoning_tokens = len(generated)
+                if stop():
+                    finish = "cancelled"
+                    break
+                if len(generated) >= room:
+                    finish = "context"
+                    break
+                if splitter.in_reasoning:
+                    if close_at is not None and len(generated) >= close_at:
+                        if len(generated) + len(close) >= room:  # no room to close and answer: the context ends
+                            finish = "context"
+                        else:
+                            force = True
+                        break
+                elif len(generated) - reasoning_tokens >= s.max_tokens:
+                    break  # the answer reached max tokens: "length"
+            if not force:
                 break
+            # Everything sampled so far is in the cache; feed the close, then sample the answer after it.
+            context, prompt, stopped = [*feed[-1:], *generated], close, True
+            generated += close
+            for text, channel in self._detokenize(detok, splitter, close):
+                yield TextDelta(text=text, channel=channel)
+            reasoning_tokens = len(generated) - len(close) + self._tokens_to_close(close)
         detok.finalize()
         tail = detok.last_segment
         for text, channel in splitter.feed(tail) + splitter.flush():
             yield TextDelta(text=text, channel=channel)
+        if think and splitter.in_reasoning:
+            reasoning_tokens = len(generated)  # the reply ended inside its reasoning
 
         self.tokens = target + generated
         self.cache = cache
@@ -768,6 +903,7 @@ class ChatSession:
             tokens=list(generated),
             finish_reason=finish,
             think=think,
+            provenance=self._provenance(s, seed, how, plan.keep_reasoning),
         )
         self._add(reply)
         if self.cache is not None:
@@ -775,9 +911,70 @@ class ChatSession:
         self._take_snapshot()
         ttft = (t_first or time.perf_counter()) - t0
         tps = (len(generated) - 1) / (t_last - t_first) if t_first and len(generated) > 1 and t_last > t_first else 0.0
+        thinking = {
+            "reasoning_tokens": reasoning_tokens,
+            "answer_tokens": len(generated) - reasoning_tokens,
+            "thinking_budget": budget,
+            "reasoning_stopped": stopped,
+            "reasoning_dropped_tokens": plan.reasoning_dropped,
+        }
         yield self._finished(
-            user, reply, t0, t_prefill, ttft, tps, finish, len(feed), cached_len, how, seed, dropped, len(generated)
+            user,
+            reply,
+            t0,
+            t_prefill,
+            ttft,
+            tps,
+            finish,
+            len(feed),
+            cached_len,
+            how,
+            seed,
+            dropped,
+            len(generated),
+            **thinking,
         )
+
+    def _provenance(self, s: Sampling, seed: int, how: Reconcile, keep_reasoning: bool) -> Provenance:
+        """Everything this turn was made with (``s`` as given, the seed actually used)."""
+        info = self.info
+        return Provenance(
+            sampling=replace(s, seed=seed, keep_reasoning=keep_reasoning),
+            seed=seed,
+            seed_was_random=s.seed is None,
+            model_name=info.name,
+            model_repo_id=info.repo_id,
+            model_revision=info.revision,
+            model_fingerprint=info.fingerprint,
+            quantization=dict(info.quantization) if info.quantization else None,
+            template_hash=self.template_hash(),
+            thinking_budget=s.thinking_budget,
+            keep_reasoning=keep_reasoning,
+            kv_bits=self.kv_bits if kvcache.kv_group_size(info.head_dim) else None,  # None: unquantizable
+            context_limit=self.context_limit,
+            engine_version=__version__,
+            reconcile=how,
+        )
+
+    def _reply_start(self, target: list[int], target_text: str) -> int:
+        """Tokens of ``target`` before the generation prompt's ``<think>`` (where the reply's own text begins)."""
+        for k in range(len(target) - 1, max(0, len(target) - 32), -1):  # only the tail is decoded
+            tail = self._decode(target[k:])
+            if len(tail) >= len(THINK_OPEN) and target_text.endswith(tail):
+                return k
+        return self._verbatim_prefix(target, target_text[: -len(THINK_OPEN)])
+
+    def _tokens_to_close(self, close: list[int]) -> int:
+        """How many of the budget's closing ids it takes to complete ``</think>`` (they count as reasoning)."""
+        return next((i for i in range(1, len(close) + 1) if THINK_CLOSE in self._decode(close[:i])), len(close))
+
+    @staticmethod
+    def _detokenize(detok: Any, splitter: ReasoningSplitter, ids: list[int]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for token in ids:
+            detok.add_token(token)
+            out += splitter.feed(detok.last_segment)
+        return out
 
     def _discard_turn(self, user: Node, new_user: bool, previous_active: str | None) -> None:
         """A turn cancelled before any token: remove the new user message (the UI keeps its text)."""
@@ -811,6 +1008,7 @@ class ChatSession:
         seed: int,
         dropped: int,
         generated: int = 0,
+        **thinking: Any,
     ) -> TurnFinished:
         now = time.perf_counter()
         stats = TurnStats(
@@ -828,6 +1026,7 @@ class ChatSession:
             context_limit=self.context_limit,
             seed=seed,
             dropped_turns=dropped,
+            **thinking,
         )
         self.last_stats = stats
         message = None

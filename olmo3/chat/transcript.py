@@ -3,6 +3,8 @@
 MLX-free and Qt-free. Three kinds of value, all frozen:
 
 * :class:`TurnStats`: what one turn cost and how the cache was reconciled;
+* :class:`Provenance`: everything a reply was made with (settings, seed, model, template, engine), enough to
+  reproduce it;
 * :class:`TranscriptMessage`: one message of the active path as a reader sees it (with its branch position);
 * :class:`TranscriptState`: everything but the KV cache: the message tree (:class:`NodeState`), the exact token
   ids the cache holds, and the fingerprints that say whether those ids still mean anything. It is what the store
@@ -21,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, cast, get_args
+
+from .sampling import Sampling
 
 Role = Literal["user", "assistant"]
 FinishReason = Literal["stop", "length", "context", "cancelled"]  # context: the reply filled the context
@@ -64,6 +68,13 @@ class TurnStats:
     context_limit: int
     seed: int | None = None
     dropped_turns: int = 0
+    # Generated tokens split at the end of a Think reply's reasoning: its closing tag counts as reasoning, the
+    # answer has the rest (stop token included); a reply without reasoning is all answer.
+    reasoning_tokens: int = 0
+    answer_tokens: int = 0
+    thinking_budget: int | None = None
+    reasoning_stopped: bool = False  # the budget ran out and the engine closed the reasoning
+    reasoning_dropped_tokens: int = 0  # earlier replies' reasoning left out of this turn's prompt
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +87,70 @@ class TurnStats:
             return cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as e:
             raise TranscriptError(f"bad turn stats: {e}") from e
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What one reply was made with: enough to regenerate it token for token on the same model.
+
+    ``sampling`` holds every setting actually used, its ``seed`` the seed actually drawn (``seed_was_random`` says
+    the user asked for a random one). ``keep_reasoning`` is the effective choice (the template's when not set).
+    """
+
+    sampling: Sampling
+    seed: int
+    seed_was_random: bool
+    model_name: str
+    model_repo_id: str | None
+    model_revision: str | None
+    model_fingerprint: str
+    quantization: dict[str, Any] | None
+    template_hash: str
+    thinking_budget: int | None
+    keep_reasoning: bool
+    kv_bits: int | None
+    context_limit: int
+    engine_version: str
+    reconcile: Reconcile
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sampling"] = self.sampling.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Provenance | None:
+        """A provenance read back from JSON; None when ``data`` is not one (older replies, other keys)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("sampling"), Mapping):
+            return None
+        try:
+            quant = data.get("quantization")
+            budget = data.get("thinking_budget")
+            kv_bits = data.get("kv_bits")
+            return cls(
+                sampling=Sampling.from_dict(dict(data["sampling"])),
+                seed=int(data["seed"]),
+                seed_was_random=bool(data.get("seed_was_random", False)),
+                model_name=str(data.get("model_name") or ""),
+                model_repo_id=_opt_str(data.get("model_repo_id")),
+                model_revision=_opt_str(data.get("model_revision")),
+                model_fingerprint=str(data.get("model_fingerprint") or ""),
+                quantization=dict(quant) if isinstance(quant, Mapping) else None,
+                template_hash=str(data.get("template_hash") or ""),
+                thinking_budget=int(budget) if isinstance(budget, int) and not isinstance(budget, bool) else None,
+                keep_reasoning=bool(data.get("keep_reasoning", True)),
+                kv_bits=int(kv_bits) if isinstance(kv_bits, int) and not isinstance(kv_bits, bool) else None,
+                context_limit=int(data.get("context_limit") or 0),
+                engine_version=str(data.get("engine_version") or ""),
+                reconcile=cast(Reconcile, str(data.get("reconcile") or "fresh")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def reproduce_sampling(self) -> dict[str, Any]:
+        """The settings to regenerate this reply exactly: every sampling value, the seed that was used, and the
+        effective reasoning choice (so a template default that changed cannot change the prompt)."""
+        return {**self.sampling.to_dict(), "seed": self.seed, "keep_reasoning": self.keep_reasoning}
 
 
 @dataclass(frozen=True)
@@ -94,6 +169,7 @@ class TranscriptMessage:
     stats: TurnStats | None = None
     tokens: tuple[int, ...] = ()  # assistant: the sampled ids, stop token included
     in_context: bool = True  # False: an old turn the overflow policy left out of the prompt
+    provenance: Provenance | None = None  # assistant: what the reply was made with
 
 
 @dataclass(frozen=True)
@@ -112,12 +188,14 @@ class NodeState:
     finish_reason: FinishReason | None = None
     stats: TurnStats | None = None
     think: bool = False
+    provenance: Provenance | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["tokens"] = list(self.tokens)
         d["children"] = list(self.children)
         d["stats"] = self.stats.to_dict() if self.stats is not None else None
+        d["provenance"] = self.provenance.to_dict() if self.provenance is not None else None
         return d
 
     @classmethod
@@ -151,6 +229,7 @@ class NodeState:
             finish_reason=cast(FinishReason | None, finish),
             stats=TurnStats.from_dict(stats) if isinstance(stats, Mapping) else None,
             think=bool(data.get("think", False)),
+            provenance=Provenance.from_dict(data.get("provenance")),
         )
 
 
@@ -291,6 +370,10 @@ def state_from_messages(
         root_active=active_index(roots),
         nodes=tuple(nodes),
     )
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _str(data: Mapping[str, Any], key: str) -> str:

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -159,10 +159,67 @@ def _ttft(events: Iterable[object]) -> TurnFinished:
     return fin[0]
 
 
+def _scalar(a: Any) -> float:
+    return float(cast(float, a.item()))
+
+
+def kv_quality(model: Any, tok: Any, *, bits: int = 8, times: float = 4.5, extra_tokens: int = 64) -> dict[str, Any]:
+    """What quantizing the full-attention layers' KV costs in accuracy, past ``times`` sliding windows.
+
+    One conversation is grown past ``times * window`` tokens with the model's own KV precision; its cache is then
+    copied with the full layers quantized to ``bits`` (as a session with ``kv_bits`` keeps it between turns). The
+    same follow-up turn plus ``extra_tokens`` teacher-forced tokens go through both copies; reported: the largest
+    |Δlogit| over those positions, the logits' spread for scale, how often the top token agrees, and the bytes.
+    For scale too, ``max_abs_dlogit_reprefill``: the same history prefilled in one go at full precision (what
+    chunking alone changes in this dtype).
+    """
+    from ..chat import kvcache
+    from ..chat.session import ChatSession
+
+    window = model.info.sliding_window
+    s = ChatSession(model, tok, temperature=0.0, max_tokens=16)
+    ban = [_ban(list(tok.eos_token_ids))]
+    _grow(s, window, times, "Please explain, in detail, how a sliding window cache keeps memory bounded. ", ban)
+    turn = "<|im_start|>user\nAnd what does that cost?<|im_end|>\n<|im_start|>assistant\n"
+    forced = tok.encode(turn + "It costs little: " + "the cache stays bounded, " * 8, add_special_tokens=False)
+    extra = mx.array(forced[: len(tok.encode(turn, add_special_tokens=False)) + extra_tokens])[None]
+    assert s.cache is not None
+    exact_cache = kvcache.restore(s.cache)
+    quant_cache = kvcache.quantize_full_layers(kvcache.restore(s.cache), bits=bits)
+    exact = model(extra, cache=exact_cache)[0].astype(mx.float32)
+    quant = model(extra, cache=quant_cache)[0].astype(mx.float32)
+    delta = mx.abs(exact - quant)
+    oneshot = model.make_cache()
+    model(mx.array(s.tokens)[None], cache=oneshot)
+    floor = mx.abs(exact - model(extra, cache=oneshot)[0].astype(mx.float32))
+    agree = mx.mean((mx.argmax(exact, axis=-1) == mx.argmax(quant, axis=-1)).astype(mx.float32))
+    return {
+        "bits": bits,
+        "history_tokens": len(s.tokens),
+        "history_windows": round(len(s.tokens) / window, 2),
+        "positions": int(extra.shape[1]),
+        "max_abs_dlogit": round(_scalar(mx.max(delta)), 5),
+        "mean_abs_dlogit": round(_scalar(mx.mean(delta)), 6),
+        "max_abs_dlogit_reprefill": round(_scalar(mx.max(floor)), 5),
+        "logit_std": round(_scalar(mx.std(exact)), 4),
+        "top1_agreement": round(_scalar(agree), 4),
+        "kv_dtype": str(s.cache[-1].keys.dtype) if hasattr(s.cache[-1], "keys") else "",
+        "kv_bytes_full_precision": kvcache.nbytes(exact_cache),
+        "kv_bytes_quantized": kvcache.nbytes(quant_cache),
+    }
+
+
 def bench_chat(
-    model_path: str | Path | None = None, *, rounds: int = 3, check: Callable[[Path], object] | None = None
+    model_path: str | Path | None = None,
+    *,
+    rounds: int = 3,
+    check: Callable[[Path], object] | None = None,
+    kv_bits: int | None = None,
 ) -> dict[str, Any]:
-    """Follow-up, regenerate/edit and restore-from-disk TTFT ratios; KV bytes against the hybrid bound."""
+    """Follow-up, regenerate/edit and restore-from-disk TTFT ratios; KV bytes against the hybrid bound.
+
+    ``kv_bits``: the conversations keep their full-attention layers' KV quantized, and :func:`kv_quality` is
+    reported too."""
     from mlx_lm.models.cache import load_prompt_cache, save_prompt_cache
 
     from ..chat.session import ChatSession
@@ -176,7 +233,7 @@ def bench_chat(
         model, tok = load(folder)
         info = model.info
         W = info.sliding_window
-        opts: dict[str, Any] = dict(temperature=0.0, max_tokens=16)
+        opts: dict[str, Any] = dict(temperature=0.0, max_tokens=16, kv_bits=kv_bits)
         ban = [_ban(list(tok.eos_token_ids))]
         filler = "Please explain, in detail, how a sliding window cache keeps memory bounded. "
         question = "What is the next step?"
@@ -239,6 +296,7 @@ def bench_chat(
             assert fa.stats.reconcile == "restored" and fb.stats.reconcile == "reprefill"
 
         decode = bench_decode(str(folder), tokens=64, rounds=rounds)
+        quality = kv_quality(model, tok, bits=kv_bits) if kv_bits else None
 
     med = statistics.median
     r0 = follow[0]
@@ -270,6 +328,8 @@ def bench_chat(
             "full_reprefill": round(med(reprefill), 4),
         },
         "decode_tok_s": {"olmo3": decode["olmo3_tok_s"], "mlx_lm": decode["mlx_lm_tok_s"]},
+        "kv_bits": kv_bits,
+        **({"kv_quality": quality} if quality else {}),
         "ratios": ratios,
     }
 
@@ -281,7 +341,7 @@ def _passes(value: float, target: str) -> bool:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = [f"olmo3 bench {result['benchmark']} · model {result['model']} · device {result['device']}"]
-    for key in ("ttft_s", "decode_tok_s"):
+    for key in ("ttft_s", "decode_tok_s", "kv_quality"):
         if key in result:
             lines.append(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in result[key].items()))
     if "olmo3_tok_s" in result:

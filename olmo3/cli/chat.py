@@ -21,21 +21,36 @@ from ..chat.events import (
     TextDelta,
     TurnFinished,
 )
-from ..chat.transcript import TurnStats
+from ..chat.transcript import Provenance, TurnStats
+from ..docs.extract import DocumentError
 from ..units import format_bytes
+from .attach import CliAttachments, DocumentTurns, describe
 from .options import model_path
 
 COMMANDS = (
     ("/regen", "regenerate the last reply"),
+    ("/reproduce", "regenerate the last reply with exactly its settings and seed"),
     ("/edit N", "edit user turn N (counted from 0) and resend it"),
     ("/continue", "after a reply filled the context: go on, leaving out the oldest turns"),
-    ("/stats", "the last turn's numbers"),
+    ("/stats", "the last turn's numbers and provenance"),
     ("/save FILE", "save the conversation as JSON"),
     ("/help", "this list"),
     ("/quit", "leave (also Ctrl-D)"),
 )
 HELP = "commands:\n" + "\n".join(f"  {name:<11} {what}" for name, what in COMMANDS)
 CONTINUE = "Continue."
+
+
+def provenance_table(p: Provenance) -> str:
+    """A reply's provenance, one setting per line (the sampling parameters flattened)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in p.to_dict().items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", "-" if v is None else str(v)) for k, v in value.items()]
+        else:
+            rows.append((key, "-" if value is None else str(value)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 def stats_table(s: TurnStats) -> str:
@@ -122,24 +137,38 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
             "action": action,
             "error": getattr(fail, "message", None) or type(fail).__name__ if fail else "no result",
         }
-    reply = fin.reply
-    return {
-        "action": action,
-        "text": reply.content if reply else "",
-        "reasoning": reply.reasoning if reply else None,
-        "stats": fin.stats.to_dict(),
-        "tokens": list(fin.state.tokens),
-        "reply_tokens": list(reply.tokens) if reply else [],
-    }
+    from .main import turn_json
+
+    return {"action": action, **turn_json(fin), "tokens": list(fin.state.tokens)}
+
+
+def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | None:
+    """Regenerate the last reply with exactly the settings and seed it was made with (None: nothing to redo)."""
+    if last is None or last.provenance is None:
+        return None
+    return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling())
 
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     scripted = args.script is not None
     printer = _Printer(stream=not args.json)
     folder = model_path(args)
-    engine = Engine(printer, cache_dir=args.cache_dir, memory_limit_bytes=getattr(args, "memory_limit", None))
+    docs: CliAttachments | None = None
+    if getattr(args, "attach", None):
+        try:  # before the model loads: a file that can't be attached fails at once
+            docs = CliAttachments(args.attach, folder)
+        except DocumentError as e:
+            print(f"olmo3: {e}", file=sys.stderr)
+            return 2
+    engine = Engine(
+        printer,
+        cache_dir=args.cache_dir,
+        memory_limit_bytes=getattr(args, "memory_limit", None),
+        kv_bits=getattr(args, "kv_bits", None),
+    )
     engine.start()
     conv = uuid.uuid4().hex
+    doc_turns = DocumentTurns(engine, conv, docs)
     try:
         job = engine.load_model(
             folder or "", context_tokens=getattr(args, "context", None), force=getattr(args, "load_anyway", False)
@@ -150,9 +179,11 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
             print(f"olmo3: {fails[0].message}", file=sys.stderr)
             return 2
         info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
-        engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
+        job = engine.open_conversation(conv, system_prompt=args.system, sampling=sampling)
+        engine.wait(job)
+        doc_turns.opened(printer.of(job))
         if scripted:
-            return _run_script(engine, printer, conv, Path(args.script), args.json)
+            return _run_script(doc_turns, printer, Path(args.script), args.json)
         print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
@@ -169,7 +200,12 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 print(HELP)
                 continue
             if command == "/stats":
-                print(stats_table(last.stats) if last else "no turn yet")
+                if last is None:
+                    print("no turn yet")
+                else:
+                    print(stats_table(last.stats))
+                    if last.provenance is not None:
+                        print("provenance (what reproduces this reply):\n" + provenance_table(last.provenance))
                 continue
             if line.startswith("/save"):
                 parts = line.split(maxsplit=1)
@@ -186,7 +222,13 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 if not user_turns:
                     print("nothing to regenerate yet")
                     continue
-                job = engine.regenerate(conv)
+                job = doc_turns.regenerate()
+            elif command == "/reproduce":
+                redo = _reproduce(engine, conv, last)
+                if redo is None:
+                    print("nothing to reproduce yet")
+                    continue
+                job = redo
             elif command == "/edit":
                 parts = line.split()
                 if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= user_turns:
@@ -196,30 +238,35 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
-                job = engine.edit(conv, int(parts[1]), text)
+                job = doc_turns.edit(int(parts[1]), text)
             elif command == "/continue":
-                job = engine.send(conv, CONTINUE, overflow="drop_oldest")
+                job = doc_turns.send(CONTINUE, overflow="drop_oldest", documents=False)
             elif command:
                 print(f"unknown command {command}; {HELP}")
                 continue
             else:
-                job = engine.send(conv, line)
+                job = doc_turns.send(line)
             try:
                 engine.wait(job)
             except KeyboardInterrupt:
                 engine.cancel()
                 engine.wait(job)
+            used = doc_turns.finished(printer.of(job))
+            if used:
+                print(describe(used))
             last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         return 0
     finally:
         engine.shutdown()
+        if docs is not None:
+            docs.close()
 
 
 def info_context(engine: Engine) -> str:
     return f"{engine.context_tokens:,}-token context" if engine.context_tokens else "full context"
 
 
-def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_json: bool) -> int:
+def _run_script(doc_turns: DocumentTurns, printer: _Printer, path: Path, as_json: bool) -> int:
     try:
         actions = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -229,22 +276,32 @@ def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_jso
         print(f"olmo3: {path}: expected a JSON list of actions", file=sys.stderr)
         return 2
     status = 0
+    engine, conv = doc_turns.engine, doc_turns.conv
+    last: TurnFinished | None = None
     for i, action in enumerate(actions):
         if not isinstance(action, dict):
             print(f"olmo3: {path}: action {i} is not an object", file=sys.stderr)
             return 2
         sampling = action.get("sampling")
         if "send" in action:
-            job = engine.send(conv, str(action["send"]), sampling=sampling)
+            job = doc_turns.send(str(action["send"]), sampling=sampling)
         elif action.get("regenerate"):
-            job = engine.regenerate(conv, sampling=sampling)
+            job = doc_turns.regenerate(sampling=sampling)
+        elif action.get("reproduce"):
+            redo = _reproduce(engine, conv, last)
+            if redo is None:
+                print(f"olmo3: {path}: action {i}: no reply to reproduce yet", file=sys.stderr)
+                return 2
+            job = redo
         elif "edit" in action:
-            job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling)
+            job = doc_turns.edit(int(action["edit"]), str(action.get("text", "")), sampling=sampling)
         else:
-            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate' or 'edit'", file=sys.stderr)
+            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate', 'reproduce' or 'edit'", file=sys.stderr)
             return 2
         engine.wait(job)
+        last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))
+        result["attachments"] = doc_turns.finished(printer.of(job))
         if "error" in result:
             status = 1
         if as_json:

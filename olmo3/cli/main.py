@@ -64,6 +64,7 @@ def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
         ("repetition_penalty", "repetition_penalty"),
         ("max_tokens", "max_tokens"),
         ("seed", "seed"),
+        ("thinking_budget", "thinking_budget"),
     ):
         value = getattr(args, attr, None)
         if value is not None:
@@ -81,6 +82,17 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, help="drop tokens less likely than this fraction of the most likely one")
     p.add_argument("--repetition-penalty", type=float, help="above 1.0 discourages repeating earlier tokens")
     p.add_argument("--seed", type=int, help="random seed, for a reply you can reproduce")
+    p.add_argument("--thinking-budget", type=_budget, help="Think models: most reasoning tokens (e.g. 4096, 4K; off)")
+    p.add_argument("--kv-bits", type=int, choices=(4, 8), help="quantize the full-attention layers' KV cache")
+
+
+def _budget(text: str) -> int | None:
+    from ..chat.sampling import parse_thinking_budget
+
+    try:
+        return parse_thinking_budget(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -95,12 +107,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     plan = check_fits(args, folder)
     model, tokenizer = load(folder)
     session = ChatSession(
-        model, tokenizer, system_prompt=args.system, context_limit=plan.context_tokens, **_sampling_args(args)
+        model,
+        tokenizer,
+        system_prompt=args.system,
+        context_limit=plan.context_tokens,
+        kv_bits=args.kv_bits,
+        **_sampling_args(args),
     )
     in_reasoning = False
     stats = None
     for event in session.send(args.prompt):
-        if isinstance(event, TextDelta):
+        if isinstance(event, TurnFinished) and args.json:
+            print(json.dumps(turn_json(event)), flush=True)
+            return 0
+        if isinstance(event, TextDelta) and not args.json:
             if event.channel == "reasoning" and not in_reasoning:
                 sys.stdout.write("[thinking] ")
                 in_reasoning = True
@@ -119,6 +139,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def turn_json(fin: Any) -> dict[str, Any]:
+    """One finished turn as JSON: the reply's text and reasoning, its stats and provenance (``generate --json``
+    and each line of ``chat --json``)."""
+    reply = fin.reply
+    return {
+        "text": reply.content if reply else "",
+        "reasoning": reply.reasoning if reply else None,
+        "finish_reason": fin.stats.finish_reason,
+        "stats": fin.stats.to_dict(),
+        "provenance": fin.provenance.to_dict() if fin.provenance else None,
+        "reply_tokens": list(reply.tokens) if reply else [],
+    }
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -148,7 +182,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "decode":
         result = bench.bench_decode(folder, tokens=args.tokens, rounds=args.rounds, check=check)
     else:
-        result = bench.bench_chat(folder, rounds=args.rounds, check=check)
+        result = bench.bench_chat(folder, rounds=args.rounds, check=check, kv_bits=args.kv_bits)
     print(bench.format_table(result))
     print(json.dumps(result, indent=2))
     return 0
@@ -188,15 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(s)
     s.add_argument("--prompt", required=True, help="the user message")
     s.add_argument("--system", help="system prompt (default: the model's own)")
+    s.add_argument("--json", action="store_true", help="one JSON line: text, reasoning, stats, provenance")
     _add_sampling(s)
     s.set_defaults(fn=cmd_generate)
 
-    s = sub.add_parser("chat", help="interactive chat (/regen, /edit N, /stats, /save), or --script")
+    s = sub.add_parser("chat", help="interactive chat (/regen, /reproduce, /edit N, /stats, /save), or --script")
     add_model_options(s)
     s.add_argument("--system", help="system prompt (default: the model's own)")
-    s.add_argument("--script", help="JSON list of actions: {send: text} | {regenerate: true} | {edit: N, text}")
+    s.add_argument(
+        "--script",
+        help="JSON list of actions: {send: text} | {regenerate: true} | {reproduce: true} | {edit: N, text}",
+    )
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
     s.add_argument("--cache-dir", help="where conversation caches are spilled (default: the app's cache folder)")
+    s.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="a document to chat about (text, Markdown, code, HTML, PDF, DOCX); repeat for more",
+    )
     _add_sampling(s)
     s.set_defaults(fn=cmd_chat)
 
@@ -219,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measurement (default 5)")
     s.add_argument("--pages", type=int, default=300, help="docs: pages of the generated PDF (default 300)")
     s.add_argument("--passages", type=int, default=10_000, help="docs: passages to search (default 10,000)")
+    s.add_argument("--kv-bits", type=int, choices=(4, 8), help="chat: also measure quantized full-layer KV")
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("tiny", help="make a tiny random Olmo-3 model folder, to try the app without a download")

@@ -60,7 +60,8 @@ class ModelInfo:
     kv_bytes_per_token_sliding: int  # all sliding layers together, per token, up to the window
     eos_token_ids: list[int] = field(default_factory=list)
     fingerprint: str = ""
-    revision: str | None = None
+    revision: str | None = None  # the Hub commit the folder was downloaded at, when known
+    repo_id: str | None = None  # the Hub repo it came from ("allenai/Olmo-3-7B-Think"), when known
 
     @property
     def num_full_layers(self) -> int:
@@ -192,19 +193,23 @@ def _fingerprint(folder: Path, files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _revision(folder: Path) -> str | None:
+def _origin(folder: Path) -> tuple[str | None, str | None]:
+    """(repo id, revision) of a folder: from the model store's marker, or a Hugging Face cache snapshot's path."""
     marker = folder / ".olmo-desktop.json"
     if marker.is_file():
         try:
             data = read_json(marker)
-            revision = data.get("revision") or data.get("commit")
+            revision = data.get("commit") or data.get("revision")
+            repo_id = data.get("repo_id")
         except (ValueError, OSError, AttributeError):
-            return None
-        return revision if isinstance(revision, str) else None
-    # A Hugging Face cache snapshot folder is named by its commit.
+            return None, None
+        return (repo_id if isinstance(repo_id, str) else None), (revision if isinstance(revision, str) else None)
+    # A Hugging Face cache snapshot: models--owner--name/snapshots/<commit>.
     if folder.parent.name == "snapshots" and len(folder.name) == 40:
-        return folder.name
-    return None
+        repo = folder.parent.parent.name
+        repo_id = repo.removeprefix("models--").replace("--", "/", 1) if repo.startswith("models--") else None
+        return repo_id, folder.name
+    return None, None
 
 
 def inspect_model_dir(path: str | Path) -> ModelInfo:
@@ -244,6 +249,7 @@ def inspect_model_dir(path: str | Path) -> ModelInfo:
             n_params += count
 
     per_layer = 2 * args.num_key_value_heads * args.head_dim * kv_dtype_bytes
+    origin = _origin(folder)
     return ModelInfo(
         path=str(folder),
         name=folder.name,
@@ -265,5 +271,6 @@ def inspect_model_dir(path: str | Path) -> ModelInfo:
         kv_bytes_per_token_sliding=per_layer * args.layer_types.count(SLIDING),
         eos_token_ids=eos_token_ids(folder, config, vocab),
         fingerprint=_fingerprint(folder, files),
-        revision=_revision(folder),
+        revision=origin[1],
+        repo_id=origin[0],
     )

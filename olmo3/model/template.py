@@ -53,7 +53,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -245,6 +245,21 @@ class Rendering:
             elif t:
                 ids.extend(next(plain))
         return ids
+
+    def map_plain(self, fn: Callable[[str], str]) -> Rendering:
+        """The rendering with every plain-text stretch passed through ``fn`` (markup untouched, offsets moved):
+        how text put back into a rendering (an earlier reply's reasoning) stays content, never markup."""
+        pieces: list[str] = []
+        markup: list[tuple[int, int, int]] = []
+        pos = cursor = 0
+        for s, e, tid in self.markup:
+            plain = fn(self.text[pos:s])
+            pieces += [plain, self.text[s:e]]
+            markup.append((cursor + len(plain), cursor + len(plain) + e - s, tid))
+            cursor += len(plain) + e - s
+            pos = e
+        pieces.append(fn(self.text[pos:]))
+        return dataclasses.replace(self, text="".join(pieces), markup=tuple(markup))
 
 
 class _Protector:

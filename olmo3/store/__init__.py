@@ -18,11 +18,11 @@ Why it looks the way it does:
 
 The parts: ``schema`` (migrations), ``records`` (value objects, errors, pure helpers), ``paths`` (the default
 file), ``db`` (:class:`ConversationStore`: opening, migrating, transactions, conversations, trash), ``messages``
-(the message tree), ``streaming`` (streams and their owners), ``search`` (FTS5) and ``interchange`` (export,
-import, duplicate).
+(the message tree), ``streaming`` (streams and their owners), ``search`` (FTS5), ``interchange`` (export,
+import, duplicate) and ``attachments`` (attached documents: :mod:`olmo3.docs`'s tables in the store).
 
 This package must stay Qt-free (the CLI uses it too) and never imports ``olmo3.model``, ``olmo3.chat`` or
-``olmo3.hub``.
+``olmo3.hub`` (``olmo3.docs`` is fine: it is Qt-, MLX- and model-free too).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The store core: opening, configuring and migrating the file, transactions, conversations and the trash.
 
 :class:`ConversationStore` puts the parts together: the message tree (:mod:`.messages`), streaming
-(:mod:`.streaming`), search (:mod:`.search`) and export, import and duplicate (:mod:`.interchange`) are mixins.
+(:mod:`.streaming`), search (:mod:`.search`), export, import and duplicate (:mod:`.interchange`) and attached
+documents (:mod:`.attachments`) are mixins.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Final
 from olmo3.ids import new_id
 
 from ..appinfo import conversation_db_path as default_db_path
+from .attachments import AttachmentsMixin
 from .interchange import InterchangeMixin
 from .messages import MessagesMixin
 from .records import (
@@ -50,7 +52,7 @@ _CONV_COLUMNS = (
 _UNSET: Any = object()
 
 
-class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeMixin):
+class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeMixin, AttachmentsMixin):
     """All conversations of the app in one SQLite file.
 
     Use one object per thread (it raises ``sqlite3.ProgrammingError`` when used from another);

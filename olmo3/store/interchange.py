@@ -3,11 +3,18 @@
 All functions work on the *conversation dict* of the versioned JSON format (what
 :meth:`olmo3.store.ConversationStore.export_dict` returns and :func:`from_json` yields)::
 
-    {"format": "olmo-desktop.conversation", "version": 1,
+    {"format": "olmo-desktop.conversation", "version": 2,
      "id", "title", "title_is_auto", "model_id", "model_revision", "system_prompt",
      "sampling", "created_at", "updated_at", "pinned", "folder", "engine_state",
      "messages": [{"id", "parent_id", "role", "content", "reasoning", "token_ids",
-                   "stats", "provenance", "state", "created_at", "active"}, ...]}
+                   "stats", "provenance", "state", "created_at", "active"}, ...],
+     "attachments": [{"id", "message_id", "name", "kind", "size", "sha256", "encoding",
+                      "pages": [[number, text], ...], "tokens", "warnings", "created_at",
+                      "passages": [{"ordinal", "page_start", "page_end", "tokens", "text"}, ...]}, ...]}
+
+Version 2 added ``attachments`` (attached documents in full: their text by page and their passages); a user
+message's ``provenance["attachments"]`` records which documents and passages its turn used, by attachment ``id``.
+Version 1 files (no attachments) still import.
 
 JSON is lossless (the whole branch tree, token ids, stats, provenance, the engine's state);
 Markdown and HTML (:func:`to_markdown`, :func:`to_html`, from :mod:`olmo3.store.render`) show the
@@ -30,6 +37,14 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from olmo3.ids import new_id
 
+from .attachments import (
+    check_provenance_refs,
+    duplicate_attachments,
+    export_attachments,
+    import_attachments,
+    remap_provenance,
+    validate_attachments,
+)
 from .records import (
     ROLES,
     STATES,
@@ -58,7 +73,8 @@ __all__ = [
 ]
 
 FORMAT: Final = "olmo-desktop.conversation"
-VERSION: Final = 1
+VERSION: Final = 2
+READABLE_VERSIONS: Final = (1, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,6 +115,7 @@ _CONV_FIELDS: Final = (
     "folder",
     "engine_state",
     "messages",
+    "attachments",
 )
 _MSG_FIELDS: Final = (
     "id",
@@ -195,9 +212,13 @@ def validate_conversation(data: Any) -> dict[str, Any]:
     if data.get("format") != FORMAT:
         raise ValueError(f"not an Olmo Desktop conversation: 'format' is {data.get('format')!r}, expected {FORMAT!r}")
     version = data.get("version")
-    if version != VERSION or isinstance(version, bool):
-        raise ValueError(f"unsupported conversation format version {version!r} (this app reads {VERSION})")
-    c = _Checker(data, "", _CONV_FIELDS)
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise ValueError(
+            f"unsupported conversation format version {version!r} (this app reads "
+            + " and ".join(map(str, READABLE_VERSIONS))
+            + ")"
+        )
+    c = _Checker(data, "", _CONV_FIELDS if version >= 2 else _CONV_FIELDS[:-1])
     out: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -219,7 +240,20 @@ def validate_conversation(data: Any) -> dict[str, Any]:
     messages = [_validate_message(m, i) for i, m in enumerate(data["messages"])]
     _check_tree(messages)
     out["messages"] = messages
+    out["attachments"] = validate_attachments(data.get("attachments", []), {m["id"] for m in messages}, _check_time)
+    check_provenance_refs(messages, {a["id"] for a in out["attachments"]})
     return out
+
+
+def _check_time(where: str, value: Any) -> str:
+    try:
+        if isinstance(value, str):
+            iso_to_ts(value)
+            return value
+    except (ValueError, OverflowError):
+        pass
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise ValueError(f"{where}: expected an ISO 8601 date-time string, got {shown}")
 
 
 def _validate_message(msg: Any, index: int) -> dict[str, Any]:
@@ -342,8 +376,17 @@ def _remap_ids(value: Any, mapping: Mapping[str, str]) -> Any:
     return value
 
 
+def _remap_provenance_text(text: str | None, documents: Mapping[int, int]) -> str | None:
+    """A stored provenance column with its recorded documents pointing at the copied attachments."""
+    if text is None or not documents:
+        return text
+    return dump_json(remap_provenance(json.loads(text), documents), "provenance")
+
+
 class InterchangeMixin:
     """:meth:`duplicate`, :meth:`export_dict` and :meth:`import_conversation` for the store."""
+
+    _conn: sqlite3.Connection
 
     if TYPE_CHECKING:  # provided by ConversationStore
 
@@ -397,6 +440,7 @@ class InterchangeMixin:
             ).fetchall()
             for r in rows:
                 mapping[r[0]] = new_id()
+            documents = duplicate_attachments(conn, conv_id, new_conv, mapping)
             conn.executemany(
                 "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
                 "token_ids, stats, provenance, state, created_at, active) "
@@ -406,7 +450,8 @@ class InterchangeMixin:
                         mapping[r[0]],
                         new_conv,
                         None if r[1] is None else mapping[r[1]],
-                        *r[2:8],
+                        *r[2:7],
+                        _remap_provenance_text(r[7], documents),
                         "interrupted" if r[8] == "streaming" else r[8],
                         r[9],
                         r[10],
@@ -428,6 +473,7 @@ class InterchangeMixin:
             conv = self.get_conversation(conv_id)
             engine_state = self.get_engine_state(conv_id)
             messages = self._messages(conv_id)
+            attachments = export_attachments(self._conn, conv_id, ts_to_iso)
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -459,6 +505,7 @@ class InterchangeMixin:
                 }
                 for m in messages
             ],
+            "attachments": attachments,
         }
 
     def import_conversation(self, conv_dict: Mapping[str, Any]) -> str:
@@ -474,6 +521,7 @@ class InterchangeMixin:
             mapping[m["id"]] = new_id()
         engine_state = data["engine_state"]
         with self._write() as conn:
+            # Attachments first: the messages' provenance names them by their new ids.
             conn.execute(
                 "INSERT INTO conversations (id, title, title_is_auto, model_id, model_revision, "
                 "system_prompt, sampling, created_at, updated_at, pinned, folder, engine_state) "
@@ -493,6 +541,7 @@ class InterchangeMixin:
                     None if engine_state is None else dump_json(_remap_ids(engine_state, mapping), "engine_state"),
                 ),
             )
+            documents = import_attachments(conn, new_conv, data["attachments"], mapping, iso_to_ts)
             conn.executemany(
                 "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
                 "token_ids, stats, provenance, state, created_at, active) "
@@ -507,7 +556,7 @@ class InterchangeMixin:
                         m["reasoning"],
                         encode_token_ids(m["token_ids"]),
                         dump_json_opt(m["stats"], "stats"),
-                        dump_json_opt(m["provenance"], "provenance"),
+                        dump_json_opt(remap_provenance(m["provenance"], documents), "provenance"),
                         "interrupted" if m["state"] == "streaming" else m["state"],
                         iso_to_ts(m["created_at"]),
                         int(m["active"]),

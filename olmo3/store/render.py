@@ -6,6 +6,9 @@ scripts and remote resources. The GUI prints it to PDF with Qt.
 
 These work on the conversation dict of :mod:`olmo3.store.interchange` (which re-exports them) and import nothing
 from it. Qt-free; markdown-it-py and pygments are imported only by :func:`to_html`.
+
+Attached documents are listed at the top (name, pages, tokens); under each user message, the documents its turn used
+("whole" or "N passages") and the passages themselves, each labelled with its file and pages, in a collapsed block.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-__all__ = ["active_path", "to_html", "to_markdown"]
+from olmo3.docs.prompt import TurnAttachment
+from olmo3.docs.turn import from_provenance
+
+__all__ = ["active_path", "provenance_line", "to_html", "to_markdown"]
 
 _ROLE_LABELS = {"system": "System", "user": "You", "assistant": "Assistant"}
 
@@ -68,6 +74,67 @@ def _state_note(msg: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _attachment_line(a: Mapping[str, Any]) -> str:
+    pages = len(a.get("pages") or ())
+    return f"{a['name']} · {pages} page{'s' if pages != 1 else ''} · {int(a.get('tokens') or 0):,} tokens"
+
+
+def _turn_documents(msg: Mapping[str, Any]) -> list[TurnAttachment]:
+    return from_provenance(msg.get("provenance")) if msg["role"] == "user" else []
+
+
+def _quote(text: str) -> list[str]:
+    return [("> " + line).rstrip() for line in text.strip("\n").splitlines()] or [">"]
+
+
+def _markdown_documents(used: list[TurnAttachment]) -> list[str]:
+    lines = ["*Documents: " + "; ".join(a.chip_label for a in used) + "*", ""]
+    passages = [(a, h) for a in used for h in a.passages]
+    if passages:
+        lines += ["<details>", f"<summary>Passages used ({len(passages)})</summary>", ""]
+        for a, hit in passages:
+            text = hit.text.replace("</details>", "&lt;/details>")
+            lines += [f"**{a.name}, {hit.page_label}**", "", *_quote(text), ""]
+        lines += ["</details>", ""]
+    return lines
+
+
+def provenance_line(msg: Mapping[str, Any]) -> str | None:
+    """A reply's provenance in one line: "Olmo-3-7B-Think @ 0123456789ab · temperature 0.6 · top P 0.95 · top K 50 ·
+    seed 1234 · thinking budget 4,096 (stopped at 4,096 tokens) · 8-bit KV" (None for replies without one).
+
+    The JSON export carries the whole record; this is the summary for people."""
+    prov = msg.get("provenance")
+    if msg.get("role") != "assistant" or not isinstance(prov, Mapping):
+        return None
+    sampling = prov.get("sampling")
+    if not isinstance(sampling, Mapping):
+        return None
+    model = prov.get("model_repo_id") or prov.get("model") or prov.get("model_name") or "unknown model"
+    revision = prov.get("model_revision")
+    parts = [str(model) + (f" @ {revision[:12]}" if isinstance(revision, str) and revision else "")]
+    temperature = sampling.get("temperature")
+    if temperature == 0:
+        parts.append("greedy")
+    else:
+        for key, label in (("temperature", "temperature"), ("top_p", "top P"), ("top_k", "top K")):
+            if isinstance(sampling.get(key), int | float):
+                parts.append(f"{label} {sampling[key]:g}")
+    if isinstance(prov.get("seed"), int):
+        parts.append(f"seed {prov['seed']}" + (" (random)" if prov.get("seed_was_random") else ""))
+    budget = prov.get("thinking_budget")
+    if isinstance(budget, int):
+        stats = msg.get("stats") if isinstance(msg.get("stats"), Mapping) else {}
+        used = stats.get("reasoning_tokens") if stats else None
+        stopped = f" (stopped at {used:,} tokens)" if stats and stats.get("reasoning_stopped") and used else ""
+        parts.append(f"thinking budget {budget:,}{stopped}")
+    if prov.get("keep_reasoning") is False:
+        parts.append("earlier reasoning dropped")
+    if isinstance(prov.get("kv_bits"), int):
+        parts.append(f"{prov['kv_bits']}-bit KV")
+    return " · ".join(parts)
+
+
 def to_markdown(conv: Mapping[str, Any]) -> str:
     """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block."""
     lines = [f"# {conv['title']}", ""]
@@ -75,6 +142,9 @@ def to_markdown(conv: Mapping[str, Any]) -> str:
     if conv.get("system_prompt"):
         lines += ["**System prompt:**", ""]
         lines += [("> " + line).rstrip() for line in conv["system_prompt"].splitlines()] + [""]
+    if conv.get("attachments"):
+        lines += ["**Attached documents:**", ""]
+        lines += [f"- {_attachment_line(a)}" for a in conv["attachments"]] + [""]
     for msg in active_path(conv):
         index, count = msg["branch"]
         heading = f"## {_ROLE_LABELS[msg['role']]}"
@@ -88,9 +158,15 @@ def to_markdown(conv: Mapping[str, Any]) -> str:
             lines += [reasoning.strip("\n"), "", "</details>", ""]
         if msg["content"]:
             lines += [msg["content"].strip("\n"), ""]
+        used = _turn_documents(msg)
+        if used:
+            lines += _markdown_documents(used)
         note = _state_note(msg)
         if note:
             lines += [f"*{note}*", ""]
+        made_with = provenance_line(msg)
+        if made_with:
+            lines += [f"<sub>{html.escape(made_with)}</sub>", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -115,6 +191,13 @@ h1 { font-size: 22px; margin: 0 0 4px; overflow-wrap: anywhere; }
 .reasoning { border-left: 3px solid #d2d2d7; padding: 0 12px; color: #6e6e73; margin: 0 0 8px; }
 .reasoning summary { cursor: pointer; font-size: 12px; }
 .notice { color: #b3261e; font-size: 12px; font-style: italic; }
+.documents { color: #6e6e73; font-size: 12px; margin: 6px 0 0; }
+.attachments { margin: 0 0 20px; font-size: 13px; }
+.attachments ul { margin: 4px 0 0; padding-left: 20px; }
+.passages summary { cursor: pointer; font-size: 12px; color: #6e6e73; }
+.passage { border-left: 3px solid #d2d2d7; padding: 0 12px; margin: 8px 0; color: #424245; }
+.cite { font-size: 12px; font-weight: 600; color: #6e6e73; }
+.provenance { color: #6e6e73; font-size: 11px; margin: 6px 0 0; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; word-wrap: break-word; border-radius: 8px;
       padding: 10px 12px; font-size: 12.5px; background: #f6f8fa; }
 code { font-family: "SF Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace; }
@@ -169,6 +252,21 @@ def _plain(text: str) -> str:
     return f'<p class="plain">{html.escape(text)}</p>'
 
 
+def _html_documents(used: list[TurnAttachment]) -> str:
+    """Which documents the turn used, and the passages it read (escaped: document text is content)."""
+    parts = ['<p class="documents">Documents: ' + html.escape("; ".join(a.chip_label for a in used)) + "</p>"]
+    passages = [(a, h) for a in used for h in a.passages]
+    if passages:
+        parts.append(f'<details class="passages"><summary>Passages used ({len(passages)})</summary>')
+        for a, hit in passages:
+            parts.append(
+                f'<div class="passage"><div class="cite">{html.escape(f"{a.name}, {hit.page_label}")}</div>'
+                f"{_plain(hit.text)}</div>"
+            )
+        parts.append("</details>")
+    return "\n".join(parts)
+
+
 def to_html(conv: Mapping[str, Any]) -> str:
     """A self-contained HTML page of the shown branch (no scripts, no external resources)."""
     md = _markdown_renderer()
@@ -193,6 +291,10 @@ def to_html(conv: Mapping[str, Any]) -> str:
         out.append(
             f'<div class="system-prompt"><div class="role">System prompt</div>{_plain(conv["system_prompt"])}</div>'
         )
+    if conv.get("attachments"):
+        out.append('<section class="attachments"><div class="role">Attached documents</div><ul>')
+        out += [f"<li>{html.escape(_attachment_line(a))}</li>" for a in conv["attachments"]]
+        out.append("</ul></section>")
     for msg in active_path(conv):
         index, count = msg["branch"]
         branch = f' <span class="branch">· branch {index + 1} of {count}</span>' if count > 1 else ""
@@ -206,9 +308,15 @@ def to_html(conv: Mapping[str, Any]) -> str:
         if msg["content"]:
             # Model replies are Markdown; what people type is shown exactly as typed.
             out.append(md.render(msg["content"]) if msg["role"] == "assistant" else _plain(msg["content"]))
+        used = _turn_documents(msg)
+        if used:
+            out.append(_html_documents(used))
         note = _state_note(msg)
         if note:
             out.append(f'<p class="notice">{html.escape(note)}</p>')
+        made_with = provenance_line(msg)
+        if made_with:
+            out.append(f'<p class="provenance">{html.escape(made_with)}</p>')
         out.append("</div>")
         out.append("</section>")
     out += ["</main>", "</body>", "</html>", ""]

@@ -1,6 +1,6 @@
 """The store's schema: an explicit list of migrations, versioned with ``PRAGMA user_version``.
 
-Never edit a shipped migration; add a new one instead (tests/store/test_store.py keeps a frozen copy of v1 and v2
+Never edit a shipped migration; add a new one instead (tests/store keeps frozen copies of every shipped version
 and fails if these drift). Applying the migrations, with a ``.vN.bak`` copy first, is the store's job
 (:meth:`olmo3.store.ConversationStore._migrate`).
 """
@@ -103,6 +103,55 @@ _V3: Final[tuple[str, ...]] = (
 )
 
 
+# Version 4: attached documents (olmo3.docs): the extracted text, its passages and their FTS5 (BM25) index.
+# olmo3.docs.index.STORE_MIGRATION copied literally (and frozen here: that constant may change, this may not).
+# Deleting a conversation cascades to its attachments; a trigger (and the foreign key) takes their passages,
+# and the FTS triggers their index entries.
+_V4: Final[tuple[str, ...]] = (
+    """CREATE TABLE IF NOT EXISTS attachments (
+            id INTEGER PRIMARY KEY,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            message_id TEXT,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            encoding TEXT,
+            page_count INTEGER NOT NULL,
+            pages TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            warnings TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL
+        )""",
+    "CREATE INDEX IF NOT EXISTS attachments_by_conversation ON attachments(conversation_id, id)",
+    """CREATE TABLE IF NOT EXISTS passages (
+            id INTEGER PRIMARY KEY,
+            attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            page_start INTEGER NOT NULL,
+            page_end INTEGER NOT NULL,
+            tokens INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            UNIQUE (attachment_id, ordinal)
+        )""",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
+            text, content = 'passages', content_rowid = 'id', tokenize = 'porter unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
+            INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text);
+        END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
+            INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_update AFTER UPDATE OF text ON passages BEGIN
+            INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text);
+        END""",
+    """CREATE TRIGGER IF NOT EXISTS attachments_delete_passages AFTER DELETE ON attachments BEGIN
+            DELETE FROM passages WHERE attachment_id = old.id;
+        END""",
+)
+
+
 def _statements(stmts: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
     """Wrap DDL/DML statements as a migration step (executescript would commit mid-transaction)."""
 
@@ -126,5 +175,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "conversations and message tree", _statements(_V1)),
     Migration(2, "model revision, folders, sticky renames, provenance", _statements(_V2)),
     Migration(3, "FTS5 search, engine state, stream owners", _statements(_V3)),
+    Migration(4, "attached documents: text, passages, FTS5 index", _statements(_V4)),
 )
 CURRENT_VERSION: Final = MIGRATIONS[-1].version

@@ -78,7 +78,7 @@ def test_json_round_trip_is_lossless(store: ConversationStore) -> None:
     first = store.export_dict(cid)
     text1 = interchange.to_json(first)
     assert json.loads(text1)["format"] == "olmo-desktop.conversation"
-    assert json.loads(text1)["version"] == 1
+    assert json.loads(text1)["version"] == interchange.VERSION == 2
     assert interchange.to_json(interchange.from_json(text1)) == text1  # parse + validate changes nothing
 
     new_id = store.import_conversation(interchange.from_json(text1))
@@ -157,7 +157,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
     cases = [
         (set_(("format",), "something.else"), r"not an Olmo Desktop conversation.*'something.else'"),
         (delete(("format",)), r"not an Olmo Desktop conversation"),
-        (set_(("version",), 2), r"unsupported conversation format version 2"),
+        (set_(("version",), 3), r"unsupported conversation format version 3"),
         (set_(("version",), True), r"unsupported conversation format version True"),
         (delete(("title",)), r"missing field 'title'"),
         (delete(("messages", 1, "role")), r"messages\[1\]\.missing field 'role'"),
@@ -382,3 +382,38 @@ def test_html_and_markdown_of_empty_conversation(store: ConversationStore) -> No
     assert parse(interchange.to_html(data)).stack == []
     assert interchange.to_markdown(data).startswith("# New conversation\n")
     assert interchange.from_json(interchange.to_json(data))["messages"] == []
+
+
+def test_replies_carry_their_provenance_in_full_and_in_one_line(store: ConversationStore) -> None:
+    from olmo3.store.render import provenance_line
+
+    cid = store.create_conversation(model_id="mlx-community/Olmo-3-7B-Think-4bit", model_revision="5c8a0e4f93b1d27a")
+    user = store.append_message(cid, None, "user", "Why is the sky blue? <b>bold</b>")
+    made_with = {
+        "sampling": {"temperature": 0.6, "top_p": 0.95, "top_k": 50, "seed": 77, "thinking_budget": 4096},
+        "seed": 77,
+        "seed_was_random": True,
+        "model": "Olmo 3 7B Think · 4-bit",
+        "model_repo_id": "mlx-community/Olmo-3-7B-Think-4bit",
+        "model_revision": "5c8a0e4f93b1d27a6e0f",
+        "model_fingerprint": "9f3c1a7e52d04b86",
+        "thinking_budget": 4096,
+        "keep_reasoning": False,
+        "kv_bits": 8,
+        "engine_version": "0.1.0",
+    }
+    stats = {"reasoning_stopped": True, "reasoning_tokens": 4096, "answer_tokens": 12}
+    store.append_message(cid, user, "assistant", "Rayleigh.", reasoning="…", stats=stats, provenance=made_with)
+    conv = store.export_dict(cid)
+    assert conv["messages"][1]["provenance"] == made_with  # JSON: the whole record
+    line = (
+        "mlx-community/Olmo-3-7B-Think-4bit @ 5c8a0e4f93b1 · temperature 0.6 · top P 0.95 · top K 50 · "
+        "seed 77 (random) · thinking budget 4,096 (stopped at 4,096 tokens) · earlier reasoning dropped · 8-bit KV"
+    )
+    assert provenance_line(conv["messages"][1]) == line
+    assert provenance_line(conv["messages"][0]) is None
+    assert f"<sub>{line}</sub>" in interchange.to_markdown(conv)
+    assert f'<p class="provenance">{line}</p>' in interchange.to_html(conv)
+    # Replies from before provenance was recorded (only the GUI's own keys) get no line.
+    old = {**conv["messages"][1], "provenance": {"thought_s": 3.2}}
+    assert provenance_line(old) is None

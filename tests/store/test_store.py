@@ -47,6 +47,7 @@ def fts_ok(conn: sqlite3.Connection) -> None:
     """FTS5 'integrity-check' on external-content tables compares the index with the rows."""
     conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
     conn.execute("INSERT INTO conversations_fts(conversations_fts) VALUES ('integrity-check')")
+    conn.execute("INSERT INTO passages_fts(passages_fts) VALUES ('integrity-check')")
 
 
 def db_ok(db: Path) -> None:
@@ -654,7 +655,66 @@ FROZEN_V2 = [
     "CREATE INDEX conversations_by_folder ON conversations(folder)",
     "PRAGMA user_version = 2",
 ]
-FROZEN = {1: FROZEN_V1, 2: FROZEN_V1 + FROZEN_V2}
+_FTS = "tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'"
+FROZEN_V3 = [
+    "ALTER TABLE conversations ADD COLUMN engine_state TEXT",
+    "ALTER TABLE messages ADD COLUMN stream_owner TEXT",
+    f"""CREATE VIRTUAL TABLE conversations_fts USING fts5(
+        title, content = 'conversations', content_rowid = 'seq', {_FTS})""",
+    f"""CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, reasoning, content = 'messages', content_rowid = 'seq', {_FTS})""",
+    """CREATE TRIGGER conversations_fts_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.seq, new.title); END""",
+    """CREATE TRIGGER conversations_fts_delete AFTER DELETE ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.seq, old.title); END""",
+    """CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.seq, old.title);
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.seq, new.title); END""",
+    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content, reasoning) VALUES (new.seq, new.content, new.reasoning); END""",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.seq, old.content, old.reasoning); END""",
+    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, reasoning ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.seq, old.content, old.reasoning);
+        INSERT INTO messages_fts(rowid, content, reasoning) VALUES (new.seq, new.content, new.reasoning); END""",
+    "INSERT INTO conversations_fts(conversations_fts) VALUES ('rebuild')",
+    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+    "PRAGMA user_version = 3",
+]
+FROZEN_V4 = [  # olmo3.docs.index.STORE_MIGRATION as shipped: attached documents
+    """CREATE TABLE IF NOT EXISTS attachments (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        message_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL, encoding TEXT, page_count INTEGER NOT NULL, pages TEXT NOT NULL,
+        tokens INTEGER NOT NULL, warnings TEXT NOT NULL DEFAULT '[]', created_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS attachments_by_conversation ON attachments(conversation_id, id)",
+    """CREATE TABLE IF NOT EXISTS passages (
+        id INTEGER PRIMARY KEY,
+        attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+        ordinal INTEGER NOT NULL, page_start INTEGER NOT NULL, page_end INTEGER NOT NULL,
+        tokens INTEGER NOT NULL, text TEXT NOT NULL, UNIQUE (attachment_id, ordinal))""",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
+        text, content = 'passages', content_rowid = 'id', tokenize = 'porter unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
+        INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
+        INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_update AFTER UPDATE OF text ON passages BEGIN
+        INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS attachments_delete_passages AFTER DELETE ON attachments BEGIN
+        DELETE FROM passages WHERE attachment_id = old.id; END""",
+    "PRAGMA user_version = 4",
+]
+FROZEN = {
+    1: FROZEN_V1,
+    2: FROZEN_V1 + FROZEN_V2,
+    3: FROZEN_V1 + FROZEN_V2 + FROZEN_V3,
+    4: FROZEN_V1 + FROZEN_V2 + FROZEN_V3 + FROZEN_V4,
+}
 
 NOW = time.time()
 OLD_CONVS = [  # seq, id, title, model_id, system_prompt, sampling, created, updated, pinned, deleted
@@ -703,6 +763,8 @@ def build_old_db(path: Path, version: int) -> None:
             "UPDATE conversations SET model_revision = 'rev9', folder = 'Küche', title_is_auto = 1 WHERE id = 'c-1'"
         )
         conn.execute("""UPDATE messages SET provenance = '{"seed":42}' WHERE id = 'm-2'""")
+    if version >= 3:
+        conn.execute("""UPDATE conversations SET engine_state = '{"v":3}' WHERE id = 'c-2'""")
     conn.commit()
     conn.close()
 
@@ -714,7 +776,7 @@ def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_shipped_migrations_match_frozen_schemas(tmp_path: Path, version: int) -> None:
     frozen = sqlite3.connect(tmp_path / "frozen.sqlite3")
     for stmt in FROZEN[version]:
@@ -726,7 +788,7 @@ def test_shipped_migrations_match_frozen_schemas(tmp_path: Path, version: int) -
     assert [m.version for m in MIGRATIONS] == list(range(1, CURRENT_VERSION + 1))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) -> None:
     path = tmp_path / "conversations.sqlite3"
     build_old_db(path, version)
@@ -763,7 +825,7 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
             assert m.token_ids == (json.loads(tokens) if tokens else None)
             assert m.stats == (json.loads(stats) if stats else None)
             assert m.state == ("interrupted" if state == "streaming" else state)
-        assert tree["m-2"].provenance == ({"seed": 42} if version == 2 else None)
+        assert tree["m-2"].provenance == ({"seed": 42} if version >= 2 else None)
         assert [m.id for m in store.active_path("c-1")] == ["m-1", "m-3", "m-4", "m-5"]
         assert [(m.sibling_index, m.sibling_count) for m in store.siblings("m-2")] == [(0, 2), (1, 2)]
 
@@ -779,6 +841,20 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
         assert store.active_path("c-1")[-1].id == new
         store.set_engine_state("c-1", {"ok": True})
         store.rename("c-1", "Kaffee")
+        if version == 3:
+            assert store.get_engine_state("c-2") == {"v": 3}
+
+        # Documents can be attached to a migrated conversation, and leave with it.
+        from olmo3.docs.chunk import chunk
+        from olmo3.docs.extract import Document, Page
+
+        doc = Document("notes.txt", "text", 40, "0" * 64, (Page(1, "The ferry timetable changed in spring."),))
+        attachment = store.add_attachment("c-2", doc, chunk(doc))
+        assert [a.id for a in store.attachments("c-2")] == [attachment]
+        assert store.search("ferry") == []  # document text is not message text
+        store.delete("c-2")
+        store.delete_forever("c-2")
+        assert store.attachments("c-2") == []
     db_ok(path)
 
     # The pre-migration file was kept as a backup, at its old version and with its rows.
