@@ -140,17 +140,8 @@ class ServeSession(ChatSession):
         if system and target_text.startswith(system):
             points.append(self._boundary(target, system))
         if target_text.endswith(THINK_OPEN):
-            points.append(self._before_tail(target, target_text, THINK_OPEN))
+            points.append(self._reply_start(target, target_text))
         return [p for p in points if 0 < p < len(target)]
-
-    def _before_tail(self, target: list[int], target_text: str, tail: str) -> int:
-        """Tokens of ``target`` before the ``tail`` its text ends with (decoding only the last few tokens)."""
-        k = len(target)
-        while k > 0 and len(self._decode(target[k:])) < len(tail):
-            k -= 1
-        if self._decode(target[k:]) == tail:
-            return k
-        return self._boundary(target, target_text[: -len(tail)])
 
     def _system_text(self) -> str:
         """The rendering of everything before the first user message's content (the system prompt, the template's
