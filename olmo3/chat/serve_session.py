@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import mlx.core as mx
+from tokenizers import Tokenizer
 
 from ..model.template import Rendering
 from .completion import CacheSource, ChatMessage, CompletionFinish, CompletionFinished, CompletionRequest, StopMatcher
@@ -84,6 +85,14 @@ class ServeSession(ChatSession):
     def rendered(self) -> Rendering:
         """The request rendered with the chat template plus the generation prompt (or the raw prompt)."""
         return self.render(self._template_messages([]), add_generation_prompt=True)
+
+    def _decode(self, ids: list[int]) -> str:
+        """The session's decode, straight from the ``tokenizers`` backend when there is one (transformers' own
+        ``decode`` first checks every id in Python: most of the time a request spends matching long histories)."""
+        backend = getattr(getattr(self.tokenizer, "_tokenizer", None), "_tokenizer", None)
+        if isinstance(backend, Tokenizer):
+            return str(backend.decode(ids, skip_special_tokens=False))
+        return super()._decode(ids)
 
     # ChatSession hooks: render the request, not the (empty) message tree, exactly as the client sent it: the
     # template does with earlier reasoning what it does (a client that wants it kept sends reasoning_content).

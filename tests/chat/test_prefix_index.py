@@ -230,3 +230,18 @@ def test_conversation_key_is_the_history_up_to_the_first_user_message():
     assert CompletionRequest(prompt="raw").conversation_key() is None
     with pytest.raises(ValueError):
         CompletionRequest()
+
+
+def test_the_servers_fast_decode_equals_the_sessions(tiny):
+    import random
+
+    from olmo3.chat.serve_session import ServeSession
+    from olmo3.chat.session import ChatSession
+
+    model, tok = tiny
+    serve, chat = ServeSession(model, tok, conv_key=None), ChatSession(model, tok)
+    rng = random.Random(0)
+    vocab = len(tok.get_vocab())
+    for n in (0, 1, 7, 500):
+        ids = [rng.randrange(vocab) for _ in range(n)]
+        assert serve._decode(ids) == chat._decode(ids)
