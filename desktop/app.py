@@ -45,6 +45,7 @@ from desktop.paths import HOME_ENV, AppPaths
 from desktop.settings import Settings, load_settings, save_settings
 from desktop.settings_dialog import UNCHANGED, SettingsDialog
 from desktop.sidebar import Sidebar
+from desktop.store_recovery import DamagedStoreNotice, open_store
 from desktop.transfer import Transfer
 from desktop.widgets import ChatHeader, Toast, WelcomePanel
 from desktop.window_state import WindowState
@@ -107,9 +108,10 @@ class MainWindow(QMainWindow):
         self._sidebar_wanted = True  # the user's choice at wide widths
         self._narrow: bool | None = None
 
-        from olmo3.store import ConversationStore
-
-        self.store = ConversationStore(self.paths.database)
+        # A damaged store is kept aside and a new one started (the note below offers to salvage it); a store
+        # from a newer Olmo Desktop raises NewerStoreError, untouched (run_app says so and quits).
+        self.store, kept_aside = open_store(self.paths.database)
+        self.damaged_store_notice: DamagedStoreNotice | None = None
         self.chores = ChoreRunner(self)
         self.bridge = EngineBridge(
             cache_dir=self.paths.kv_cache_dir,
@@ -177,6 +179,9 @@ class MainWindow(QMainWindow):
             last_model = self.settings.last_model
             if auto_load and self.settings.auto_load_last_model and last_model and Path(last_model).is_dir():
                 self.controller.load_model(last_model, name_for_path(last_model))
+        if kept_aside is not None:
+            self.damaged_store_notice = DamagedStoreNotice(self, kept_aside)
+            QTimer.singleShot(0, self.damaged_store_notice.show)
         QTimer.singleShot(0, self._warm_up)
 
     # ---------------------------------------------------------------------------------------------------- UI

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..appinfo import kv_cache_dir
 from ..memory import MemoryBudget, conversation_memory_limit, default_memory_budget, describe_error, memory_budget
+from .cachefile import check_cache_file
 from .completion import SERVE_PREFIX, CompletionRejected, CompletionRequest, is_serve_id
 from .events import (
     BranchSwitched,
@@ -767,6 +768,7 @@ class Engine:
         if not path.exists() or not s.tokens:
             return
         try:
+            check_cache_file(path, len(s.info.layer_types))  # the header only: mlx-lm trusts what it reads
             cache, meta = load_prompt_cache(str(path), return_metadata=True)
             problems = []
             if meta.get("format") != CACHE_FORMAT:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import math
 import sys
 import threading
 import uuid
@@ -23,9 +25,10 @@ from ..chat.events import (
 )
 from ..chat.transcript import Provenance, TurnStats
 from ..docs.extract import DocumentError
+from ..fileio import read_json
 from ..units import format_bytes
 from .attach import CliAttachments, DocumentTurns, describe
-from .options import model_path
+from .options import check_fits, model_path
 
 COMMANDS = (
     ("/regen", "regenerate the last reply"),
@@ -150,9 +153,10 @@ def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | No
 
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
-    scripted = args.script is not None
-    printer = _Printer(stream=not args.json)
     folder = model_path(args)
+    if folder is not None:  # no model, or one that won't fit, is refused before the engine imports MLX
+        check_fits(args, folder)
+    actions = read_script(Path(args.script)) if args.script is not None else []  # refused before a model loads
     docs: CliAttachments | None = None
     if getattr(args, "attach", None):
         try:  # before the model loads: a file that can't be attached fails at once
@@ -160,6 +164,26 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         except DocumentError as e:
             print(f"olmo3: {e}", file=sys.stderr)
             return 2
+    engine_log = logging.getLogger("olmo3.chat.engine")
+    engine_log_level = engine_log.level
+    if not (getattr(args, "verbose", False) or getattr(args, "debug", False)):
+        # A failed job is reported here (one line, or the JSON's "error"); the engine's log of it would repeat it.
+        engine_log.setLevel(logging.CRITICAL)
+    try:
+        return _chat(args, sampling, actions, folder, docs)
+    finally:
+        engine_log.setLevel(engine_log_level)
+
+
+def _chat(
+    args: argparse.Namespace,
+    sampling: dict[str, Any],
+    actions: list[dict[str, Any]],
+    folder: Path | None,
+    docs: CliAttachments | None,
+) -> int:
+    scripted = args.script is not None
+    printer = _Printer(stream=not args.json)
     engine = Engine(
         printer,
         cache_dir=args.cache_dir,
@@ -183,7 +207,7 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         engine.wait(job)
         doc_turns.opened(printer.of(job))
         if scripted:
-            return _run_script(doc_turns, printer, Path(args.script), args.json)
+            return _run_script(doc_turns, printer, actions, args.json)
         print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
@@ -266,38 +290,75 @@ def info_context(engine: Engine) -> str:
     return f"{engine.context_tokens:,}-token context" if engine.context_tokens else "full context"
 
 
-def _run_script(doc_turns: DocumentTurns, printer: _Printer, path: Path, as_json: bool) -> int:
+SCRIPT_MAX_BYTES = 16 * 1024**2
+_ACTION_KEYS = {
+    "send": {"send", "sampling"},
+    "regenerate": {"regenerate", "sampling"},
+    "reproduce": {"reproduce"},
+    "edit": {"edit", "text", "sampling"},
+}
+
+
+def read_script(path: Path) -> list[dict[str, Any]]:
+    """A ``--script`` file, bounded (size, nesting) and checked action by action; ``ValueError`` names the problem.
+
+    Actions: ``{"send": TEXT}``, ``{"regenerate": true}``, ``{"reproduce": true}``, ``{"edit": N, "text": TEXT}``,
+    each but ``reproduce`` with an optional ``"sampling": {...}`` object. Unknown keys are refused (a typo must not
+    pass silently).
+    """
     try:
-        actions = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"olmo3: {path}: cannot read the script ({e})", file=sys.stderr)
-        return 2
+        actions = read_json(path, max_bytes=SCRIPT_MAX_BYTES)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the script ({e.strerror or e})") from None
     if not isinstance(actions, list):
-        print(f"olmo3: {path}: expected a JSON list of actions", file=sys.stderr)
-        return 2
+        raise ValueError(f"{path}: expected a JSON list of actions")
+    for i, action in enumerate(actions):
+        where = f"{path}: action {i}"
+        if not isinstance(action, dict):
+            raise ValueError(f"{where} is not an object")
+        kinds = [k for k in _ACTION_KEYS if k in action]
+        if len(kinds) != 1:
+            raise ValueError(f"{where} needs exactly one of 'send', 'regenerate', 'reproduce' or 'edit'")
+        unknown = sorted(set(action) - _ACTION_KEYS[kinds[0]])
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}")
+        if "send" in action and not isinstance(action["send"], str):
+            raise ValueError(f"{where}: 'send' must be text")
+        for flag in ("regenerate", "reproduce"):
+            if flag in action and action[flag] is not True:
+                raise ValueError(f"{where}: '{flag}' must be true")
+        if "edit" in action:
+            turn = action["edit"]
+            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
+                raise ValueError(f"{where}: 'edit' must be a user turn number (0, 1, ...)")
+            if not isinstance(action.get("text"), str):
+                raise ValueError(f"{where}: 'edit' needs the new 'text'")
+        sampling = action.get("sampling")
+        if sampling is not None and not isinstance(sampling, dict):
+            raise ValueError(f"{where}: 'sampling' must be an object")
+        if sampling and any(isinstance(v, float) and not math.isfinite(v) for v in sampling.values()):
+            raise ValueError(f"{where}: 'sampling' must hold finite numbers (no NaN or Infinity)")
+    return actions
+
+
+def _run_script(doc_turns: DocumentTurns, printer: _Printer, actions: list[dict[str, Any]], as_json: bool) -> int:
     status = 0
     engine, conv = doc_turns.engine, doc_turns.conv
     last: TurnFinished | None = None
     for i, action in enumerate(actions):
-        if not isinstance(action, dict):
-            print(f"olmo3: {path}: action {i} is not an object", file=sys.stderr)
-            return 2
         sampling = action.get("sampling")
         if "send" in action:
-            job = doc_turns.send(str(action["send"]), sampling=sampling)
-        elif action.get("regenerate"):
+            job = doc_turns.send(action["send"], sampling=sampling)
+        elif "regenerate" in action:
             job = doc_turns.regenerate(sampling=sampling)
-        elif action.get("reproduce"):
+        elif "reproduce" in action:
             redo = _reproduce(engine, conv, last)
             if redo is None:
-                print(f"olmo3: {path}: action {i}: no reply to reproduce yet", file=sys.stderr)
+                print(f"olmo3: action {i}: no reply to reproduce yet", file=sys.stderr)
                 return 2
             job = redo
-        elif "edit" in action:
-            job = doc_turns.edit(int(action["edit"]), str(action.get("text", "")), sampling=sampling)
         else:
-            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate', 'reproduce' or 'edit'", file=sys.stderr)
-            return 2
+            job = doc_turns.edit(action["edit"], action["text"], sampling=sampling)
         engine.wait(job)
         last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from olmo3.docs.prompt import TurnAttachment
 from olmo3.docs.turn import from_provenance
+
+from .mdsafe import neutralize
 
 __all__ = ["active_path", "provenance_line", "to_html", "to_markdown"]
 
@@ -54,7 +56,9 @@ def active_path(conv: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _date(ts_iso: str) -> str:
-    return datetime.fromisoformat(ts_iso).strftime("%Y-%m-%d %H:%M UTC")
+    dt = datetime.fromisoformat(ts_iso)
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _model_line(conv: Mapping[str, Any]) -> str:
@@ -88,13 +92,13 @@ def _quote(text: str) -> list[str]:
 
 
 def _markdown_documents(used: list[TurnAttachment]) -> list[str]:
-    lines = ["*Documents: " + "; ".join(a.chip_label for a in used) + "*", ""]
+    # Names and passages come from documents: content, neutralized like messages (only <details> is ours).
+    lines = [neutralize("*Documents: " + "; ".join(a.chip_label for a in used) + "*"), ""]
     passages = [(a, h) for a in used for h in a.passages]
     if passages:
         lines += ["<details>", f"<summary>Passages used ({len(passages)})</summary>", ""]
         for a, hit in passages:
-            text = hit.text.replace("</details>", "&lt;/details>")
-            lines += [f"**{a.name}, {hit.page_label}**", "", *_quote(text), ""]
+            lines += [neutralize(f"**{a.name}, {hit.page_label}**"), "", neutralize("\n".join(_quote(hit.text))), ""]
         lines += ["</details>", ""]
     return lines
 
@@ -136,15 +140,22 @@ def provenance_line(msg: Mapping[str, Any]) -> str | None:
 
 
 def to_markdown(conv: Mapping[str, Any]) -> str:
-    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block."""
-    lines = [f"# {conv['title']}", ""]
-    lines += [f"*{_model_line(conv)} · {_date(conv['created_at'])}*", ""]
+    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block.
+
+    Every piece of text goes through :func:`olmo3.store.mdsafe.neutralize`: raw HTML in a message shows as text
+    and links outside the allow-list are inert in whatever renderer opens the file; only our own ``<details>``
+    markup is HTML.
+    """
+    title = " ".join(str(conv["title"]).split()) or "Conversation"
+    lines = [neutralize(f"# {title}"), ""]
+    lines += [neutralize(f"*{_model_line(conv)} · {_date(conv['created_at'])}*"), ""]
     if conv.get("system_prompt"):
         lines += ["**System prompt:**", ""]
-        lines += [("> " + line).rstrip() for line in conv["system_prompt"].splitlines()] + [""]
+        quoted = "\n".join(("> " + line).rstrip() for line in conv["system_prompt"].splitlines())
+        lines += [neutralize(quoted), ""]
     if conv.get("attachments"):
         lines += ["**Attached documents:**", ""]
-        lines += [f"- {_attachment_line(a)}" for a in conv["attachments"]] + [""]
+        lines += [neutralize(f"- {_attachment_line(a)}") for a in conv["attachments"]] + [""]
     for msg in active_path(conv):
         index, count = msg["branch"]
         heading = f"## {_ROLE_LABELS[msg['role']]}"
@@ -152,21 +163,19 @@ def to_markdown(conv: Mapping[str, Any]) -> str:
             heading += f" (branch {index + 1} of {count})"
         lines += [heading, ""]
         if msg["reasoning"]:
-            # A literal </details> in the reasoning would close the block early.
-            reasoning = msg["reasoning"].replace("</details>", "&lt;/details>")
             lines += ["<details>", "<summary>Reasoning</summary>", ""]
-            lines += [reasoning.strip("\n"), "", "</details>", ""]
+            lines += [neutralize(msg["reasoning"].strip("\n")), "", "</details>", ""]
         if msg["content"]:
-            lines += [msg["content"].strip("\n"), ""]
+            lines += [neutralize(msg["content"].strip("\n")), ""]
         used = _turn_documents(msg)
         if used:
             lines += _markdown_documents(used)
         note = _state_note(msg)
         if note:
-            lines += [f"*{note}*", ""]
+            lines += [neutralize(f"*{note}*"), ""]
         made_with = provenance_line(msg)
-        if made_with:
-            lines += [f"<sub>{html.escape(made_with)}</sub>", ""]
+        if made_with:  # our <sub>; its text (names from an imported file) escaped and inert
+            lines += [f"<sub>{neutralize(html.escape(made_with))}</sub>", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -232,9 +241,10 @@ def _highlight(code: str, lang: str, _attrs: str) -> str:
 
 
 def _markdown_renderer() -> Any:
-    from markdown_it import MarkdownIt
+    from ..links import safe_markdown_it
 
-    md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
+    # Links only to http, https and mailto (olmo3.links, the chat view's allow-list too); others are text.
+    md = safe_markdown_it("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
     md.enable(["table", "strikethrough"])
 
     def image(_renderer: Any, tokens: Any, idx: int, _options: Any, _env: Any) -> str:

@@ -223,9 +223,9 @@ def test_markdown_shows_active_branch_with_reasoning(store: ConversationStore) -
     assert "> You are Olmo.\n> Be kind." in md
     assert "## You\n\nExplain `git rebase` vs merge — briefly?" in md
     assert "## Assistant (branch 1 of 2)" in md
-    assert "<details>\n<summary>Reasoning</summary>\n\nThey want a comparison. &lt;/details> sneaky\n\n</details>" in md
+    assert "<details>\n<summary>Reasoning</summary>\n\nThey want a comparison. \\</details> sneaky\n\n</details>" in md
     assert "```bash\ngit rebase main\n```" in md
-    assert md.count("</details>") == 1
+    assert md.count("</details>") - md.count("\\</details>") == 1  # the one closing our block
     assert "Merge keeps history." not in md  # the other branch is not shown
     store.set_active(data["messages"][2]["id"])
     md2 = interchange.to_markdown(store.export_dict(data["id"]))
