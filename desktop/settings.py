@@ -57,6 +57,10 @@ class Settings:
     auto_load_last_model: bool = True
     # The context length chosen per model (its folder path); a model not listed gets olmo3.fit.default_context.
     model_context: dict[str, int] = field(default_factory=dict)
+    # The local OpenAI-compatible server (Settings → Local server): off until the user turns it on.
+    server_enabled: bool = False
+    server_port: int = 8000  # on 127.0.0.1 only; 0 picks a free port
+    server_api_key: str = ""  # empty: no key asked (only programs on this computer can connect)
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -109,6 +113,11 @@ class Settings:
             elif isinstance(default, bool):
                 if isinstance(value, bool):
                     values[f.name] = value
+            elif isinstance(default, int):
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+                    values[f.name] = value
+                else:
+                    log.warning("settings: ignoring %s=%r (not a port number)", f.name, value)
             elif isinstance(default, float):
                 try:
                     number = float(value)
