@@ -112,22 +112,6 @@ class ServeSession(ChatSession):
             return Rendering(self.raw_prompt, (), tokens)
         return super().render(messages, add_generation_prompt)
 
-    def _target(self, rendering: Rendering) -> tuple[list[int], int]:
-        """The session's target (the longest verbatim prefix of cached ids, the rest tokenized), never cut inside
-        the template's markup: a cached ``<`` (of ``<think>``) is a text prefix of ``<|im_end|>`` too, and keeping
-        it would tokenize the rest of that control token as plain characters."""
-        target, keep = super()._target(rendering)
-        if not keep:
-            return target, keep
-        at = len(self._decode(target[:keep]))
-        cut = next((start for start, end, _ in rendering.markup if start < at < end), at)
-        if cut == at:
-            return target, keep
-        while keep and len(self._decode(target[:keep])) > cut:
-            keep -= 1
-        prefix = target[:keep]
-        return prefix + rendering.encode_from(len(self._decode(prefix))), keep
-
     def _markup_start(self, text: str, at: int) -> int:
         """Where an added token (``<|im_end|>``, ...) starts in ``text`` if it spans position ``at``, else ``at``."""
         if self._added is None:

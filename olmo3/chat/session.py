@@ -494,7 +494,13 @@ class ChatSession:
             k = self._verbatim_prefix(base, rendering.text)
             if k > keep:
                 best, keep = base, k
-        prefix = best[:keep]
+        # Never keep a prefix that ends inside the template's markup: a cached ``<`` (of ``<think>``) is a text
+        # prefix of ``<|im_end|>`` too, and keeping it would tokenize the rest of that control token as plain text.
+        at = len(self._decode(best[:keep])) if keep > 0 else 0
+        cut = next((start for start, end, _ in rendering.markup if start < at < end), at)
+        while keep > 0 and len(self._decode(best[:keep])) > cut:
+            keep -= 1
+        prefix = best[: max(keep, 0)]
         return prefix + rendering.encode_from(len(self._decode(prefix))), keep
 
     # ------------------------------------------------------------------ caches
