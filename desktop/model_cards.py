@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -258,3 +259,27 @@ def ask_copy_or_link(parent: QWidget, folder: str) -> bool | None:
     if box.clickedButton() is link:
         return True
     return None
+
+
+def when_text(iso: str | None) -> str:
+    """ "30 Nov 2026, 08:34" in local time for an ISO timestamp ("never" for None)."""
+    if not iso:
+        return "never"
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%-d %b %Y, %H:%M")
+    except ValueError:
+        return iso
+
+
+def search_status(results: Any) -> str:
+    """The line under "On Hugging Face": what the list is, or when it was fetched (and that it is old, offline)."""
+    if results is None:
+        return "Other Olmo-3 conversions published on Hugging Face, with their sizes and whether they fit."
+    if not results.error:
+        return f"Last updated {when_text(results.fetched_at)}."
+    if results.fetched_at:
+        return (
+            f"Couldn't reach Hugging Face, so this is the list from {when_text(results.fetched_at)}. "
+            "Check your connection and search again."
+        )
+    return "Couldn't reach Hugging Face. Check your connection and search again."

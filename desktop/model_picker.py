@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +47,12 @@ from desktop.model_cards import (
     display_name,
     fit_text,
     pretty_name,
+    search_status,
     wont_fit_reason,
 )
 from desktop.models import ModelManager, friendly_error
 
 __all__ = ["DESCRIPTIONS", "ModelCard", "ModelPickerDialog", "fit_text", "pretty_name"]
-
-
-def when_text(iso: str | None) -> str:
-    """ "30 Nov 2026, 08:34" in local time for an ISO timestamp ("never" for None)."""
-    if not iso:
-        return "never"
-    try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%-d %b %Y, %H:%M")
-    except ValueError:
-        return iso
 
 
 class ModelPickerDialog(QDialog):
@@ -289,18 +279,7 @@ class ModelPickerDialog(QDialog):
         self.search_header = header
         self.search_button = button
         results = self._search
-        if results is None:
-            text = "Other Olmo-3 conversions published on Hugging Face, with their sizes and whether they fit."
-        else:
-            text = f"Last updated {when_text(results.fetched_at)}."
-            if results.error:
-                text = (
-                    f"Couldn't reach Hugging Face, so this is the list from {when_text(results.fetched_at)}. "
-                    "Check your connection and search again."
-                    if results.fetched_at
-                    else "Couldn't reach Hugging Face. Check your connection and search again."
-                )
-        self.search_status = self._hint(text)
+        self.search_status = self._hint(search_status(results))
         if results is None:
             return
         if results.error:
