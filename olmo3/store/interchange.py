@@ -7,7 +7,10 @@ All functions work on the *conversation dict* of the versioned JSON format (what
      "id", "title", "title_is_auto", "model_id", "model_revision", "system_prompt",
      "sampling", "created_at", "updated_at", "pinned", "folder", "engine_state",
      "messages": [{"id", "parent_id", "role", "content", "reasoning", "token_ids",
-                   "stats", "provenance", "state", "created_at", "active"}, ...]}
+                   "stats", "provenance", "state", "created_at", "active", "tool"}, ...]}
+
+``tool`` (an assistant's function calls, or an ``environment`` message's call and result) came with tool turns;
+files written before it have no such key and read as ``null``.
 
 JSON is lossless (the whole branch tree, token ids, stats, provenance, the engine's state);
 Markdown and HTML (:func:`to_markdown`, :func:`to_html`, from :mod:`olmo3.store.render`) show the
@@ -39,6 +42,7 @@ from .records import (
     dump_json,
     dump_json_opt,
     encode_token_ids,
+    tool_search_text,
 )
 from .render import active_path, to_html, to_markdown
 
@@ -112,16 +116,20 @@ _MSG_FIELDS: Final = (
     "state",
     "created_at",
     "active",
+    "tool",
 )
+_OPTIONAL_MSG_FIELDS: Final = frozenset({"tool"})  # absent in files from before tool turns
 
 
 class _Checker:
     """Field checks that name where the problem is (``messages[3].token_ids: ...``)."""
 
-    def __init__(self, obj: Mapping[str, Any], where: str, fields: Sequence[str]) -> None:
-        self.obj = obj
+    def __init__(
+        self, obj: Mapping[str, Any], where: str, fields: Sequence[str], optional: frozenset[str] = frozenset()
+    ) -> None:
+        self.obj = {**dict.fromkeys(f for f in optional if f not in obj), **obj}
         self.where = where
-        missing = [f for f in fields if f not in obj]
+        missing = [f for f in fields if f not in self.obj]
         if missing:
             raise ValueError(f"{where}missing field {missing[0]!r}")
         unknown = sorted(k for k in obj if k not in fields)
@@ -226,7 +234,7 @@ def _validate_message(msg: Any, index: int) -> dict[str, Any]:
     where = f"messages[{index}]"
     if not isinstance(msg, Mapping):
         raise ValueError(f"{where}: expected an object, got {type(msg).__name__}")
-    c = _Checker(msg, where + ".", _MSG_FIELDS)
+    c = _Checker(msg, where + ".", _MSG_FIELDS, _OPTIONAL_MSG_FIELDS)
     return {
         "id": c.str_("id", nonempty=True),
         "parent_id": c.str_("parent_id", optional=True, nonempty=True),
@@ -239,6 +247,7 @@ def _validate_message(msg: Any, index: int) -> dict[str, Any]:
         "state": c.choice("state", STATES),
         "created_at": c.time("created_at"),
         "active": c.bool_("active"),
+        "tool": c.dict_("tool", optional=True),
     }
 
 
@@ -392,15 +401,15 @@ class InterchangeMixin:
             )
             rows = conn.execute(
                 "SELECT id, parent_id, role, content, reasoning, token_ids, stats, provenance, "
-                "state, created_at, active FROM messages WHERE conversation_id = ? ORDER BY seq",
+                "state, created_at, active, tool, tool_text FROM messages WHERE conversation_id = ? ORDER BY seq",
                 (conv_id,),
             ).fetchall()
             for r in rows:
                 mapping[r[0]] = new_id()
             conn.executemany(
                 "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
-                "token_ids, stats, provenance, state, created_at, active) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "token_ids, stats, provenance, state, created_at, active, tool, tool_text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         mapping[r[0]],
@@ -410,6 +419,8 @@ class InterchangeMixin:
                         "interrupted" if r[8] == "streaming" else r[8],
                         r[9],
                         r[10],
+                        r[11],
+                        r[12],
                     )
                     for r in rows
                 ],
@@ -456,6 +467,7 @@ class InterchangeMixin:
                     "state": m.state,
                     "created_at": ts_to_iso(m.created_at),
                     "active": m.active,
+                    "tool": m.tool,
                 }
                 for m in messages
             ],
@@ -495,8 +507,8 @@ class InterchangeMixin:
             )
             conn.executemany(
                 "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
-                "token_ids, stats, provenance, state, created_at, active) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "token_ids, stats, provenance, state, created_at, active, tool, tool_text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         mapping[m["id"]],
@@ -511,6 +523,8 @@ class InterchangeMixin:
                         "interrupted" if m["state"] == "streaming" else m["state"],
                         iso_to_ts(m["created_at"]),
                         int(m["active"]),
+                        dump_json_opt(m["tool"], "tool"),
+                        tool_search_text(m["tool"]),
                     )
                     for m in parents_first(data["messages"])
                 ],

@@ -654,7 +654,35 @@ FROZEN_V2 = [
     "CREATE INDEX conversations_by_folder ON conversations(folder)",
     "PRAGMA user_version = 2",
 ]
-FROZEN = {1: FROZEN_V1, 2: FROZEN_V1 + FROZEN_V2}
+_FTS = "tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3'"
+FROZEN_V3 = [
+    "ALTER TABLE conversations ADD COLUMN engine_state TEXT",
+    "ALTER TABLE messages ADD COLUMN stream_owner TEXT",
+    f"""CREATE VIRTUAL TABLE conversations_fts USING fts5(
+        title, content = 'conversations', content_rowid = 'seq', {_FTS})""",
+    f"""CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, reasoning, content = 'messages', content_rowid = 'seq', {_FTS})""",
+    """CREATE TRIGGER conversations_fts_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.seq, new.title); END""",
+    """CREATE TRIGGER conversations_fts_delete AFTER DELETE ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.seq, old.title); END""",
+    """CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO conversations_fts(conversations_fts, rowid, title) VALUES ('delete', old.seq, old.title);
+        INSERT INTO conversations_fts(rowid, title) VALUES (new.seq, new.title); END""",
+    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content, reasoning) VALUES (new.seq, new.content, new.reasoning); END""",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.seq, old.content, old.reasoning); END""",
+    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, reasoning ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.seq, old.content, old.reasoning);
+        INSERT INTO messages_fts(rowid, content, reasoning) VALUES (new.seq, new.content, new.reasoning); END""",
+    "INSERT INTO conversations_fts(conversations_fts) VALUES ('rebuild')",
+    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+    "PRAGMA user_version = 3",
+]
+FROZEN = {1: FROZEN_V1, 2: FROZEN_V1 + FROZEN_V2, 3: FROZEN_V1 + FROZEN_V2 + FROZEN_V3}
 
 NOW = time.time()
 OLD_CONVS = [  # seq, id, title, model_id, system_prompt, sampling, created, updated, pinned, deleted
@@ -714,7 +742,7 @@ def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_shipped_migrations_match_frozen_schemas(tmp_path: Path, version: int) -> None:
     frozen = sqlite3.connect(tmp_path / "frozen.sqlite3")
     for stmt in FROZEN[version]:
@@ -726,7 +754,7 @@ def test_shipped_migrations_match_frozen_schemas(tmp_path: Path, version: int) -
     assert [m.version for m in MIGRATIONS] == list(range(1, CURRENT_VERSION + 1))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) -> None:
     path = tmp_path / "conversations.sqlite3"
     build_old_db(path, version)
@@ -763,7 +791,7 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
             assert m.token_ids == (json.loads(tokens) if tokens else None)
             assert m.stats == (json.loads(stats) if stats else None)
             assert m.state == ("interrupted" if state == "streaming" else state)
-        assert tree["m-2"].provenance == ({"seed": 42} if version == 2 else None)
+        assert tree["m-2"].provenance == ({"seed": 42} if version >= 2 else None)
         assert [m.id for m in store.active_path("c-1")] == ["m-1", "m-3", "m-4", "m-5"]
         assert [(m.sibling_index, m.sibling_count) for m in store.siblings("m-2")] == [(0, 2), (1, 2)]
 
@@ -774,9 +802,12 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
         store.restore("c-2")
         assert [h.message_id for h in store.search("quokka")] == ["m-6"]
 
-        # And the migrated file is fully usable.
+        # And the migrated file is fully usable, tool turns included.
         new = store.append_message("c-1", "m-5", "user", "Danke")
         assert store.active_path("c-1")[-1].id == new
+        result = store.append_message("c-1", new, "environment", "42 Bohnen", tool={"name": "count_beans"})
+        assert [h.message_id for h in store.search("bohnen")] == [result]
+        assert [h.message_id for h in store.search("count_beans")] == [result]
         store.set_engine_state("c-1", {"ok": True})
         store.rename("c-1", "Kaffee")
     db_ok(path)
