@@ -9,6 +9,10 @@ first lose their turn snapshots, then have their live caches spilled to disk (ml
 ``save_prompt_cache`` format, in the user cache dir). A spilled cache comes back on the next turn if its
 file matches the model and the transcript; a corrupt or mismatched file is discarded with a log line and the
 turn re-prefilled. ``shutdown`` spills everything, so a follow-up after an app restart is instant too.
+
+Tools: ``send``/``regenerate``/``edit`` take a ``tools`` runner (``olmo3.chat.tool_turns.ToolRunner``, e.g.
+``olmo3.tools.runner.HubTools``); the turn then offers them and runs the model's calls (one job, several rounds).
+A call that needs consent sends ``ToolCallRequested``; answer it from any thread with ``answer_tool_call``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .events import (
     ModelWontFit,
     TurnFinished,
 )
+from .tool_turns import ConsentDesk, ToolRunner, offer, run_tool_turn
 
 if TYPE_CHECKING:
     from .session import ChatSession
@@ -104,8 +109,11 @@ class Engine:
         memory_limit_bytes: int | None = None,
         kv_bits: int | None = None,
         session_options: dict[str, Any] | None = None,
+        logits_processors: list[Any] | None = None,
     ):
         self.on_event = on_event or (lambda e: None)
+        # Logits processors for every turn, on top of the sampling settings' (tests force a reply with one).
+        self.logits_processors = list(logits_processors or [])
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._budget = memory_budget_bytes
         self.memory_limit = memory_limit_bytes  # a user's cap on everything (olmo3 --memory-limit)
@@ -128,6 +136,7 @@ class Engine:
         self.sessions: dict[str, ChatSession] = {}
         self._last_used: dict[str, float] = {}
         self._busy_conv: str | None = None
+        self.consent = ConsentDesk()  # tool calls waiting for the person's yes or no
 
     # ------------------------------------------------------------------ thread control (any thread)
     def start(self) -> None:
@@ -156,6 +165,11 @@ class Engine:
     def cancel(self) -> None:
         """Stop the running generation (within one decode step or prefill chunk) and any queued ones."""
         self._cancel_upto = self._last_submitted
+
+    def answer_tool_call(self, request_id: int, decision: str) -> bool:
+        """Answer a ``ToolCallRequested``: "allow" (or "once"/"always") or "deny" (any thread). False when the call
+        no longer waits (its turn was stopped)."""
+        return self.consent.answer(request_id, decision)
 
     def wait(self, job_id: int, timeout: float | None = None) -> bool:
         """Block until job ``job_id`` has finished (for the CLI and tests)."""
@@ -200,8 +214,10 @@ class Engine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
+        tools: ToolRunner | None = None,
     ) -> int:
-        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages."""
+        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages
+        (with tools, ``reply_id`` is the first reply; later ones are announced by ``ToolRoundStarted``)."""
         self._check_conv_id(conv_id)
         return self._submit(
             "send",
@@ -215,7 +231,11 @@ class Engine:
                     sampling=sampling,
                     overflow=overflow,
                     should_stop=stop,
+                    logits_processors=self.logits_processors,
                 ),
+                tools=tools,
+                sampling=sampling,
+                overflow=overflow,
             ),
         )
 
@@ -226,6 +246,7 @@ class Engine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
+        tools: ToolRunner | None = None,
     ) -> int:
         self._check_conv_id(conv_id)
         return self._submit(
@@ -233,7 +254,16 @@ class Engine:
             conv_id,
             lambda job: self._generate(
                 job,
-                lambda s, stop: s.regenerate(reply_id=reply_id, sampling=sampling, overflow=overflow, should_stop=stop),
+                lambda s, stop: s.regenerate(
+                    reply_id=reply_id,
+                    sampling=sampling,
+                    overflow=overflow,
+                    should_stop=stop,
+                    logits_processors=self.logits_processors,
+                ),
+                tools=tools,
+                sampling=sampling,
+                overflow=overflow,
             ),
         )
 
@@ -247,6 +277,7 @@ class Engine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
+        tools: ToolRunner | None = None,
     ) -> int:
         self._check_conv_id(conv_id)
         return self._submit(
@@ -262,7 +293,11 @@ class Engine:
                     sampling=sampling,
                     overflow=overflow,
                     should_stop=stop,
+                    logits_processors=self.logits_processors,
                 ),
+                tools=tools,
+                sampling=sampling,
+                overflow=overflow,
             ),
         )
 
@@ -554,7 +589,15 @@ class Engine:
             )
         )
 
-    def _generate(self, job: _Job, start: Callable[[Any, Callable[[], bool]], Any]) -> None:
+    def _generate(
+        self,
+        job: _Job,
+        start: Callable[[Any, Callable[[], bool]], Any],
+        *,
+        tools: ToolRunner | None = None,
+        sampling: dict[str, Any] | None = None,
+        overflow: OverflowPolicy = "error",
+    ) -> None:
         from .session import ContextOverflowError
 
         self._require_model()
@@ -572,6 +615,7 @@ class Engine:
                 self.memory_budget, conversation_memory_limit(self.info.weight_bytes, self.budget()), checked
             )
             stop = lambda: job.id <= self._cancel_upto  # noqa: E731 - read on the engine thread only
+            offered = offer(s, tools, stop)  # the tools go into this turn's prompt (None: none, as before)
             try:
                 events = start(s, stop)
             except ContextOverflowError as e:
@@ -588,6 +632,17 @@ class Engine:
                     )
                 )
                 return
+            if tools is not None and offered:
+                events = run_tool_turn(
+                    s,
+                    events,
+                    tools,
+                    self.consent,
+                    should_stop=stop,
+                    sampling=sampling,
+                    overflow=overflow,
+                    logits_processors=self.logits_processors,
+                )
             for event in events:
                 if isinstance(event, TurnFinished) and event.reply is None and event.stats.finish_reason == "cancelled":
                     self._emit(dataclasses.replace(event, job_id=job.id, conv_id=job.conv_id))
