@@ -23,6 +23,7 @@ from ..chat.events import (
 )
 from ..chat.transcript import Provenance, TurnStats
 from ..units import format_bytes
+from .chat_tools import TerminalConsent, ToolSetupError, open_tools, print_tool_event, tool_calls_json, wait_turn
 from .options import model_path
 
 COMMANDS = (
@@ -82,8 +83,9 @@ def stats_table(s: TurnStats) -> str:
 class _Printer:
     """Engine callback: streams text to the terminal (interactive) and keeps each job's events."""
 
-    def __init__(self, stream: bool):
+    def __init__(self, stream: bool, consent: TerminalConsent | None = None):
         self.stream = stream
+        self.consent = consent
         self.events: dict[int, list[Event]] = {}
         self.lock = threading.Lock()
         self._channel: str | None = None
@@ -91,9 +93,15 @@ class _Printer:
     def __call__(self, event: Event) -> None:
         with self.lock:
             self.events.setdefault(event.job_id, []).append(event)
+        if self.consent is not None:
+            self.consent.on_event(event)
         if not self.stream:
             return
-        if isinstance(event, TextDelta):
+        tool_line = print_tool_event(event)
+        if tool_line is not None:
+            sys.stdout.write(tool_line)
+            sys.stdout.flush()
+        elif isinstance(event, TextDelta):
             if event.channel != self._channel:
                 sys.stdout.write(
                     "\n[thinking] "
@@ -137,25 +145,45 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
         }
     from .main import turn_json
 
-    return {"action": action, **turn_json(fin), "tokens": list(fin.state.tokens)}
+    return {
+        "action": action,
+        **turn_json(fin),
+        "tool_calls": tool_calls_json(events),
+        "messages": [_message_json(m) for m in fin.messages],
+        "tokens": list(fin.state.tokens),
+    }
 
 
-def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | None:
+def _message_json(m: Any) -> dict[str, Any]:
+    """One message of the active path (``chat --json``): with tools, the calls and the results are messages."""
+    return {"id": m.id, "role": m.role, "content": m.content, "calls": m.calls, "tool": m.tool}
+
+
+def _reproduce(engine: Engine, conv: str, last: TurnFinished | None, tools: Any = None) -> int | None:
     """Regenerate the last reply with exactly the settings and seed it was made with (None: nothing to redo)."""
     if last is None or last.provenance is None:
         return None
-    return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling())
+    return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling(), tools=tools)
 
 
-def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
+def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options: dict[str, Any] | None = None) -> int:
+    """The chat; ``engine_options`` go to the ``Engine`` (tests pass logits processors that force replies)."""
     scripted = args.script is not None
-    printer = _Printer(stream=not args.json)
+    try:
+        tools = open_tools(args)
+    except ToolSetupError as e:
+        print(f"olmo3: {e}", file=sys.stderr)
+        return 2
+    hub, runner = tools if tools is not None else (None, None)
+    consent = TerminalConsent(hub) if hub is not None else None
+    printer = _Printer(stream=not args.json, consent=consent)
     folder = model_path(args)
     engine = Engine(
         printer,
         cache_dir=args.cache_dir,
         memory_limit_bytes=getattr(args, "memory_limit", None),
         kv_bits=getattr(args, "kv_bits", None),
+        **(engine_options or {}),
     )
     engine.start()
     conv = uuid.uuid4().hex
@@ -171,8 +199,9 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
         engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
         if scripted:
-            return _run_script(engine, printer, conv, Path(args.script), args.json)
-        print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
+            return _run_script(engine, printer, conv, Path(args.script), args.json, runner, consent)
+        with_tools = " · tools on" if runner is not None else ""
+        print(f"Olmo chat · {info.name} · {info_context(engine)}{with_tools} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
             try:
@@ -210,9 +239,9 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 if not user_turns:
                     print("nothing to regenerate yet")
                     continue
-                job = engine.regenerate(conv)
+                job = engine.regenerate(conv, tools=runner)
             elif command == "/reproduce":
-                redo = _reproduce(engine, conv, last)
+                redo = _reproduce(engine, conv, last, runner)
                 if redo is None:
                     print("nothing to reproduce yet")
                     continue
@@ -226,30 +255,36 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
-                job = engine.edit(conv, int(parts[1]), text)
+                job = engine.edit(conv, int(parts[1]), text, tools=runner)
             elif command == "/continue":
-                job = engine.send(conv, CONTINUE, overflow="drop_oldest")
+                job = engine.send(conv, CONTINUE, overflow="drop_oldest", tools=runner)
             elif command:
                 print(f"unknown command {command}; {HELP}")
                 continue
             else:
-                job = engine.send(conv, line)
-            try:
-                engine.wait(job)
-            except KeyboardInterrupt:
-                engine.cancel()
-                engine.wait(job)
+                job = engine.send(conv, line, tools=runner)
+            wait_turn(engine, job, consent)
             last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         return 0
     finally:
         engine.shutdown()
+        if hub is not None:
+            hub.close()  # stops every MCP server
 
 
 def info_context(engine: Engine) -> str:
     return f"{engine.context_tokens:,}-token context" if engine.context_tokens else "full context"
 
 
-def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_json: bool) -> int:
+def _run_script(
+    engine: Engine,
+    printer: _Printer,
+    conv: str,
+    path: Path,
+    as_json: bool,
+    tools: Any = None,
+    consent: TerminalConsent | None = None,
+) -> int:
     try:
         actions = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -266,21 +301,21 @@ def _run_script(engine: Engine, printer: _Printer, conv: str, path: Path, as_jso
             return 2
         sampling = action.get("sampling")
         if "send" in action:
-            job = engine.send(conv, str(action["send"]), sampling=sampling)
+            job = engine.send(conv, str(action["send"]), sampling=sampling, tools=tools)
         elif action.get("regenerate"):
-            job = engine.regenerate(conv, sampling=sampling)
+            job = engine.regenerate(conv, sampling=sampling, tools=tools)
         elif action.get("reproduce"):
-            redo = _reproduce(engine, conv, last)
+            redo = _reproduce(engine, conv, last, tools)
             if redo is None:
                 print(f"olmo3: {path}: action {i}: no reply to reproduce yet", file=sys.stderr)
                 return 2
             job = redo
         elif "edit" in action:
-            job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling)
+            job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling, tools=tools)
         else:
             print(f"olmo3: {path}: action {i} needs 'send', 'regenerate', 'reproduce' or 'edit'", file=sys.stderr)
             return 2
-        engine.wait(job)
+        wait_turn(engine, job, consent)
         last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))
         if "error" in result:

@@ -202,6 +202,8 @@ def cmd_tiny(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .chat_tools import add_tool_options
+
     p = argparse.ArgumentParser(prog="olmo3", description="Olmo-3 on MLX, headless.")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
     s.add_argument("--cache-dir", help="where conversation caches are spilled (default: the app's cache folder)")
+    add_tool_options(s)
     _add_sampling(s)
     s.set_defaults(fn=cmd_chat)
 
