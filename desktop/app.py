@@ -11,8 +11,10 @@ temporary folder. The window's actions live in helpers it owns, each given the w
 - :class:`desktop.model_actions.ModelActions`: the model picker, loading, downloads;
 - :func:`desktop.menus.build_menus`: the menu bar; :class:`desktop.window_state.WindowState`: geometry and drafts.
 
-Closing the window stops a running reply, saves it, spills every conversation cache to disk, pauses downloads and
-joins every thread the window started (:meth:`MainWindow.shutdown`).
+The window also owns the app's MCP tools (:class:`desktop.tools.AppTools`: one ``ToolHub``, servers started on first
+use). Closing the window stops a running reply (and a running tool call), saves it, spills every conversation cache
+to disk, stops the MCP servers, pauses downloads and joins every thread the window started
+(:meth:`MainWindow.shutdown`).
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ class MainWindow(QMainWindow):
 
         self.store = ConversationStore(self.paths.database)
         self.chores = ChoreRunner(self)
+        from desktop.tools import AppTools
+
+        self.tools = AppTools(self.paths, self)  # the MCP servers' tools; nothing starts until they are used
         self.bridge = EngineBridge(
             cache_dir=self.paths.kv_cache_dir,
             memory_budget_bytes=self.settings.memory_budget_bytes,
@@ -138,6 +143,7 @@ class MainWindow(QMainWindow):
             composer=self.composer,
             status=self.status_row,
             settings=lambda: self.settings,
+            tools=self.tools,
             parent=self,
         )
         self.controller.ask_overflow = lambda event: dialogs.ask_overflow(self, event)
@@ -363,6 +369,7 @@ class MainWindow(QMainWindow):
             conversation_sampling=own,
             conversation_title=title,
             budget=self.bridge.engine.budget(),
+            tools=self.tools,
             parent=self,
         )
         if dialog.exec():
@@ -445,6 +452,11 @@ class MainWindow(QMainWindow):
         # Downloads first: one that is quantizing stops between two layers, so its engine job ends before the engine.
         self.models.shutdown()
         ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None))
+        try:
+            self.tools.close()  # after the engine: a call in flight was cancelled with its turn
+        except Exception:
+            log.exception("stopping the MCP servers failed")
+            ok = False
         ok = self.chores.shutdown() and ok
         try:
             self.store.close()

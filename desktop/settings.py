@@ -54,6 +54,11 @@ class Settings:
     auto_load_last_model: bool = True
     # The context length chosen per model (its folder path); a model not listed gets olmo3.fit.default_context.
     model_context: dict[str, int] = field(default_factory=dict)
+    # Tools (Settings → Tools): whether models may call the tools of the MCP servers in mcp.json, at most how many
+    # rounds of calls one reply may make, and how long one call may take.
+    tools_enabled: bool = True
+    tool_max_rounds: int = 8
+    tool_timeout_s: float = 120.0
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -106,6 +111,11 @@ class Settings:
             elif isinstance(default, bool):
                 if isinstance(value, bool):
                     values[f.name] = value
+            elif isinstance(default, int):
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    values[f.name] = value
+                else:
+                    log.warning("settings: ignoring %s=%r (not a positive whole number)", f.name, value)
             elif isinstance(default, float):
                 try:
                     values[f.name] = max(0.0, float(value))

@@ -642,6 +642,7 @@ class Engine:
                     sampling=sampling,
                     overflow=overflow,
                     logits_processors=self.logits_processors,
+                    overflow_error=ContextOverflowError,
                 )
             for event in events:
                 if isinstance(event, TurnFinished) and event.reply is None and event.stats.finish_reason == "cancelled":

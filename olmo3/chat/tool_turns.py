@@ -289,8 +289,10 @@ class ToolTurn:
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
         logits_processors: list[Any] | None = None,
+        overflow_error: type[Exception] | tuple[type[Exception], ...] = (),
     ) -> None:
         self.session = session
+        self.overflow_error = overflow_error
         self.runner = runner
         self.desk = desk
         self.stop = should_stop
@@ -466,8 +468,6 @@ class ToolTurn:
 
     def _next_round(self, number: int, this: _Round) -> Generator[Event, None, Iterator[Event] | None]:
         """Start generating after the results; None when the turn cannot go on (the context is full)."""
-        from .session import ContextOverflowError
-
         s = self.session
         reply_id = new_id()
         leaf = s.active_path()[-1]
@@ -479,7 +479,7 @@ class ToolTurn:
                 should_stop=self.stop,
                 logits_processors=self.logits_processors,
             )
-        except ContextOverflowError as e:
+        except self.overflow_error as e:
             log.info("the tool turn stops: %s", e)
             yield self._finish(this.finished, this, reason="context")
             return None
@@ -513,8 +513,10 @@ def run_tool_turn(
     sampling: dict[str, Any] | None = None,
     overflow: OverflowPolicy = "error",
     logits_processors: list[Any] | None = None,
+    overflow_error: type[Exception] | tuple[type[Exception], ...] = (),
 ) -> Iterator[Event]:
-    """The events of a turn with tools (``session.tools`` already offered, see :func:`offer`)."""
+    """The events of a turn with tools (``session.tools`` already offered, see :func:`offer`). ``overflow_error``:
+    what the session raises when a later round would not fit (``ContextOverflowError``; the turn then ends)."""
     turn = ToolTurn(
         session,
         runner,
@@ -523,5 +525,6 @@ def run_tool_turn(
         sampling=sampling,
         overflow=overflow,
         logits_processors=logits_processors,
+        overflow_error=overflow_error,
     )
     return turn.events(first)
