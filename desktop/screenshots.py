@@ -6,7 +6,8 @@ stopped by the thinking budget, with a full provenance record), a model picker f
 would send them (a download running, one failed offline, search results kept from an earlier search), a reply's
 Info popover, the context bar's tooltip, the settings window (each page; the Model page for a posed 7B 4-bit on a
 16 GB Mac), the first-run state, the Trash, the sidebar collapsed and shown at 800 px, the question for a model
-that won't fit in memory, and a reply that filled the context.
+that won't fit in memory, a reply that filled the context, and tools (cards, the consent question, a running call,
+Settings → Tools: :mod:`desktop.screenshots_tools`).
 """
 
 from __future__ import annotations
@@ -514,6 +515,16 @@ def main_screenshots(out_dir: Path) -> int:
             window.chat_view.finish_backfill()
             window.chat_view.scroll_to_bottom()
             saved.append(_save(window, out_dir / f"16-context-full-{theme}.png", app))
+            # tools: cards in a conversation, the consent question, a running call, Settings → Tools
+            from desktop.screenshots_tools import tool_screenshots
+
+            def shot(widget: QWidget, path: Path, popup: QWidget | None = None) -> Path:
+                return _composite(widget, popup, path, app) if popup is not None else _save(widget, path, app)
+
+            window.resize(*WIDE)
+            saved.extend(tool_screenshots(window, paths, out_dir, theme, app, shot))
+            window.controller.open(full)
+            _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=4096, limit=4096)
             # narrow: the sidebar collapses below 900 px; the toolbar button shows it
             window.resize(*NARROW)
             _settle(app)

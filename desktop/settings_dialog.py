@@ -203,6 +203,7 @@ class SettingsDialog(QDialog):
         budget: Any = None,
         model: tuple[Any, str] | None = None,
         tools: Any = None,
+        list_tools: bool = True,
         parent: QWidget | None = None,
     ) -> None:
         """``model``: the Model page's (``olmo3.fit.ModelShape``, display name); default: read from ``model_dir``.
@@ -245,7 +246,7 @@ class SettingsDialog(QDialog):
         self.pages.addWidget(self._sampling_page())
         from desktop.tools_settings import ToolsPage
 
-        self.tools_page = ToolsPage(settings, tools, self)
+        self.tools_page = ToolsPage(settings, tools, self, list_now=list_tools)
         self.pages.addWidget(self.tools_page)
         self.pages.addWidget(self._memory_page())
         self.pages.addWidget(self._appearance_page())

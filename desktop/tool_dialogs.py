@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from desktop import theme as th
@@ -28,7 +29,7 @@ class ConsentDialog(QDialog):
         self.setWindowModality(Qt.WindowModality.WindowModal)
         self.request = request
         self.decision: str | None = None
-        self.setMinimumWidth(460)
+        self.setFixedWidth(460)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(20, 18, 20, 16)
         layout.setSpacing(10)
@@ -58,8 +59,12 @@ class ConsentDialog(QDialog):
         self.arguments.setObjectName("toolArguments")
         self.arguments.setReadOnly(True)
         self.arguments.setPlainText(json.dumps(arguments, indent=2, ensure_ascii=False))
-        lines = min(10, max(2, self.arguments.toPlainText().count("\n") + 1))
-        self.arguments.setFixedHeight(lines * self.fontMetrics().height() + 22)
+        # Room for the arguments as they wrap at this width (up to 12 lines; more scroll).
+        metrics = QFontMetrics(th.mono_font(th.SMALL_PX))
+        per_line = max(20, (460 - 40 - 24) // max(1, metrics.horizontalAdvance("x")))
+        text_lines = self.arguments.toPlainText().splitlines() or [""]
+        lines = min(12, sum(max(1, -(-len(line) // per_line)) for line in text_lines))
+        self.arguments.setFixedHeight(lines * metrics.lineSpacing() + 20)
         self.arguments.setVisible(bool(arguments))
         layout.addWidget(self.arguments)
 

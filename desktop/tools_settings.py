@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop import theme as th
+from desktop.settings_dialog import same_inset
 
 STATE_TEXT = {"running": "Running", "stopped": "Not started yet", "failed": "Couldn't start", "disabled": "Off"}
 
@@ -154,12 +155,15 @@ class ServerRow(QFrame):
 class ToolsPage(QWidget):
     """The Tools page of :class:`desktop.settings_dialog.SettingsDialog`; see the module docstring."""
 
-    def __init__(self, settings: Any, tools: Any = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, settings: Any, tools: Any = None, parent: QWidget | None = None, *, list_now: bool = True
+    ) -> None:
+        """``list_now``: start the servers and list their tools right away (screenshots pose a listing instead)."""
         super().__init__(parent)
         self.tools = tools
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea(self)
+        self.scroll_area = scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -172,6 +176,7 @@ class ToolsPage(QWidget):
         layout.setContentsMargins(0, 0, 12, 0)
         layout.setSpacing(6)
 
+        layout.addWidget(_heading("Function calling", body))
         self.enabled = QCheckBox("Let models call tools from your MCP servers", body)
         self.enabled.setChecked(bool(settings.tools_enabled))
         layout.addWidget(self.enabled)
@@ -188,7 +193,7 @@ class ToolsPage(QWidget):
         self.rounds = QSpinBox(body)
         self.rounds.setRange(1, 64)
         self.rounds.setValue(int(settings.tool_max_rounds))
-        self.rounds.setSuffix(" rounds")
+        self.rounds.setSuffix(" per reply")
         self.timeout = QDoubleSpinBox(body)
         self.timeout.setRange(1.0, 3600.0)
         self.timeout.setDecimals(0)
@@ -196,7 +201,8 @@ class ToolsPage(QWidget):
         self.timeout.setSuffix(" s")
         for box in (self.rounds, self.timeout):
             box.setFixedWidth(140)
-        form.addRow("Calls per reply, at most", self.rounds)
+            same_inset(box)
+        form.addRow("Rounds of calls, at most", self.rounds)
         form.addRow("Stop a call after", self.timeout)
         layout.addSpacing(4)
         layout.addLayout(form)
@@ -257,7 +263,8 @@ class ToolsPage(QWidget):
         else:
             tools.listed.connect(self.show_listing)
             self.check()
-            self.list()
+            if list_now:
+                self.list()
 
     # --- mcp.json -------------------------------------------------------------------------------------------
     def check(self) -> bool:
