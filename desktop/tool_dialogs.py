@@ -64,7 +64,7 @@ class ConsentDialog(QDialog):
         per_line = max(20, (460 - 40 - 24) // max(1, metrics.horizontalAdvance("x")))
         text_lines = self.arguments.toPlainText().splitlines() or [""]
         lines = min(12, sum(max(1, -(-len(line) // per_line)) for line in text_lines))
-        self.arguments.setFixedHeight(lines * metrics.lineSpacing() + 20)
+        self.arguments.setFixedHeight((lines + 1) * metrics.lineSpacing() + 14)
         self.arguments.setVisible(bool(arguments))
         layout.addWidget(self.arguments)
 
