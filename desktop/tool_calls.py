@@ -59,6 +59,7 @@ class ToolCalls:
             self.c.draft_saver(None, "")
             self.c.conversations_changed.emit()
         recorder.on_round_finished(turn, event)
+        turn.new_user = False  # written: a view rebuilt mid-turn must not show it twice
         if shown:
             reply = event.reply
             if not reply.content and not reply.reasoning:
