@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import os
 import sys
@@ -100,14 +101,31 @@ def run_app(*, theme: str | None = None, memory_limit: int | None = None, model:
     setup_logging(paths.log_file)
     install_excepthook()
     app = create_application(sys.argv[:1])
-    window = MainWindow(paths=paths, theme_mode=theme, memory_limit_bytes=memory_limit, auto_load=model is None)
+    from olmo3.store import StoreError
+
+    try:
+        window = MainWindow(paths=paths, theme_mode=theme, memory_limit_bytes=memory_limit, auto_load=model is None)
+    except StoreError as exc:  # a newer version's database (never moved or changed): say so and quit
+        _refuse_to_start(app, str(exc))
+        return 2
     if model is not None:
         window.load_model(model)
     window.show()
     _close_on_signals(window)
+    logging.getLogger("desktop").info("window open (pid %d)", os.getpid())
     code = app.exec()
     window.shutdown()
     return int(code)
+
+
+def _refuse_to_start(app: object, message: str) -> None:
+    """One line on stderr and in the log; a message box too, unless there is no screen to show it on."""
+    logging.getLogger("desktop").error("cannot start: %s", message)
+    print(f"olmo-desktop: {message}", file=sys.stderr)
+    if app.platformName() != "offscreen":  # type: ignore[attr-defined]
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "Olmo Desktop cannot start", message)
 
 
 def _close_on_signals(window: object) -> None:
@@ -119,7 +137,8 @@ def _close_on_signals(window: object) -> None:
 
     from PySide6.QtCore import QTimer
 
-    def handler(_signum: int, _frame: object) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("desktop").info("closing on %s", signal.Signals(signum).name)
         QTimer.singleShot(0, window.close)  # type: ignore[attr-defined]
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ temporary folder. The window's actions live in helpers it owns, each given the w
   duplicate/delete/restore/undo;
 - :class:`desktop.transfer.Transfer`: export and import, with their dialogs;
 - :class:`desktop.model_actions.ModelActions`: the model picker, loading, downloads;
+- :class:`desktop.attachments.DocumentAttacher`: documents attached with 📎, dropped on the window or pasted;
 - :func:`desktop.menus.build_menus`: the menu bar; :class:`desktop.window_state.WindowState`: geometry and drafts.
 
 The window also owns the app's MCP tools (:class:`desktop.tools.AppTools`: one ``ToolHub``, servers started on first
@@ -26,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QResizeEvent
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QResizeEvent
 from PySide6.QtWidgets import QApplication, QMainWindow, QSplitter, QStackedWidget, QVBoxLayout, QWidget
 
 from desktop import dialogs
 from desktop import theme as th
+from desktop.attachments import DocumentAttacher
 from desktop.bridge import ChoreRunner, EngineBridge
 from desktop.chat import ChatView
-from desktop.composer import BottomBar, Composer, StatusRow
+from desktop.composer import BottomBar, Composer, StatusRow, local_files
 from desktop.controller import ChatController
 from desktop.conversations import ConversationActions
 from desktop.menus import build_menus
@@ -44,6 +46,7 @@ from desktop.paths import HOME_ENV, AppPaths
 from desktop.settings import Settings, load_settings, save_settings
 from desktop.settings_dialog import UNCHANGED, SettingsDialog
 from desktop.sidebar import Sidebar
+from desktop.store_recovery import DamagedStoreNotice, open_store
 from desktop.transfer import Transfer
 from desktop.widgets import ChatHeader, Toast, WelcomePanel
 from desktop.window_state import WindowState
@@ -106,9 +109,10 @@ class MainWindow(QMainWindow):
         self._sidebar_wanted = True  # the user's choice at wide widths
         self._narrow: bool | None = None
 
-        from olmo3.store import ConversationStore
-
-        self.store = ConversationStore(self.paths.database)
+        # A damaged store is kept aside and a new one started (the note below offers to salvage it); a store
+        # from a newer Olmo Desktop raises NewerStoreError, untouched (run_app says so and quits).
+        self.store, kept_aside = open_store(self.paths.database)
+        self.damaged_store_notice: DamagedStoreNotice | None = None
         self.chores = ChoreRunner(self)
         from desktop.tools import AppTools
 
@@ -150,6 +154,12 @@ class MainWindow(QMainWindow):
         # Replaced in tests (offscreen, no modal dialogs): True loads a model that won't fit anyway.
         self.ask_load_anyway: Any = lambda event, name: dialogs.ask_load_anyway(self, event, name)
         self.controller.draft_saver = self.window_state.save_draft
+        self.documents = DocumentAttacher(
+            store=self.store, chores=self.chores, composer=self.composer, controller=self.controller, parent=self
+        )
+        self.documents.parent_widget = self
+        self.controller.documents = self.documents
+        self.setAcceptDrops(True)
         self.conversations = ConversationActions(self)
         self.transfer = Transfer(self)
         self.model_actions = ModelActions(self)
@@ -172,6 +182,9 @@ class MainWindow(QMainWindow):
             last_model = self.settings.last_model
             if auto_load and self.settings.auto_load_last_model and last_model and Path(last_model).is_dir():
                 self.controller.load_model(last_model, name_for_path(last_model))
+        if kept_aside is not None:
+            self.damaged_store_notice = DamagedStoreNotice(self, kept_aside)
+            QTimer.singleShot(0, self.damaged_store_notice.show)
         QTimer.singleShot(0, self._warm_up)
 
     # ---------------------------------------------------------------------------------------------------- UI
@@ -232,6 +245,9 @@ class MainWindow(QMainWindow):
         self.welcome.open_picker.connect(models.open_picker)
         self.toast.action_clicked.connect(convs.undo_delete)
         self.chat_view.copied.connect(lambda _text: self.show_toast("Copied"))
+        self.chat_view.source_requested.connect(self.documents.show_source)
+        c.current_changed.connect(self.documents.reload)
+        c.busy_changed.connect(lambda _busy: self.documents.refresh_previews())
         c.conversations_changed.connect(self.refresh_sidebar)
         c.current_changed.connect(self._on_current_changed)
         c.model_changed.connect(models.on_changed)
@@ -436,6 +452,22 @@ class MainWindow(QMainWindow):
         super().resizeEvent(event)
         self._follow_width()
         self.toast.reposition()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        """Files dragged over the window may be dropped anywhere on it: they are attached to the message."""
+        if local_files(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = local_files(event.mimeData())
+        if files:
+            event.acceptProposedAction()
+            self.documents.attach_paths(files)
+            self.composer.setFocus()
+        else:
+            super().dropEvent(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

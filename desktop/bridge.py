@@ -121,12 +121,14 @@ class EngineBridge(QObject):
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
         tools: Any = None,
+        prompt_text: str | None = None,
     ) -> int:
         """``tools``: the turn's ``olmo3.tools.runner.HubTools`` (None: no tools)."""
         return int(
             self._engine.send(
                 conv_id,
                 text,
+                prompt_text=prompt_text,
                 message_id=message_id,
                 reply_id=reply_id,
                 sampling=sampling,
@@ -159,12 +161,14 @@ class EngineBridge(QObject):
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
         tools: Any = None,
+        prompt_text: str | None = None,
     ) -> int:
         return int(
             self._engine.edit(
                 conv_id,
                 user_turn_index,
                 text,
+                prompt_text=prompt_text,
                 message_id=message_id,
                 reply_id=reply_id,
                 sampling=sampling,

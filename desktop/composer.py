@@ -9,13 +9,19 @@ Signals (Composer):
     send_requested(str): the text to send (already stripped, never empty).
     stop_requested(): stop the running job (also during prefill).
     choose_model_requested(): open the model picker.
+    attach_requested(): the 📎 button: choose files to attach.
+    files_attached(object): local file paths pasted or dropped on the field (a list of str).
+    data_attached(str, bytes): a pasted file that has no path (a name made from its type, and its bytes).
+
+Attached documents show as chips above the field (:attr:`Composer.chips`, a :class:`desktop.chips.ChipRow`); while
+one is still being read, Send waits and the hint says why (:meth:`Composer.set_documents_note`).
 """
 
 from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QMimeData, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QPainter, QPainterPath
 from PySide6.QtWidgets import (
     QFrame,
@@ -31,21 +37,50 @@ from PySide6.QtWidgets import (
 
 from desktop import theme as th
 from desktop.chat import COLUMN_MAX, COLUMN_PAD
+from desktop.chips import ChipRow
 from desktop.elided import ElidedLabel
 from desktop.formatting import format_stats, short_count  # noqa: F401 (re-exported)
 
 MAX_LINES = 8
 
+# Pasted file data that comes without a path (some apps put a document's bytes on the clipboard): its type names it.
+PASTED_TYPES = {
+    "application/pdf": "Pasted document.pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "Pasted document.docx",
+}
+
+
+def local_files(mime: QMimeData) -> list[str]:
+    """The local files a drop or paste carries (URLs of other kinds are left to the text field)."""
+    if not mime.hasUrls():
+        return []
+    return [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
+
+
+def pasted_document(mime: QMimeData) -> tuple[str, bytes] | None:
+    """A document pasted as data without a path or text (``(name, bytes)``), or None."""
+    if mime.hasText() or mime.hasImage() or mime.hasUrls():
+        return None
+    for kind, name in PASTED_TYPES.items():
+        if mime.hasFormat(kind):
+            return name, bytes(mime.data(kind).data())
+    return None
+
 
 class ComposerEdit(QTextEdit):
     """Plain-text field that grows to eight lines. Enter sends; Shift+Enter (or Alt+Enter) inserts a newline.
 
+    Files pasted or dropped on it are attached, not inserted as their paths.
+
     Signals:
         submit(): Enter was pressed.
-        height_changed()
+        files_pasted(object): local file paths (a list of str) pasted or dropped.
+        data_pasted(str, bytes): a document pasted as data.
     """
 
     submit = Signal()
+    files_pasted = Signal(object)
+    data_pasted = Signal(str, bytes)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -71,6 +106,20 @@ class ComposerEdit(QTextEdit):
                 self.submit.emit()
                 return
         super().keyPressEvent(event)
+
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:
+        return bool(local_files(source)) or pasted_document(source) is not None or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:
+        files = local_files(source)
+        if files:
+            self.files_pasted.emit(files)
+            return
+        data = pasted_document(source)
+        if data is not None:
+            self.data_pasted.emit(*data)
+            return
+        super().insertFromMimeData(source)
 
     def _fit(self, *_args: object) -> None:
         line = self.fontMetrics().lineSpacing()
@@ -159,6 +208,9 @@ class Composer(QWidget):
     send_requested = Signal(str)
     stop_requested = Signal()
     choose_model_requested = Signal()
+    attach_requested = Signal()
+    files_attached = Signal(object)
+    data_attached = Signal(str, bytes)
 
     STATES = ("no_model", "loading", "ready", "generating", "busy")
 
@@ -174,9 +226,16 @@ class Composer(QWidget):
         frame_layout.setContentsMargins(14, 10, 8, 8)
         frame_layout.setSpacing(4)
         self.edit = ComposerEdit(self.frame)
+        self.chips = ChipRow(self.frame)
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(8)
+        self.attach_button = QToolButton(self.frame)
+        self.attach_button.setObjectName("composerAttach")
+        self.attach_button.setIconSize(QSize(18, 18))
+        self.attach_button.setToolTip("Attach files: PDF, Word, text, Markdown, HTML or code (or drop them here)")
+        self.attach_button.setAccessibleName("Attach files")
+        self.attach_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.hint = QLabel("", self.frame)
         self.hint.setObjectName("composerHint")
         self.choose_button = QPushButton("Choose a model…", self.frame)
@@ -184,9 +243,11 @@ class Composer(QWidget):
         self.choose_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.choose_button.hide()
         self.send_button = RoundButton(self.frame)
+        row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignVCenter)
         row.addWidget(self.hint, 1)
         row.addWidget(self.choose_button)
         row.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
+        frame_layout.addWidget(self.chips)
         frame_layout.addWidget(self.edit)
         frame_layout.addLayout(row)
         outer.addWidget(self.frame)
@@ -196,9 +257,15 @@ class Composer(QWidget):
         self.edit.textChanged.connect(self._update_send_enabled)
         self.send_button.clicked.connect(self._on_button)
         self.choose_button.clicked.connect(self.choose_model_requested)
+        self.attach_button.clicked.connect(self.attach_requested)
+        self.edit.files_pasted.connect(self.files_attached)
+        self.edit.data_pasted.connect(self.data_attached)
         self._state = ""
         self._model_name = ""
         self._choose_elsewhere = False
+        self._documents_note = ""
+        self._hint = ""
+        self.apply_theme()
         self.set_state("no_model")
 
     # state ------------------------------------------------------------------------------------------------------
@@ -240,6 +307,9 @@ class Composer(QWidget):
                 stop = QKeySequence("Ctrl+.").toString(QKeySequence.SequenceFormat.NativeText)
                 detail = f"Generating · {stop} to stop"
             self.hint.setText(detail)
+        if self._documents_note:
+            self._hint = self.hint.text()
+            self.hint.setText(self._documents_note)
         self._update_send_enabled()
 
     def set_choose_elsewhere(self, elsewhere: bool) -> None:
@@ -251,12 +321,25 @@ class Composer(QWidget):
     def set_hint(self, text: str) -> None:
         self.hint.setText(text)
 
+    def set_documents_note(self, note: str) -> None:
+        """While attached files are still being read, Send waits and the hint says so ("" when all are ready)."""
+        if note == self._documents_note:
+            return
+        if note and not self._documents_note:
+            self._hint = self.hint.text()
+        self._documents_note = note
+        self.hint.setText(note or self._hint)
+        self._update_send_enabled()
+
     def _update_send_enabled(self) -> None:
         if self._state == "generating":
             self.send_button.setEnabled(True)
         else:
-            self.send_button.setEnabled(self._state == "ready" and bool(self.edit.toPlainText().strip()))
+            self.send_button.setEnabled(self._can_send())
         self.send_button.update()
+
+    def _can_send(self) -> bool:
+        return self._state == "ready" and bool(self.edit.toPlainText().strip()) and not self._documents_note
 
     # actions ----------------------------------------------------------------------------------------------------
     def text(self) -> str:
@@ -266,8 +349,8 @@ class Composer(QWidget):
         self.edit.setPlainText(text)
 
     def _on_submit(self) -> None:
-        if self._state != "ready":
-            return  # Enter while generating/loading keeps the draft; the hint says why
+        if self._state != "ready" or self._documents_note:
+            return  # Enter while generating/loading/reading a file keeps the draft; the hint says why
         text = self.edit.toPlainText().strip()
         if not text:
             return
@@ -282,6 +365,8 @@ class Composer(QWidget):
 
     def apply_theme(self) -> None:
         self.send_button.update()
+        self.attach_button.setIcon(th.icon("paperclip", "muted"))
+        self.chips.apply_theme()
 
 
 class ContextBar(QWidget):

@@ -14,6 +14,12 @@ Data flow of one turn:
    mirrors the engine's tree into the store (:mod:`desktop.sync`); the view is then re-synced from the store's
    active path, reusing the widgets whose text did not change.
 
+Attached documents: before submitting a send or an edit, the controller plans the message's documents
+(:func:`desktop.turns.plan_documents`: the composer's attachments and those of the turns above, whole or as
+passages, against the context the engine reported as left) and hands the engine the plan's ``prompt_text`` next to
+the text the chat shows. ``documents`` (a :class:`desktop.attachments.DocumentAttacher`, set by the window) owns the
+composer's chips.
+
 Engine events arrive through :class:`desktop.bridge.EngineBridge` on the GUI thread.
 
 Tools (:mod:`desktop.tools`): each turn gets the enabled tools of the app's MCP servers. The engine runs the calls
@@ -49,10 +55,11 @@ from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
 from desktop.tool_calls import ToolCalls
-from desktop.turns import Turn, TurnRecorder
+from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat import events as ev
 from olmo3.chat.sampling import Sampling
 from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptError, TranscriptMessage, TranscriptState
+from olmo3.docs.turn import TurnPlan, remaining_context
 from olmo3.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -112,6 +119,7 @@ class ChatController(QObject):
         # Replaced in tests (offscreen, no modal dialogs): returns "drop" or "cancel".
         self.ask_overflow: Callable[[Any], str] = lambda event: "cancel"
         self.tool_calls = ToolCalls(self)  # the view and the records of tool turns (desktop.tool_calls)
+        self.documents: Any = None  # the composer's attachments (desktop.attachments.DocumentAttacher)
 
         bridge.engine_event.connect(self.on_engine_event)
         view.regenerate_requested.connect(self.regenerate)
@@ -193,6 +201,7 @@ class ChatController(QObject):
             state = sync.state_from_store(
                 tree, system_prompt=conv.system_prompt, think=bool(getattr(self.model_info, "is_think", False))
             )
+            state = restore_prompt_texts(state, self.store, conv_id)  # the documents the messages carried
         elif state is not None:
             adopted = sync.adopt_store_ids(state, tree)
             if adopted is not state:  # saved by v0.1, before the engine took the store's ids: convert it once
@@ -252,7 +261,7 @@ class ChatController(QObject):
             if turn is not None and turn.conv_id == conv_id and attach_stream:
                 # Still in prefill: nothing stored yet; show the pending turn again.
                 if turn.new_user:
-                    self.view.add_user_message(turn.text, turn.user_turn_index)
+                    self.view.add_user_message(turn.text, turn.user_turn_index, documents=turn.documents)
                 self.view.begin_assistant()
             self.view.set_busy(turn is not None)
 
@@ -269,14 +278,8 @@ class ChatController(QObject):
             self.view.end_stream()
 
     # ------------------------------------------------------------------------------------------------- turns
-    def send(self, text: str, *, overflow: OverflowPolicy = "error", attach_user_id: str | None = None) -> bool:
-        """Send ``text`` in the current conversation (creating it if this is a new chat).
-
-        ``attach_user_id``: the stored user message to answer instead of writing a new one (a retry of a message the
-        engine never saw: the app closed before the first token of its reply).
-        """
-        if not self._can_start():
-            return False
+    def ensure_conversation(self) -> str:
+        """The current conversation; a new chat is saved now (its first message, or its first document)."""
         if self.current is None:
             info = self.model_info
             self.current = self.store.create_conversation(
@@ -287,11 +290,37 @@ class ChatController(QObject):
             )
             self.current_changed.emit(self.current)
             self.conversations_changed.emit()
-        conv_id = self.current
+            self.ensure_open(self.current)
+        return self.current
+
+    def send(
+        self,
+        text: str,
+        *,
+        overflow: OverflowPolicy = "error",
+        attach_user_id: str | None = None,
+        documents: tuple[int, ...] | None = None,
+    ) -> bool:
+        """Send ``text`` in the current conversation (creating it if this is a new chat).
+
+        ``attach_user_id``: the stored user message to answer instead of writing a new one (a retry of a message the
+        engine never saw: the app closed before the first token of its reply). ``documents``: the attachments the
+        message carries (default: the composer's).
+        """
+        if not self._can_start():
+            return False
+        conv_id = self.ensure_conversation()
         self.ensure_open(conv_id)
         turn_index = self._user_count(conv_id) - (1 if attach_user_id is not None else 0)
         user_id = attach_user_id or new_id()
         reply_id = new_id()
+        parent_id = self._engine_leaf_id(conv_id) if attach_user_id is None else None
+        if attach_user_id is not None:
+            new_ids: tuple[int, ...] = ()
+            plan = self._plan(conv_id, text, self.store.get_message(attach_user_id).parent_id, (), attach_user_id)
+        else:
+            new_ids = documents if documents is not None else self._composer_documents()
+            plan = self._plan(conv_id, text, parent_id, new_ids, None)
         job = self.bridge.send(
             conv_id,
             text,
@@ -300,6 +329,7 @@ class ChatController(QObject):
             sampling=self._sampling(),
             overflow=overflow,
             tools=self.tool_calls.runner(),
+            prompt_text=plan.prompt_text if plan.attachments else None,
         )
         self.turn = Turn(
             job_id=job,
@@ -308,16 +338,58 @@ class ChatController(QObject):
             user_id=user_id,
             reply_id=reply_id,
             new_user=attach_user_id is None,
-            parent_id=self._engine_leaf_id(conv_id) if attach_user_id is None else None,
+            parent_id=parent_id,
             text=text,
             user_turn_index=turn_index,
             overflow=overflow,
         )
+        self.turn.use_plan(plan, new_ids)
         if attach_user_id is None:
-            self.view.add_user_message(text, turn_index)
+            self.view.add_user_message(text, turn_index, documents=plan.attachments)
+        if self.documents is not None:
+            self.documents.sent()
         self._start_view_turn()
         self.draft_saver(conv_id, text)
         return True
+
+    def _composer_documents(self) -> tuple[int, ...]:
+        return tuple(self.documents.pending_ids()) if self.documents is not None else ()
+
+    def _plan(
+        self, conv_id: str, text: str, parent_id: str | None, new_ids: tuple[int, ...], carried_from: str | None
+    ) -> TurnPlan:
+        """The message's documents (:func:`desktop.turns.plan_documents`); without them if planning fails."""
+        try:
+            return plan_documents(
+                self.store,
+                conv_id,
+                text,
+                parent_id=parent_id,
+                new_ids=new_ids,
+                carried_from=carried_from,
+                in_context={m.id: m.in_context for m in self._engine_msgs.get(conv_id, ())},
+                context=self._context_numbers(conv_id),
+                max_tokens=int(self._settings().sampling.max_tokens),
+            )
+        except Exception:
+            log.exception("planning the documents of a message failed")
+            self.message.emit("The attached documents couldn't be read; the message was sent without them.")
+            return TurnPlan(text, text)
+
+    def _context_numbers(self, conv_id: str | None) -> tuple[int, int]:
+        """(used, limit) of a conversation's context, as the engine last reported it (else a safe guess)."""
+        used, limit = self._context.get(conv_id, (0, 0)) if conv_id is not None else (0, 0)
+        if limit > 0:
+            return used, limit
+        options = getattr(getattr(self.bridge, "engine", None), "session_options", None) or {}
+        limits = [int(x) for x in (options.get("context_limit"), self.context_tokens) if x]
+        state = self._engine_state(conv_id) if conv_id is not None else None
+        return (len(state.tokens) if state is not None else 0), (min(limits) if limits else 0)
+
+    def remaining_context(self) -> int:
+        """Tokens the next message of the current conversation may use (for the composer chips' whole/passages)."""
+        used, limit = self._context_numbers(self.current)
+        return remaining_context(limit, used, int(self._settings().sampling.max_tokens))
 
     def reproduce(self, sid: str) -> bool:
         """Regenerate the reply ``sid`` (the last one) with exactly the settings and seed it was made with."""
@@ -376,6 +448,8 @@ class ChatController(QObject):
             return False
         self.ensure_open(conv_id)
         user_id, reply_id = new_id(), new_id()
+        old = users[user_turn_index]
+        plan = self._plan(conv_id, text, old.parent_id, (), old.id)  # the edited message keeps its documents
         job = self.bridge.edit(
             conv_id,
             user_turn_index,
@@ -385,6 +459,7 @@ class ChatController(QObject):
             sampling=self._sampling(),
             overflow=overflow,
             tools=self.tool_calls.runner(),
+            prompt_text=plan.prompt_text if plan.attachments else None,
         )
         self.turn = Turn(
             job_id=job,
@@ -398,8 +473,9 @@ class ChatController(QObject):
             user_turn_index=user_turn_index,
             overflow=overflow,
         )
+        self.turn.use_plan(plan)
         self.view.truncate_from_user_turn(user_turn_index)
-        self.view.add_user_message(text, user_turn_index)
+        self.view.add_user_message(text, user_turn_index, documents=plan.attachments)
         self._start_view_turn()
         self.draft_saver(conv_id, text)
         return True
@@ -590,6 +666,7 @@ class ChatController(QObject):
         if not self.recorder.on_finished(turn, event):
             # Cancelled before the first token: the engine kept nothing, so neither do we.
             self._end_turn_view(conv_id, restore_text=turn.text if turn.kind in ("send", "edit") else "")
+            self._restore_documents(conv_id)
             self.message.emit("Stopped before the reply started.")
             return
         self._engine_msgs[conv_id] = event.messages
@@ -603,6 +680,11 @@ class ChatController(QObject):
         if self.current == conv_id:
             self.status.set_stats_text(format_stats(stats))
         self.conversations_changed.emit()
+
+    def _restore_documents(self, conv_id: str) -> None:
+        """A message that never reached the store leaves its documents pending: back to the composer with them."""
+        if self.documents is not None and self.current == conv_id:
+            self.documents.reload()
 
     def _end_turn_view(self, conv_id: str, *, restore_text: str = "") -> None:
         if self.current == conv_id:
@@ -624,6 +706,7 @@ class ChatController(QObject):
         self.turn = None
         self._flush_timer.stop()
         self._end_turn_view(turn.conv_id)
+        self._restore_documents(turn.conv_id)
         choice = self.ask_overflow(event) if event.droppable_turns > 0 else "cancel"
         if event.droppable_turns <= 0:
             self.message.emit(
@@ -632,7 +715,12 @@ class ChatController(QObject):
             )
         if choice == "drop":
             if turn.kind == "send":
-                self.send(turn.text, overflow="drop_oldest", attach_user_id=None if turn.new_user else turn.user_id)
+                self.send(
+                    turn.text,
+                    overflow="drop_oldest",
+                    attach_user_id=None if turn.new_user else turn.user_id,
+                    documents=turn.attachment_ids,
+                )
             elif turn.kind == "edit":
                 self.edit(turn.user_turn_index, turn.text, overflow="drop_oldest")
             else:
@@ -662,6 +750,7 @@ class ChatController(QObject):
                 self._render_current()
             else:
                 self.view.fail_stream(event.message)
+                self._restore_documents(turn.conv_id)
         self.view.set_busy(False)
         self.busy_changed.emit(False)
         self._update_composer()

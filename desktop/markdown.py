@@ -24,6 +24,8 @@ from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.token import _TokenType
 from pygments.util import ClassNotFound
 
+from olmo3.links import is_safe_url, safe_markdown_it
+
 
 @dataclass(frozen=True)
 class ProseBlock:
@@ -48,8 +50,11 @@ Block = ProseBlock | CodeBlock
 def _render_image_as_link(self, tokens: list[Token], idx: int, options, env) -> str:
     """Model output must not make the app fetch remote images: show ``![alt](url)`` as a plain link."""
     token = tokens[idx]
-    src = html.escape(str(token.attrGet("src") or ""), quote=True)
+    raw_src = str(token.attrGet("src") or "")
+    src = html.escape(raw_src, quote=True)
     alt = html.escape(self.renderInlineAsText(token.children or [], options, env)) or src
+    if not is_safe_url(raw_src):  # the parser already refuses these; never render one as a link
+        return alt
     return f'<a href="{src}">{alt}</a>'
 
 
@@ -58,29 +63,20 @@ def _render_table_open(self, tokens: list[Token], idx: int, options, env) -> str
     return '<table cellspacing="0" cellpadding="6" width="100%">\n'
 
 
-class _SafeMarkdownIt(MarkdownIt):
-    """markdown-it with our link check (:func:`_safe_link`) instead of its own."""
-
-    def validateLink(self, url: str) -> bool:
-        return _safe_link(url)
-
-
 @lru_cache(maxsize=1)
 def parser() -> MarkdownIt:
-    """CommonMark + GFM tables and strikethrough; raw HTML off (model output is text, never markup)."""
-    md = _SafeMarkdownIt("commonmark", {"html": False, "breaks": False, "linkify": False})
+    """CommonMark + GFM tables and strikethrough; raw HTML off (model output is text, never markup); links and
+    images only to http, https and mailto (:func:`olmo3.links.is_safe_url`, the exports' allow-list too)."""
+    md = safe_markdown_it("commonmark", {"html": False, "breaks": False, "linkify": False})
     md.enable(["table", "strikethrough"])
     md.add_render_rule("image", _render_image_as_link)
     md.add_render_rule("table_open", _render_table_open)
     return md
 
 
-_SAFE_SCHEMES = re.compile(r"^(https?:|mailto:|#)", re.IGNORECASE)
-
-
 def _safe_link(url: str) -> bool:
-    """Only http(s), mailto and in-page links become clickable (no file:, javascript:, data:...)."""
-    return bool(_SAFE_SCHEMES.match(url.strip()))
+    """The one allow-list (http, https, mailto): everything else shows as text."""
+    return is_safe_url(url)
 
 
 def render_blocks(source: str, *, streaming_tail: bool = False) -> list[Block]:

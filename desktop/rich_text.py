@@ -13,9 +13,10 @@ import math
 
 from pygments.styles import get_style_by_name
 from pygments.token import _TokenType
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QColor,
+    QDesktopServices,
     QFont,
     QGuiApplication,
     QPalette,
@@ -38,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from desktop import markdown as md
 from desktop import theme as th
+from olmo3.links import is_safe_url
 
 PROSE_MERGE_LIMIT = 1500  # a frozen prose chunk joins the previous prose segment while that one is shorter
 CODE_REHIGHLIGHT_LINES = 300  # a finished streamed code block is re-highlighted whole when at most this long
@@ -70,6 +72,13 @@ del {{ color: {c["muted"]}; }}
 """
 
 
+def open_link_if_safe(url: QUrl) -> bool:
+    """Hand ``url`` to the system only if it is on the allow-list; True when it was opened."""
+    if not is_safe_url(bytes(url.toEncoded().data()).decode("ascii", "replace")):  # encoded: %20 stays %20
+        return False
+    return bool(QDesktopServices.openUrl(url))
+
+
 class _PassWheelMixin:
     """Message widgets sit inside the chat's scroll area: vertical wheel events must reach it."""
 
@@ -92,7 +101,10 @@ class ProseView(_PassWheelMixin, QTextBrowser):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setOpenExternalLinks(True)
+        # Clicks open only http, https and mailto links (olmo3.links); the renderer makes no others, this is the
+        # last check before the system opens anything.
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(open_link_if_safe)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)

@@ -46,6 +46,13 @@ USER_QUESTION = "How do I merge overlapping intervals in Python? Keep it short, 
 
 FOLLOW_UP = "Nice. Can it handle a million intervals quickly?"
 
+DOCUMENT_ANSWER = (
+    "According to the **Harbour Commission minutes** (page 17), the harbour master **Ingrid Valdottir** sealed the "
+    "copper vault in **1903**, after the spring flood.\n\n"
+    "The ferry timetable says the Ostholm ferry left the quay at seven every morning and returned at six, with a "
+    "single crossing at ten on Sundays; nothing in the minutes says the service was interrupted that week."
+)
+
 FOLLOW_UP_ANSWER = (
     "Yes. A million tuples sort in well under a second in CPython, and the sweep is a single pass. "
     "If memory matters, sort in place with `intervals.sort()` and reuse the list."

@@ -6,8 +6,9 @@ stopped by the thinking budget, with a full provenance record), a model picker f
 would send them (a download running, one failed offline, search results kept from an earlier search), a reply's
 Info popover, the context bar's tooltip, the settings window (each page; the Model page for a posed 7B 4-bit on a
 16 GB Mac), the first-run state, the Trash, the sidebar collapsed and shown at 800 px, the question for a model
-that won't fit in memory, a reply that filled the context, and tools (cards, the consent question, a running call,
-Settings → Tools: :mod:`desktop.screenshots_tools`).
+that won't fit in memory, a reply that filled the context, a conversation about attached documents (chips,
+"Sources", a passage, and files being attached in the composer, one refused), and tools (cards, the consent question,
+a running call, Settings → Tools: :mod:`desktop.screenshots_tools`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 from desktop import samples
 from desktop.chat import AssistantMessageWidget
+from desktop.screenshots_tools import tool_screenshots
 
 WIDE = (1100, 720)
 NARROW = (800, 720)
@@ -150,6 +152,35 @@ def _seed_conversations(store: Any) -> str:
         },
         provenance=sample_provenance(seed=402_118_577),
     )
+    return conv
+
+
+def _seed_documents(store: Any, tmp: Path) -> str:
+    """A conversation about two attached documents: a long PDF retrieved from, a short memo read whole."""
+    import random
+
+    from olmo3.docs.minipdf import wrap, write_pdf
+    from olmo3.docs.synth import prose
+    from olmo3.docs.turn import prepare, prepare_bytes
+    from olmo3.store.attachments import index_document
+
+    rng = random.Random(5)
+    pages = [prose(rng, 3, 4) for _ in range(24)]
+    pages[16] += "\n\nThe harbour master Ingrid Valdottir sealed the copper vault in 1903, after the spring flood."
+    pdf = write_pdf(tmp / "Harbour Commission minutes 1903.pdf", [wrap(t, 90) for t in pages])
+    conv = store.create_conversation(title="Harbour Commission minutes")
+    report = index_document(store.path, conv, prepare(pdf))
+    memo_text = (
+        "Ferry timetable, summer 1903\n\nThe ferry to Ostholm leaves the quay at seven every morning and returns at "
+        "six. On Sundays there is one crossing only, at ten."
+    )
+    memo = index_document(store.path, conv, prepare_bytes("Ferry timetable.md", memo_text.encode()))
+    question = "Who sealed the copper vault, and when? Did the ferry still run that week?"
+    plan = store.plan_turn(conv, question, [report, memo], remaining_context=12_000)
+    user = store.append_message(conv, None, "user", question, provenance=plan.provenance())
+    store.bind_attachments([report, memo], user)
+    stats = {"prompt_tokens": 3912, "cached_tokens": 0, "generated_tokens": 88, "ttft_s": 0.74, "tokens_per_s": 39.2}
+    store.append_message(conv, user, "assistant", samples.DOCUMENT_ANSWER, stats={**stats, "finish_reason": "stop"})
     return conv
 
 
@@ -316,6 +347,42 @@ def _trash_rows(store: Any) -> list[Any]:
         ConversationRow(c.id, c.title, c.updated_at, False, "cold", now - ages[i % len(ages)])
         for i, c in enumerate(store.list_trash())
     ]
+
+
+def _document_screens(window: Any, out_dir: Path, theme: str, home: Path, app: QApplication) -> list[Path]:
+    from desktop.chat import AssistantMessageWidget as Reply
+
+    files = home / "files"
+    files.mkdir(exist_ok=True)
+    conv = _seed_documents(window.store, files)
+    window.refresh_sidebar()
+    window.controller.open(conv)
+    _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=4_000, limit=65_536)
+    window.controller._context[conv] = (4_000, 65_536)  # as the engine would report it
+    window.status_row.set_stats_text(window.controller._last_stats_text())
+    notes = files / "Pier repairs.md"
+    notes.write_text("# Pier repairs\n\nThe east pier needs 40 cartloads of timber before winter.\n")
+    photo = files / "scan-0001.txt"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    window.documents.attach_paths([str(notes), str(photo)])
+    deadline = time.monotonic() + 20
+    while window.documents.busy() and time.monotonic() < deadline:
+        _settle(app, 2)
+    window.composer.set_text("Summarise the repairs the pier needs.")
+    window.chat_view.scroll_to_bottom()
+    shots = [_save(window, out_dir / f"19-documents-{theme}.png", app)]
+    window.resize(*NARROW)
+    _settle(app)
+    window.chat_view.scroll_to_bottom()
+    shots.append(_save(window, out_dir / f"20-documents-narrow-{theme}.png", app))
+    window.resize(*WIDE)
+    reply = next(w for w in window.chat_view.messages() if isinstance(w, Reply))
+    planted = next((b for b in reply.sources.buttons if "17" in b.text()), reply.sources.buttons[0])
+    planted.click()
+    dialog = window.documents.dialog
+    shots.append(_save(dialog, out_dir / f"21-source-passage-{theme}.png", app))
+    dialog.close()
+    return shots
 
 
 def main_screenshots(out_dir: Path) -> int:
@@ -515,14 +582,7 @@ def main_screenshots(out_dir: Path) -> int:
             window.chat_view.finish_backfill()
             window.chat_view.scroll_to_bottom()
             saved.append(_save(window, out_dir / f"16-context-full-{theme}.png", app))
-            # tools: cards in a conversation, the consent question, a running call, Settings → Tools
-            from desktop.screenshots_tools import tool_screenshots
-
-            def shot(widget: QWidget, path: Path, popup: QWidget | None = None) -> Path:
-                return _composite(widget, popup, path, app) if popup is not None else _save(widget, path, app)
-
-            window.resize(*WIDE)
-            saved.extend(tool_screenshots(window, paths, out_dir, theme, app, shot))
+            saved += tool_screenshots(window, paths, out_dir, theme, app)  # cards, consent, Settings → Tools
             window.controller.open(full)
             _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=4096, limit=4096)
             # narrow: the sidebar collapses below 900 px; the toolbar button shows it
@@ -531,6 +591,9 @@ def main_screenshots(out_dir: Path) -> int:
             saved.append(_save(window, out_dir / f"17-narrow-collapsed-{theme}.png", app))
             window.toggle_sidebar()
             saved.append(_save(window, out_dir / f"18-narrow-sidebar-shown-{theme}.png", app))
+            window.resize(*WIDE)
+            # chat with documents: chips on the message, Sources under the reply, files in the composer
+            saved += _document_screens(window, out_dir, theme, Path(home), app)
             window.close()
             _settle(app)
     print(f"{len(saved)} screenshots")

@@ -176,9 +176,14 @@ CONFIG = {
 }
 
 
-def tool_screenshots(window: Any, paths: Any, out_dir: Path, theme: str, app: QApplication, shot: Any) -> list[Path]:
-    """``shot(widget, path)`` / ``shot(window, popup, path)`` save like the other screenshots."""
-    from desktop.screenshots import _pose_loaded, _settle
+def tool_screenshots(window: Any, paths: Any, out_dir: Path, theme: str, app: QApplication) -> list[Path]:
+    """Save the tool screenshots (30-37) of one theme; the window is left at its wide size."""
+    from desktop.screenshots import WIDE, _composite, _pose_loaded, _save, _settle
+
+    def shot(widget: Any, path: Path, popup: Any = None) -> Path:
+        return _composite(widget, popup, path, app) if popup is not None else _save(widget, path, app)
+
+    window.resize(*WIDE)
 
     saved: list[Path] = []
     view = window.chat_view
@@ -190,14 +195,14 @@ def tool_screenshots(window: Any, paths: Any, out_dir: Path, theme: str, app: QA
     view.finish_backfill()
     _settle(app)
     view.verticalScrollBar().setValue(0)
-    saved.append(shot(window, out_dir / f"20-tool-cards-{theme}.png"))
+    saved.append(shot(window, out_dir / f"30-tool-cards-{theme}.png"))
     view.scroll_to_bottom()
-    saved.append(shot(window, out_dir / f"21-tool-cards-bottom-{theme}.png"))
+    saved.append(shot(window, out_dir / f"31-tool-cards-bottom-{theme}.png"))
     size = window.size()
     window.resize(800, size.height())
     _settle(app)
     view.verticalScrollBar().setValue(0)
-    saved.append(shot(window, out_dir / f"27-tool-cards-narrow-{theme}.png"))
+    saved.append(shot(window, out_dir / f"32-tool-cards-narrow-{theme}.png"))
     window.resize(size)
     _settle(app)
 
@@ -223,15 +228,15 @@ def tool_screenshots(window: Any, paths: Any, out_dir: Path, theme: str, app: QA
     dialog.adjustSize()
     top_left = window.mapToGlobal(QPoint((window.width() - dialog.width()) // 2, 60))
     dialog.move(top_left)
-    saved.append(shot(window, out_dir / f"22-tool-consent-{theme}.png", popup=dialog))
-    saved.append(shot(dialog, out_dir / f"23-tool-consent-dialog-{theme}.png"))
+    saved.append(shot(window, out_dir / f"33-tool-consent-{theme}.png", popup=dialog))
+    saved.append(shot(dialog, out_dir / f"34-tool-consent-dialog-{theme}.png"))
     dialog.decided.disconnect()
     dialog.close()
     card = view.tool_card(request.call_id)
     card.set_pending("running")
     card._started -= 3.2  # "Running… 3 s"
     card._update_status()
-    saved.append(shot(window, out_dir / f"24-tool-running-{theme}.png"))
+    saved.append(shot(window, out_dir / f"35-tool-running-{theme}.png"))
     window.composer.set_state("ready", model_name="Olmo 3.1 32B Instruct")
 
     # 3. Settings → Tools
@@ -251,7 +256,7 @@ def tool_screenshots(window: Any, paths: Any, out_dir: Path, theme: str, app: QA
     settings.tools_page.show_listing(_listing())
     settings.show()
     _settle(app)
-    saved.append(shot(settings, out_dir / f"25-settings-tools-{theme}.png"))
+    saved.append(shot(settings, out_dir / f"36-settings-tools-{theme}.png"))
     page = settings.tools_page
     page.server_rows[0].tool_rows[1].schema_button.setChecked(True)
     page.editor.setPlainText('{"mcpServers": {"files": {"command": "npx", "args": "-y server-filesystem"}}}')
@@ -259,7 +264,7 @@ def tool_screenshots(window: Any, paths: Any, out_dir: Path, theme: str, app: QA
     _settle(app)
     area = page.scroll_area
     area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
-    saved.append(shot(settings, out_dir / f"26-settings-tools-editor-{theme}.png"))
+    saved.append(shot(settings, out_dir / f"37-settings-tools-editor-{theme}.png"))
     settings.close()
     tools.close()
     return saved

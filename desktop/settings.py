@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from olmo3.chat.sampling import INSTRUCT_DEFAULTS, PRECISE, THINK_DEFAULTS, Sampling, recommended
-from olmo3.fileio import write_atomic
+from olmo3.fileio import read_json, write_atomic
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = ""
+SETTINGS_MAX_BYTES = 4 * 1024**2  # a few long system prompts; a larger file is not ours
+MAX_MEMORY_BUDGET_GB = 1024.0
 THEMES = ("system", "light", "dark")
 
 
@@ -118,12 +121,32 @@ class Settings:
                     log.warning("settings: ignoring %s=%r (not a positive whole number)", f.name, value)
             elif isinstance(default, float):
                 try:
-                    values[f.name] = max(0.0, float(value))
-                except (TypeError, ValueError):
-                    log.warning("settings: ignoring %s=%r (not a number)", f.name, value)
+                    number = float(value)
+                except (TypeError, ValueError, OverflowError):
+                    number = math.nan
+                if math.isfinite(number) and 0.0 <= number <= MAX_MEMORY_BUDGET_GB:
+                    values[f.name] = number
+                else:
+                    log.warning(
+                        "settings: ignoring %s=%r (not a number from 0 to %s)", f.name, value, MAX_MEMORY_BUDGET_GB
+                    )
             elif isinstance(default, str) and isinstance(value, str):
-                values[f.name] = value
+                if _storable(value):
+                    values[f.name] = value
+                else:
+                    log.warning("settings: ignoring %s (not text a path or prompt can hold)", f.name)
         return replace(base, **values)
+
+
+def _storable(text: str) -> bool:
+    """No NUL (a path with one raises in every file call) and no unpaired surrogate (UTF-8 cannot hold it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _shape_of_folder(path: str | Path) -> Any:
@@ -139,14 +162,12 @@ def _shape_of_folder(path: str | Path) -> Any:
 def load_settings(path: Path) -> Settings:
     """Read settings; a missing file gives defaults, a corrupt one is kept aside as ``.bad`` and defaults are used."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_json(path, max_bytes=SETTINGS_MAX_BYTES)  # bounded in size and depth, like every file from outside
     except FileNotFoundError:
         return Settings()
     except OSError as exc:
         log.error("settings: cannot read %s: %s", path, exc)
         return Settings()
-    try:
-        data = json.loads(text)
     except ValueError as exc:
         bad = path.with_suffix(".json.bad")
         log.error("settings: %s is not valid JSON (%s); keeping it as %s and using defaults", path, exc, bad)

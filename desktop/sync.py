@@ -33,6 +33,7 @@ from olmo3.chat.transcript import (
     TurnStats,
     state_from_messages,
 )
+from olmo3.docs.turn import from_provenance
 
 LEGACY_ENGINE_ID = "engine_id"
 
@@ -151,17 +152,20 @@ def view_messages(
 ) -> list[dict[str, Any]]:
     """Chat-view dicts from the store's active path (system messages left out).
 
-    ``engine_messages`` add what only the engine knows (whether a turn is still in the context). A reply that only
-    called tools (no text) is left out: its tool cards show the calls (unless it has alternatives to switch to).
+    ``engine_messages`` add what only the engine knows (whether a turn is still in the context). A user message
+    carries the ``documents`` its turn used (its chips); the replies to it carry them as ``sources``. A reply that
+    only called tools (no text) is left out: its tool cards show the calls (unless it has alternatives to switch to).
     """
     in_context = {m.id: m.in_context for m in engine_messages or ()}
     out: list[dict[str, Any]] = []
     turn = -1
+    documents: list[Any] = []
     for msg in path:
         if msg.role == "system":
             continue
         if msg.role == "user":
             turn += 1
+            documents = from_provenance(msg.provenance if isinstance(msg.provenance, dict) else None)
         stats = msg.stats if isinstance(msg.stats, dict) else None
         provenance = msg.provenance if isinstance(msg.provenance, dict) else {}
         tool = msg.tool if isinstance(getattr(msg, "tool", None), dict) else None
@@ -188,6 +192,7 @@ def view_messages(
             "error": provenance.get("error") if msg.state == "error" else None,
             "in_context": in_context.get(msg.id, True),
             "tool": tool,
+            "documents" if msg.role == "user" else "sources": list(documents),
         }
         out.append(item)
     return out

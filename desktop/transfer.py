@@ -88,7 +88,8 @@ def read_import(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:  # at most one byte over the limit: from_json refuses a larger file
+            data = f.read(export.MAX_IMPORT_BYTES + 1)
     except OSError as exc:
         raise ValueError(f"can't read {path}: {exc.strerror or exc}") from None
     try:

@@ -18,11 +18,17 @@ calls in the row's ``tool`` data), each ``ToolCallFinished`` adds the tool's res
 and ``ToolRoundStarted`` names the next reply (made by the engine: the store takes its id), whose row opens at its
 first token like the first one's.
 
+Documents: before a turn starts, :func:`plan_documents` decides what its user message carries (attachments sent with
+it, and those the turns above it used), whole or as passages, against the context that is left. The engine gets the
+plan's ``prompt_text`` (what the model reads); the store gets the message as typed, with the plan recorded in its
+provenance, and the composer's attachments it carried are bound to it when its row is written.
+
 ``ChatController`` owns a :class:`TurnRecorder` and does the view side of the same events.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +36,9 @@ from typing import Any, Literal
 
 from desktop import sync
 from olmo3.chat.events import TextDelta, ToolCallFinished, ToolRoundFinished, ToolRoundStarted, TurnFinished
-from olmo3.chat.transcript import OverflowPolicy
+from olmo3.chat.transcript import OverflowPolicy, TranscriptState
+from olmo3.docs.prompt import TurnAttachment, format_passages, format_user_turn, format_whole
+from olmo3.docs.turn import TurnPlan, documents_on_path, from_provenance, remaining_context
 
 TurnKind = Literal["send", "regenerate", "edit"]
 
@@ -55,6 +63,95 @@ class Turn:
     rows_written: bool = False
     reply_parent: str | None = None  # a later reply of a tool turn goes under the last tool result, not the user
     stream_open: bool = False  # the reply row is being streamed
+    prompt_text: str | None = None  # what the model reads, when the message carries documents
+    documents: tuple[TurnAttachment, ...] = ()  # what each document contributed to this turn
+    attachment_ids: tuple[int, ...] = ()  # composer attachments sent with the message (bound when its row is written)
+
+    def use_plan(self, plan: TurnPlan, attachment_ids: tuple[int, ...] = ()) -> None:
+        self.prompt_text = plan.prompt_text if plan.attachments else None
+        self.documents = plan.attachments
+        self.attachment_ids = attachment_ids
+
+    def provenance(self) -> dict[str, Any] | None:
+        return TurnPlan(self.text, self.prompt_text or self.text, self.documents).provenance()
+
+
+def restore_prompt_texts(state: TranscriptState, store: Any, conv_id: str) -> TranscriptState:
+    """A state rebuilt from store rows (no engine state: an import, or an unreadable one) with each user message's
+    documents put back into its rendered text, from its recorded turn: exactly the text the model read then."""
+    nodes = []
+    for node in state.nodes:
+        documents = []
+        if node.role == "user":
+            try:
+                documents = from_provenance(store.get_message(node.id).provenance)
+            except LookupError:
+                documents = []
+        blocks = []
+        for a in documents:
+            if a.mode == "whole" and a.attachment_id is not None:
+                try:
+                    blocks.append(format_whole(store.attachment_document(a.attachment_id)))
+                except LookupError:
+                    continue  # the document is gone: the message goes without it
+            elif a.passages:
+                blocks.append(format_passages(a.name, a.passages, page_count=a.pages))
+        nodes.append(dataclasses.replace(node, raw=format_user_turn(node.content, blocks)) if blocks else node)
+    return dataclasses.replace(state, nodes=tuple(nodes))
+
+
+def _ancestors(store: Any, conv_id: str, parent_id: str | None) -> list[Any]:
+    """The stored messages from the root down to ``parent_id`` (the turns above a new user message)."""
+    if parent_id is None:
+        return []
+    path = store.active_path(conv_id)
+    ids = [m.id for m in path]
+    if parent_id in ids:
+        return path[: ids.index(parent_id) + 1]
+    by_id = {m.id: m for m in store.tree(conv_id)}
+    chain: list[Any] = []
+    node = by_id.get(parent_id)
+    while node is not None and len(chain) <= len(by_id):
+        chain.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id is not None else None
+    return chain[::-1]
+
+
+def plan_documents(
+    store: Any,
+    conv_id: str,
+    text: str,
+    *,
+    parent_id: str | None,
+    new_ids: tuple[int, ...] = (),
+    carried_from: str | None = None,
+    in_context: dict[str, bool] | None = None,
+    context: tuple[int, int],
+    max_tokens: int,
+) -> TurnPlan:
+    """The documents of a user message about to be sent under ``parent_id`` (Qt-free; milliseconds).
+
+    It considers the composer's attachments sent with it (``new_ids``), those a message it replaces used
+    (``carried_from``: an edit, or a retry of a stored message), and those the user turns above it used; a document
+    already in the transcript whole (in a turn still in context, per ``in_context``) is left out. ``context`` is the
+    engine's (used, limit); ``max_tokens`` the reply's maximum length.
+    """
+    above = [m for m in _ancestors(store, conv_id, parent_id) if m.role == "user"]
+    flags = in_context or {}
+    used, whole = documents_on_path((m.provenance, flags.get(m.id, True)) for m in above)
+    carried: list[int] = []
+    if carried_from is not None:
+        carried = [
+            a.attachment_id
+            for a in from_provenance(store.get_message(carried_from).provenance)
+            if a.attachment_id is not None
+        ]
+    ids = [*used, *carried, *new_ids]
+    if not ids:
+        return TurnPlan(text, text)
+    return store.plan_turn(
+        conv_id, text, ids, remaining_context=remaining_context(context[1], context[0], max_tokens), in_transcript=whole
+    )
 
 
 class TurnRecorder:
@@ -72,7 +169,10 @@ class TurnRecorder:
         if turn.rows_written:
             return False
         if turn.new_user:
-            self.store.append_message(turn.conv_id, turn.parent_id, "user", turn.text, message_id=turn.user_id)
+            self.store.append_message(
+                turn.conv_id, turn.parent_id, "user", turn.text, provenance=turn.provenance(), message_id=turn.user_id
+            )
+            self.store.bind_attachments(turn.attachment_ids, turn.user_id)
         parent = turn.reply_parent or turn.user_id
         self.store.begin_stream(turn.conv_id, parent, provenance=self._provenance(), message_id=turn.reply_id)
         turn.rows_written = turn.stream_open = True

@@ -83,3 +83,7 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES, max_depth: i
         raise ValueError(f"{path}: not UTF-8 text ({e})") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
+    except ValueError as e:  # the depth guard names the file; a number of thousands of digits does not
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not valid JSON ({e})") from e

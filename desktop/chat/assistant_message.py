@@ -1,7 +1,8 @@
 """The assistant's reply: reasoning, the streamed answer, an inline notice (error, stopped, too long) and actions.
 
 While a reply has been asked for but no token has arrived yet it shows a :class:`TypingIndicator` and a short
-note (e.g. "Reading the conversation…").
+note (e.g. "Reading the conversation…"). Under a finished reply, "Sources" lists the passages (file and pages) and
+whole documents its turn read (``message["sources"]``); clicking one shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from desktop.chat.branch_switcher import BranchSwitcher
 from desktop.chat.info_popover import InfoPopover
 from desktop.chat.message import MessageWidget, tool_button
 from desktop.chat.reasoning import ReasoningBlock
+from desktop.chips import SourcesLine
 from desktop.rich_text import MarkdownView
 
 
@@ -119,9 +121,11 @@ class AssistantMessageWidget(MessageWidget):
         notice_row.addWidget(self.notice_label, 1)
         notice_row.addWidget(self.retry_button)
         self.notice.hide()
+        self.sources = SourcesLine(self)
         outer.addWidget(self.reasoning)
         outer.addWidget(self.pending)
         outer.addWidget(self.answer)
+        outer.addWidget(self.sources)
         outer.addWidget(self.notice)
 
         act = QHBoxLayout(self.action_row)
@@ -194,6 +198,8 @@ class AssistantMessageWidget(MessageWidget):
         has_provenance = bool(provenance.rows(message.get("provenance")))
         self.info_button.setProperty("forceHidden", not has_provenance)
         self._show_hover(self._pinned_actions or self.underMouse())
+        if not self._streaming:
+            self.sources.set_sources(list(message.get("sources") or ()))
 
     def update_meta(self, message: dict[str, Any]) -> None:
         super().update_meta(message)
@@ -254,6 +260,7 @@ class AssistantMessageWidget(MessageWidget):
         self.notice.hide()
         self.action_row.hide()
         self.action_row.setProperty("streaming", True)
+        self.sources.hide()
         self.reasoning.hide()
         self.answer.begin_stream()
         self.answer.hide()

@@ -1,4 +1,7 @@
-"""The user's message: a right-aligned bubble with copy, "edit & resend" (an inline editor) and the branch switcher."""
+"""The user's message: a right-aligned bubble with copy, "edit & resend" (an inline editor) and the branch switcher.
+
+The documents the message carried (``message["documents"]``) show as chips under the bubble.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPush
 from desktop import markdown as md
 from desktop.chat.branch_switcher import BranchSwitcher
 from desktop.chat.message import MessageWidget, tool_button
+from desktop.chips import ChipRow
 from desktop.rich_text import ProseView
 
 
@@ -64,6 +68,8 @@ class UserMessageWidget(MessageWidget):
         bubble_layout.addWidget(self.text_view)
         self._row.addWidget(self.bubble)
         outer.addLayout(self._row)
+        self.chips = ChipRow(self, align_right=True)
+        outer.addWidget(self.chips)
 
         self.editor_frame = QFrame(self)
         self.editor_frame.setObjectName("editFrame")
@@ -122,6 +128,9 @@ class UserMessageWidget(MessageWidget):
     def _apply_meta(self) -> None:
         self.switcher.set_branch(int(self.message.get("branch_index") or 0), int(self.message.get("branch_count") or 1))
         self.context_label.setVisible(self.message.get("in_context") is False)
+        documents = list(self.message.get("documents") or ())
+        if documents or self.chips.chips():
+            self.chips.set_documents(documents)
 
     def update_meta(self, message: dict[str, Any]) -> None:
         super().update_meta(message)
@@ -191,3 +200,4 @@ class UserMessageWidget(MessageWidget):
     def apply_theme(self) -> None:
         super().apply_theme()
         self.text_view.apply_theme()
+        self.chips.apply_theme()

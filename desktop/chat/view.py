@@ -15,6 +15,7 @@ Signals:
     continue_requested(): the last reply filled the context; go on without the oldest turns.
     copied(str): text was put on the clipboard (the window shows a small toast).
     stop_requested(): the Stop of a running tool call was clicked.
+    source_requested(object): a "Sources" link under a reply: ``(TurnAttachment, Hit | None)``.
 
 Tool turns: an ``environment`` message (a tool's result) is a :class:`~desktop.chat.tool_card.ToolCallCard`;
 during a turn the controller adds cards as calls are asked for and run (:meth:`ChatView.add_tool_card`).
@@ -116,6 +117,7 @@ class ChatView(QScrollArea):
     continue_requested = Signal()
     copied = Signal(str)
     stop_requested = Signal()
+    source_requested = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -255,9 +257,16 @@ class ChatView(QScrollArea):
         self._messages.insert(0, widget)
         widget.set_actions_pinned(False)
 
-    def add_user_message(self, text: str, user_turn_index: int) -> UserMessageWidget:
+    def add_user_message(self, text: str, user_turn_index: int, *, documents: Any = ()) -> UserMessageWidget:
         widget = self._append_widget(
-            {"role": "user", "content": text, "user_turn_index": user_turn_index, "branch_index": 0, "branch_count": 1}
+            {
+                "role": "user",
+                "content": text,
+                "user_turn_index": user_turn_index,
+                "branch_index": 0,
+                "branch_count": 1,
+                "documents": list(documents),
+            }
         )
         assert isinstance(widget, UserMessageWidget)
         self._stick = True
@@ -350,6 +359,7 @@ class ChatView(QScrollArea):
             reply.continue_requested.connect(self.continue_requested)
             reply.copied.connect(self.copied)
             reply.branch.connect(self.branch_requested)
+            reply.sources.source_clicked.connect(self.source_requested)
             reply.set_regenerate_enabled(False, is_last=False)
             widget = reply
         if isinstance(widget, UserMessageWidget):

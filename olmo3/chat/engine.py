@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..appinfo import kv_cache_dir
 from ..memory import MemoryBudget, conversation_memory_limit, default_memory_budget, describe_error, memory_budget
+from .cachefile import check_cache_file
 from .events import (
     BranchSwitched,
     CacheState,
@@ -210,6 +211,7 @@ class Engine:
         conv_id: str,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -217,7 +219,8 @@ class Engine:
         tools: ToolRunner | None = None,
     ) -> int:
         """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages
-        (with tools, ``reply_id`` is the first reply; later ones are announced by ``ToolRoundStarted``)."""
+        (with tools, ``reply_id`` is the first reply; later ones are announced by ``ToolRoundStarted``);
+        ``prompt_text``: what the model reads instead of ``text`` (attached documents; see ``ChatSession.send``)."""
         self._check_conv_id(conv_id)
         return self._submit(
             "send",
@@ -226,6 +229,7 @@ class Engine:
                 job,
                 lambda s, stop: s.send(
                     text,
+                    prompt_text=prompt_text,
                     message_id=message_id,
                     reply_id=reply_id,
                     sampling=sampling,
@@ -273,6 +277,7 @@ class Engine:
         user_turn_index: int,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -288,6 +293,7 @@ class Engine:
                 lambda s, stop: s.edit(
                     user_turn_index,
                     text,
+                    prompt_text=prompt_text,
                     message_id=message_id,
                     reply_id=reply_id,
                     sampling=sampling,
@@ -732,6 +738,7 @@ class Engine:
         if not path.exists() or not s.tokens:
             return
         try:
+            check_cache_file(path, len(s.info.layer_types))  # the header only: mlx-lm trusts what it reads
             cache, meta = load_prompt_cache(str(path), return_metadata=True)
             problems = []
             if meta.get("format") != CACHE_FORMAT:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from ..fileio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ class Sampling:
         return replace(self, **overrides)
 
     def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name}={value}: must be a finite number")
         if self.temperature < 0:
             raise ValueError(f"temperature={self.temperature}: must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -53,6 +59,8 @@ class Sampling:
             raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens={self.max_tokens}: must be >= 1")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed={self.seed}: must be from 0 to 2**64 - 1")
         budget = self.thinking_budget
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
             raise ValueError(f"thinking_budget={budget!r}: must be a whole number of tokens >= 1, or None (off)")
@@ -75,20 +83,29 @@ class Sampling:
             value = data[f.name]
             default = getattr(base, f.name)
             try:
-                if f.name == "seed":
-                    values[f.name] = None if value in (None, "") else int(value)
-                elif f.name == "thinking_budget":
-                    values[f.name] = parse_thinking_budget(value)
-                elif f.name == "keep_reasoning":
+                if f.name == "keep_reasoning":
                     if value is not None and not isinstance(value, bool):
                         raise ValueError(value)
-                    values[f.name] = value
+                    parsed: Any = value
+                elif isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+                    raise ValueError(value)  # numbers only: true is no number, NaN and Infinity are no settings
+                elif f.name == "seed":
+                    parsed = None if value in (None, "") else int(value)
+                elif f.name == "thinking_budget":
+                    parsed = parse_thinking_budget(value)
                 elif isinstance(default, int) and not isinstance(default, bool):
-                    values[f.name] = int(value)
+                    parsed = int(value)
+                    if not -(2**31) <= parsed < 2**31:
+                        raise ValueError(value)
                 else:
-                    values[f.name] = float(value)
-            except (TypeError, ValueError):
+                    parsed = float(value)
+                    if not math.isfinite(parsed):
+                        raise ValueError(value)
+                replace(base, **{f.name: parsed}).validate()  # in range, or the base's value stays
+            except (TypeError, ValueError, OverflowError):
                 log.warning("settings: ignoring sampling.%s=%r (not a valid value)", f.name, value)
+                continue
+            values[f.name] = parsed
         return replace(base, **values)
 
 
@@ -139,7 +156,7 @@ def recommended(model_dir: str | Path | None, *, think: bool) -> Sampling:
     if not model_dir:
         return INSTRUCT_DEFAULTS
     try:
-        config = json.loads((Path(model_dir) / "generation_config.json").read_text(encoding="utf-8"))
+        config = read_json(Path(model_dir) / "generation_config.json")  # bounded: the folder comes from outside
     except (OSError, ValueError):
         return INSTRUCT_DEFAULTS
     if not isinstance(config, dict):

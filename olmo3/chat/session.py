@@ -231,6 +231,15 @@ def _with_context(processors: list[Any], context: list[int]) -> list[Any]:
     return [lambda tokens, logits, p=p: p(mx.concatenate([prefix, tokens]), logits) for p in processors]
 
 
+def _raw(text: str, prompt_text: str | None) -> str:
+    """A user message's rendered content: ``prompt_text`` when given (documents + the text), else the text."""
+    if prompt_text is None:
+        return text
+    if not isinstance(prompt_text, str) or not prompt_text.strip():
+        raise ValueError("prompt_text must be non-empty text")
+    return prompt_text
+
+
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -565,6 +574,7 @@ class ChatSession:
         self,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -575,13 +585,17 @@ class ChatSession:
         """Add a user message and generate the reply.
 
         ``message_id``/``reply_id`` name the new user message and reply (the store's ids, so both sides agree);
-        fresh ids are made when they are not given.
+        fresh ids are made when they are not given. ``prompt_text``: what the model reads as this message when it
+        differs from the shown ``text`` (attached documents, then the text); it is kept as the message's rendered
+        content, so later turns reuse its cached tokens.
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         path = self.active_path()
         parent = path[-1].id if path else None
-        user = Node(id=self._fresh_id(message_id), role="user", content=text, raw=text, parent=parent)
+        user = Node(
+            id=self._fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=parent
+        )
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def regenerate(
@@ -604,6 +618,7 @@ class ChatSession:
         user_turn_index: int,
         text: str,
         *,
+        prompt_text: str | None = None,
         message_id: str | None = None,
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
@@ -611,11 +626,14 @@ class ChatSession:
         should_stop: Callable[[], bool] | None = None,
         logits_processors: list[Any] | None = None,
     ) -> Iterator[Event]:
-        """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply."""
+        """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply (``prompt_text``: as in
+        :meth:`send`)."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
         old = self._user_node(user_turn_index)
-        user = Node(id=self._fresh_id(message_id), role="user", content=text, raw=text, parent=old.parent)
+        user = Node(
+            id=self._fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=old.parent
+        )
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     # ------------------------------------------------------------------ tool turns (olmo3.chat.tool_turns)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import mlx.core as mx
 
 from ..chat.events import TurnFinished
+from ..fileio import read_json
 
 # A model small enough for a laptop CPU yet large enough that compute, not Python, dominates.
 BENCH_SIZE: dict[str, Any] = dict(
@@ -48,7 +49,7 @@ def _ban(ids: list[int]) -> Callable[[Any, Any], Any]:
 
 def _mlx_lm_folder(folder: Path, tmp: Path) -> Path:
     """mlx-lm 0.32 reads only the legacy RoPE config form: give it a translated copy (weights linked)."""
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json(folder / "config.json")
     if "rope_parameters" not in config:
         return folder
     out = tmp / "mlx-lm-view"

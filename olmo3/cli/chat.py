@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import math
 import sys
 import threading
 import uuid
@@ -22,9 +24,12 @@ from ..chat.events import (
     TurnFinished,
 )
 from ..chat.transcript import Provenance, TurnStats
+from ..docs.extract import DocumentError
+from ..fileio import read_json
 from ..units import format_bytes
+from .attach import CliAttachments, DocumentTurns, describe
 from .chat_tools import TerminalConsent, ToolSetupError, open_tools, print_tool_event, tool_calls_json, wait_turn
-from .options import model_path
+from .options import check_fits, model_path
 
 COMMANDS = (
     ("/regen", "regenerate the last reply"),
@@ -168,25 +173,60 @@ def _reproduce(engine: Engine, conv: str, last: TurnFinished | None, tools: Any 
 
 def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options: dict[str, Any] | None = None) -> int:
     """The chat; ``engine_options`` go to the ``Engine`` (tests pass logits processors that force replies)."""
-    scripted = args.script is not None
+    folder = model_path(args)
+    if folder is not None:  # no model, or one that won't fit, is refused before the engine imports MLX
+        check_fits(args, folder)
+    actions = read_script(Path(args.script)) if args.script is not None else []  # refused before a model loads
+    docs: CliAttachments | None = None
+    if getattr(args, "attach", None):
+        try:  # before the model loads: a file that can't be attached fails at once
+            docs = CliAttachments(args.attach, folder)
+        except DocumentError as e:
+            print(f"olmo3: {e}", file=sys.stderr)
+            return 2
+    engine_log = logging.getLogger("olmo3.chat.engine")
+    engine_log_level = engine_log.level
+    if not (getattr(args, "verbose", False) or getattr(args, "debug", False)):
+        # A failed job is reported here (one line, or the JSON's "error"); the engine's log of it would repeat it.
+        engine_log.setLevel(logging.CRITICAL)
     try:
-        tools = open_tools(args)
+        tools = open_tools(args)  # before the model loads: a bad mcp.json is refused at once
     except ToolSetupError as e:
         print(f"olmo3: {e}", file=sys.stderr)
+        if docs is not None:
+            docs.close()
         return 2
+    try:
+        return _chat(args, sampling, actions, folder, docs, tools, engine_options or {})
+    finally:
+        engine_log.setLevel(engine_log_level)
+        if tools is not None:
+            tools[0].close()  # stops every MCP server
+
+
+def _chat(
+    args: argparse.Namespace,
+    sampling: dict[str, Any],
+    actions: list[dict[str, Any]],
+    folder: Path | None,
+    docs: CliAttachments | None,
+    tools: tuple[Any, Any] | None,
+    engine_options: dict[str, Any],
+) -> int:
+    scripted = args.script is not None
     hub, runner = tools if tools is not None else (None, None)
     consent = TerminalConsent(hub) if hub is not None else None
     printer = _Printer(stream=not args.json, consent=consent)
-    folder = model_path(args)
     engine = Engine(
         printer,
         cache_dir=args.cache_dir,
         memory_limit_bytes=getattr(args, "memory_limit", None),
         kv_bits=getattr(args, "kv_bits", None),
-        **(engine_options or {}),
+        **engine_options,
     )
     engine.start()
     conv = uuid.uuid4().hex
+    doc_turns = DocumentTurns(engine, conv, docs, tools=runner)
     try:
         job = engine.load_model(
             folder or "", context_tokens=getattr(args, "context", None), force=getattr(args, "load_anyway", False)
@@ -197,9 +237,11 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options:
             print(f"olmo3: {fails[0].message}", file=sys.stderr)
             return 2
         info = next(e for e in printer.of(job) if isinstance(e, ModelLoaded)).info
-        engine.wait(engine.open_conversation(conv, system_prompt=args.system, sampling=sampling))
+        job = engine.open_conversation(conv, system_prompt=args.system, sampling=sampling)
+        engine.wait(job)
+        doc_turns.opened(printer.of(job))
         if scripted:
-            return _run_script(engine, printer, conv, Path(args.script), args.json, runner, consent)
+            return _run_script(doc_turns, printer, actions, args.json, consent)
         with_tools = " · tools on" if runner is not None else ""
         print(f"Olmo chat · {info.name} · {info_context(engine)}{with_tools} · /help lists the commands")
         last: TurnFinished | None = None
@@ -239,7 +281,7 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options:
                 if not user_turns:
                     print("nothing to regenerate yet")
                     continue
-                job = engine.regenerate(conv, tools=runner)
+                job = doc_turns.regenerate()
             elif command == "/reproduce":
                 redo = _reproduce(engine, conv, last, runner)
                 if redo is None:
@@ -255,69 +297,109 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options:
                 text = input(f"new text for user turn {parts[1]}: ").strip()
                 if not text:
                     continue
-                job = engine.edit(conv, int(parts[1]), text, tools=runner)
+                job = doc_turns.edit(int(parts[1]), text)
             elif command == "/continue":
-                job = engine.send(conv, CONTINUE, overflow="drop_oldest", tools=runner)
+                job = doc_turns.send(CONTINUE, overflow="drop_oldest", documents=False)
             elif command:
                 print(f"unknown command {command}; {HELP}")
                 continue
             else:
-                job = engine.send(conv, line, tools=runner)
+                job = doc_turns.send(line)
             wait_turn(engine, job, consent)
+            used = doc_turns.finished(printer.of(job))
+            if used:
+                print(describe(used))
             last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         return 0
     finally:
         engine.shutdown()
-        if hub is not None:
-            hub.close()  # stops every MCP server
+        if docs is not None:
+            docs.close()
 
 
 def info_context(engine: Engine) -> str:
     return f"{engine.context_tokens:,}-token context" if engine.context_tokens else "full context"
 
 
+SCRIPT_MAX_BYTES = 16 * 1024**2
+_ACTION_KEYS = {
+    "send": {"send", "sampling"},
+    "regenerate": {"regenerate", "sampling"},
+    "reproduce": {"reproduce"},
+    "edit": {"edit", "text", "sampling"},
+}
+
+
+def read_script(path: Path) -> list[dict[str, Any]]:
+    """A ``--script`` file, bounded (size, nesting) and checked action by action; ``ValueError`` names the problem.
+
+    Actions: ``{"send": TEXT}``, ``{"regenerate": true}``, ``{"reproduce": true}``, ``{"edit": N, "text": TEXT}``,
+    each but ``reproduce`` with an optional ``"sampling": {...}`` object. Unknown keys are refused (a typo must not
+    pass silently).
+    """
+    try:
+        actions = read_json(path, max_bytes=SCRIPT_MAX_BYTES)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the script ({e.strerror or e})") from None
+    if not isinstance(actions, list):
+        raise ValueError(f"{path}: expected a JSON list of actions")
+    for i, action in enumerate(actions):
+        where = f"{path}: action {i}"
+        if not isinstance(action, dict):
+            raise ValueError(f"{where} is not an object")
+        kinds = [k for k in _ACTION_KEYS if k in action]
+        if len(kinds) != 1:
+            raise ValueError(f"{where} needs exactly one of 'send', 'regenerate', 'reproduce' or 'edit'")
+        unknown = sorted(set(action) - _ACTION_KEYS[kinds[0]])
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}")
+        if "send" in action and not isinstance(action["send"], str):
+            raise ValueError(f"{where}: 'send' must be text")
+        for flag in ("regenerate", "reproduce"):
+            if flag in action and action[flag] is not True:
+                raise ValueError(f"{where}: '{flag}' must be true")
+        if "edit" in action:
+            turn = action["edit"]
+            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
+                raise ValueError(f"{where}: 'edit' must be a user turn number (0, 1, ...)")
+            if not isinstance(action.get("text"), str):
+                raise ValueError(f"{where}: 'edit' needs the new 'text'")
+        sampling = action.get("sampling")
+        if sampling is not None and not isinstance(sampling, dict):
+            raise ValueError(f"{where}: 'sampling' must be an object")
+        if sampling and any(isinstance(v, float) and not math.isfinite(v) for v in sampling.values()):
+            raise ValueError(f"{where}: 'sampling' must hold finite numbers (no NaN or Infinity)")
+    return actions
+
+
 def _run_script(
-    engine: Engine,
+    doc_turns: DocumentTurns,
     printer: _Printer,
-    conv: str,
-    path: Path,
+    actions: list[dict[str, Any]],
     as_json: bool,
-    tools: Any = None,
     consent: TerminalConsent | None = None,
 ) -> int:
-    try:
-        actions = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"olmo3: {path}: cannot read the script ({e})", file=sys.stderr)
-        return 2
-    if not isinstance(actions, list):
-        print(f"olmo3: {path}: expected a JSON list of actions", file=sys.stderr)
-        return 2
     status = 0
+    engine, conv = doc_turns.engine, doc_turns.conv
     last: TurnFinished | None = None
     for i, action in enumerate(actions):
-        if not isinstance(action, dict):
-            print(f"olmo3: {path}: action {i} is not an object", file=sys.stderr)
-            return 2
         sampling = action.get("sampling")
         if "send" in action:
-            job = engine.send(conv, str(action["send"]), sampling=sampling, tools=tools)
-        elif action.get("regenerate"):
-            job = engine.regenerate(conv, sampling=sampling, tools=tools)
-        elif action.get("reproduce"):
-            redo = _reproduce(engine, conv, last, tools)
+            job = doc_turns.send(action["send"], sampling=sampling)
+        elif "regenerate" in action:
+            job = doc_turns.regenerate(sampling=sampling)
+        elif "reproduce" in action:
+            redo = _reproduce(engine, conv, last, doc_turns.tools)
             if redo is None:
-                print(f"olmo3: {path}: action {i}: no reply to reproduce yet", file=sys.stderr)
+                print(f"olmo3: action {i}: no reply to reproduce yet", file=sys.stderr)
                 return 2
             job = redo
-        elif "edit" in action:
-            job = engine.edit(conv, int(action["edit"]), str(action.get("text", "")), sampling=sampling, tools=tools)
         else:
-            print(f"olmo3: {path}: action {i} needs 'send', 'regenerate', 'reproduce' or 'edit'", file=sys.stderr)
-            return 2
+            job = doc_turns.edit(action["edit"], action["text"], sampling=sampling)
         wait_turn(engine, job, consent)
         last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))
+        result["attachments"] = doc_turns.finished(printer.of(job))
         if "error" in result:
             status = 1
         if as_json:

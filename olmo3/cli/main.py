@@ -7,16 +7,17 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..units import format_bytes
 from .options import add_model_options, check_fits, model_path
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..model.modelinfo import inspect_model_dir
+    from ..hub.verify import verify_model_folder
 
-    info = inspect_model_dir(model_path(args) or "")
+    # Headers only, no weights read: a truncated or padded file, or tensors unlike config.json's, exit 2.
+    info = verify_model_folder(model_path(args) or Path(""))
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
@@ -69,7 +70,17 @@ def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, attr, None)
         if value is not None:
             out[key] = value
+    from ..chat.sampling import Sampling
+
+    Sampling().merged(out).validate()  # a bad value is refused here (exit 2), before a model loads
     return out
+
+
+def _model_folder(path: str | Path) -> None:
+    """Refuse a folder that is no Olmo-3 model before anything imports MLX (JSON and headers only)."""
+    from ..model.modelinfo import inspect_model_dir
+
+    inspect_model_dir(path)
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -96,13 +107,15 @@ def _budget(text: str) -> int | None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    sampling = _sampling_args(args)  # refused before the model loads
+    folder = model_path(args)
+    assert folder is not None
+    _model_folder(folder)  # before MLX is imported
     from ..chat.engine import record_working_set
     from ..chat.events import TextDelta, TurnFinished
     from ..chat.session import ChatSession
     from ..model.loader import load
 
-    folder = model_path(args)
-    assert folder is not None
     record_working_set()  # this thread runs MLX: the GPU working set is the budget
     plan = check_fits(args, folder)
     model, tokenizer = load(folder)
@@ -112,7 +125,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         system_prompt=args.system,
         context_limit=plan.context_tokens,
         kv_bits=args.kv_bits,
-        **_sampling_args(args),
+        **sampling,
     )
     in_reasoning = False
     stats = None
@@ -156,6 +169,9 @@ def turn_json(fin: Any) -> dict[str, Any]:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.group_size not in (32, 64, 128):
+        raise ValueError(f"--group-size {args.group_size}: use 32, 64 or 128")
+    _model_folder(args.src)  # before MLX is imported
     from ..model.quantize import quantize_folder
 
     out = quantize_folder(args.src, args.dst, bits=args.bits, group_size=args.group_size)
@@ -168,9 +184,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench_docs import run
 
         return run(args)
+    if args.rounds < 1 or args.tokens < 1:
+        raise ValueError(f"--rounds and --tokens must be at least 1 (got {args.rounds} and {args.tokens})")
+    folder = model_path(args)
+    if folder is not None:
+        _model_folder(folder)  # before MLX is imported
     from . import bench
 
-    folder = model_path(args)
     check = lambda path: check_fits(args, path)  # noqa: E731 - the memory check, before each load
     if args.what == "decode":
         result = bench.bench_decode(folder, tokens=args.tokens, rounds=args.rounds, check=check)
@@ -191,6 +211,8 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     from ..model.tiny import make_tiny_model
 
     dest = Path(args.dest).expanduser()
+    if args.context < 1:  # refused before the folder is made
+        raise ValueError(f"--context {args.context}: must be at least 1 token")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} already exists and is not an empty folder")
     make_tiny_model(dest, think=args.think, max_position_embeddings=args.context)
@@ -201,11 +223,27 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+class _NoTraceback(logging.Formatter):
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return ""
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return ""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other refusal (subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .chat_tools import add_tool_options
 
-    p = argparse.ArgumentParser(prog="olmo3", description="Olmo-3 on MLX, headless.")
+    p = _Parser(prog="olmo3", description="Olmo-3 on MLX, headless.")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("info", help="describe a model: layers, window, parameters, KV bytes per token")
@@ -230,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
     s.add_argument("--cache-dir", help="where conversation caches are spilled (default: the app's cache folder)")
+    s.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="a document to chat about (text, Markdown, code, HTML, PDF, DOCX); repeat for more",
+    )
     add_tool_options(s)
     _add_sampling(s)
     s.set_defaults(fn=cmd_chat)
@@ -270,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools import add_tools_parser
 
     add_tools_parser(sub)
+    from .store import add_store_parser
+
+    add_store_parser(sub)
     return p
 
 
@@ -278,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.debug:  # a failed job logs one line here; its traceback only with --debug
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_NoTraceback("%(levelname)s %(name)s: %(message)s"))
     try:
         if getattr(args, "fn", None) is None:  # subcommands that dispatch themselves (models)
             from .models import run_models
@@ -287,13 +337,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        # Imported here, not at the top: `olmo3 models list` must not pay for importing MLX.
-        from ..model.modelinfo import ModelLoadError
+        if args.debug:
+            raise
+        return _report(e)
 
-        if isinstance(e, (ModelLoadError, ValueError, FileNotFoundError, FileExistsError)):
-            print(f"olmo3: {e}", file=sys.stderr)
-            return 2
-        raise
+
+def _report(e: Exception) -> int:
+    """One line on stderr: exit 2 for refused input (a bad folder, file, template or value), 1 for anything else;
+    ``olmo3 --debug ...`` shows the traceback instead."""
+    # Imported here, not at the top: `olmo3 models list` must not pay for importing MLX.
+    from ..model.modelinfo import ModelLoadError
+    from ..store.records import StoreError
+
+    message = " ".join(str(e).split()) or type(e).__name__
+    refused = (ModelLoadError, StoreError, ValueError, OSError)
+    if isinstance(e, refused) or type(e).__module__.startswith("jinja2"):  # a broken chat template is refused input
+        print(f"olmo3: {message}", file=sys.stderr)
+        return 2
+    print(f"olmo3: unexpected error: {type(e).__name__}: {message} (olmo3 --debug ... shows where)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

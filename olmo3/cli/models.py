@@ -1,9 +1,9 @@
 """``olmo3 models list | catalog | search | download REPO | delete NAME | import PATH``: models in a terminal.
 
 A thin front end over ``olmo3.hub.ModelStore``; all behaviour (verification, resume, locking) lives there.
-Exit codes: 0 success, 1 the operation failed (download failure, unknown model, import refused), 2 bad input
-(e.g. an invalid repo id), 130 interrupted (a download interrupted with Ctrl-C is paused and resumes when the
-same command runs again).
+Exit codes: 0 success, 1 the operation failed (a download failed, the model is busy), 2 refused input (an
+invalid repo id, no model of that name, a folder that is not a loadable model), 130 interrupted (a download
+interrupted with Ctrl-C is paused and resumes when the same command runs again).
 """
 
 from __future__ import annotations
@@ -142,10 +142,10 @@ def run_models(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
             return _delete(store, args, out, err)
         if action == "import":
             return _import(store, args, out, err)
-    except InvalidRepoIdError as e:
+    except (InvalidRepoIdError, ModelNotFoundError, ModelImportError) as e:  # refused input, like every command's
         print(f"olmo3 models: {e}", file=err)
         return EXIT_USAGE
-    except (ModelNotFoundError, ModelBusyError, ModelImportError) as e:
+    except ModelBusyError as e:
         print(f"olmo3 models: {e}", file=err)
         return EXIT_FAILED
     raise AssertionError(f"unknown models action {action!r}")  # argparse rejects unknown actions

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..fileio import loads_json
 from ..tools.config import STATE_NAME, ToolConfigError, default_config_path, load_config
 
 
@@ -95,9 +96,11 @@ def _print_table(tools: list[Any]) -> None:
 
 def cmd_tools_call(args: argparse.Namespace) -> int:
     try:
-        arguments = json.loads(args.arguments)
+        arguments = loads_json(args.arguments, what="the arguments' JSON")  # bounded: deep nesting is refused
     except json.JSONDecodeError as e:
         return _refuse(f"the arguments are not valid JSON: {e.msg} at column {e.colno}")
+    except ValueError as e:
+        return _refuse(str(e))
     if not isinstance(arguments, dict):
         return _refuse("the arguments must be one JSON object, like '{\"a\": 1}'")
     if args.timeout <= 0:

@@ -140,6 +140,7 @@ class TurnAttachment:
     tokens: int
     pages: int
     passages: tuple[Hit, ...] = field(default=())
+    attachment_id: int | None = None  # the attachment's row (the store's, or an in-memory index's)
 
     @property
     def chip_label(self) -> str:

@@ -56,6 +56,8 @@ def quantize_folder(
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if bits not in (4, 8):
         raise ValueError(f"--bits {bits}: use 4 or 8")
+    if group_size not in (32, 64, 128):
+        raise ValueError(f"--group-size {group_size}: use 32, 64 or 128")
     config, args = read_config(src)
     if config.get("quantization") or config.get("quantization_config"):
         raise ModelLoadError(f"{src / 'config.json'}: the model is already quantized")

@@ -17,12 +17,14 @@ Why it looks the way it does:
   second store marks only the streams of *dead* sessions as interrupted.
 
 The parts: ``schema`` (migrations), ``records`` (value objects, errors, pure helpers), ``paths`` (the default
-file), ``db`` (:class:`ConversationStore`: opening, migrating, transactions, conversations, trash), ``messages``
-(the message tree), ``streaming`` (streams and their owners), ``search`` (FTS5) and ``interchange`` (export,
-import, duplicate).
+file), ``health`` (the read-only checks before a file is opened for writing), ``salvage`` (a row-by-row copy
+out of a damaged file), ``db`` (:class:`ConversationStore`: opening, migrating, transactions, conversations,
+trash), ``messages`` (the message tree), ``streaming`` (streams and their owners), ``search`` (FTS5),
+``interchange`` (export, import, duplicate), ``validation`` (what an import must pass) and ``attachments``
+(attached documents: :mod:`olmo3.docs`'s tables in the store).
 
 This package must stay Qt-free (the CLI uses it too) and never imports ``olmo3.model``, ``olmo3.chat`` or
-``olmo3.hub``.
+``olmo3.hub`` (``olmo3.docs`` is fine: it is Qt-, MLX- and model-free too).
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ from .records import (
     TITLE_LIMIT,
     Channel,
     Conversation,
+    DamagedStoreError,
     Message,
+    NewerStoreError,
+    NotAStoreError,
     NotFoundError,
     Role,
     SearchHit,
@@ -67,8 +72,11 @@ __all__ = [
     "Channel",
     "Conversation",
     "ConversationStore",
+    "DamagedStoreError",
     "Message",
     "Migration",
+    "NewerStoreError",
+    "NotAStoreError",
     "NotFoundError",
     "Role",
     "SearchHit",

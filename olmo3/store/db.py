@@ -1,7 +1,8 @@
 """The store core: opening, configuring and migrating the file, transactions, conversations and the trash.
 
 :class:`ConversationStore` puts the parts together: the message tree (:mod:`.messages`), streaming
-(:mod:`.streaming`), search (:mod:`.search`) and export, import and duplicate (:mod:`.interchange`) are mixins.
+(:mod:`.streaming`), search (:mod:`.search`), export, import and duplicate (:mod:`.interchange`) and attached
+documents (:mod:`.attachments`) are mixins.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
 
 from olmo3.ids import new_id
 
 from ..appinfo import conversation_db_path as default_db_path
+from .attachments import AttachmentsMixin
+from .health import APPLICATION_ID, damaged_message, preflight
 from .interchange import InterchangeMixin
 from .messages import MessagesMixin
 from .records import (
     DEFAULT_TITLE,
     Conversation,
+    DamagedStoreError,
     NotFoundError,
     StoreError,
     check_dict,
@@ -50,7 +54,7 @@ _CONV_COLUMNS = (
 _UNSET: Any = object()
 
 
-class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeMixin):
+class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeMixin, AttachmentsMixin):
     """All conversations of the app in one SQLite file.
 
     Use one object per thread (it raises ``sqlite3.ProgrammingError`` when used from another);
@@ -72,6 +76,8 @@ class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeM
         self._tx_writes = False
         self._sessions: Sessions | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Reads only: a refused or damaged file stays byte-identical, with no -wal/-shm/-sessions beside it.
+        preflight(self.path)
         self._conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         try:
             self._configure()
@@ -80,10 +86,17 @@ class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeM
             self._recover_streams()
             if trash_retention_days is not None:
                 self.purge_trash(trash_retention_days)
-        except BaseException:
+        except BaseException as exc:
             self._conn.close()
             if self._sessions is not None:
                 self._sessions.close()
+                with suppress(OSError):  # ours, if no other session has a lock file in it
+                    self._sessions.dir.rmdir()
+            if isinstance(exc, sqlite3.DatabaseError):  # damage quick_check could not see
+                text = str(exc)
+                if "malformed" in text or "corrupt" in text:
+                    raise DamagedStoreError(damaged_message(self.path, text)) from exc
+                raise StoreError(f"{self.path}: {text}") from exc
             raise
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -114,6 +127,8 @@ class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeM
                 f"(this one reads up to {CURRENT_VERSION}); it was left untouched"
             )
         if version == CURRENT_VERSION:
+            if conn.execute("PRAGMA application_id").fetchone()[0] == 0:  # a store from before the id was set
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             return
         if version > 0:
             self._backup(version)
@@ -127,6 +142,7 @@ class ConversationStore(MessagesMixin, StreamingMixin, SearchMixin, InterchangeM
                 if migration.version > version:
                     migration.apply(conn)
                     conn.execute(f"PRAGMA user_version = {migration.version}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             problems = conn.execute("PRAGMA foreign_key_check").fetchall()
             if problems:
                 raise StoreError(f"{self.path}: foreign key problems after migration: {problems}")

@@ -15,7 +15,10 @@ __all__ = [
     "TITLE_LIMIT",
     "Channel",
     "Conversation",
+    "DamagedStoreError",
     "Message",
+    "NewerStoreError",
+    "NotAStoreError",
     "NotFoundError",
     "Role",
     "SearchHit",
@@ -44,6 +47,18 @@ FINAL_STATES: Final = ("complete", "interrupted", "error")
 
 class StoreError(Exception):
     """The database cannot be used as a conversation store (wrong file, newer schema, ...)."""
+
+
+class NotAStoreError(StoreError):
+    """Refused: not an SQLite file, or another program's SQLite file. The file was left untouched."""
+
+
+class NewerStoreError(StoreError):
+    """Refused: written by a newer Olmo Desktop (schema) or a newer SQLite (file format). Left untouched."""
+
+
+class DamagedStoreError(StoreError):
+    """A conversation store whose pages are damaged; the message names the file and the way out."""
 
 
 class NotFoundError(StoreError, LookupError):

@@ -6,6 +6,9 @@ scripts and remote resources. The GUI prints it to PDF with Qt.
 
 These work on the conversation dict of :mod:`olmo3.store.interchange` (which re-exports them) and import nothing
 from it. Qt-free; markdown-it-py and pygments are imported only by :func:`to_html`.
+
+Attached documents are listed at the top (name, pages, tokens); under each user message, the documents its turn used
+("whole" or "N passages") and the passages themselves, each labelled with its file and pages, in a collapsed block.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+from olmo3.docs.prompt import TurnAttachment
+from olmo3.docs.turn import from_provenance
+
+from .mdsafe import neutralize
 
 __all__ = ["active_path", "provenance_line", "to_html", "to_markdown", "tool_calls_text", "tool_result_heading"]
 
@@ -40,8 +48,8 @@ def tool_result_heading(msg: Mapping[str, Any]) -> str:
     """ "Tool result · add (calculator)", with how it went when it did not simply work."""
     found = msg.get("tool")
     tool: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    name = tool.get("name") or "a tool"
-    server = f" ({tool['server']})" if tool.get("server") else ""
+    name = " ".join(str(tool.get("name") or "a tool").split())
+    server = f" ({' '.join(str(tool['server']).split())})" if tool.get("server") else ""
     status = ""
     if tool.get("declined"):
         status = " · declined"
@@ -55,7 +63,7 @@ def tool_result_heading(msg: Mapping[str, Any]) -> str:
 
 
 def _fence(text: str) -> str:
-    """A fence longer than any run of backticks in ``text``."""
+    """A code fence longer than any run of backticks in ``text`` (what is inside a fence is text everywhere)."""
     longest, run = 0, 0
     for ch in text:
         run = run + 1 if ch == "`" else 0
@@ -91,7 +99,9 @@ def active_path(conv: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _date(ts_iso: str) -> str:
-    return datetime.fromisoformat(ts_iso).strftime("%Y-%m-%d %H:%M UTC")
+    dt = datetime.fromisoformat(ts_iso)
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _model_line(conv: Mapping[str, Any]) -> str:
@@ -109,6 +119,31 @@ def _state_note(msg: Mapping[str, Any]) -> str | None:
     if msg["state"] == "streaming":
         return "This reply was still being written."
     return None
+
+
+def _attachment_line(a: Mapping[str, Any]) -> str:
+    pages = len(a.get("pages") or ())
+    return f"{a['name']} · {pages} page{'s' if pages != 1 else ''} · {int(a.get('tokens') or 0):,} tokens"
+
+
+def _turn_documents(msg: Mapping[str, Any]) -> list[TurnAttachment]:
+    return from_provenance(msg.get("provenance")) if msg["role"] == "user" else []
+
+
+def _quote(text: str) -> list[str]:
+    return [("> " + line).rstrip() for line in text.strip("\n").splitlines()] or [">"]
+
+
+def _markdown_documents(used: list[TurnAttachment]) -> list[str]:
+    # Names and passages come from documents: content, neutralized like messages (only <details> is ours).
+    lines = [neutralize("*Documents: " + "; ".join(a.chip_label for a in used) + "*"), ""]
+    passages = [(a, h) for a in used for h in a.passages]
+    if passages:
+        lines += ["<details>", f"<summary>Passages used ({len(passages)})</summary>", ""]
+        for a, hit in passages:
+            lines += [neutralize(f"**{a.name}, {hit.page_label}**"), "", neutralize("\n".join(_quote(hit.text))), ""]
+        lines += ["</details>", ""]
+    return lines
 
 
 def provenance_line(msg: Mapping[str, Any]) -> str | None:
@@ -148,39 +183,51 @@ def provenance_line(msg: Mapping[str, Any]) -> str | None:
 
 
 def to_markdown(conv: Mapping[str, Any]) -> str:
-    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block."""
-    lines = [f"# {conv['title']}", ""]
-    lines += [f"*{_model_line(conv)} · {_date(conv['created_at'])}*", ""]
+    """The shown branch as Markdown; reasoning goes in a collapsible ``<details>`` block.
+
+    Every piece of text goes through :func:`olmo3.store.mdsafe.neutralize`: raw HTML in a message shows as text
+    and links outside the allow-list are inert in whatever renderer opens the file; only our own ``<details>``
+    markup is HTML.
+    """
+    title = " ".join(str(conv["title"]).split()) or "Conversation"
+    lines = [neutralize(f"# {title}"), ""]
+    lines += [neutralize(f"*{_model_line(conv)} · {_date(conv['created_at'])}*"), ""]
     if conv.get("system_prompt"):
         lines += ["**System prompt:**", ""]
-        lines += [("> " + line).rstrip() for line in conv["system_prompt"].splitlines()] + [""]
+        quoted = "\n".join(("> " + line).rstrip() for line in conv["system_prompt"].splitlines())
+        lines += [neutralize(quoted), ""]
+    if conv.get("attachments"):
+        lines += ["**Attached documents:**", ""]
+        lines += [neutralize(f"- {_attachment_line(a)}") for a in conv["attachments"]] + [""]
     for msg in active_path(conv):
         index, count = msg["branch"]
-        heading = f"## {tool_result_heading(msg) if msg['role'] == 'environment' else _ROLE_LABELS[msg['role']]}"
+        label = tool_result_heading(msg) if msg["role"] == "environment" else _ROLE_LABELS[msg["role"]]
+        heading = f"## {label}"
         if count > 1:
             heading += f" (branch {index + 1} of {count})"
-        lines += [heading, ""]
-        if msg["role"] == "environment":  # a tool's output is shown exactly as it came
+        lines += [neutralize(heading), ""]
+        if msg["role"] == "environment":  # a tool's output, exactly as it came: a code block is text everywhere
             fence = _fence(msg["content"])
             lines += [fence, msg["content"].strip("\n"), fence, ""]
             continue
         if msg["reasoning"]:
-            # A literal </details> in the reasoning would close the block early.
-            reasoning = msg["reasoning"].replace("</details>", "&lt;/details>")
             lines += ["<details>", "<summary>Reasoning</summary>", ""]
-            lines += [reasoning.strip("\n"), "", "</details>", ""]
+            lines += [neutralize(msg["reasoning"].strip("\n")), "", "</details>", ""]
         if msg["content"]:
-            lines += [msg["content"].strip("\n"), ""]
+            lines += [neutralize(msg["content"].strip("\n")), ""]
         calls = tool_calls_text(msg)
         if calls:
             fence = _fence("\n".join(calls))
             lines += ["*Tool calls:*", "", fence, *calls, fence, ""]
+        used = _turn_documents(msg)
+        if used:
+            lines += _markdown_documents(used)
         note = _state_note(msg)
         if note:
-            lines += [f"*{note}*", ""]
+            lines += [neutralize(f"*{note}*"), ""]
         made_with = provenance_line(msg)
-        if made_with:
-            lines += [f"<sub>{html.escape(made_with)}</sub>", ""]
+        if made_with:  # our <sub>; its text (names from an imported file) escaped and inert
+            lines += [f"<sub>{neutralize(html.escape(made_with))}</sub>", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -205,6 +252,12 @@ h1 { font-size: 22px; margin: 0 0 4px; overflow-wrap: anywhere; }
 .reasoning { border-left: 3px solid #d2d2d7; padding: 0 12px; color: #6e6e73; margin: 0 0 8px; }
 .reasoning summary { cursor: pointer; font-size: 12px; }
 .notice { color: #b3261e; font-size: 12px; font-style: italic; }
+.documents { color: #6e6e73; font-size: 12px; margin: 6px 0 0; }
+.attachments { margin: 0 0 20px; font-size: 13px; }
+.attachments ul { margin: 4px 0 0; padding-left: 20px; }
+.passages summary { cursor: pointer; font-size: 12px; color: #6e6e73; }
+.passage { border-left: 3px solid #d2d2d7; padding: 0 12px; margin: 8px 0; color: #424245; }
+.cite { font-size: 12px; font-weight: 600; color: #6e6e73; }
 .provenance { color: #6e6e73; font-size: 11px; margin: 6px 0 0; }
 .environment .body { border: 1px solid #d2d2d7; border-radius: 8px; padding: 4px 12px; }
 .tool-calls { font-size: 12px; color: #6e6e73; margin: 8px 0 0; }
@@ -242,9 +295,10 @@ def _highlight(code: str, lang: str, _attrs: str) -> str:
 
 
 def _markdown_renderer() -> Any:
-    from markdown_it import MarkdownIt
+    from ..links import safe_markdown_it
 
-    md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
+    # Links only to http, https and mailto (olmo3.links, the chat view's allow-list too); others are text.
+    md = safe_markdown_it("commonmark", {"html": False, "highlight": _highlight, "typographer": False})
     md.enable(["table", "strikethrough"])
 
     def image(_renderer: Any, tokens: Any, idx: int, _options: Any, _env: Any) -> str:
@@ -260,6 +314,21 @@ def _markdown_renderer() -> Any:
 
 def _plain(text: str) -> str:
     return f'<p class="plain">{html.escape(text)}</p>'
+
+
+def _html_documents(used: list[TurnAttachment]) -> str:
+    """Which documents the turn used, and the passages it read (escaped: document text is content)."""
+    parts = ['<p class="documents">Documents: ' + html.escape("; ".join(a.chip_label for a in used)) + "</p>"]
+    passages = [(a, h) for a in used for h in a.passages]
+    if passages:
+        parts.append(f'<details class="passages"><summary>Passages used ({len(passages)})</summary>')
+        for a, hit in passages:
+            parts.append(
+                f'<div class="passage"><div class="cite">{html.escape(f"{a.name}, {hit.page_label}")}</div>'
+                f"{_plain(hit.text)}</div>"
+            )
+        parts.append("</details>")
+    return "\n".join(parts)
 
 
 def to_html(conv: Mapping[str, Any]) -> str:
@@ -286,6 +355,10 @@ def to_html(conv: Mapping[str, Any]) -> str:
         out.append(
             f'<div class="system-prompt"><div class="role">System prompt</div>{_plain(conv["system_prompt"])}</div>'
         )
+    if conv.get("attachments"):
+        out.append('<section class="attachments"><div class="role">Attached documents</div><ul>')
+        out += [f"<li>{html.escape(_attachment_line(a))}</li>" for a in conv["attachments"]]
+        out.append("</ul></section>")
     for msg in active_path(conv):
         index, count = msg["branch"]
         branch = f' <span class="branch">· branch {index + 1} of {count}</span>' if count > 1 else ""
@@ -308,6 +381,9 @@ def to_html(conv: Mapping[str, Any]) -> str:
         if calls:
             out.append('<p class="tool-calls">Tool calls:</p>')
             out.append(f"<pre><code>{html.escape(chr(10).join(calls))}</code></pre>")
+        used = _turn_documents(msg)
+        if used:
+            out.append(_html_documents(used))
         note = _state_note(msg)
         if note:
             out.append(f'<p class="notice">{html.escape(note)}</p>')

@@ -1,6 +1,6 @@
 """The store's schema: an explicit list of migrations, versioned with ``PRAGMA user_version``.
 
-Never edit a shipped migration; add a new one instead (tests/store/test_store.py keeps a frozen copy of v1 and v2
+Never edit a shipped migration; add a new one instead (tests/store keeps frozen copies of every shipped version
 and fails if these drift). Applying the migrations, with a ``.vN.bak`` copy first, is the store's job
 (:meth:`olmo3.store.ConversationStore._migrate`).
 """
@@ -103,17 +103,66 @@ _V3: Final[tuple[str, ...]] = (
 )
 
 
-# Version 4: tool turns. Messages may have the role 'environment' (a tool's result, the turn Olmo-3's template
+# Version 4: attached documents (olmo3.docs): the extracted text, its passages and their FTS5 (BM25) index.
+# olmo3.docs.index.STORE_MIGRATION copied literally (and frozen here: that constant may change, this may not).
+# Deleting a conversation cascades to its attachments; a trigger (and the foreign key) takes their passages,
+# and the FTS triggers their index entries.
+_V4: Final[tuple[str, ...]] = (
+    """CREATE TABLE IF NOT EXISTS attachments (
+            id INTEGER PRIMARY KEY,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            message_id TEXT,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            encoding TEXT,
+            page_count INTEGER NOT NULL,
+            pages TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            warnings TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL
+        )""",
+    "CREATE INDEX IF NOT EXISTS attachments_by_conversation ON attachments(conversation_id, id)",
+    """CREATE TABLE IF NOT EXISTS passages (
+            id INTEGER PRIMARY KEY,
+            attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            page_start INTEGER NOT NULL,
+            page_end INTEGER NOT NULL,
+            tokens INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            UNIQUE (attachment_id, ordinal)
+        )""",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
+            text, content = 'passages', content_rowid = 'id', tokenize = 'porter unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
+            INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text);
+        END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
+            INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_update AFTER UPDATE OF text ON passages BEGIN
+            INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text);
+        END""",
+    """CREATE TRIGGER IF NOT EXISTS attachments_delete_passages AFTER DELETE ON attachments BEGIN
+            DELETE FROM passages WHERE attachment_id = old.id;
+        END""",
+)
+
+
+# Version 5: tool turns. Messages may have the role 'environment' (a tool's result, the turn Olmo-3's template
 # writes after an assistant message with function calls) and a `tool` column: JSON with an assistant's calls or an
 # environment turn's call and result; `tool_text` is its searchable text (the calls as written, the tool's name).
 # SQLite cannot change a CHECK constraint in place, so the table is rebuilt (same rows, same seq, so the FTS rowids
 # hold), its new self-reference named after the new table (RENAME rewrites it), and the search index gets a third
 # column. The old table's triggers and indexes go and are made again.
-_MESSAGES_V4 = """CREATE TABLE messages_v4 (
+_MESSAGES_V5 = """CREATE TABLE messages_v5 (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-        parent_id TEXT REFERENCES messages_v4(id) ON DELETE CASCADE,
+        parent_id TEXT REFERENCES messages_v5(id) ON DELETE CASCADE,
         role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'environment')),
         content TEXT NOT NULL DEFAULT '',
         reasoning TEXT NOT NULL DEFAULT '',
@@ -128,20 +177,20 @@ _MESSAGES_V4 = """CREATE TABLE messages_v4 (
         tool TEXT,
         tool_text TEXT NOT NULL DEFAULT ''
     )"""
-_V3_MESSAGE_COLUMNS = (
+_V4_MESSAGE_COLUMNS = (
     "seq, id, conversation_id, parent_id, role, content, reasoning, token_ids, stats, state, created_at, active, "
     "provenance, stream_owner"
 )
-_V4: Final[tuple[str, ...]] = (
-    _MESSAGES_V4,
-    f"INSERT INTO messages_v4 ({_V3_MESSAGE_COLUMNS}) SELECT {_V3_MESSAGE_COLUMNS} FROM messages",
+_V5: Final[tuple[str, ...]] = (
+    _MESSAGES_V5,
+    f"INSERT INTO messages_v5 ({_V4_MESSAGE_COLUMNS}) SELECT {_V4_MESSAGE_COLUMNS} FROM messages",
     # Triggers first: with them, the implicit DELETE of DROP TABLE fails ("database table is locked").
     "DROP TRIGGER messages_fts_insert",
     "DROP TRIGGER messages_fts_delete",
     "DROP TRIGGER messages_fts_update",
     "DROP TABLE messages",
     "DROP TABLE messages_fts",
-    "ALTER TABLE messages_v4 RENAME TO messages",
+    "ALTER TABLE messages_v5 RENAME TO messages",
     "CREATE INDEX messages_by_conversation ON messages(conversation_id, seq)",
     "CREATE INDEX messages_by_parent ON messages(parent_id)",
     """CREATE UNIQUE INDEX messages_one_active_child
@@ -189,6 +238,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "conversations and message tree", _statements(_V1)),
     Migration(2, "model revision, folders, sticky renames, provenance", _statements(_V2)),
     Migration(3, "FTS5 search, engine state, stream owners", _statements(_V3)),
-    Migration(4, "tool turns: the environment role, tool data, searchable calls", _statements(_V4)),
+    Migration(4, "attached documents: text, passages, FTS5 index", _statements(_V4)),
+    Migration(5, "tool turns: the environment role, tool data, searchable calls", _statements(_V5)),
 )
 CURRENT_VERSION: Final = MIGRATIONS[-1].version

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..fileio import loads_json
+
 OPEN_TAG = "<function_calls>"
 CLOSE_TAG = "</function_calls>"
 
@@ -307,9 +309,9 @@ def calls_from_openai(tool_calls: Sequence[Mapping[str, Any]]) -> list[FunctionC
         raw = function.get("arguments", {})
         if isinstance(raw, str):
             try:
-                raw = json.loads(raw) if raw.strip() else {}
-            except json.JSONDecodeError as e:
-                raise ValueError(f"tool_calls[{i}] ({name}): arguments are not valid JSON: {e.msg}") from None
+                raw = loads_json(raw, what=f"tool_calls[{i}] ({name}) arguments") if raw.strip() else {}
+            except ValueError as e:  # bad JSON, or nested deeper than JSON from outside may be
+                raise ValueError(f"tool_calls[{i}] ({name}): arguments are not valid JSON: {e}") from None
         if not isinstance(raw, Mapping):
             raise ValueError(f"tool_calls[{i}] ({name}): arguments must be a JSON object")
         for key in raw:

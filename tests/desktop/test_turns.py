@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from desktop import sync
-from desktop.turns import Turn, TurnRecorder
+from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat.engine import Engine
 from olmo3.chat.events import Event, JobFailed, TextDelta, TurnFinished
 from olmo3.chat.transcript import TranscriptState
@@ -157,3 +157,46 @@ def test_adopt_store_ids_converts_a_v01_state_once(setup):
     adopted = sync.adopt_store_ids(legacy, store.tree(conv))
     assert adopted == old  # the user message matched by content under the root, the reply by provenance
     assert sync.adopt_store_ids(old, store.tree(conv)) is old  # already shared: nothing to do
+
+
+def test_a_turns_documents_are_planned_recorded_and_bound(setup):
+    """plan_documents + TurnRecorder: the message as typed, its documents in its provenance, the composer's
+    attachments bound to it; a follow-up finds the whole document in the transcript, an edit carries it again."""
+    from olmo3.docs.turn import from_provenance, prepare_bytes
+    from olmo3.store.attachments import index_document
+
+    engine, events, store, conv = setup
+    recorder = TurnRecorder(store, lambda: "tiny")
+    memo = index_document(store.path, conv, prepare_bytes("memo.txt", b"The ferry leaves at seven."))
+    context = (0, 4096)
+    plan = plan_documents(store, conv, "When?", parent_id=None, new_ids=(memo,), context=context, max_tokens=6)
+    assert [(a.attachment_id, a.mode) for a in plan.attachments] == [(memo, "whole")]
+    user_id, reply_id = new_id(), new_id()
+    job = engine.send(conv, "When?", prompt_text=plan.prompt_text, message_id=user_id, reply_id=reply_id)
+    turn = Turn(job, conv, "send", user_id, reply_id, new_user=True, text="When?")
+    turn.use_plan(plan, (memo,))
+    finished = replay(recorder, events, turn, engine)
+    stored = store.get_message(user_id)
+    assert stored.content == "When?" and [a.name for a in from_provenance(stored.provenance)] == ["memo.txt"]
+    assert [a.message_id for a in store.attachments(conv)] == [user_id]
+    assert "The ferry leaves at seven." in finished.state.node(user_id).raw
+
+    used = (finished.stats.context_used, finished.stats.context_limit)
+    follow = plan_documents(store, conv, "Sure?", parent_id=reply_id, context=used, max_tokens=6)
+    assert follow.attachments == () and follow.prompt_text == "Sure?"  # already in the cached transcript
+    dropped = plan_documents(
+        store, conv, "Sure?", parent_id=reply_id, in_context={user_id: False}, context=used, max_tokens=6
+    )
+    assert [a.mode for a in dropped.attachments] == ["whole"]  # its turn left the context: it is sent again
+    edit = plan_documents(
+        store, conv, "When exactly?", parent_id=None, carried_from=user_id, context=context, max_tokens=6
+    )
+    assert [a.attachment_id for a in edit.attachments] == [memo] and edit.prompt_text.endswith("When exactly?")
+
+    # Without the engine's state (an imported conversation), the messages' texts are rebuilt from the store: the
+    # documents come back from the turn's record, exactly as the model read them.
+    rebuilt = restore_prompt_texts(
+        sync.state_from_store(store.tree(conv), system_prompt=None, think=False), store, conv
+    )
+    assert rebuilt.node(user_id).raw == finished.state.node(user_id).raw
+    assert rebuilt.node(reply_id).raw == finished.state.node(reply_id).raw

@@ -84,7 +84,7 @@ def test_download_list_delete(tmp_path, hub, tiny, capsys):
     assert "No models yet" in out
 
     code, _, err = run([*d, "delete", REPO, "--yes"], capsys)
-    assert code == 1 and "no model named" in err
+    assert code == 2 and "no model named" in err  # refused input
 
 
 def _write_cache(path: Path, fingerprint: str) -> None:
@@ -119,7 +119,7 @@ def test_import_link_and_catalog(tmp_path, hub, tiny, capsys):
     [m] = json.loads(out)
     assert m["name"] == "local/tiny" and m["source"] == "link" and m["origin"] == str(tiny.resolve())
     code, _, err = run([*d, "import", str(tmp_path)], capsys)
-    assert code == 1 and "not a loadable Olmo-3 model" in err
+    assert code == 2 and "not a loadable Olmo-3 model" in err  # refused input
 
     code, out, _ = run([*d, "catalog", "--memory-gb", "16"], capsys)
     assert code == 0

@@ -78,7 +78,7 @@ def test_json_round_trip_is_lossless(store: ConversationStore) -> None:
     first = store.export_dict(cid)
     text1 = interchange.to_json(first)
     assert json.loads(text1)["format"] == "olmo-desktop.conversation"
-    assert json.loads(text1)["version"] == 1
+    assert json.loads(text1)["version"] == interchange.VERSION == 3
     assert interchange.to_json(interchange.from_json(text1)) == text1  # parse + validate changes nothing
 
     new_id = store.import_conversation(interchange.from_json(text1))
@@ -157,7 +157,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
     cases = [
         (set_(("format",), "something.else"), r"not an Olmo Desktop conversation.*'something.else'"),
         (delete(("format",)), r"not an Olmo Desktop conversation"),
-        (set_(("version",), 2), r"unsupported conversation format version 2"),
+        (set_(("version",), 4), r"unsupported conversation format version 4"),
         (set_(("version",), True), r"unsupported conversation format version True"),
         (delete(("title",)), r"missing field 'title'"),
         (delete(("messages", 1, "role")), r"messages\[1\]\.missing field 'role'"),
@@ -223,9 +223,9 @@ def test_markdown_shows_active_branch_with_reasoning(store: ConversationStore) -
     assert "> You are Olmo.\n> Be kind." in md
     assert "## You\n\nExplain `git rebase` vs merge — briefly?" in md
     assert "## Assistant (branch 1 of 2)" in md
-    assert "<details>\n<summary>Reasoning</summary>\n\nThey want a comparison. &lt;/details> sneaky\n\n</details>" in md
+    assert "<details>\n<summary>Reasoning</summary>\n\nThey want a comparison. \\</details> sneaky\n\n</details>" in md
     assert "```bash\ngit rebase main\n```" in md
-    assert md.count("</details>") == 1
+    assert md.count("</details>") - md.count("\\</details>") == 1  # the one closing our block
     assert "Merge keeps history." not in md  # the other branch is not shown
     store.set_active(data["messages"][2]["id"])
     md2 = interchange.to_markdown(store.export_dict(data["id"]))
@@ -469,10 +469,14 @@ def test_tool_turns_are_stored_searchable_and_exported(store: ConversationStore)
 
 def test_exports_from_before_tool_turns_still_import(store: ConversationStore) -> None:
     data = store.export_dict(build_branchy(store))
-    for m in data["messages"]:
-        del m["tool"]  # files written before tool turns have no such key
-    new = store.import_conversation(interchange.from_json(interchange.to_json(data)))
+    old = copy.deepcopy(data)
+    old["version"] = 2
+    for m in old["messages"]:
+        del m["tool"]  # version 2 files, written before tool turns, have no such key
+    new = store.import_conversation(interchange.from_json(interchange.to_json(old)))
     assert all(m.tool is None for m in store.tree(new))
+    with pytest.raises(ValueError, match=r"messages\[0\]\.missing field 'tool'"):
+        interchange.validate_conversation({**old, "version": 3})
     bad = copy.deepcopy(data)
     bad["messages"][0]["tool"] = "add()"
     with pytest.raises(ValueError, match=r"messages\[0\]\.tool: expected an object or null"):

@@ -47,6 +47,7 @@ def fts_ok(conn: sqlite3.Connection) -> None:
     """FTS5 'integrity-check' on external-content tables compares the index with the rows."""
     conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
     conn.execute("INSERT INTO conversations_fts(conversations_fts) VALUES ('integrity-check')")
+    conn.execute("INSERT INTO passages_fts(passages_fts) VALUES ('integrity-check')")
 
 
 def db_ok(db: Path) -> None:
@@ -682,7 +683,38 @@ FROZEN_V3 = [
     "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
     "PRAGMA user_version = 3",
 ]
-FROZEN = {1: FROZEN_V1, 2: FROZEN_V1 + FROZEN_V2, 3: FROZEN_V1 + FROZEN_V2 + FROZEN_V3}
+FROZEN_V4 = [  # olmo3.docs.index.STORE_MIGRATION as shipped: attached documents
+    """CREATE TABLE IF NOT EXISTS attachments (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        message_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL, encoding TEXT, page_count INTEGER NOT NULL, pages TEXT NOT NULL,
+        tokens INTEGER NOT NULL, warnings TEXT NOT NULL DEFAULT '[]', created_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS attachments_by_conversation ON attachments(conversation_id, id)",
+    """CREATE TABLE IF NOT EXISTS passages (
+        id INTEGER PRIMARY KEY,
+        attachment_id INTEGER NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+        ordinal INTEGER NOT NULL, page_start INTEGER NOT NULL, page_end INTEGER NOT NULL,
+        tokens INTEGER NOT NULL, text TEXT NOT NULL, UNIQUE (attachment_id, ordinal))""",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
+        text, content = 'passages', content_rowid = 'id', tokenize = 'porter unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
+        INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
+        INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS passages_fts_update AFTER UPDATE OF text ON passages BEGIN
+        INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        INSERT INTO passages_fts(rowid, text) VALUES (new.id, new.text); END""",
+    """CREATE TRIGGER IF NOT EXISTS attachments_delete_passages AFTER DELETE ON attachments BEGIN
+        DELETE FROM passages WHERE attachment_id = old.id; END""",
+    "PRAGMA user_version = 4",
+]
+FROZEN = {
+    1: FROZEN_V1,
+    2: FROZEN_V1 + FROZEN_V2,
+    3: FROZEN_V1 + FROZEN_V2 + FROZEN_V3,
+    4: FROZEN_V1 + FROZEN_V2 + FROZEN_V3 + FROZEN_V4,
+}
 
 NOW = time.time()
 OLD_CONVS = [  # seq, id, title, model_id, system_prompt, sampling, created, updated, pinned, deleted
@@ -731,6 +763,8 @@ def build_old_db(path: Path, version: int) -> None:
             "UPDATE conversations SET model_revision = 'rev9', folder = 'Küche', title_is_auto = 1 WHERE id = 'c-1'"
         )
         conn.execute("""UPDATE messages SET provenance = '{"seed":42}' WHERE id = 'm-2'""")
+    if version >= 3:
+        conn.execute("""UPDATE conversations SET engine_state = '{"v":3}' WHERE id = 'c-2'""")
     conn.commit()
     conn.close()
 
@@ -742,7 +776,7 @@ def schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_shipped_migrations_match_frozen_schemas(tmp_path: Path, version: int) -> None:
     frozen = sqlite3.connect(tmp_path / "frozen.sqlite3")
     for stmt in FROZEN[version]:
@@ -810,6 +844,20 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
         assert [h.message_id for h in store.search("count_beans")] == [result]
         store.set_engine_state("c-1", {"ok": True})
         store.rename("c-1", "Kaffee")
+        if version == 3:
+            assert store.get_engine_state("c-2") == {"v": 3}
+
+        # Documents can be attached to a migrated conversation, and leave with it.
+        from olmo3.docs.chunk import chunk
+        from olmo3.docs.extract import Document, Page
+
+        doc = Document("notes.txt", "text", 40, "0" * 64, (Page(1, "The ferry timetable changed in spring."),))
+        attachment = store.add_attachment("c-2", doc, chunk(doc))
+        assert [a.id for a in store.attachments("c-2")] == [attachment]
+        assert store.search("ferry") == []  # document text is not message text
+        store.delete("c-2")
+        store.delete_forever("c-2")
+        assert store.attachments("c-2") == []
     db_ok(path)
 
     # The pre-migration file was kept as a backup, at its old version and with its rows.

@@ -190,6 +190,7 @@ def test_openai_tool_calls_round_trip():
         ([{"function": {"name": "f", "arguments": "{oops"}}], "not valid JSON"),
         ([{"function": {"name": "f", "arguments": "[1]"}}], "JSON object"),
         ([{"function": {"name": "f", "arguments": '{"a b": 1}'}}], "argument name"),
+        ([{"function": {"name": "f", "arguments": '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"}}], "nested"),
     ],
 )
 def test_openai_tool_calls_refused(tool_calls, words):
