@@ -481,3 +481,16 @@ def test_exports_from_before_tool_turns_still_import(store: ConversationStore) -
     bad["messages"][0]["tool"] = "add()"
     with pytest.raises(ValueError, match=r"messages\[0\]\.tool: expected an object or null"):
         interchange.validate_conversation(bad)
+
+
+def test_salvage_keeps_tool_turns(tmp_path: Path) -> None:
+    from olmo3.store.salvage import salvage
+
+    path = tmp_path / "tools.sqlite3"
+    with ConversationStore(path) as store:
+        cid, ids = build_tool_turn(store)
+        before = [(m.role, m.content, m.tool) for m in store.active_path(cid)]
+    salvage(path, tmp_path / "out.sqlite3")
+    with ConversationStore(tmp_path / "out.sqlite3") as store:
+        assert [(m.role, m.content, m.tool) for m in store.active_path(cid)] == before
+        assert {h.message_id for h in store.search("calculator")} == {ids["result"]}
