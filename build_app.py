@@ -22,7 +22,8 @@ every decision lives in this file as ordinary, tested Python:
   ~180 MB copy. ``--self-test`` on the built app proves which one MLX used (the JSON's ``libmlx``/``metallib``).
 * **Hidden imports** for what is imported through ``importlib``: our ``olmo3``/``desktop`` packages,
   ``mlx_lm.models.olmo3`` (mlx-lm's loader picks model modules by name), ``mlx_lm.tool_parsers.*`` and
-  ``mlx_lm.chat_templates.*`` (chosen at run time from the tokenizer's chat template), all of ``mlx``.
+  ``mlx_lm.chat_templates.*`` (chosen at run time from the tokenizer's chat template), all of ``mlx``, and the
+  uvicorn protocol, loop and lifespan modules the local server's configuration names.
 * **Metadata** (``*.dist-info``) for packages whose presence is tested with ``importlib.metadata``
   (huggingface_hub checks hf_xet/httpx2/jinja/numpy/safetensors; transformers checks its dependencies).
 * **Size**: unused Qt modules, tkinter and heavy optional ML frameworks are excluded; Qt translations are dropped.
@@ -73,6 +74,10 @@ HIDDEN_IMPORTS = (
     "mlx_lm.tokenizer_utils",
     "mlx_lm.sample_utils",
     "mlx_lm.generate",
+    # The local server: uvicorn imports these by name (olmo3.serve.server.UVICORN_MODULES).
+    "uvicorn.protocols.http.h11_impl",
+    "uvicorn.lifespan.off",
+    "uvicorn.loops.asyncio",
 )
 
 # Distributions whose metadata is looked up at run time (importlib.metadata.version / PackageNotFoundError checks).

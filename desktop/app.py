@@ -38,6 +38,7 @@ from desktop.chat import ChatView
 from desktop.composer import BottomBar, Composer, StatusRow, local_files
 from desktop.controller import ChatController
 from desktop.conversations import ConversationActions
+from desktop.local_server import LocalServerControl
 from desktop.menus import build_menus
 from desktop.model_actions import ModelActions, name_for_path
 from desktop.model_picker import ModelPickerDialog
@@ -163,6 +164,7 @@ class MainWindow(QMainWindow):
         self.conversations = ConversationActions(self)
         self.transfer = Transfer(self)
         self.model_actions = ModelActions(self)
+        self.local_server = LocalServerControl(self.bridge, self)
         self._wire()
         self.menus = build_menus(self)
         self._sync_actions()
@@ -179,6 +181,7 @@ class MainWindow(QMainWindow):
             self.controller.open(last)
         if start_engine:
             self.bridge.start()
+            self.local_server.apply(self.settings)
             last_model = self.settings.last_model
             if auto_load and self.settings.auto_load_last_model and last_model and Path(last_model).is_dir():
                 self.controller.load_model(last_model, name_for_path(last_model))
@@ -262,6 +265,9 @@ class MainWindow(QMainWindow):
         self.models.error.connect(models.on_error)
         self.models.download_failed.connect(models.on_download_failed)
         self.header.download_clicked.connect(models.open_picker)
+        self.local_server.status_changed.connect(self.status_row.set_server_text)
+        self.local_server.failed.connect(self.show_toast)
+        c.model_changed.connect(lambda _info: self.local_server.set_model_name(self.controller.model_name))
 
     # ------------------------------------------------------------------ what tests and screenshots call directly
     def refresh_sidebar(self) -> None:
@@ -415,6 +421,8 @@ class MainWindow(QMainWindow):
             self.controller.load_model(path, self.controller.model_name)  # the new context takes a reload
         elif settings.model_context != old.model_context:
             self.models.changed.emit()  # fit badges follow the contexts
+        if self.bridge.running:
+            self.local_server.apply(settings)
 
     def save_settings(self) -> None:
         try:
@@ -480,10 +488,11 @@ class MainWindow(QMainWindow):
             return bool(self._shutdown_ok)
         self._closed = True
         self.window_state.save(self)
+        ok = self.local_server.stop()  # before the engine: its requests are cancelled, its thread joined
         app = QApplication.instance()
         # Downloads first: one that is quantizing stops between two layers, so its engine job ends before the engine.
         self.models.shutdown()
-        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None))
+        ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None)) and ok
         try:
             self.tools.close()  # after the engine: a call in flight was cancelled with its turn
         except Exception:

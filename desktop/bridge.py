@@ -225,6 +225,15 @@ class EngineBridge(QObject):
     def delete_cache_file(self, conv_id: str) -> int:
         return int(self._engine.delete_cache_file(conv_id))
 
+    # The local server (Settings → Local server) runs on this engine: same model, same caches and memory budget.
+    def start_local_server(self, config: Any, on_change: Callable[[Any], None]) -> Any:
+        """Start an ``olmo3.serve.server.LocalServer`` over this bridge's engine (OSError if the port is taken)."""
+        from olmo3.serve.server import LocalServer
+
+        server = LocalServer(self._engine, config, on_change=on_change)
+        server.start()
+        return server
+
 
 class DownloadRelay(QObject):
     """Forwards :class:`olmo3.hub.DownloadHandle` events (download thread) to the GUI thread.

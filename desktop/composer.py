@@ -460,7 +460,7 @@ class _BarPaint(QWidget):
 
 
 class StatusRow(QWidget):
-    """Context bar on the left, last reply's stats on the right."""
+    """Context bar on the left, the local server's line (while it serves), last reply's stats on the right."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -468,16 +468,25 @@ class StatusRow(QWidget):
         row.setContentsMargins(6, 6, 6, 0)
         row.setSpacing(12)
         self.context = ContextBar(self)
+        self.server = QLabel("", self)
+        self.server.setObjectName("statusText")
+        self.server.hide()
         self.stats = ElidedLabel("", self)
         self.stats.setObjectName("statusText")
         self.stats.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         row.addWidget(self.context)
+        row.addWidget(self.server)
         row.addWidget(self.stats, 1)
         self.setFixedHeight(24)
 
     def set_stats_text(self, text: str) -> None:
         self.stats.setText(text)
         self.stats.setToolTip(text)
+
+    def set_server_text(self, text: str) -> None:
+        """ "Serving on 127.0.0.1:8000 · 3 requests", or "" while the local server is off."""
+        self.server.setText(text)
+        self.server.setVisible(bool(text))
 
     def sizeHint(self) -> QSize:
         return QSize(400, 24)

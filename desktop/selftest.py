@@ -13,13 +13,16 @@ The packaged app is tested by running it, not by inspecting it: ``"Olmo Desktop"
 4. ``tiny_model`` – a tiny random-weight Olmo-3 folder is written to a temp dir (``olmo3.model.tiny``).
 5. ``engine_generate`` – :class:`olmo3.chat.engine.Engine` starts its thread, loads that folder, opens a
    conversation and greedily generates a few tokens (tokenizer, chat template, model, KV cache, sampler).
-6. ``engine_shutdown`` – ``Engine.shutdown()`` returned True (the thread joined in time).
-7. ``dynamic_imports`` – modules that mlx-lm and transformers import by name are present (a real checkpoint
+6. ``local_server`` – the local server (``olmo3.serve``: Starlette on uvicorn, on a thread) starts on that engine
+   at a free port and answers one ``POST /v1/chat/completions`` (uvicorn imports its protocol, loop and
+   lifespan modules by name: a frozen build missing them fails here).
+7. ``engine_shutdown`` – ``Engine.shutdown()`` returned True (the thread joined in time).
+8. ``dynamic_imports`` – modules that mlx-lm and transformers import by name are present (a real checkpoint
    needs more of them than the tiny model does).
-8. ``main_window`` – :class:`desktop.app.MainWindow` is built with every data folder in a temp dir
+9. ``main_window`` – :class:`desktop.app.MainWindow` is built with every data folder in a temp dir
    (``OLMO_DESKTOP_HOME``), shown (offscreen, or with ``WA_DontShowOnScreen`` on a real display), grabbed,
    and shut down (``MainWindow.shutdown()`` must return True).
-9. ``screenshot`` – only with ``screenshot=PATH``: the grab is saved as a non-empty PNG.
+10. ``screenshot`` – only with ``screenshot=PATH``: the grab is saved as a non-empty PNG.
 
 It returns 0 when every check passed, else 1 after printing ``self-test FAILED: <check>: <why>`` lines on
 stderr. Nothing is written outside the temp dir except the probe in step 2 (a file created and deleted) and
@@ -239,8 +242,43 @@ class SelfTest:
             )
             if stats.generated_tokens < 1:
                 raise CheckFailedError(f"the engine generated no tokens (finish_reason={stats.finish_reason})")
+            self._serve_one(engine)
         finally:
             self.info["engine_stopped"] = engine.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
+
+    def _serve_one(self, engine: Any) -> None:
+        """Serve one chat request over HTTP from the engine just used (see ``local_server``)."""
+        import http.client
+
+        from olmo3.serve.server import LocalServer, ServeConfig
+
+        try:
+            server = LocalServer(engine, ServeConfig(port=0))
+            server.start()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=JOB_TIMEOUT_S)
+                body = {"model": str(self.tiny_dir.name if self.tiny_dir else ""), "max_tokens": 3}
+                body["messages"] = [{"role": "user", "content": PROMPT}]
+                conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                data = json.loads(response.read() or b"{}")
+                conn.close()
+            finally:
+                server.stop()
+            if response.status != 200:
+                raise CheckFailedError(f"the local server answered HTTP {response.status}: {data}")
+            self.info["served"] = {"status": response.status, "usage": data.get("usage")}
+        except CheckFailedError as e:
+            self.info["served"] = str(e)
+        except Exception as e:
+            self.info["served"] = f"{type(e).__name__}: {e}"
+
+    def local_server(self) -> None:
+        served = self.info.get("served")
+        if served is None:
+            raise CheckFailedError("the engine never got to serve a request")
+        if not isinstance(served, dict):
+            raise CheckFailedError(f"the local server failed: {served}")
 
     def engine_shutdown(self) -> None:
         stopped = self.info.get("engine_stopped")
@@ -466,6 +504,7 @@ def run_self_test(screenshot: str | None = None) -> int:
         test.check("mlx_eval", test.mlx_eval)
         test.check("tiny_model", test.tiny_model, needs=("mlx_eval",))
         test.check("engine_generate", test.engine, needs=("tiny_model",))
+        test.check("local_server", test.local_server, needs=("engine_generate",))
         test.check("engine_shutdown", test.engine_shutdown, needs=("tiny_model",))
         test.check("dynamic_imports", test.dynamic_imports)
         test.check("main_window", test.main_window, needs=("qt_app",))

@@ -62,6 +62,10 @@ class Settings:
     tools_enabled: bool = True
     tool_max_rounds: int = 8
     tool_timeout_s: float = 120.0
+    # The local OpenAI-compatible server (Settings → Local server): off until the user turns it on.
+    server_enabled: bool = False
+    server_port: int = 8000  # on 127.0.0.1 only; 0 picks a free port
+    server_api_key: str = ""  # empty: no key asked (only programs on this computer can connect)
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -115,10 +119,12 @@ class Settings:
                 if isinstance(value, bool):
                     values[f.name] = value
             elif isinstance(default, int):
-                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                lo, hi = (0, 65535) if f.name == "server_port" else (1, 1_000)
+                if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
                     values[f.name] = value
                 else:
-                    log.warning("settings: ignoring %s=%r (not a positive whole number)", f.name, value)
+                    what = "a port number" if f.name == "server_port" else "a whole number from 1 to 1,000"
+                    log.warning("settings: ignoring %s=%r (not %s)", f.name, value, what)
             elif isinstance(default, float):
                 try:
                     number = float(value)

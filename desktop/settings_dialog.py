@@ -1,5 +1,6 @@
 """The settings window: chat (system prompts), the model (context length, start-up), sampling with Olmo-3 presets,
-tools (MCP servers: :mod:`desktop.tools_settings`), memory & storage, appearance.
+tools (MCP servers: :mod:`desktop.tools_settings`), memory & storage, appearance, and the local server (an
+OpenAI-compatible API for other programs on this computer).
 
 It edits a copy of :class:`desktop.settings.Settings` and, when a conversation is open, that conversation's own
 system prompt, thinking budget and earlier-reasoning choice; :meth:`SettingsDialog.result_settings`,
@@ -22,6 +23,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -42,6 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.local_server import HOST, base_url
 from desktop.settings import Sampling, Settings, presets
 from olmo3.chat.sampling import THINKING_BUDGETS
 
@@ -189,7 +192,7 @@ def _model_shape(model_dir: str | None) -> tuple[Any, str]:
 class SettingsDialog(QDialog):
     """Edits settings; nothing is applied until Save."""
 
-    PAGES = ("Chat", "Model", "Sampling", "Tools", "Memory & storage", "Appearance")
+    PAGES = ("Chat", "Model", "Sampling", "Tools", "Memory & storage", "Appearance", "Local server")
 
     def __init__(
         self,
@@ -250,6 +253,7 @@ class SettingsDialog(QDialog):
         self.pages.addWidget(self.tools_page)
         self.pages.addWidget(self._memory_page())
         self.pages.addWidget(self._appearance_page())
+        self.pages.addWidget(self._server_page())
         self.nav.currentRowChanged.connect(self.pages.setCurrentIndex)
         self.nav.setCurrentRow(0)
 
@@ -530,6 +534,54 @@ class SettingsDialog(QDialog):
         layout.addStretch(1)
         return page
 
+    def _server_page(self) -> QWidget:
+        page, layout = self._page()
+        self.server_enabled = QCheckBox("Serve the loaded model to other programs (OpenAI-compatible API)", page)
+        self.server_enabled.setChecked(self._settings.server_enabled)
+        layout.addWidget(self.server_enabled)
+        layout.addWidget(
+            _hint(
+                f"Editors, agents and scripts on this computer can use the model like OpenAI's API (it listens on "
+                f"{HOST} only). They share the loaded model, its memory and its conversation caches with this "
+                "window.",
+                page,
+            )
+        )
+        layout.addSpacing(16)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        form.setHorizontalSpacing(14)
+        form.setVerticalSpacing(10)
+        self.server_port = self._int(1024, 65535, self._settings.server_port or 8000)
+        self.server_key = QLineEdit(self._settings.server_api_key, page)
+        self.server_key.setPlaceholderText("none")
+        self.server_key.setFixedWidth(FIELD_WIDTH * 2)
+        form.addRow("Port", self.server_port)
+        key_hint = _hint("Optional. Clients then send “Authorization: Bearer KEY”.", page)
+        form.addRow("API key", _with_hint(self.server_key, key_hint, page))
+        layout.addLayout(form)
+        layout.addSpacing(16)
+        layout.addWidget(_heading("Base URL", page))
+        row = QHBoxLayout()
+        row.setSpacing(10)
+        self.server_url = QLabel("", page)
+        self.server_url.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.copy_url_button = QPushButton("Copy base URL", page)
+        self.copy_url_button.clicked.connect(self.copy_base_url)
+        row.addWidget(self.server_url, 1)
+        row.addWidget(self.copy_url_button)
+        layout.addLayout(row)
+        layout.addStretch(1)
+        self.server_port.valueChanged.connect(self._show_base_url)
+        self._show_base_url()
+        return page
+
+    def _show_base_url(self, *_args: object) -> None:
+        self.server_url.setText(base_url(self.server_port.value()))
+
+    def copy_base_url(self) -> None:
+        QApplication.clipboard().setText(base_url(self.server_port.value()))
+
     # helpers ---------------------------------------------------------------------------------------------------
     def _double(self, lo: float, hi: float, step: float, value: float) -> QDoubleSpinBox:
         box = QDoubleSpinBox(self)
@@ -633,6 +685,9 @@ class SettingsDialog(QDialog):
             auto_load_last_model=self.auto_load.isChecked(),
             model_context=contexts,
             **self.tools_page.values(),
+            server_enabled=self.server_enabled.isChecked(),
+            server_port=self.server_port.value(),
+            server_api_key=self.server_key.text().strip(),
         )
 
     def conversation_prompt(self) -> str | object | None:

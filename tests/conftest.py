@@ -52,3 +52,11 @@ def tiny_think(tiny_think_dir):
     import olmo3
 
     return olmo3.load(tiny_think_dir)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Leave no Python-made QMimeData on Qt's clipboard: Qt deletes it at process exit, after Python has gone, and
+    its wrapper's destructor then crashes the exit (SIGSEGV, exit 139, with every test passed)."""
+    qt = sys.modules.get("PySide6.QtGui")
+    if qt is not None and qt.QGuiApplication.instance() is not None:
+        qt.QGuiApplication.clipboard().clear()

@@ -22,7 +22,7 @@ FAST_SAMPLING = {
     "seed": 0,
 }
 
-THREAD_PREFIXES = ("olmo3-engine", "download ")
+THREAD_PREFIXES = ("olmo3-engine", "olmo3-serve", "download ")
 _windows: list[Any] = []
 
 

@@ -13,6 +13,15 @@ turn re-prefilled. ``shutdown`` spills everything, so a follow-up after an app r
 Tools: ``send``/``regenerate``/``edit`` take a ``tools`` runner (``olmo3.chat.tool_turns.ToolRunner``, e.g.
 ``olmo3.tools.runner.HubTools``); the turn then offers them and runs the model's calls (one job, several rounds).
 A call that needs consent sends ``ToolCallRequested``; answer it from any thread with ``answer_tool_call``.
+
+The local server (``olmo3.serve``) shares all of this through one stateless entry point, :meth:`Engine.complete`:
+a request carries its whole conversation, and ``olmo3.chat.prefix_index`` finds the cached conversation it
+continues. Its jobs report to their own listener only (the app's ``on_event`` never sees them), are cancelled by
+job id (:meth:`Engine.cancel_job`; the app's ``cancel`` leaves them alone), and its conversations live under ids
+the app cannot use (``serve/…``), spilled to ``<cache_dir>/serve/``.
+
+(Over 600 lines: the job queue, the memory pool and the disk tier share state that only the engine thread may
+touch; the server's own logic lives in ``prefix_index`` and ``serve_session``.)
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ..appinfo import kv_cache_dir
 from ..memory import MemoryBudget, conversation_memory_limit, default_memory_budget, describe_error, memory_budget
 from .cachefile import check_cache_file
+from .completion import SERVE_PREFIX, CompletionRejected, CompletionRequest, is_serve_id
 from .events import (
     BranchSwitched,
     CacheState,
@@ -51,6 +61,7 @@ from .events import (
 from .tool_turns import ConsentDesk, ToolRunner, offer, run_tool_turn
 
 if TYPE_CHECKING:
+    from .prefix_index import ServePool
     from .session import ChatSession
 from .transcript import BranchKind, CacheStateKind, OverflowPolicy, TranscriptState
 
@@ -97,6 +108,11 @@ class _Job:
     def __init__(self, job_id: int, kind: str, conv_id: str, fn: Callable[[_Job], None]):
         self.id, self.kind, self.conv_id, self.fn = job_id, kind, conv_id, fn
 
+    @property
+    def serves(self) -> bool:
+        """A local-server request: cancelled only by its own id (or at shutdown)."""
+        return is_serve_id(self.conv_id)
+
 
 class Engine:
     """Owns MLX on one thread; see the module docstring."""
@@ -125,6 +141,9 @@ class Engine:
         self._id_lock = threading.Lock()
         self._last_submitted = 0
         self._cancel_upto = 0
+        self._cancelled: set[int] = set()  # jobs cancelled by id (cancel_job)
+        self._stopping = False
+        self._listeners: dict[int, Callable[[Event], None]] = {}
         self._done: set[int] = set()
         self._done_cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -138,6 +157,8 @@ class Engine:
         self._last_used: dict[str, float] = {}
         self._busy_conv: str | None = None
         self.consent = ConsentDesk()  # tool calls waiting for the person's yes or no
+        self._pool: ServePool | None = None
+        self.serve_disk_limit: int | None = None  # bytes of the server's disk tier (None: prefix_index's default)
 
     # ------------------------------------------------------------------ thread control (any thread)
     def start(self) -> None:
@@ -154,6 +175,7 @@ class Engine:
         """Cancel what runs, spill every cache to disk, stop the thread. True if it stopped in time."""
         if self._thread is None:
             return True
+        self._stopping = True  # cancels the server's requests too
         self.cancel()
         self._submit("shutdown", "", lambda job: self._spill_all())
         self._queue.put(None)
@@ -164,13 +186,26 @@ class Engine:
         return stopped
 
     def cancel(self) -> None:
-        """Stop the running generation (within one decode step or prefill chunk) and any queued ones."""
+        """Stop the running generation (within one decode step or prefill chunk) and any queued ones.
+
+        The local server's requests are not touched: each is cancelled by its own id (:meth:`cancel_job`)."""
         self._cancel_upto = self._last_submitted
 
     def answer_tool_call(self, request_id: int, decision: str) -> bool:
         """Answer a ``ToolCallRequested``: "allow" (or "once"/"always") or "deny" (any thread). False when the call
         no longer waits (its turn was stopped)."""
         return self.consent.answer(request_id, decision)
+
+    def cancel_job(self, job_id: int) -> None:
+        """Stop job ``job_id`` only: within one decode step or prefill chunk if it runs, before it starts if queued."""
+        with self._id_lock:
+            if job_id not in self._done:
+                self._cancelled.add(job_id)
+
+    def _stop_requested(self, job: _Job) -> bool:
+        if job.id in self._cancelled or self._stopping:
+            return True
+        return job.id <= self._cancel_upto and not job.serves
 
     def wait(self, job_id: int, timeout: float | None = None) -> bool:
         """Block until job ``job_id`` has finished (for the CLI and tests)."""
@@ -346,6 +381,14 @@ class Engine:
     def spill_all(self) -> int:
         return self._submit("spill_all", "", lambda job: self._spill_all())
 
+    def complete(self, request: CompletionRequest, listener: Callable[[Event], None]) -> int:
+        """A stateless request of the local server: its whole conversation (or a raw prompt) and one reply.
+
+        The engine finds the cached conversation sharing the longest prefix (``olmo3.chat.prefix_index``) and runs
+        the turn there. Events of this job go to ``listener`` only, on the engine thread (see
+        ``olmo3.chat.completion`` for the sequence); nothing of it reaches ``on_event``."""
+        return self._submit("complete", SERVE_PREFIX, lambda job: self._complete(job, request), listener)
+
     def call(self, fn: Callable[[Engine], Any]) -> int:
         """Run ``fn(engine)`` on the engine thread (for tools and tests that need MLX state)."""
         return self._submit("call", "", lambda job: fn(self))
@@ -412,6 +455,12 @@ class Engine:
         self._check_conv_id(conv_id)
         return self.cache_dir / f"{conv_id}.safetensors"
 
+    def _cache_file(self, conv_id: str) -> Path:
+        """Where a conversation's cache is spilled: the app's beside each other, the server's in ``serve/``."""
+        if is_serve_id(conv_id):
+            return self.cache_dir / "serve" / f"{conv_id[len(SERVE_PREFIX) :]}.safetensors"
+        return self.cache_path(conv_id)
+
     def delete_cache_file(self, conv_id: str) -> int:
         """Delete a conversation's spilled cache; returns the bytes freed (safe from any thread)."""
         p = self.cache_path(conv_id)
@@ -456,18 +505,27 @@ class Engine:
         if not isinstance(conv_id, str) or not _CONV_ID.match(conv_id):
             raise ValueError(f"bad conversation id {conv_id!r}: use letters, digits, '-' or '_'")
 
-    def _submit(self, kind: str, conv_id: str, fn: Callable[[_Job], None]) -> int:
+    def _submit(
+        self, kind: str, conv_id: str, fn: Callable[[_Job], None], listener: Callable[[Event], None] | None = None
+    ) -> int:
         with self._id_lock:
             job_id = next(self._ids)
+            if listener is not None:
+                self._listeners[job_id] = listener
             self._last_submitted = job_id
             self._queue.put(_Job(job_id, kind, conv_id, fn))
         return job_id
 
     def _emit(self, event: Event) -> None:
-        try:
-            self.on_event(event)
-        except Exception:  # a broken listener must not kill the engine
-            log.exception("event listener failed on %r", type(event).__name__)
+        listener = self._listeners.get(event.job_id) if event.job_id else None
+        targets = [listener] if listener is not None else []
+        if not is_serve_id(event.conv_id):  # the server's conversations are none of the app's business
+            targets.append(self.on_event)
+        for target in targets:
+            try:
+                target(event)
+            except Exception:  # a broken listener must not kill the engine
+                log.exception("event listener failed on %r", type(event).__name__)
 
     def _loop(self) -> None:
         try:
@@ -482,6 +540,9 @@ class Engine:
                 return
             self._emit(JobStarted(job_id=job.id, conv_id=job.conv_id, kind=job.kind))
             try:
+                if job.serves and self._stop_requested(job):
+                    self._emit(JobCancelled(job_id=job.id, conv_id=job.conv_id))  # cancelled while queued
+                    continue
                 job.fn(job)
             except Exception as e:  # every failure becomes an event; the thread lives on
                 log.exception("job %s (%s) failed", job.id, job.kind)
@@ -489,6 +550,9 @@ class Engine:
                     JobFailed(job_id=job.id, conv_id=job.conv_id, message=describe_error(e), error=type(e).__name__)
                 )
             finally:
+                with self._id_lock:
+                    self._listeners.pop(job.id, None)
+                    self._cancelled.discard(job.id)
                 with self._done_cv:
                     self._done.add(job.id)
                     self._done_cv.notify_all()
@@ -522,6 +586,7 @@ class Engine:
         self._spill_all()
         model, tokenizer = load(path)
         self.context_tokens, self._forced = plan.context_tokens, not plan.fits
+        self._drop_serve_sessions()  # spilled above; read back from disk for this model by the next request
         states = {cid: s.to_state() for cid, s in self.sessions.items()}
         options = {cid: (s.sampling, s.system_prompt) for cid, s in self.sessions.items()}
         self.model, self.tokenizer, self.info = model, tokenizer, model.info
@@ -541,12 +606,31 @@ class Engine:
 
     def _unload_model(self, job: _Job) -> None:
         self._spill_all()
+        self._drop_serve_sessions()
         self.model = self.tokenizer = self.info = None
         self.context_tokens, self._forced = 0, False
         import mlx.core as mx
 
         mx.clear_cache()
         self._emit(ModelUnloaded(job_id=job.id))
+
+    def _drop_serve_sessions(self) -> None:
+        for cid in [c for c in self.sessions if is_serve_id(c)]:
+            del self.sessions[cid]
+            self._last_used.pop(cid, None)
+        self._pool = None
+
+    def _complete(self, job: _Job, request: CompletionRequest) -> None:
+        from .prefix_index import ServePool, admit
+
+        if self._pool is None and self.model is not None:
+            self._pool = ServePool(self, disk_limit=self.serve_disk_limit)
+        prepared = admit(self._pool, request)  # which conversation it continues, or why it cannot run
+        if isinstance(prepared, CompletionRejected):
+            self._emit(dataclasses.replace(prepared, job_id=job.id, conv_id=job.conv_id))
+            return
+        job.conv_id = prepared.conv_id
+        self._generate(job, prepared.start)
 
     def _new_session(self, system_prompt: str | None, sampling: dict[str, Any] | None) -> ChatSession:
         from .session import ChatSession
@@ -582,7 +666,7 @@ class Engine:
             s.sampling = s.sampling.merged(sampling)
         self._last_used[job.conv_id] = time.monotonic()
         cache_state: CacheStateKind = (
-            "warm" if s.cache is not None else ("disk" if self.cache_path(job.conv_id).exists() else "cold")
+            "warm" if s.cache is not None else ("disk" if self._cache_file(job.conv_id).exists() else "cold")
         )
         self._emit(
             ConversationOpened(
@@ -620,7 +704,7 @@ class Engine:
             s.kv_budget_bytes = max(
                 self.memory_budget, conversation_memory_limit(self.info.weight_bytes, self.budget()), checked
             )
-            stop = lambda: job.id <= self._cancel_upto  # noqa: E731 - read on the engine thread only
+            stop = lambda: self._stop_requested(job)  # noqa: E731 - read on the engine thread only
             offered = offer(s, tools, stop)  # the tools go into this turn's prompt (None: none, as before)
             try:
                 events = start(s, stop)
@@ -709,8 +793,8 @@ class Engine:
 
         if s.cache is None:
             return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        path = self.cache_path(conv_id)
+        path = self._cache_file(conv_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.safetensors")
         meta = {
             "format": CACHE_FORMAT,
@@ -722,6 +806,8 @@ class Engine:
         os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half file under the real name
         s.drop_cache()
         self._emit(CacheState(conv_id=conv_id, state="disk", nbytes=path.stat().st_size))
+        if self._pool is not None and is_serve_id(conv_id):
+            self._pool.spilled(conv_id, s)
 
     def _spill_all(self) -> None:
         for cid, s in list(self.sessions.items()):
@@ -734,7 +820,7 @@ class Engine:
     def _restore_from_disk(self, conv_id: str, s: Any) -> None:
         from mlx_lm.models.cache import load_prompt_cache
 
-        path = self.cache_path(conv_id)
+        path = self._cache_file(conv_id)
         if not path.exists() or not s.tokens:
             return
         try:
@@ -756,7 +842,9 @@ class Engine:
         if problems:
             log.warning("discarding cache file %s: %s; the turn re-prefills", path, "; ".join(problems))
             path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)  # a server conversation's token index
             return
         s.cache = cache
         s.restored_from_disk = True
         path.unlink(missing_ok=True)  # the live cache is the truth now; it is written again on spill
+        path.with_suffix(".json").unlink(missing_ok=True)

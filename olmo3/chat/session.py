@@ -510,13 +510,19 @@ class ChatSession:
             k = self._verbatim_prefix(base, rendering.text)
             if k > keep:
                 best, keep = base, k
-        prefix = best[:keep]
+        # Never keep a prefix that ends inside the template's markup: a cached ``<`` (of ``<think>``) is a text
+        # prefix of ``<|im_end|>`` too, and keeping it would tokenize the rest of that control token as plain text.
+        at = len(self._decode(best[:keep])) if keep > 0 else 0
+        cut = next((start for start, end, _ in rendering.markup if start < at < end), at)
+        while keep > 0 and len(self._decode(best[:keep])) > cut:
+            keep -= 1
+        prefix = best[: max(keep, 0)]
         return prefix + rendering.encode_from(len(self._decode(prefix))), keep
 
     # ------------------------------------------------------------------ caches
-    def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, Reconcile]:
-        """The cache holding the longest prefix of ``target`` (at most ``len(target) - 1``: one token must
-        be fed to get logits). Returns ``(cache, cached_len, how)``."""
+    def best_cache(self, target: list[int]) -> tuple[int, str, Any, list[int]] | None:
+        """Which cache holds the longest usable prefix of ``target`` (at most ``len(target) - 1``: one token
+        must be fed to get logits), touching nothing: ``(usable, "live" | "snapshot", cache, its tokens)``."""
         best: tuple[int, str, Any, list[int]] | None = None
         candidates = [("live", self.cache, self.tokens)] + [("snapshot", s.cache, s.tokens) for s in self.snapshots]
         for name, cache, toks in candidates:
@@ -527,6 +533,12 @@ class ChatSession:
                 continue
             if best is None or usable > best[0]:
                 best = (usable, name, cache, toks)
+        return best
+
+    def _acquire_cache(self, target: list[int]) -> tuple[list[Any], int, Reconcile]:
+        """The cache holding the longest prefix of ``target`` (see :meth:`best_cache`), ready to extend.
+        Returns ``(cache, cached_len, how)``."""
+        best = self.best_cache(target)
         if best is None or best[0] == 0:
             fresh = self.cache is None and not self.tokens
             self.cache = None
@@ -551,6 +563,15 @@ class ChatSession:
         self.snapshots = [s for s in self.snapshots if s.tokens != tokens]
         self.snapshots.append(_Snapshot(list(tokens), kvcache.snapshot(cache)))
         del self.snapshots[: -self.max_snapshots]
+
+    def _prompt_checkpoints(self, target: list[int], target_text: str) -> list[int]:
+        """Where to snapshot the cache while this turn's prompt is prefilled (token counts; those already cached
+        are skipped).
+
+        None here: a conversation snapshots at the end of each turn only. The local server's sessions
+        (``olmo3.chat.serve_session``) checkpoint the end of the system prompt (new conversations start from
+        it) and a Think prompt before its ``<think>`` (clients send replies back without their reasoning)."""
+        return []
 
     def drop_snapshots(self) -> int:
         freed = sum(kvcache.nbytes(s.cache) for s in self.snapshots)
@@ -817,20 +838,23 @@ class ChatSession:
 
         # --- prefill everything but the last token, in chunks (cancellable, with progress) ---
         fed = 0
+        points = [*self._prompt_checkpoints(target, target_text), snap_at]
+        checkpoints = sorted({c for c in points if cached_len < c < len(target)})
         try:
             yield PrefillProgress(done=0, total=len(feed))
             while len(feed) - fed > 1:
                 if stop():
                     raise _CancelledError
                 n = min(self.prefill_step_size, len(feed) - fed - 1)
-                if cached_len + fed < snap_at:
-                    n = min(n, snap_at - cached_len - fed)
+                at = next((c for c in checkpoints if c > cached_len + fed), None)
+                if at is not None and at < cached_len + fed + n:
+                    n = at - cached_len - fed  # end this chunk at the checkpoint
                 self.model(mx.array(feed[fed : fed + n])[None], cache=cache)
                 mx.eval([c.state for c in cache])
                 fed += n
                 mx.clear_cache()
-                if cached_len + fed == snap_at:
-                    self._take_snapshot(target[:snap_at], cache)
+                if cached_len + fed in checkpoints:
+                    self._take_snapshot(target[: cached_len + fed], cache)
                 yield PrefillProgress(done=fed, total=len(feed))
             if stop():
                 raise _CancelledError

@@ -192,6 +192,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     check = lambda path: check_fits(args, path)  # noqa: E731 - the memory check, before each load
+    if args.what == "serve":
+        from .bench_serve import bench_serve, format_serve_table
+
+        result = bench_serve(str(folder) if folder else None, rounds=args.rounds)
+        print(format_serve_table(result))
+        print(json.dumps(result, indent=2))
+        return 0
     if args.what == "decode":
         result = bench.bench_decode(folder, tokens=args.tokens, rounds=args.rounds, check=check)
     else:
@@ -285,11 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group-size", type=int, default=64, help="weights per quantization group (default 64)")
     s.set_defaults(fn=cmd_quantize)
 
-    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs")
+    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs | serve")
     s.add_argument(
         "what",
-        choices=("decode", "chat", "docs"),
-        help="decode: tok/s against mlx_lm; chat: follow-up TTFT; docs: extract, index and retrieve",
+        choices=("decode", "chat", "docs", "serve"),
+        help="decode: tok/s against mlx_lm; chat: follow-up TTFT; docs: extract, index and retrieve; "
+        "serve: our server against mlx_lm.server",
     )
     add_model_options(s, required=False)
     s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run (default 128)")
@@ -311,8 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_models_parser(sub)
     except ImportError:  # pragma: no cover - the models subcommand ships with the model manager
         pass
+    from .serve import add_serve_parser
     from .tools import add_tools_parser
 
+    add_serve_parser(sub)
     add_tools_parser(sub)
     from .store import add_store_parser
 

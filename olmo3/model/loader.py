@@ -125,6 +125,7 @@ def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None) -> An
     vocab = tokenizer.get_vocab()
     if IM_END in vocab:
         tokenizer.add_eos_token(IM_END)
+    _keep_leading_space(tokenizer)
     if tokenizer.chat_template is None:
         raise ModelLoadError(f"{folder}: no chat template (chat_template.jinja or tokenizer_config.json)")
     source = folder / "chat_template.jinja"
@@ -137,6 +138,23 @@ def load_tokenizer(path: str | Path, config: dict[str, Any] | None = None) -> An
         raise ModelLoadError(f"{source}: {e}") from None
     setattr(tokenizer, ATTRIBUTE, safe)
     return tokenizer
+
+
+def _keep_leading_space(tokenizer: Any) -> None:
+    """Streamed text must be the decoded reply, character for character.
+
+    mlx-lm's BPE streaming detokenizer drops the leading space of a reply's first token (SentencePiece's
+    convention); Olmo-3's byte-level BPE has no such prefix space, so ``decode(ids)`` keeps it. Without this a
+    streamed reply (what a client of the local server sends back) differs from the cached tokens' text."""
+    from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer
+
+    class _ExactBPEStreamingDetokenizer(BPEStreamingDetokenizer):
+        def _maybe_trim_space(self, current_text: str) -> str:
+            return current_text
+
+    detok = getattr(tokenizer, "_detokenizer", None)
+    if type(detok) is BPEStreamingDetokenizer:
+        detok.__class__ = _ExactBPEStreamingDetokenizer
 
 
 def load(path: str | Path, *, lazy: bool = False) -> tuple[Model, Any]:

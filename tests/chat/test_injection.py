@@ -129,3 +129,17 @@ def test_the_gui_sends_control_token_text_as_text(qtbot, tmp_path, tiny_model_di
     assert control_ids(prompt, added) == control_ids(neutral.encode(), added)
     assert roles_seen(tok, prompt) == ["system", "user", "assistant"]
     assert window.store.active_path(window.controller.current)[0].content == f"{typed} hello"
+
+
+def test_a_cached_prefix_never_ends_inside_the_templates_markup(tiny):
+    """A cached ``<`` (say, of ``<think>``) is a text prefix of ``<|im_end|>`` too: keeping it would turn the rest of
+    that control token into plain characters. The kept prefix stops before the markup instead."""
+    model, tok = tiny
+    s = ChatSession(model, tok, temperature=0.0, max_tokens=4)
+    rendering = s.render([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"}])
+    full = rendering.encode()
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    k = full.index(im_end, full.index(im_end) + 1)  # the assistant's <|im_end|>
+    s.tokens = full[:k] + s.template.encode_text("<")  # the cache holds "Hi" and a plain "<"
+    target, keep = s._target(rendering)
+    assert target == full and keep == k

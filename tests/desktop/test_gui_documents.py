@@ -83,6 +83,9 @@ def test_attach_pdf_and_docx_send_see_chips_and_sources_and_open_a_passage(qtbot
     QGuiApplication.clipboard().setMimeData(file_mime(notes))
     window.composer.edit.setFocus()
     window.composer.edit.paste()
+    # Qt deletes the clipboard's data when the process exits, after Python has gone: a QMimeData made in Python
+    # must not be left there (its wrapper's destructor would crash the exit with SIGSEGV).
+    QGuiApplication.clipboard().clear()
     assert window.composer.text() == ""  # the file was attached, not its path typed
     assert window.composer.hint.text().startswith("Reading")
     wait_chips(qtbot, window, 3)

@@ -158,6 +158,9 @@ def test_hidden_imports_name_every_module_of_our_packages():
     files = [p for pkg in ("olmo3", "desktop") for p in ROOT.glob(f"{pkg}/**/*.py") if p.name != "__main__.py"]
     assert len(modules) == len(set(modules)) == len(files)  # one module per file (a package is its __init__.py)
     assert "mlx_lm.models.olmo3" in build_app.HIDDEN_IMPORTS
+    from olmo3.serve.server import UVICORN_MODULES
+
+    assert set(UVICORN_MODULES) <= set(build_app.HIDDEN_IMPORTS)  # what uvicorn imports by name for our config
 
 
 def test_generated_spec_compiles_and_carries_the_config(tmp_path):
@@ -268,12 +271,14 @@ def test_self_test_through_the_launcher_passes_and_writes_a_screenshot(tmp_path)
         "mlx_eval",
         "tiny_model",
         "engine_generate",
+        "local_server",
         "engine_shutdown",
         "dynamic_imports",
         "main_window",
         "screenshot",
     }
     assert report["tokens_generated"] >= 1 and report["engine_stopped"] is True
+    assert report["served"]["status"] == 200 and report["served"]["usage"]["completion_tokens"] >= 1
     assert report["window_class"] == "desktop.app.MainWindow"
     if not sys.platform.startswith("darwin"):
         assert report["qpa_platform"] == "offscreen" and report["qpa_forced_offscreen"] is True
@@ -283,7 +288,7 @@ def test_self_test_through_the_launcher_passes_and_writes_a_screenshot(tmp_path)
         assert list((tmp_path / "home").rglob("*")) == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["screenshot_bytes"] == shot.stat().st_size > 0
-    assert "self-test passed: 9 checks" in result.stderr
+    assert "self-test passed: 10 checks" in result.stderr
 
 
 def test_self_test_fails_loudly_when_the_data_folder_cannot_be_written(tmp_path):

@@ -1,0 +1,294 @@
+"""OpenAI's request and response shapes: parse a body into a :class:`CompletionRequest`, build chunks and replies.
+
+Pure functions, no I/O. Every refusal is an :class:`ApiError` (400) naming the parameter. Parameters we do not
+implement are refused when they would change the answer (``n`` > 1, ``logprobs``, penalties, JSON modes) and
+ignored when they would not (``user``, ``metadata``, ``store``, ...). Tools come with the tools issue: ``tools``,
+``tool`` messages and assistant ``tool_calls`` are refused with one clear message (:data:`TOOLS_NOT_SUPPORTED`);
+``_message`` is where they will be mapped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..chat.completion import ChatMessage, CompletionRequest, MessageRole
+from .errors import ApiError
+
+__all__ = [
+    "TOOLS_NOT_SUPPORTED",
+    "ParsedRequest",
+    "chat_chunk",
+    "chat_response",
+    "parse_chat",
+    "parse_completion",
+    "text_chunk",
+    "text_response",
+    "usage",
+]
+
+TOOLS_NOT_SUPPORTED = "tools are not supported yet"
+MAX_STOPS = 4
+LEGACY_DEFAULT_MAX_TOKENS = 16  # /v1/completions' documented default
+Kind = Literal["chat", "text"]
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    kind: Kind
+    model: str
+    completion: CompletionRequest
+    stream: bool
+    include_usage: bool
+    id: str
+    created: int
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _number(body: Mapping[str, Any], key: str, lo: float, hi: float, *, lo_open: bool = False) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(f"'{key}' must be a number", key)
+    if value < lo or value > hi or (lo_open and value == lo):
+        bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        raise _bad(f"'{key}' must be in {bound}, not {value}", key)
+    return float(value)
+
+
+def _integer(body: Mapping[str, Any], key: str, lo: int, hi: int = 2**31 - 1) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"'{key}' must be an integer", key)
+    if not lo <= value <= hi:
+        raise _bad(f"'{key}' must be between {lo} and {hi}, not {value}", key)
+    return value
+
+
+def _common(body: Any, kind: Kind) -> tuple[str, dict[str, Any], tuple[str, ...], dict[int, float], bool, bool]:
+    """The parameters both endpoints share: model, sampling, stop, logit_bias, stream."""
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("you must provide a model parameter", "model")
+    sampling: dict[str, Any] = {}
+    for key, lo, hi, lo_open in (("temperature", 0.0, 2.0, False), ("top_p", 0.0, 1.0, True)):
+        value = _number(body, key, lo, hi, lo_open=lo_open)
+        if value is not None:
+            sampling[key] = value
+    min_p = _number(body, "min_p", 0.0, 1.0)
+    if min_p is not None:
+        if min_p >= 1.0:
+            raise _bad("'min_p' must be below 1", "min_p")
+        sampling["min_p"] = min_p
+    top_k = _integer(body, "top_k", 0, 1 << 20)
+    if top_k is not None:
+        sampling["top_k"] = top_k
+    repetition = _number(body, "repetition_penalty", 0.0, 10.0, lo_open=True)
+    if repetition is not None:
+        sampling["repetition_penalty"] = repetition
+    seed = body.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _bad("'seed' must be an integer", "seed")
+        sampling["seed"] = seed % (2**31)
+    keys = ("max_completion_tokens", "max_tokens") if kind == "chat" else ("max_tokens",)
+    for key in keys:
+        value = _integer(body, key, 1)
+        if value is not None:
+            sampling["max_tokens"] = value
+            break
+    if kind == "text" and "max_tokens" not in sampling:
+        sampling["max_tokens"] = LEGACY_DEFAULT_MAX_TOKENS
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise _bad("only n=1 is supported", "n")
+    for key in ("presence_penalty", "frequency_penalty"):
+        value = _number(body, key, -2.0, 2.0)
+        if value:
+            raise _bad(f"'{key}' is not supported (use repetition_penalty)", key)
+    if body.get("logprobs") or body.get("top_logprobs") is not None:
+        raise _bad("logprobs are not supported", "logprobs")
+
+    stop = body.get("stop")
+    stops: tuple[str, ...] = ()
+    if isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = tuple(stop)
+    elif stop is not None:
+        raise _bad("'stop' must be a string or a list of strings", "stop")
+    if len(stops) > MAX_STOPS:
+        raise _bad(f"'stop' takes at most {MAX_STOPS} strings", "stop")
+
+    bias_in = body.get("logit_bias")
+    bias: dict[int, float] = {}
+    if bias_in is not None:
+        if not isinstance(bias_in, dict):
+            raise _bad("'logit_bias' must map token ids to numbers", "logit_bias")
+        for k, v in bias_in.items():
+            try:
+                token = int(k)
+            except ValueError:
+                raise _bad(f"logit_bias: {k!r} is not a token id", "logit_bias") from None
+            if isinstance(v, bool) or not isinstance(v, int | float) or not -100 <= v <= 100:
+                raise _bad(f"logit_bias: the bias of {k} must be a number in [-100, 100]", "logit_bias")
+            bias[token] = float(v)
+
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("'stream' must be true or false", "stream")
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _bad("'stream_options' must be an object", "stream_options")
+        if not stream:
+            raise _bad("'stream_options' is only allowed when 'stream' is true", "stream_options")
+        include_usage = bool(options.get("include_usage"))
+    return model, sampling, stops, bias, bool(stream), include_usage
+
+
+def _content(value: Any, index: int) -> str:
+    """A message's content: a string, or a list of text parts (other parts are refused)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for part in value:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise _bad(f"messages[{index}]: only text content is supported, not {kind!r}", f"messages[{index}]")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _bad(f"messages[{index}].content must be a string or a list of text parts", f"messages[{index}].content")
+
+
+def _message(m: Any, index: int) -> ChatMessage:
+    if not isinstance(m, dict):
+        raise _bad(f"messages[{index}] must be an object", f"messages[{index}]")
+    role = m.get("role")
+    if role in ("tool", "function") or m.get("tool_calls") or m.get("function_call"):
+        raise _bad(TOOLS_NOT_SUPPORTED, f"messages[{index}]", "tools_not_supported")
+    if role == "developer":
+        role = "system"
+    if role not in ("system", "user", "assistant"):
+        raise _bad(f"messages[{index}].role must be system, user or assistant, not {role!r}", f"messages[{index}].role")
+    reasoning = None
+    if role == "assistant":
+        r = m.get("reasoning_content", m.get("reasoning"))
+        reasoning = r if isinstance(r, str) else None
+    msg_role: MessageRole = role
+    return ChatMessage(msg_role, _content(m.get("content"), index), reasoning)
+
+
+def parse_chat(body: Any) -> ParsedRequest:
+    """``POST /v1/chat/completions``."""
+    model, sampling, stops, bias, stream, include_usage = _common(body, "chat")
+    if body.get("tools") or body.get("functions") or body.get("function_call"):
+        raise _bad(TOOLS_NOT_SUPPORTED, "tools", "tools_not_supported")
+    choice = body.get("tool_choice")
+    if choice not in (None, "none", "auto"):
+        raise _bad(TOOLS_NOT_SUPPORTED, "tool_choice", "tools_not_supported")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
+        raise _bad("only response_format {'type': 'text'} is supported", "response_format")
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise _bad("'messages' must be a non-empty list", "messages")
+    messages = tuple(_message(m, i) for i, m in enumerate(raw))
+    if messages[-1].role == "assistant":
+        raise _bad("the last message must be from the user (or the system)", "messages")
+    request = CompletionRequest(messages=messages, sampling=sampling, stop=stops, logit_bias=bias)
+    return ParsedRequest(
+        "chat", model, request, stream, include_usage, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    )
+
+
+def parse_completion(body: Any) -> ParsedRequest:
+    """``POST /v1/completions``: a raw prompt, fed as text without the chat template."""
+    model, sampling, stops, bias, stream, include_usage = _common(body, "text")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise _bad("'prompt' must be a string (one prompt per request; token-id prompts are not supported)", "prompt")
+    if not prompt:
+        raise _bad("'prompt' is empty", "prompt")
+    if body.get("echo"):
+        raise _bad("'echo' is not supported", "echo")
+    if body.get("suffix"):
+        raise _bad("'suffix' is not supported", "suffix")
+    if body.get("best_of") not in (None, 1):
+        raise _bad("only best_of=1 is supported", "best_of")
+    request = CompletionRequest(prompt=prompt, sampling=sampling, stop=stops, logit_bias=bias)
+    return ParsedRequest("text", model, request, stream, include_usage, f"cmpl-{uuid.uuid4().hex}", int(time.time()))
+
+
+# ---------------------------------------------------------------------- responses
+def usage(prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
+
+
+def _envelope(p: ParsedRequest, model: str, obj: str) -> dict[str, Any]:
+    return {"id": p.id, "object": obj, "created": p.created, "model": model}
+
+
+def chat_chunk(p: ParsedRequest, model: str, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+    chunk = _envelope(p, model, "chat.completion.chunk")
+    chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+    if p.include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def text_chunk(p: ParsedRequest, model: str, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+    chunk = _envelope(p, model, "text_completion")
+    chunk["choices"] = [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]
+    if p.include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(p: ParsedRequest, model: str, used: dict[str, Any]) -> dict[str, Any]:
+    chunk = _envelope(p, model, "chat.completion.chunk" if p.kind == "chat" else "text_completion")
+    chunk["choices"] = []
+    chunk["usage"] = used
+    return chunk
+
+
+def chat_response(
+    p: ParsedRequest, model: str, content: str, reasoning: str | None, finish_reason: str, used: dict[str, Any]
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    response = _envelope(p, model, "chat.completion")
+    response["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}]
+    response["usage"] = used
+    return response
+
+
+def text_response(p: ParsedRequest, model: str, text: str, finish_reason: str, used: dict[str, Any]) -> dict[str, Any]:
+    response = _envelope(p, model, "text_completion")
+    response["choices"] = [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]
+    response["usage"] = used
+    return response
