@@ -630,6 +630,7 @@ class Engine:
             self._emit(dataclasses.replace(prepared, job_id=job.id, conv_id=job.conv_id))
             return
         job.conv_id = prepared.conv_id
+        prepared.processors = self.logits_processors
         self._generate(job, prepared.start)
 
     def _new_session(self, system_prompt: str | None, sampling: dict[str, Any] | None) -> ChatSession:
@@ -705,7 +706,8 @@ class Engine:
                 self.memory_budget, conversation_memory_limit(self.info.weight_bytes, self.budget()), checked
             )
             stop = lambda: self._stop_requested(job)  # noqa: E731 - read on the engine thread only
-            offered = offer(s, tools, stop)  # the tools go into this turn's prompt (None: none, as before)
+            # The tools go into this turn's prompt (None: none, as before). A server request brings its own.
+            offered = s.tools if is_serve_id(job.conv_id) else offer(s, tools, stop)
             try:
                 events = start(s, stop)
             except ContextOverflowError as e:
