@@ -12,8 +12,10 @@ temporary folder. The window's actions live in helpers it owns, each given the w
 - :class:`desktop.attachments.DocumentAttacher`: documents attached with 📎, dropped on the window or pasted;
 - :func:`desktop.menus.build_menus`: the menu bar; :class:`desktop.window_state.WindowState`: geometry and drafts.
 
-Closing the window stops a running reply, saves it, spills every conversation cache to disk, pauses downloads and
-joins every thread the window started (:meth:`MainWindow.shutdown`).
+The window also owns the app's MCP tools (:class:`desktop.tools.AppTools`: one ``ToolHub``, servers started on first
+use). Closing the window stops a running reply (and a running tool call), saves it, spills every conversation cache
+to disk, stops the MCP servers, pauses downloads and joins every thread the window started
+(:meth:`MainWindow.shutdown`).
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ class MainWindow(QMainWindow):
         self.store, kept_aside = open_store(self.paths.database)
         self.damaged_store_notice: DamagedStoreNotice | None = None
         self.chores = ChoreRunner(self)
+        from desktop.tools import AppTools
+
+        self.tools = AppTools(self.paths, self)  # the MCP servers' tools; nothing starts until they are used
         self.bridge = EngineBridge(
             cache_dir=self.paths.kv_cache_dir,
             memory_budget_bytes=self.settings.memory_budget_bytes,
@@ -143,6 +148,7 @@ class MainWindow(QMainWindow):
             composer=self.composer,
             status=self.status_row,
             settings=lambda: self.settings,
+            tools=self.tools,
             parent=self,
         )
         self.controller.ask_overflow = lambda event: dialogs.ask_overflow(self, event)
@@ -385,6 +391,7 @@ class MainWindow(QMainWindow):
             conversation_sampling=own,
             conversation_title=title,
             budget=self.bridge.engine.budget(),
+            tools=self.tools,
             parent=self,
         )
         if dialog.exec():
@@ -486,6 +493,11 @@ class MainWindow(QMainWindow):
         # Downloads first: one that is quantizing stops between two layers, so its engine job ends before the engine.
         self.models.shutdown()
         ok = self.controller.shutdown(process_events=app.processEvents if app else (lambda: None)) and ok
+        try:
+            self.tools.close()  # after the engine: a call in flight was cancelled with its turn
+        except Exception:
+            log.exception("stopping the MCP servers failed")
+            ok = False
         ok = self.chores.shutdown() and ok
         try:
             self.store.close()

@@ -120,8 +120,10 @@ class EngineBridge(QObject):
         reply_id: str,
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
+        tools: Any = None,
         prompt_text: str | None = None,
     ) -> int:
+        """``tools``: the turn's ``olmo3.tools.runner.HubTools`` (None: no tools)."""
         return int(
             self._engine.send(
                 conv_id,
@@ -131,13 +133,22 @@ class EngineBridge(QObject):
                 reply_id=reply_id,
                 sampling=sampling,
                 overflow=overflow,
+                tools=tools,
             )
         )
 
     def regenerate(
-        self, conv_id: str, *, reply_id: str, sampling: dict[str, Any] | None, overflow: OverflowPolicy = "error"
+        self,
+        conv_id: str,
+        *,
+        reply_id: str,
+        sampling: dict[str, Any] | None,
+        overflow: OverflowPolicy = "error",
+        tools: Any = None,
     ) -> int:
-        return int(self._engine.regenerate(conv_id, reply_id=reply_id, sampling=sampling, overflow=overflow))
+        return int(
+            self._engine.regenerate(conv_id, reply_id=reply_id, sampling=sampling, overflow=overflow, tools=tools)
+        )
 
     def edit(
         self,
@@ -149,6 +160,7 @@ class EngineBridge(QObject):
         reply_id: str,
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy = "error",
+        tools: Any = None,
         prompt_text: str | None = None,
     ) -> int:
         return int(
@@ -161,8 +173,13 @@ class EngineBridge(QObject):
                 reply_id=reply_id,
                 sampling=sampling,
                 overflow=overflow,
+                tools=tools,
             )
         )
+
+    def answer_tool_call(self, request_id: int, decision: str) -> bool:
+        """Answer a ``ToolCallRequested``: "once", "always" (both allow) or "deny" (thread-safe)."""
+        return bool(self._engine.answer_tool_call(request_id, decision))
 
     def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: BranchKind) -> int:
         return int(self._engine.switch_branch(conv_id, user_turn_index, branch_index, which))

@@ -22,6 +22,11 @@ composer's chips.
 
 Engine events arrive through :class:`desktop.bridge.EngineBridge` on the GUI thread.
 
+Tools (:mod:`desktop.tools`): each turn gets the enabled tools of the app's MCP servers. The engine runs the calls
+between rounds of the turn; the controller shows each call as a card, asks before a tool runs (a non-blocking
+:class:`desktop.tool_dialogs.ConsentDialog`: Allow Once, Always Allow, Deny), and records every reply and result
+(:mod:`desktop.turns`). Stop cancels the running call and the turn.
+
 Signals:
     conversations_changed(): titles/order/trash changed; the sidebar should re-read.
     current_changed(object): the open conversation id (or None for a new, unsaved chat).
@@ -49,6 +54,7 @@ from desktop import provenance, sync
 from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
 from desktop.formatting import format_stats
+from desktop.tool_calls import ToolCalls
 from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat import events as ev
 from olmo3.chat.sampling import Sampling
@@ -83,9 +89,11 @@ class ChatController(QObject):
         composer: Composer,
         status: StatusRow,
         settings: Callable[[], Any],
+        tools: Any = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
+        self.tools = tools  # desktop.tools.AppTools, or None (no tools)
         self.store = store
         self.bridge = bridge
         self.view = view
@@ -110,6 +118,7 @@ class ChatController(QObject):
         self.draft_saver: Callable[[str | None, str], None] = lambda conv, text: None
         # Replaced in tests (offscreen, no modal dialogs): returns "drop" or "cancel".
         self.ask_overflow: Callable[[Any], str] = lambda event: "cancel"
+        self.tool_calls = ToolCalls(self)  # the view and the records of tool turns (desktop.tool_calls)
         self.documents: Any = None  # the composer's attachments (desktop.attachments.DocumentAttacher)
 
         bridge.engine_event.connect(self.on_engine_event)
@@ -122,6 +131,7 @@ class ChatController(QObject):
         view.branch_requested.connect(self.switch_branch)
         composer.send_requested.connect(self.send)
         composer.stop_requested.connect(self.stop)
+        view.stop_requested.connect(self.stop)
         self._flush_timer = QTimer(self)
         self._flush_timer.setInterval(1000)
         self._flush_timer.timeout.connect(self._flush_store)
@@ -318,6 +328,7 @@ class ChatController(QObject):
             reply_id=reply_id,
             sampling=self._sampling(),
             overflow=overflow,
+            tools=self.tool_calls.runner(),
             prompt_text=plan.prompt_text if plan.attachments else None,
         )
         self.turn = Turn(
@@ -408,7 +419,11 @@ class ChatController(QObject):
         self.ensure_open(conv_id)
         reply_id = new_id()
         job = self.bridge.regenerate(
-            conv_id, reply_id=reply_id, sampling=sampling or self._sampling(), overflow=overflow
+            conv_id,
+            reply_id=reply_id,
+            sampling=sampling or self._sampling(),
+            overflow=overflow,
+            tools=self.tool_calls.runner(),
         )
         self.turn = Turn(
             job_id=job,
@@ -443,6 +458,7 @@ class ChatController(QObject):
             reply_id=reply_id,
             sampling=self._sampling(),
             overflow=overflow,
+            tools=self.tool_calls.runner(),
             prompt_text=plan.prompt_text if plan.attachments else None,
         )
         self.turn = Turn(
@@ -486,10 +502,12 @@ class ChatController(QObject):
         return self.send(last_user.content, attach_user_id=last_user.id)
 
     def stop(self) -> None:
-        """Stop the running turn (also during prefill: the engine checks between prefill chunks)."""
+        """Stop the running turn (also during prefill: the engine checks between prefill chunks, and a running
+        tool call is cancelled)."""
         if self.turn is not None:
             self.bridge.cancel()
             self.composer.set_hint("Stopping…")
+            self.tool_calls.close_consent()
 
     def switch_branch(self, request: dict[str, Any]) -> None:
         """Show another alternative of a user turn (``which="user"``: edits; ``"reply"``: regenerations)."""
@@ -599,6 +617,11 @@ class ChatController(QObject):
             ev.ConversationOpened: self._on_opened,
             ev.BranchSwitched: self._on_branch_switched,
             ev.CacheState: self._on_cache_state,
+            ev.ToolRoundFinished: self.tool_calls.on_round_finished,
+            ev.ToolCallRequested: self.tool_calls.on_requested,
+            ev.ToolCallStarted: self.tool_calls.on_started,
+            ev.ToolCallFinished: self.tool_calls.on_finished,
+            ev.ToolRoundStarted: self.tool_calls.on_round_started,
         }.get(type(event))
         if handler is None:
             return
@@ -632,6 +655,7 @@ class ChatController(QObject):
         turn = self._turn_of(event)
         if turn is None:
             return
+        self.tool_calls.close_consent()
         self.turn = None
         self._flush_timer.stop()
         stats = event.stats

@@ -20,7 +20,7 @@ HOME_ENV = "OLMO_DESKTOP_HOME"
 class AppPaths:
     """The folders the app uses; created on demand by :meth:`ensure`."""
 
-    config_dir: Path  # settings.json, window.ini
+    config_dir: Path  # settings.json, window.ini, mcp.json, tools-state.json
     data_dir: Path  # conversations.sqlite3
     cache_dir: Path  # spilled KV caches (in kv/)
     log_dir: Path  # rotating logs
@@ -29,6 +29,16 @@ class AppPaths:
     @property
     def settings_file(self) -> Path:
         return self.config_dir / "settings.json"
+
+    @property
+    def mcp_config(self) -> Path:
+        """The ``mcpServers`` JSON of the MCP servers whose tools models may call (``olmo3.tools.config``)."""
+        return self.config_dir / "mcp.json"
+
+    @property
+    def tools_state(self) -> Path:
+        """Which tools are on and which run without asking (kept beside ``mcp.json``, which is the user's)."""
+        return self.config_dir / "tools-state.json"
 
     @property
     def window_ini(self) -> Path:

@@ -6,8 +6,9 @@ stopped by the thinking budget, with a full provenance record), a model picker f
 would send them (a download running, one failed offline, search results kept from an earlier search), a reply's
 Info popover, the context bar's tooltip, the settings window (each page; the Model page for a posed 7B 4-bit on a
 16 GB Mac), the first-run state, the Trash, the sidebar collapsed and shown at 800 px, the question for a model
-that won't fit in memory, a reply that filled the context, and a conversation about attached documents (chips,
-"Sources", a passage, and files being attached in the composer, one refused).
+that won't fit in memory, a reply that filled the context, a conversation about attached documents (chips,
+"Sources", a passage, and files being attached in the composer, one refused), and tools (cards, the consent question,
+a running call, Settings → Tools: :mod:`desktop.screenshots_tools`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 
 from desktop import samples
 from desktop.chat import AssistantMessageWidget
+from desktop.screenshots_tools import tool_screenshots
 
 WIDE = (1100, 720)
 NARROW = (800, 720)
@@ -580,6 +582,9 @@ def main_screenshots(out_dir: Path) -> int:
             window.chat_view.finish_backfill()
             window.chat_view.scroll_to_bottom()
             saved.append(_save(window, out_dir / f"16-context-full-{theme}.png", app))
+            saved += tool_screenshots(window, paths, out_dir, theme, app)  # cards, consent, Settings → Tools
+            window.controller.open(full)
+            _pose_loaded(window, "Olmo 3 7B Instruct · 4-bit", used=4096, limit=4096)
             # narrow: the sidebar collapses below 900 px; the toolbar button shows it
             window.resize(*NARROW)
             _settle(app)

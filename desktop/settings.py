@@ -57,6 +57,11 @@ class Settings:
     auto_load_last_model: bool = True
     # The context length chosen per model (its folder path); a model not listed gets olmo3.fit.default_context.
     model_context: dict[str, int] = field(default_factory=dict)
+    # Tools (Settings → Tools): whether models may call the tools of the MCP servers in mcp.json, at most how many
+    # rounds of calls one reply may make, and how long one call may take.
+    tools_enabled: bool = True
+    tool_max_rounds: int = 8
+    tool_timeout_s: float = 120.0
     # The local OpenAI-compatible server (Settings → Local server): off until the user turns it on.
     server_enabled: bool = False
     server_port: int = 8000  # on 127.0.0.1 only; 0 picks a free port
@@ -114,10 +119,12 @@ class Settings:
                 if isinstance(value, bool):
                     values[f.name] = value
             elif isinstance(default, int):
-                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+                lo, hi = (0, 65535) if f.name == "server_port" else (1, 1_000)
+                if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
                     values[f.name] = value
                 else:
-                    log.warning("settings: ignoring %s=%r (not a port number)", f.name, value)
+                    what = "a port number" if f.name == "server_port" else "a whole number from 1 to 1,000"
+                    log.warning("settings: ignoring %s=%r (not %s)", f.name, value, what)
             elif isinstance(default, float):
                 try:
                     number = float(value)

@@ -1,5 +1,6 @@
 """The settings window: chat (system prompts), the model (context length, start-up), sampling with Olmo-3 presets,
-memory & storage, appearance, and the local server (an OpenAI-compatible API for other programs on this computer).
+tools (MCP servers: :mod:`desktop.tools_settings`), memory & storage, appearance, and the local server (an
+OpenAI-compatible API for other programs on this computer).
 
 It edits a copy of :class:`desktop.settings.Settings` and, when a conversation is open, that conversation's own
 system prompt, thinking budget and earlier-reasoning choice; :meth:`SettingsDialog.result_settings`,
@@ -191,7 +192,7 @@ def _model_shape(model_dir: str | None) -> tuple[Any, str]:
 class SettingsDialog(QDialog):
     """Edits settings; nothing is applied until Save."""
 
-    PAGES = ("Chat", "Model", "Sampling", "Memory & storage", "Appearance", "Local server")
+    PAGES = ("Chat", "Model", "Sampling", "Tools", "Memory & storage", "Appearance", "Local server")
 
     def __init__(
         self,
@@ -204,9 +205,12 @@ class SettingsDialog(QDialog):
         conversation_title: str = "",
         budget: Any = None,
         model: tuple[Any, str] | None = None,
+        tools: Any = None,
+        list_tools: bool = True,
         parent: QWidget | None = None,
     ) -> None:
-        """``model``: the Model page's (``olmo3.fit.ModelShape``, display name); default: read from ``model_dir``."""
+        """``model``: the Model page's (``olmo3.fit.ModelShape``, display name); default: read from ``model_dir``.
+        ``tools``: the app's :class:`desktop.tools.AppTools` (the Tools page lists its servers)."""
         super().__init__(parent)
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
@@ -243,6 +247,10 @@ class SettingsDialog(QDialog):
         self.pages.addWidget(self._chat_page(conversation_prompt, conversation_title))
         self.pages.addWidget(self._model_page())
         self.pages.addWidget(self._sampling_page())
+        from desktop.tools_settings import ToolsPage
+
+        self.tools_page = ToolsPage(settings, tools, self, list_now=list_tools)
+        self.pages.addWidget(self.tools_page)
         self.pages.addWidget(self._memory_page())
         self.pages.addWidget(self._appearance_page())
         self.pages.addWidget(self._server_page())
@@ -676,6 +684,7 @@ class SettingsDialog(QDialog):
             theme=theme,
             auto_load_last_model=self.auto_load.isChecked(),
             model_context=contexts,
+            **self.tools_page.values(),
             server_enabled=self.server_enabled.isChecked(),
             server_port=self.server_port.value(),
             server_api_key=self.server_key.text().strip(),

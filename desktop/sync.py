@@ -55,6 +55,7 @@ def sync_store_from_state(store: Any, conv_id: str, state: TranscriptState) -> N
             stats=node.stats.to_dict() if node.stats else None,
             state="interrupted" if node.finish_reason == "cancelled" else "complete",
             message_id=node.id,
+            tool=node.tool,
         )
         known.add(node.id)
     active = {m.id for m in store.active_path(conv_id)}
@@ -95,6 +96,7 @@ def state_from_store(store_tree: Sequence[Any], *, system_prompt: str | None, th
                 active=msg.active,
                 finish_reason=finish,
                 stats=stats,
+                tool=getattr(msg, "tool", None),
             )
         )
     return state_from_messages(messages, system_prompt=system_prompt, think=think)
@@ -151,7 +153,8 @@ def view_messages(
     """Chat-view dicts from the store's active path (system messages left out).
 
     ``engine_messages`` add what only the engine knows (whether a turn is still in the context). A user message
-    carries the ``documents`` its turn used (its chips); the replies to it carry them as ``sources``.
+    carries the ``documents`` its turn used (its chips); the replies to it carry them as ``sources``. A reply that
+    only called tools (no text) is left out: its tool cards show the calls (unless it has alternatives to switch to).
     """
     in_context = {m.id: m.in_context for m in engine_messages or ()}
     out: list[dict[str, Any]] = []
@@ -165,6 +168,10 @@ def view_messages(
             documents = from_provenance(msg.provenance if isinstance(msg.provenance, dict) else None)
         stats = msg.stats if isinstance(msg.stats, dict) else None
         provenance = msg.provenance if isinstance(msg.provenance, dict) else {}
+        tool = msg.tool if isinstance(getattr(msg, "tool", None), dict) else None
+        calls_only = msg.role == "assistant" and tool is not None and tool.get("calls") and not msg.content
+        if calls_only and not msg.reasoning and msg.sibling_count == 1 and msg.state == "complete":
+            continue
         finish = (stats or {}).get("finish_reason")
         if msg.state == "interrupted":
             finish = "cancelled"
@@ -184,6 +191,7 @@ def view_messages(
             "provenance": provenance if msg.role == "assistant" else None,
             "error": provenance.get("error") if msg.state == "error" else None,
             "in_context": in_context.get(msg.id, True),
+            "tool": tool,
             "documents" if msg.role == "user" else "sources": list(documents),
         }
         out.append(item)

@@ -13,6 +13,11 @@ One turn's rows follow the engine's events:
    engine version, how the cache was reconciled), saves the engine's state and mirrors its tree into the store
    (:func:`desktop.sync.sync_store_from_state`).
 
+A turn with tools has several replies: each ``ToolRoundFinished`` finishes the reply that called tools (with its
+calls in the row's ``tool`` data), each ``ToolCallFinished`` adds the tool's result as an ``environment`` message,
+and ``ToolRoundStarted`` names the next reply (made by the engine: the store takes its id), whose row opens at its
+first token like the first one's.
+
 Documents: before a turn starts, :func:`plan_documents` decides what its user message carries (attachments sent with
 it, and those the turns above it used), whole or as passages, against the context that is left. The engine gets the
 plan's ``prompt_text`` (what the model reads); the store gets the message as typed, with the plan recorded in its
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from desktop import sync
-from olmo3.chat.events import TextDelta, TurnFinished
+from olmo3.chat.events import TextDelta, ToolCallFinished, ToolRoundFinished, ToolRoundStarted, TurnFinished
 from olmo3.chat.transcript import OverflowPolicy, TranscriptState
 from olmo3.docs.prompt import TurnAttachment, format_passages, format_user_turn, format_whole
 from olmo3.docs.turn import TurnPlan, documents_on_path, from_provenance, remaining_context
@@ -56,6 +61,8 @@ class Turn:
     reasoning_started: float | None = None
     reasoning_s: float | None = None
     rows_written: bool = False
+    reply_parent: str | None = None  # a later reply of a tool turn goes under the last tool result, not the user
+    stream_open: bool = False  # the reply row is being streamed
     prompt_text: str | None = None  # what the model reads, when the message carries documents
     documents: tuple[TurnAttachment, ...] = ()  # what each document contributed to this turn
     attachment_ids: tuple[int, ...] = ()  # composer attachments sent with the message (bound when its row is written)
@@ -166,8 +173,9 @@ class TurnRecorder:
                 turn.conv_id, turn.parent_id, "user", turn.text, provenance=turn.provenance(), message_id=turn.user_id
             )
             self.store.bind_attachments(turn.attachment_ids, turn.user_id)
-        self.store.begin_stream(turn.conv_id, turn.user_id, provenance=self._provenance(), message_id=turn.reply_id)
-        turn.rows_written = True
+        parent = turn.reply_parent or turn.user_id
+        self.store.begin_stream(turn.conv_id, parent, provenance=self._provenance(), message_id=turn.reply_id)
+        turn.rows_written = turn.stream_open = True
         return True
 
     def on_delta(self, turn: Turn, event: TextDelta) -> None:
@@ -183,33 +191,66 @@ class TurnRecorder:
         """Finish the rows; False when the turn was cancelled before its first token (nothing is kept)."""
         reply = event.reply
         if reply is None:
-            if turn.rows_written:
+            if turn.stream_open:
                 self.store.finish_stream(turn.reply_id, "interrupted")
+                turn.stream_open = False
             return False
+        if reply.id == turn.reply_id:  # else: a tool turn stopped after its last reply was recorded
+            self._finish_reply(turn, event.reply, event.stats)
+        elif turn.stream_open:
+            self.store.finish_stream(turn.reply_id, "interrupted")
+            turn.stream_open = False
+        self.store.set_engine_state(turn.conv_id, event.state.to_json())
+        sync.sync_store_from_state(self.store, turn.conv_id, event.state)
+        return True
+
+    def _finish_reply(self, turn: Turn, reply: Any, stats: Any, *, tool: dict[str, Any] | None = None) -> None:
         self.ensure_rows(turn)
+        if not turn.stream_open:
+            return
         # Everything the reply was made with (olmo3.chat.transcript.Provenance), plus the name the user saw.
         made_with = reply.provenance.to_dict() if reply.provenance is not None else {}
         provenance = {**made_with, **self._provenance()}
         if turn.reasoning_started is not None:
             spent = turn.reasoning_s if turn.reasoning_s is not None else time.monotonic() - turn.reasoning_started
             provenance["thought_s"] = round(spent, 1)
-        finish = reply.finish_reason or event.stats.finish_reason
+        finish = reply.finish_reason or stats.finish_reason
         self.store.finish_stream(
             turn.reply_id,
             "interrupted" if finish == "cancelled" else "complete",
             token_ids=list(reply.tokens) or None,
-            stats=event.stats.to_dict(),
+            stats=stats.to_dict(),
             provenance=provenance,
+            tool=tool,
         )
-        self.store.set_engine_state(turn.conv_id, event.state.to_json())
-        sync.sync_store_from_state(self.store, turn.conv_id, event.state)
-        return True
+        turn.stream_open = False
+
+    # --- tool turns -------------------------------------------------------------------------------------------
+    def on_round_finished(self, turn: Turn, event: ToolRoundFinished) -> None:
+        """A reply that called tools: finish its row with its calls (the tool data)."""
+        self._finish_reply(turn, event.reply, event.stats, tool=event.reply.tool)
+
+    def on_call_finished(self, turn: Turn, event: ToolCallFinished) -> None:
+        """A tool's result: an environment message under the reply (or the previous result)."""
+        message = event.message
+        self.store.append_message(
+            turn.conv_id, event.parent_id, "environment", message.content, tool=message.tool, message_id=event.call_id
+        )
+
+    def on_round_started(self, turn: Turn, event: ToolRoundStarted) -> None:
+        """The next reply of the turn: its row opens at its first token, under the last result."""
+        turn.reply_id, turn.reply_parent = event.reply_id, event.parent_id
+        turn.new_user = False
+        turn.rows_written = turn.stream_open = False
+        turn.reasoning_started = turn.reasoning_s = None
 
     def on_failed(self, turn: Turn, message: str) -> None:
-        if turn.rows_written:
+        if turn.stream_open:
             self.store.finish_stream(turn.reply_id, "error", provenance={"error": message, **self._provenance()})
+            turn.stream_open = False
 
     def on_abandoned(self, turn: Turn) -> None:
         """The app closes with the turn unfinished (its TurnFinished never came)."""
-        if turn.rows_written:
+        if turn.stream_open:
             self.store.finish_stream(turn.reply_id, "interrupted")
+            turn.stream_open = False

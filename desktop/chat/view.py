@@ -14,8 +14,11 @@ Signals:
     retry_requested(): the last reply was interrupted or failed; try again.
     continue_requested(): the last reply filled the context; go on without the oldest turns.
     copied(str): text was put on the clipboard (the window shows a small toast).
-    stop_requested(): the inline "Stop" of a pending reply was clicked.
+    stop_requested(): the Stop of a running tool call was clicked.
     source_requested(object): a "Sources" link under a reply: ``(TurnAttachment, Hit | None)``.
+
+Tool turns: an ``environment`` message (a tool's result) is a :class:`~desktop.chat.tool_card.ToolCallCard`;
+during a turn the controller adds cards as calls are asked for and run (:meth:`ChatView.add_tool_card`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QScrollA
 from desktop import theme as th
 from desktop.chat.assistant_message import AssistantMessageWidget
 from desktop.chat.message import MessageWidget
+from desktop.chat.tool_card import ToolCallCard
 from desktop.chat.user_message import UserMessageWidget
 
 COLUMN_MAX = 760  # text width of the conversation column
@@ -112,6 +116,7 @@ class ChatView(QScrollArea):
     retry_requested = Signal()
     continue_requested = Signal()
     copied = Signal(str)
+    stop_requested = Signal()
     source_requested = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -290,8 +295,42 @@ class ChatView(QScrollArea):
         self._update_empty()
 
     def remove_last_assistant(self) -> None:
-        if self._messages and self._messages[-1].role == "assistant":
-            self.truncate(len(self._messages) - 1)
+        """Remove the last turn's reply: its assistant messages and tool cards after the last user message."""
+        keep = len(self._messages)
+        while keep > 0 and self._messages[keep - 1].role in ("assistant", "environment"):
+            keep -= 1
+        if keep < len(self._messages):
+            self.truncate(keep)
+
+    # tool calls ---------------------------------------------------------------------------------------------
+    def add_tool_card(self, message: dict[str, Any]) -> ToolCallCard:
+        """A card for a call of the running turn (``message``: role "environment", ``tool``, ``pending``)."""
+        widget = self._append_widget({"role": "environment", "content": "", **message})
+        assert isinstance(widget, ToolCallCard)
+        self._stick = True
+        self._update_roles()
+        self._update_empty()
+        return widget
+
+    def tool_card(self, call_id: str) -> ToolCallCard | None:
+        return next((w for w in self._messages if isinstance(w, ToolCallCard) and w.call_id == call_id), None)
+
+    def tool_cards(self) -> list[ToolCallCard]:
+        return [w for w in self._messages if isinstance(w, ToolCallCard)]
+
+    def drop_stream(self) -> None:
+        """Remove the streaming reply (a reply that only called tools: its cards say it all)."""
+        widget = self._streaming
+        if widget is None:
+            return
+        self._stop_stream_state()
+        if widget in self._messages:
+            self._messages.remove(widget)
+            self._column_layout.removeWidget(widget)
+            widget.hide()
+            widget.deleteLater()
+            self._update_roles()
+            self._update_empty()
 
     def _append_widget(self, message: dict[str, Any]) -> MessageWidget:
         widget = self._make_widget(message)
@@ -301,6 +340,10 @@ class ChatView(QScrollArea):
 
     def _make_widget(self, message: dict[str, Any]) -> MessageWidget:
         widget: MessageWidget
+        if message.get("role") == "environment":
+            card = ToolCallCard(message, self.column)
+            card.stop_requested.connect(self.stop_requested)
+            return card
         if message.get("role") == "user":
             user = UserMessageWidget(message, self.column)
             user.edit_submitted.connect(self.edit_requested)
@@ -326,7 +369,7 @@ class ChatView(QScrollArea):
     @staticmethod
     def _annotate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drop system messages; fill in the user turn index of replies that lack one."""
-        shown = [dict(m) for m in messages if m.get("role") in ("user", "assistant")]
+        shown = [dict(m) for m in messages if m.get("role") in ("user", "assistant", "environment")]
         turn = -1
         for message in shown:
             if message["role"] == "user":
@@ -338,7 +381,8 @@ class ChatView(QScrollArea):
 
     def _update_roles(self) -> None:
         """Only the last reply can be regenerated/retried and keeps its actions visible."""
-        last = self._messages[-1] if self._messages else None
+        # The last reply (tool cards after it belong to it: a turn stopped while its calls ran).
+        last = next((w for w in reversed(self._messages) if w.role != "environment"), None)
         for widget in self._messages:
             if isinstance(widget, AssistantMessageWidget):
                 is_last = widget is last

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 SERVE_PREFIX = "serve/"
-MessageRole = Literal["system", "user", "assistant"]
+MessageRole = Literal["system", "user", "assistant", "environment"]  # environment: a tool's result
 CompletionFinish = Literal["stop", "length", "cancelled"]
 # Where the reused prefix came from: the matched conversation's live cache, one of its snapshots, its file on
 # disk, a copy of another conversation's cache (a new conversation forked from a shared prefix), or nowhere.
@@ -46,11 +46,19 @@ def is_serve_id(conv_id: str) -> bool:
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message of a request. ``reasoning``: an assistant's reasoning, when the client sent it back."""
+    """One message of a request. ``reasoning``: an assistant's reasoning, when the client sent it back.
+
+    Tools: an assistant message that called tools has ``calls``, the calls as Olmo writes them between its
+    ``<function_calls>`` tags (one ``name(key=<json>, …)`` per line), and the client's ``call_ids``; an
+    ``environment`` message is a tool's result (OpenAI's ``tool`` message), ``tool_call_id`` the call it answers.
+    """
 
     role: MessageRole
     content: str
     reasoning: str | None = None
+    calls: str | None = None
+    call_ids: tuple[str, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,8 @@ class CompletionRequest:
 
     ``sampling``: overrides of :class:`olmo3.chat.sampling.Sampling` (``max_tokens`` included; without it the reply
     may run to the model's default or to the end of the context, whichever comes first). ``stop``: strings that end
-    the reply (not included in it). ``logit_bias``: token id → bias added to its logit (-100 bans it).
+    the reply (not included in it). ``logit_bias``: token id → bias added to its logit (-100 bans it). ``tools``:
+    the functions offered to the model (template definitions, ``olmo3.tools.messages``), rendered by its template.
     """
 
     messages: tuple[ChatMessage, ...] = ()
@@ -67,6 +76,7 @@ class CompletionRequest:
     sampling: Mapping[str, Any] = field(default_factory=dict)
     stop: tuple[str, ...] = ()
     logit_bias: Mapping[int, float] = field(default_factory=dict)
+    tools: tuple[Mapping[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (not self.messages):
@@ -84,7 +94,7 @@ class CompletionRequest:
         no turns, hence no key."""
         if self.raw:
             return None
-        head: list[list[str]] = []
+        head: list[Any] = [list(self.tools)] if self.tools else []  # the tools are part of the system turn
         for m in self.messages:
             head.append([m.role, m.content])
             if m.role == "user":

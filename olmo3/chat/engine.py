@@ -10,6 +10,10 @@ first lose their turn snapshots, then have their live caches spilled to disk (ml
 file matches the model and the transcript; a corrupt or mismatched file is discarded with a log line and the
 turn re-prefilled. ``shutdown`` spills everything, so a follow-up after an app restart is instant too.
 
+Tools: ``send``/``regenerate``/``edit`` take a ``tools`` runner (``olmo3.chat.tool_turns.ToolRunner``, e.g.
+``olmo3.tools.runner.HubTools``); the turn then offers them and runs the model's calls (one job, several rounds).
+A call that needs consent sends ``ToolCallRequested``; answer it from any thread with ``answer_tool_call``.
+
 The local server (``olmo3.serve``) shares all of this through one stateless entry point, :meth:`Engine.complete`:
 a request carries its whole conversation, and ``olmo3.chat.prefix_index`` finds the cached conversation it
 continues. Its jobs report to their own listener only (the app's ``on_event`` never sees them), are cancelled by
@@ -54,6 +58,7 @@ from .events import (
     ModelWontFit,
     TurnFinished,
 )
+from .tool_turns import ConsentDesk, ToolRunner, offer, run_tool_turn
 
 if TYPE_CHECKING:
     from .prefix_index import ServePool
@@ -121,8 +126,11 @@ class Engine:
         memory_limit_bytes: int | None = None,
         kv_bits: int | None = None,
         session_options: dict[str, Any] | None = None,
+        logits_processors: list[Any] | None = None,
     ):
         self.on_event = on_event or (lambda e: None)
+        # Logits processors for every turn, on top of the sampling settings' (tests force a reply with one).
+        self.logits_processors = list(logits_processors or [])
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._budget = memory_budget_bytes
         self.memory_limit = memory_limit_bytes  # a user's cap on everything (olmo3 --memory-limit)
@@ -148,6 +156,7 @@ class Engine:
         self.sessions: dict[str, ChatSession] = {}
         self._last_used: dict[str, float] = {}
         self._busy_conv: str | None = None
+        self.consent = ConsentDesk()  # tool calls waiting for the person's yes or no
         self._pool: ServePool | None = None
         self.serve_disk_limit: int | None = None  # bytes of the server's disk tier (None: prefix_index's default)
 
@@ -181,6 +190,11 @@ class Engine:
 
         The local server's requests are not touched: each is cancelled by its own id (:meth:`cancel_job`)."""
         self._cancel_upto = self._last_submitted
+
+    def answer_tool_call(self, request_id: int, decision: str) -> bool:
+        """Answer a ``ToolCallRequested``: "allow" (or "once"/"always") or "deny" (any thread). False when the call
+        no longer waits (its turn was stopped)."""
+        return self.consent.answer(request_id, decision)
 
     def cancel_job(self, job_id: int) -> None:
         """Stop job ``job_id`` only: within one decode step or prefill chunk if it runs, before it starts if queued."""
@@ -237,8 +251,10 @@ class Engine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
+        tools: ToolRunner | None = None,
     ) -> int:
-        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages;
+        """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages
+        (with tools, ``reply_id`` is the first reply; later ones are announced by ``ToolRoundStarted``);
         ``prompt_text``: what the model reads instead of ``text`` (attached documents; see ``ChatSession.send``)."""
         self._check_conv_id(conv_id)
         return self._submit(
@@ -254,7 +270,11 @@ class Engine:
                     sampling=sampling,
                     overflow=overflow,
                     should_stop=stop,
+                    logits_processors=self.logits_processors,
                 ),
+                tools=tools,
+                sampling=sampling,
+                overflow=overflow,
             ),
         )
 
@@ -265,6 +285,7 @@ class Engine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
+        tools: ToolRunner | None = None,
     ) -> int:
         self._check_conv_id(conv_id)
         return self._submit(
@@ -272,7 +293,16 @@ class Engine:
             conv_id,
             lambda job: self._generate(
                 job,
-                lambda s, stop: s.regenerate(reply_id=reply_id, sampling=sampling, overflow=overflow, should_stop=stop),
+                lambda s, stop: s.regenerate(
+                    reply_id=reply_id,
+                    sampling=sampling,
+                    overflow=overflow,
+                    should_stop=stop,
+                    logits_processors=self.logits_processors,
+                ),
+                tools=tools,
+                sampling=sampling,
+                overflow=overflow,
             ),
         )
 
@@ -287,6 +317,7 @@ class Engine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
+        tools: ToolRunner | None = None,
     ) -> int:
         self._check_conv_id(conv_id)
         return self._submit(
@@ -303,7 +334,11 @@ class Engine:
                     sampling=sampling,
                     overflow=overflow,
                     should_stop=stop,
+                    logits_processors=self.logits_processors,
                 ),
+                tools=tools,
+                sampling=sampling,
+                overflow=overflow,
             ),
         )
 
@@ -595,6 +630,7 @@ class Engine:
             self._emit(dataclasses.replace(prepared, job_id=job.id, conv_id=job.conv_id))
             return
         job.conv_id = prepared.conv_id
+        prepared.processors = self.logits_processors
         self._generate(job, prepared.start)
 
     def _new_session(self, system_prompt: str | None, sampling: dict[str, Any] | None) -> ChatSession:
@@ -644,7 +680,15 @@ class Engine:
             )
         )
 
-    def _generate(self, job: _Job, start: Callable[[Any, Callable[[], bool]], Any]) -> None:
+    def _generate(
+        self,
+        job: _Job,
+        start: Callable[[Any, Callable[[], bool]], Any],
+        *,
+        tools: ToolRunner | None = None,
+        sampling: dict[str, Any] | None = None,
+        overflow: OverflowPolicy = "error",
+    ) -> None:
         from .session import ContextOverflowError
 
         self._require_model()
@@ -662,6 +706,8 @@ class Engine:
                 self.memory_budget, conversation_memory_limit(self.info.weight_bytes, self.budget()), checked
             )
             stop = lambda: self._stop_requested(job)  # noqa: E731 - read on the engine thread only
+            # The tools go into this turn's prompt (None: none, as before). A server request brings its own.
+            offered = s.tools if is_serve_id(job.conv_id) else offer(s, tools, stop)
             try:
                 events = start(s, stop)
             except ContextOverflowError as e:
@@ -678,6 +724,18 @@ class Engine:
                     )
                 )
                 return
+            if tools is not None and offered:
+                events = run_tool_turn(
+                    s,
+                    events,
+                    tools,
+                    self.consent,
+                    should_stop=stop,
+                    sampling=sampling,
+                    overflow=overflow,
+                    logits_processors=self.logits_processors,
+                    overflow_error=ContextOverflowError,
+                )
             for event in events:
                 if isinstance(event, TurnFinished) and event.reply is None and event.stats.finish_reason == "cancelled":
                     self._emit(dataclasses.replace(event, job_id=job.id, conv_id=job.conv_id))

@@ -36,6 +36,11 @@ __all__ = [
     "ModelWontFit",
     "PrefillProgress",
     "TextDelta",
+    "ToolCallFinished",
+    "ToolCallRequested",
+    "ToolCallStarted",
+    "ToolRoundFinished",
+    "ToolRoundStarted",
     "TurnFinished",
     "TurnStats",
 ]
@@ -162,3 +167,79 @@ class CacheState(Event):
 @dataclass(frozen=True, kw_only=True)
 class ConversationClosed(Event):
     pass
+
+
+# --- tool turns (olmo3.chat.tool_turns) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolRoundFinished(Event):
+    """A reply that called tools (or tried to): record it like a reply; its calls run next, then the model goes on.
+
+    ``reply.content`` is the text before the calls; ``calls`` are ``{"name", "arguments"}`` in order. When the
+    model's ``<function_calls>`` block could not be read, ``calls`` is empty, ``parse_error`` says why, the reply
+    keeps the block as text and the error goes back to the model as the call's result (a ``ToolCallFinished``).
+    """
+
+    reply: TranscriptMessage
+    stats: TurnStats
+    round: int
+    calls: tuple[dict[str, Any], ...]
+    state: TranscriptState
+    parse_error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallRequested(Event):
+    """The model wants to call a tool that needs the person's consent. The call waits until someone answers with
+    ``Engine.answer_tool_call(request_id, "allow" | "deny")`` (from any thread), or the job is cancelled."""
+
+    request_id: int
+    call_id: str  # the id its result (an environment message) will have
+    round: int
+    index: int  # the call's place in its reply (0-based)
+    name: str
+    server: str
+    arguments: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallStarted(Event):
+    """A call is running (its result comes in a ``ToolCallFinished`` with the same ``call_id``)."""
+
+    call_id: str
+    round: int
+    index: int
+    name: str
+    server: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallFinished(Event):
+    """A call's outcome, now an ``environment`` message (``message``, id ``call_id``) under ``parent_id``.
+
+    ``result`` is ``olmo3.tools.info.ToolResult.to_dict()`` (text, is_error, cancelled, timed_out, cut_chars);
+    ``declined``: the person said no; ``name`` is empty for a call that could not be read."""
+
+    call_id: str
+    parent_id: str
+    round: int
+    index: int
+    name: str
+    server: str
+    arguments: dict[str, Any]
+    result: dict[str, Any]
+    message: TranscriptMessage
+    declined: bool = False
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolRoundStarted(Event):
+    """The model reads the results and goes on: its next reply will be ``reply_id``, under ``parent_id``."""
+
+    reply_id: str
+    parent_id: str
+    round: int

@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from .events import Event
 from .sampling import Sampling
 from .serve_session import ServeSession, common_text_prefix
 from .session import _Snapshot
+from .tool_turns import template_renders_tools
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -73,8 +74,10 @@ class Prepared:
     forked: bool
     request: CompletionRequest
 
+    processors: list[Any] = field(default_factory=list)  # the engine's own (tests force replies with one)
+
     def start(self, session: Any, should_stop: Callable[[], bool]) -> Iterator[Event]:
-        return self.session.run_request(self.request, should_stop, forked=self.forked)
+        return self.session.run_request(self.request, should_stop, forked=self.forked, processors=self.processors)
 
 
 def admit(pool: ServePool | None, request: CompletionRequest) -> Prepared | CompletionRejected:
@@ -142,6 +145,12 @@ class ServePool:
         probe = self._probe or self._new_session(None)
         self._probe = probe
         probe.load_request(request)
+        if request.tools and not template_renders_tools(probe):
+            raise RequestRejectedError(
+                "the loaded model's chat template shows no tools to the model (it has no function calling)",
+                param="tools",
+                code="tools_not_supported",
+            )
         try:
             rendering = probe.rendered()
         except Exception as e:  # a template's raise_exception() or any rendering error: the messages' fault

@@ -26,6 +26,7 @@ import mlx.core as mx
 from tokenizers import Tokenizer
 
 from ..model.template import Rendering
+from ..tools.messages import system_message
 from .completion import CacheSource, ChatMessage, CompletionFinish, CompletionFinished, CompletionRequest, StopMatcher
 from .events import Event, TextDelta, TurnFinished
 from .session import ChatSession, ContextOverflowError
@@ -50,15 +51,25 @@ _SOURCES: dict[Reconcile, CacheSource] = {
 }
 
 
-def template_messages(messages: tuple[ChatMessage, ...], *, think: bool) -> list[dict[str, str]]:
+def template_messages(
+    messages: tuple[ChatMessage, ...], *, think: bool, with_tools: bool = False
+) -> list[dict[str, str]]:
     """The request's messages as the chat template takes them. A Think reply sent back with its reasoning is
-    rendered the way the model wrote it (``<think>reasoning</think>answer``), so its cached tokens match."""
+    rendered the way the model wrote it (``<think>reasoning</think>answer``), so its cached tokens match. With tools,
+    a reply's calls go in ``function_calls`` (as the model writes them), a tool's result is an ``environment`` turn,
+    and a system prompt gets the space the training data had before ``<functions>`` (``olmo3.tools.messages``)."""
     out = []
     for m in messages:
         content = m.content
         if m.role == "assistant" and think and m.reasoning is not None:
             content = f"{THINK_OPEN}{m.reasoning}{THINK_CLOSE}{m.content}"
-        out.append({"role": m.role, "content": content})
+        if m.role == "system":
+            out.append(system_message(content, with_tools=with_tools))
+            continue
+        message = {"role": m.role, "content": content}
+        if m.calls is not None:
+            message["function_calls"] = m.calls
+        out.append(message)
     return out
 
 
@@ -80,7 +91,10 @@ class ServeSession(ChatSession):
         self.nodes, self.root_children, self.root_active, self.drop_turns = {}, [], 0, 0
         self.system_prompt = None
         self.raw_prompt = request.prompt
-        self.request_messages = template_messages(request.messages, think=self.info.is_think)
+        self.tools = [dict(t) for t in request.tools] if request.tools else None
+        self.request_messages = template_messages(
+            request.messages, think=self.info.is_think, with_tools=bool(self.tools)
+        )
 
     def rendered(self) -> Rendering:
         """The request rendered with the chat template plus the generation prompt (or the raw prompt)."""
@@ -169,13 +183,21 @@ class ServeSession(ChatSession):
 
     # ------------------------------------------------------------------ the turn
     def run_request(
-        self, request: CompletionRequest, should_stop: Callable[[], bool], *, forked: bool
+        self,
+        request: CompletionRequest,
+        should_stop: Callable[[], bool],
+        *,
+        forked: bool,
+        processors: list[Any] | None = None,
     ) -> Iterator[Event]:
         """Start the request's turn (raises ``ContextOverflowError`` before feeding anything) and return its
-        events: ``TextDelta`` cut at the stop strings, then one :class:`CompletionFinished`."""
+        events: ``TextDelta`` cut at the stop strings, then one :class:`CompletionFinished`. ``processors``: the
+        engine's own logits processors, before the request's ``logit_bias``."""
         sampling = dict(request.sampling)
         matcher = StopMatcher(request.stop)
-        processors = [logit_bias_processor(request.logit_bias)] if request.logit_bias else []
+        processors = list(processors or [])
+        if request.logit_bias:
+            processors.append(logit_bias_processor(request.logit_bias))
 
         def stop() -> bool:
             return matcher.hit or should_stop()

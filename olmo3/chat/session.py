@@ -43,6 +43,7 @@ from ..ids import new_id
 from ..model.config import FULL, SLIDING
 from ..model.modelinfo import ModelInfo
 from ..model.template import Rendering, for_tokenizer
+from ..tools.messages import system_message
 from . import kvcache
 from .events import Event, PrefillProgress, TextDelta, TurnFinished
 from .sampling import Sampling, recommended
@@ -112,6 +113,8 @@ class Node:
     stats: TurnStats | None = None
     think: bool = False
     provenance: Provenance | None = None
+    calls: str | None = None  # assistant: its function calls, verbatim (see olmo3.chat.tool_turns)
+    tool: dict[str, Any] | None = None  # the calls parsed, or an environment turn's call and result
 
     def freeze(self) -> NodeState:
         return NodeState(
@@ -128,6 +131,8 @@ class Node:
             stats=self.stats,
             think=self.think,
             provenance=self.provenance,
+            calls=self.calls,
+            tool=self.tool,
         )
 
     @classmethod
@@ -146,6 +151,8 @@ class Node:
             stats=n.stats,
             think=n.think,
             provenance=n.provenance,
+            calls=n.calls,
+            tool=dict(n.tool) if n.tool is not None else None,
         )
 
 
@@ -313,6 +320,9 @@ class ChatSession:
         self.restored_from_disk = False
         self.last_stats: TurnStats | None = None
         self._template_keeps: bool | None = None
+        # The tools offered to the model (template definitions, as ``olmo3.tools.messages`` makes them), or None.
+        # Set per turn by the engine (olmo3.chat.tool_turns); rendered by the model's own template.
+        self.tools: list[dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ the tree
     def _children(self, node_id: str | None) -> list[str]:
@@ -390,6 +400,8 @@ class ChatSession:
             tokens=tuple(n.tokens),
             in_context=user_turn_index >= self.drop_turns,
             provenance=n.provenance,
+            calls=n.calls,
+            tool=n.tool,
         )
 
     def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
@@ -423,20 +435,24 @@ class ChatSession:
     def _template_messages(self, path: list[Node], keep_reasoning: bool = True) -> list[dict[str, str]]:
         msgs: list[dict[str, str]] = []
         if self.system_prompt:
-            msgs.append({"role": "system", "content": self.system_prompt})
+            msgs.append(system_message(self.system_prompt, with_tools=bool(self.tools)))
         turn, kept = -1, []
         for n in path:
             if n.role == "user":
                 turn += 1
             if turn >= self.drop_turns:
                 raw = n.raw if keep_reasoning or n.role != "assistant" else strip_reasoning(n.raw)
-                kept.append({"role": n.role, "content": raw})
+                message = {"role": n.role, "content": raw}
+                if n.calls is not None:  # replayed exactly as the model wrote them (olmo3.tools.messages)
+                    message["function_calls"] = n.calls
+                kept.append(message)
         return msgs + kept
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> Rendering:
-        """The model's chat template over ``messages``, in the bounded sandbox, with every message's content
-        protected: only the template's own markup becomes control tokens (``olmo3.model.template``)."""
-        return self.template.render(messages, add_generation_prompt=add_generation_prompt)
+        """The model's chat template over ``messages`` (and the offered ``tools``), in the bounded sandbox, with
+        every message's content and every tool schema protected: only the template's own markup becomes control
+        tokens (``olmo3.model.template``)."""
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt, tools=self.tools)
 
     def template_keeps_reasoning(self) -> bool:
         """Whether the model's chat template keeps earlier replies' reasoning in the prompt (asked once)."""
@@ -640,6 +656,47 @@ class ChatSession:
             id=self._fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=old.parent
         )
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
+
+    # ------------------------------------------------------------------ tool turns (olmo3.chat.tool_turns)
+    def continue_turn(
+        self,
+        *,
+        reply_id: str | None = None,
+        sampling: dict[str, Any] | None = None,
+        overflow: OverflowPolicy = "error",
+        should_stop: Callable[[], bool] | None = None,
+        logits_processors: list[Any] | None = None,
+    ) -> Iterator[Event]:
+        """Generate the next reply after the tools' results: the active leaf must be an ``environment`` turn."""
+        path = self.active_path()
+        if not path or path[-1].role != "environment":
+            raise ValueError("nothing to continue: the conversation does not end with a tool's result")
+        return self._turn(path[-1], False, reply_id, sampling, overflow, should_stop, logits_processors)
+
+    def set_calls(self, node_id: str, raw: str, calls: str, tool: dict[str, Any]) -> TranscriptMessage:
+        """Make reply ``node_id`` one with function calls: ``raw`` is its text before them (what the template
+        renders as content), ``calls`` the text between the tags exactly as generated, ``tool`` the parsed calls.
+        The transcript's ids stay as sampled; the template renders ``raw`` + the tags + ``calls`` back."""
+        node = self.nodes[node_id]
+        if node.role != "assistant":
+            raise ValueError(f"message {node_id} is not a reply")
+        node.reasoning, node.content = split_reasoning(raw, node.think)
+        node.raw, node.calls, node.tool = raw, calls, dict(tool)
+        return self._message(node, self._turn_index(node))
+
+    def add_environment(
+        self, parent_id: str, text: str, *, tool: dict[str, Any], node_id: str | None = None
+    ) -> TranscriptMessage:
+        """Add a tool's result (an ``environment`` turn, plain text to the tokenizer) after ``parent_id``."""
+        if parent_id not in self.nodes:
+            raise KeyError(f"no message {parent_id} in this conversation")
+        node = self._add(
+            Node(id=self._fresh_id(node_id), role="environment", content=text, raw=text, parent=parent_id, tool=tool)
+        )
+        return self._message(node, self._turn_index(node))
+
+    def _turn_index(self, node: Node) -> int:
+        return sum(1 for n in self._path_to(node) if n.role == "user") - 1
 
     def _fresh_id(self, wanted: str | None) -> str:
         if wanted is None:

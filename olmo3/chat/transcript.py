@@ -26,7 +26,8 @@ from typing import Any, Literal, cast, get_args
 
 from .sampling import Sampling
 
-Role = Literal["user", "assistant"]
+# "environment": a tool's result, the turn Olmo-3's template writes after an assistant message with calls.
+Role = Literal["user", "assistant", "environment"]
 FinishReason = Literal["stop", "length", "context", "cancelled"]  # context: the reply filled the context
 Reconcile = Literal["fresh", "append", "append_turn_end", "trim", "snapshot", "restored", "reprefill"]
 CacheStateKind = Literal["warm", "disk", "cold"]
@@ -170,6 +171,8 @@ class TranscriptMessage:
     tokens: tuple[int, ...] = ()  # assistant: the sampled ids, stop token included
     in_context: bool = True  # False: an old turn the overflow policy left out of the prompt
     provenance: Provenance | None = None  # assistant: what the reply was made with
+    calls: str | None = None  # assistant: its function calls as written (between the tags), if it made any
+    tool: dict[str, Any] | None = None  # tool data: an assistant's parsed calls, an environment turn's result
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,11 @@ class NodeState:
     stats: TurnStats | None = None
     think: bool = False
     provenance: Provenance | None = None
+    # Tool turns (olmo3.chat.tool_turns): an assistant's calls exactly as the model wrote them between
+    # <function_calls> tags (what the template renders back), and the tool data the app shows and stores:
+    # {"calls": [{"name", "arguments"}]} for an assistant, the call and its result for an environment turn.
+    calls: str | None = None
+    tool: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -230,6 +238,8 @@ class NodeState:
             stats=TurnStats.from_dict(stats) if isinstance(stats, Mapping) else None,
             think=bool(data.get("think", False)),
             provenance=Provenance.from_dict(data.get("provenance")),
+            calls=_opt_text(data.get("calls"), f"node {node_id}: calls"),
+            tool=dict(tool) if isinstance(tool := data.get("tool"), Mapping) else None,
         )
 
 
@@ -305,13 +315,14 @@ class HistoryMessage:
     """A stored message without tokens, for :func:`state_from_messages` (store rows, imported conversations)."""
 
     id: str
-    role: str  # messages of other roles than user/assistant are skipped
+    role: str  # messages of other roles than user/assistant/environment are skipped
     content: str
     parent_id: str | None
     active: bool
     reasoning: str | None = None
     finish_reason: FinishReason | None = None
     stats: TurnStats | None = None
+    tool: Mapping[str, Any] | None = None  # an assistant's calls ({"raw_calls", "calls"}) or a tool result
 
 
 def split_reasoning(raw: str, think: bool) -> tuple[str | None, str]:
@@ -348,6 +359,8 @@ def state_from_messages(
         raw = m.content
         if assistant and think and reasoning is not None:
             raw = f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{raw}"
+        tool = dict(m.tool) if isinstance(m.tool, Mapping) else None
+        raw_calls = tool.get("raw_calls") if assistant and tool is not None else None
         nodes.append(
             NodeState(
                 id=m.id,
@@ -361,6 +374,8 @@ def state_from_messages(
                 finish_reason=(m.finish_reason or "stop") if assistant else None,
                 stats=m.stats,
                 think=bool(think and assistant),
+                calls=raw_calls if isinstance(raw_calls, str) else None,
+                tool=tool,
             )
         )
     roots = by_parent.get(None, [])
@@ -370,6 +385,12 @@ def state_from_messages(
         root_active=active_index(roots),
         nodes=tuple(nodes),
     )
+
+
+def _opt_text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TranscriptError(f"{what} must be text or null")
 
 
 def _opt_str(value: Any) -> str | None:

@@ -70,8 +70,9 @@ class DocumentTurns:
     turn's ``attachments`` for its JSON line (an empty list for a turn that added no document).
     """
 
-    def __init__(self, engine: Any, conv: str, docs: CliAttachments | None) -> None:
-        self.engine, self.conv, self.docs = engine, conv, docs
+    def __init__(self, engine: Any, conv: str, docs: CliAttachments | None, *, tools: Any = None) -> None:
+        """``tools``: the turns' ``olmo3.tools.runner.HubTools`` (``--tools``), or None."""
+        self.engine, self.conv, self.docs, self.tools = engine, conv, docs, tools
         self.limit = self.used = self.max_tokens = self.users = 0
         self._pending: tuple[TurnPlan, int] | None = None
 
@@ -107,15 +108,21 @@ class DocumentTurns:
             prompt_text = self._plan(text, self.users, sampling)
         else:
             prompt_text, self._pending = None, (TurnPlan(text, text), self.users)
-        return int(self.engine.send(self.conv, text, prompt_text=prompt_text, sampling=sampling, overflow=overflow))
+        return int(
+            self.engine.send(
+                self.conv, text, prompt_text=prompt_text, sampling=sampling, overflow=overflow, tools=self.tools
+            )
+        )
 
     def edit(self, user_turn: int, text: str, sampling: dict[str, Any] | None = None) -> int:
         prompt_text = self._plan(text, user_turn, sampling)
-        return int(self.engine.edit(self.conv, user_turn, text, prompt_text=prompt_text, sampling=sampling))
+        return int(
+            self.engine.edit(self.conv, user_turn, text, prompt_text=prompt_text, sampling=sampling, tools=self.tools)
+        )
 
     def regenerate(self, sampling: dict[str, Any] | None = None) -> int:
         self._pending = None  # the same user message: the documents it carried
-        return int(self.engine.regenerate(self.conv, sampling=sampling))
+        return int(self.engine.regenerate(self.conv, sampling=sampling, tools=self.tools))
 
     def finished(self, events: Sequence[Event]) -> list[dict[str, Any]]:
         fin = next((e for e in events if isinstance(e, TurnFinished)), None)

@@ -28,6 +28,7 @@ from ..docs.extract import DocumentError
 from ..fileio import read_json
 from ..units import format_bytes
 from .attach import CliAttachments, DocumentTurns, describe
+from .chat_tools import TerminalConsent, ToolSetupError, open_tools, print_tool_event, tool_calls_json, wait_turn
 from .options import check_fits, model_path
 
 COMMANDS = (
@@ -87,8 +88,9 @@ def stats_table(s: TurnStats) -> str:
 class _Printer:
     """Engine callback: streams text to the terminal (interactive) and keeps each job's events."""
 
-    def __init__(self, stream: bool):
+    def __init__(self, stream: bool, consent: TerminalConsent | None = None):
         self.stream = stream
+        self.consent = consent
         self.events: dict[int, list[Event]] = {}
         self.lock = threading.Lock()
         self._channel: str | None = None
@@ -96,9 +98,15 @@ class _Printer:
     def __call__(self, event: Event) -> None:
         with self.lock:
             self.events.setdefault(event.job_id, []).append(event)
+        if self.consent is not None:
+            self.consent.on_event(event)
         if not self.stream:
             return
-        if isinstance(event, TextDelta):
+        tool_line = print_tool_event(event)
+        if tool_line is not None:
+            sys.stdout.write(tool_line)
+            sys.stdout.flush()
+        elif isinstance(event, TextDelta):
             if event.channel != self._channel:
                 sys.stdout.write(
                     "\n[thinking] "
@@ -142,17 +150,29 @@ def _turn_json(action: dict[str, Any], events: list[Event]) -> dict[str, Any]:
         }
     from .main import turn_json
 
-    return {"action": action, **turn_json(fin), "tokens": list(fin.state.tokens)}
+    return {
+        "action": action,
+        **turn_json(fin),
+        "tool_calls": tool_calls_json(events),
+        "messages": [_message_json(m) for m in fin.messages],
+        "tokens": list(fin.state.tokens),
+    }
 
 
-def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | None:
+def _message_json(m: Any) -> dict[str, Any]:
+    """One message of the active path (``chat --json``): with tools, the calls and the results are messages."""
+    return {"id": m.id, "role": m.role, "content": m.content, "calls": m.calls, "tool": m.tool}
+
+
+def _reproduce(engine: Engine, conv: str, last: TurnFinished | None, tools: Any = None) -> int | None:
     """Regenerate the last reply with exactly the settings and seed it was made with (None: nothing to redo)."""
     if last is None or last.provenance is None:
         return None
-    return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling())
+    return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling(), tools=tools)
 
 
-def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
+def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options: dict[str, Any] | None = None) -> int:
+    """The chat; ``engine_options`` go to the ``Engine`` (tests pass logits processors that force replies)."""
     folder = model_path(args)
     if folder is not None:  # no model, or one that won't fit, is refused before the engine imports MLX
         check_fits(args, folder)
@@ -170,9 +190,18 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         # A failed job is reported here (one line, or the JSON's "error"); the engine's log of it would repeat it.
         engine_log.setLevel(logging.CRITICAL)
     try:
-        return _chat(args, sampling, actions, folder, docs)
+        tools = open_tools(args)  # before the model loads: a bad mcp.json is refused at once
+    except ToolSetupError as e:
+        print(f"olmo3: {e}", file=sys.stderr)
+        if docs is not None:
+            docs.close()
+        return 2
+    try:
+        return _chat(args, sampling, actions, folder, docs, tools, engine_options or {})
     finally:
         engine_log.setLevel(engine_log_level)
+        if tools is not None:
+            tools[0].close()  # stops every MCP server
 
 
 def _chat(
@@ -181,18 +210,23 @@ def _chat(
     actions: list[dict[str, Any]],
     folder: Path | None,
     docs: CliAttachments | None,
+    tools: tuple[Any, Any] | None,
+    engine_options: dict[str, Any],
 ) -> int:
     scripted = args.script is not None
-    printer = _Printer(stream=not args.json)
+    hub, runner = tools if tools is not None else (None, None)
+    consent = TerminalConsent(hub) if hub is not None else None
+    printer = _Printer(stream=not args.json, consent=consent)
     engine = Engine(
         printer,
         cache_dir=args.cache_dir,
         memory_limit_bytes=getattr(args, "memory_limit", None),
         kv_bits=getattr(args, "kv_bits", None),
+        **engine_options,
     )
     engine.start()
     conv = uuid.uuid4().hex
-    doc_turns = DocumentTurns(engine, conv, docs)
+    doc_turns = DocumentTurns(engine, conv, docs, tools=runner)
     try:
         job = engine.load_model(
             folder or "", context_tokens=getattr(args, "context", None), force=getattr(args, "load_anyway", False)
@@ -207,8 +241,9 @@ def _chat(
         engine.wait(job)
         doc_turns.opened(printer.of(job))
         if scripted:
-            return _run_script(doc_turns, printer, actions, args.json)
-        print(f"Olmo chat · {info.name} · {info_context(engine)} · /help lists the commands")
+            return _run_script(doc_turns, printer, actions, args.json, consent)
+        with_tools = " · tools on" if runner is not None else ""
+        print(f"Olmo chat · {info.name} · {info_context(engine)}{with_tools} · /help lists the commands")
         last: TurnFinished | None = None
         while True:
             try:
@@ -248,7 +283,7 @@ def _chat(
                     continue
                 job = doc_turns.regenerate()
             elif command == "/reproduce":
-                redo = _reproduce(engine, conv, last)
+                redo = _reproduce(engine, conv, last, runner)
                 if redo is None:
                     print("nothing to reproduce yet")
                     continue
@@ -270,11 +305,7 @@ def _chat(
                 continue
             else:
                 job = doc_turns.send(line)
-            try:
-                engine.wait(job)
-            except KeyboardInterrupt:
-                engine.cancel()
-                engine.wait(job)
+            wait_turn(engine, job, consent)
             used = doc_turns.finished(printer.of(job))
             if used:
                 print(describe(used))
@@ -341,7 +372,13 @@ def read_script(path: Path) -> list[dict[str, Any]]:
     return actions
 
 
-def _run_script(doc_turns: DocumentTurns, printer: _Printer, actions: list[dict[str, Any]], as_json: bool) -> int:
+def _run_script(
+    doc_turns: DocumentTurns,
+    printer: _Printer,
+    actions: list[dict[str, Any]],
+    as_json: bool,
+    consent: TerminalConsent | None = None,
+) -> int:
     status = 0
     engine, conv = doc_turns.engine, doc_turns.conv
     last: TurnFinished | None = None
@@ -352,14 +389,14 @@ def _run_script(doc_turns: DocumentTurns, printer: _Printer, actions: list[dict[
         elif "regenerate" in action:
             job = doc_turns.regenerate(sampling=sampling)
         elif "reproduce" in action:
-            redo = _reproduce(engine, conv, last)
+            redo = _reproduce(engine, conv, last, doc_turns.tools)
             if redo is None:
                 print(f"olmo3: action {i}: no reply to reproduce yet", file=sys.stderr)
                 return 2
             job = redo
         else:
             job = doc_turns.edit(action["edit"], action["text"], sampling=sampling)
-        engine.wait(job)
+        wait_turn(engine, job, consent)
         last = next((e for e in printer.of(job) if isinstance(e, TurnFinished)), last)
         result = _turn_json(action, printer.of(job))
         result["attachments"] = doc_turns.finished(printer.of(job))

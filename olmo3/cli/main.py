@@ -246,6 +246,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .chat_tools import add_tool_options
+
     p = _Parser(prog="olmo3", description="Olmo-3 on MLX, headless.")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a document to chat about (text, Markdown, code, HTML, PDF, DOCX); repeat for more",
     )
+    add_tool_options(s)
     _add_sampling(s)
     s.set_defaults(fn=cmd_chat)
 

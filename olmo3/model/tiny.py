@@ -45,22 +45,53 @@ INSTRUCT_DEFAULT_SYSTEM = (
     "You are a helpful function-calling AI assistant. You do not currently have access to any functions. "
     "<functions></functions>"
 )
+INSTRUCT_TOOLS_SYSTEM = (
+    "You are a helpful function-calling AI assistant. You are provided with function signatures within "
+    "<functions></functions> XML tags. You may call one or more functions to assist with the user query. Output any "
+    "function calls within <function_calls></function_calls> XML tags. Do not make assumptions about what values to "
+    "plug into functions."
+)
 THINK_DEFAULT_SYSTEM = "You are a helpful AI assistant."
 
 
 def chat_template(*, think: bool = False) -> str:
-    """An Olmo-3-style ChatML template with the quirks of the real ones (see the module docstring)."""
+    """An Olmo-3-style ChatML template with the quirks of the real ones (see the module docstring).
+
+    Like Olmo-3.1 Instruct's, the Instruct variant lists ``tools`` as JSON in ``<functions>`` (in the default system
+    turn, or after a given system prompt), writes an assistant's ``function_calls`` between ``<function_calls>``
+    tags and tool results as ``environment`` turns. The Think variant, like the real Think templates, shows no tools.
+    """
     default = THINK_DEFAULT_SYSTEM if think else INSTRUCT_DEFAULT_SYSTEM
     gen_prompt = "<|im_start|>assistant\n<think>" if think else "<|im_start|>assistant\n"
+    has_tools = "tools is defined and tools is not none"
+    if think:
+        default_system = "{{- '<|im_start|>system\\n" + default + "<|im_end|>\\n' -}}"
+        system_tools = ""
+    else:
+        default_system = (
+            "{%- if not (" + has_tools + ") or (tools | length) == 0 -%}"
+            "{{- '<|im_start|>system\\n" + default + "<|im_end|>\\n' -}}"
+            "{%- else -%}{{- '<|im_start|>system\\n" + INSTRUCT_TOOLS_SYSTEM + "<functions>' -}}"
+            "{{- tools | tojson -}}{{- '</functions><|im_end|>\\n' -}}{%- endif -%}"
+        )
+        system_tools = (
+            "{%- if " + has_tools + " -%}{{- '<functions>' + (tools | tojson) + '</functions>' -}}{%- endif -%}"
+        )
     return (
         "{%- set has_system = messages|selectattr('role', 'equalto', 'system')|list|length > 0 -%}"
-        "{%- if not has_system -%}{{- '<|im_start|>system\\n" + default + "<|im_end|>\\n' -}}{%- endif -%}"
+        "{%- if not has_system -%}" + default_system + "{%- endif -%}"
         "{%- for message in messages -%}"
-        "{%- if message['role'] == 'system' -%}{{- '<|im_start|>system\\n' + message['content'] + '<|im_end|>\\n' -}}"
+        "{%- if message['role'] == 'system' -%}{{- '<|im_start|>system\\n' + message['content'] -}}"
+        + system_tools
+        + "{{- '<|im_end|>\\n' -}}"
         "{%- elif message['role'] == 'user' -%}{{- '<|im_start|>user\\n' + message['content'] + '<|im_end|>\\n' -}}"
         "{%- elif message['role'] == 'assistant' -%}{{- '<|im_start|>assistant\\n' -}}"
         "{%- if message.get('content', none) is not none -%}{{- message['content'] -}}{%- endif -%}"
+        "{%- if message.get('function_calls', none) is not none -%}"
+        "{{- '<function_calls>' + message['function_calls'] + '</function_calls>' -}}{%- endif -%}"
         "{%- if not loop.last -%}{{- '<|im_end|>\\n' -}}{%- else -%}{{- eos_token -}}{%- endif -%}"
+        "{%- elif message['role'] == 'environment' -%}"
+        "{{- '<|im_start|>environment\\n' + message['content'] + '<|im_end|>\\n' -}}"
         "{%- endif -%}"
         "{%- if loop.last and add_generation_prompt -%}{{- '" + gen_prompt.replace("\n", "\\n") + "' -}}{%- endif -%}"
         "{%- endfor -%}"

@@ -10,6 +10,10 @@ a plain 400 ``context_length_exceeded``; from then on every prefill chunk sends 
 connection during a long prefill. A client that disconnects has its job cancelled (Starlette cancels the
 stream; a non-streaming request watches ``http.disconnect`` itself).
 
+Tools: when a request offers tools, a streamed reply's text stops at Olmo's ``<function_calls>``; if the block is a
+call, the calls follow as one ``tool_calls`` delta and the stream ends with ``finish_reason`` "tool_calls"; if not,
+the held text follows as content.
+
 Nothing here logs message contents: an INFO line per request carries ids, token counts and timings only.
 """
 
@@ -35,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..chat.completion import CompletionFinished, CompletionRejected
 from ..chat.events import ContextOverflow, Event, JobCancelled, JobFailed, PrefillProgress, TextDelta
+from ..chat.tool_turns import CallTextFilter
 from ..fileio import loads_json
 from . import protocol
 from .backend import TERMINAL, Backend, Ticket
@@ -309,6 +314,8 @@ async def _stream(
 ) -> AsyncIterator[str]:
     """SSE chunks of a streaming answer; Starlette cancels this generator when the client disconnects."""
     chat = parsed.kind == "chat"
+    calls = CallTextFilter() if chat and parsed.completion.tools else None  # holds back a <function_calls> block
+    answer: list[str] = []
     try:
         if chat:
             yield _sse(protocol.chat_chunk(parsed, model, {"role": "assistant", "content": ""}))
@@ -323,13 +330,25 @@ async def _stream(
             elif isinstance(event, TextDelta):
                 if not chat:
                     yield _sse(protocol.text_chunk(parsed, model, event.text))
+                elif event.channel == "reasoning":
+                    yield _sse(protocol.chat_chunk(parsed, model, {"reasoning_content": event.text}))
                 else:
-                    key = "reasoning_content" if event.channel == "reasoning" else "content"
-                    yield _sse(protocol.chat_chunk(parsed, model, {key: event.text}))
+                    answer.append(event.text)
+                    text = calls.feed(event.text) if calls is not None else event.text
+                    if text:
+                        yield _sse(protocol.chat_chunk(parsed, model, {"content": text}))
             elif isinstance(event, CompletionFinished) and event.finish_reason != "cancelled":
                 _log_done(parsed, event, started)
                 if chat:
-                    yield _sse(protocol.chat_chunk(parsed, model, {}, event.finish_reason))
+                    finish: str = event.finish_reason
+                    if calls is not None:
+                        message, finish = protocol.reply_message(parsed, "".join(answer), finish)
+                        if message.get("tool_calls"):
+                            delta = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+                            yield _sse(protocol.chat_chunk(parsed, model, {"tool_calls": delta}))
+                        elif calls.held:  # the block was no call after all: it is text
+                            yield _sse(protocol.chat_chunk(parsed, model, {"content": calls.held}))
+                    yield _sse(protocol.chat_chunk(parsed, model, {}, finish))
                 else:
                     yield _sse(protocol.text_chunk(parsed, model, "", event.finish_reason))
                 if parsed.include_usage:

@@ -2,9 +2,14 @@
 
 Pure functions, no I/O. Every refusal is an :class:`ApiError` (400) naming the parameter. Parameters we do not
 implement are refused when they would change the answer (``n`` > 1, ``logprobs``, penalties, JSON modes) and
-ignored when they would not (``user``, ``metadata``, ``store``, ...). Tools come with the tools issue: ``tools``,
-``tool`` messages and assistant ``tool_calls`` are refused with one clear message (:data:`TOOLS_NOT_SUPPORTED`);
-``_message`` is where they will be mapped.
+ignored when they would not (``user``, ``metadata``, ``store``, ...).
+
+Tools: ``tools`` (function tools) are offered to the model through its own chat template; an assistant message's
+``tool_calls`` become Olmo's ``<function_calls>`` (``name(key=<json>, …)``, one per line) and ``tool`` messages its
+``environment`` turns, in the order of the calls they answer (``olmo3.tools.messages`` maps both ways). A reply
+that calls tools comes back as ``tool_calls`` with ``finish_reason`` "tool_calls" (:func:`reply_message`).
+``tool_choice`` may be "auto" or "none"; forcing a call ("required", a named function) and the legacy
+``functions`` are refused with :data:`TOOLS_NOT_SUPPORTED`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..chat.completion import ChatMessage, CompletionRequest, MessageRole
+from ..tools.calls import calls_from_openai, render_calls
+from ..tools.messages import completion_to_openai, openai_tools_to_definitions
 from .errors import ApiError
 
 __all__ = [
@@ -31,7 +38,7 @@ __all__ = [
     "usage",
 ]
 
-TOOLS_NOT_SUPPORTED = "tools are not supported yet"
+TOOLS_NOT_SUPPORTED = "only tool_choice 'auto' and 'none' are supported, with function tools (not 'functions')"
 MAX_STOPS = 4
 LEGACY_DEFAULT_MAX_TOKENS = 16  # /v1/completions' documented default
 Kind = Literal["chat", "text"]
@@ -181,38 +188,97 @@ def _message(m: Any, index: int) -> ChatMessage:
     if not isinstance(m, dict):
         raise _bad(f"messages[{index}] must be an object", f"messages[{index}]")
     role = m.get("role")
-    if role in ("tool", "function") or m.get("tool_calls") or m.get("function_call"):
+    if role == "function" or m.get("function_call"):
         raise _bad(TOOLS_NOT_SUPPORTED, f"messages[{index}]", "tools_not_supported")
     if role == "developer":
         role = "system"
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        return ChatMessage(
+            "environment", _content(m.get("content"), index), tool_call_id=call_id if isinstance(call_id, str) else None
+        )
     if role not in ("system", "user", "assistant"):
-        raise _bad(f"messages[{index}].role must be system, user or assistant, not {role!r}", f"messages[{index}].role")
+        raise _bad(
+            f"messages[{index}].role must be system, user, assistant or tool, not {role!r}", f"messages[{index}].role"
+        )
     reasoning = None
+    calls: str | None = None
+    ids: tuple[str, ...] = ()
     if role == "assistant":
         r = m.get("reasoning_content", m.get("reasoning"))
         reasoning = r if isinstance(r, str) else None
+        tool_calls = m.get("tool_calls")
+        if tool_calls:
+            if not isinstance(tool_calls, list):
+                raise _bad(f"messages[{index}].tool_calls must be a list", f"messages[{index}].tool_calls")
+            try:
+                parsed = calls_from_openai(tool_calls)
+            except ValueError as e:
+                raise _bad(f"messages[{index}].{e}", f"messages[{index}].tool_calls") from None
+            calls = render_calls(parsed)
+            ids = tuple(str(c.get("id") or "") for c in tool_calls)
     msg_role: MessageRole = role
-    return ChatMessage(msg_role, _content(m.get("content"), index), reasoning)
+    return ChatMessage(msg_role, _content(m.get("content"), index), reasoning, calls, ids)
+
+
+def _in_call_order(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
+    """Tool results in the order of the calls they answer (the model reads one environment turn per call, in call
+    order); results whose ids say nothing keep the order they came in."""
+    out: list[ChatMessage] = []
+    ids: tuple[str, ...] = ()
+    run: list[ChatMessage] = []
+
+    def flush() -> None:
+        if run and all(m.tool_call_id in ids for m in run):
+            run.sort(key=lambda m: ids.index(m.tool_call_id or ""))
+        out.extend(run)
+        run.clear()
+
+    for m in messages:
+        if m.role == "environment":
+            run.append(m)
+            continue
+        flush()
+        if m.role == "assistant":
+            ids = m.call_ids
+        out.append(m)
+    flush()
+    return tuple(out)
+
+
+def _tools(body: Mapping[str, Any]) -> tuple[dict[str, Any], ...] | None:
+    """The offered tools as template definitions (None: none), after ``tool_choice``."""
+    if body.get("functions") or body.get("function_call"):
+        raise _bad(TOOLS_NOT_SUPPORTED, "functions", "tools_not_supported")
+    choice = body.get("tool_choice")
+    if choice not in (None, "none", "auto"):
+        raise _bad(TOOLS_NOT_SUPPORTED, "tool_choice", "tools_not_supported")
+    raw = body.get("tools")
+    if raw is not None and not isinstance(raw, list):
+        raise _bad("'tools' must be a list of function tools", "tools")
+    try:
+        definitions = openai_tools_to_definitions(raw)
+    except (ValueError, AttributeError) as e:
+        raise _bad(str(e), "tools") from None
+    if definitions is None or choice == "none":
+        return None
+    return tuple(definitions)
 
 
 def parse_chat(body: Any) -> ParsedRequest:
     """``POST /v1/chat/completions``."""
     model, sampling, stops, bias, stream, include_usage = _common(body, "chat")
-    if body.get("tools") or body.get("functions") or body.get("function_call"):
-        raise _bad(TOOLS_NOT_SUPPORTED, "tools", "tools_not_supported")
-    choice = body.get("tool_choice")
-    if choice not in (None, "none", "auto"):
-        raise _bad(TOOLS_NOT_SUPPORTED, "tool_choice", "tools_not_supported")
+    tools = _tools(body)
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise _bad("only response_format {'type': 'text'} is supported", "response_format")
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise _bad("'messages' must be a non-empty list", "messages")
-    messages = tuple(_message(m, i) for i, m in enumerate(raw))
+    messages = _in_call_order(tuple(_message(m, i) for i, m in enumerate(raw)))
     if messages[-1].role == "assistant":
-        raise _bad("the last message must be from the user (or the system)", "messages")
-    request = CompletionRequest(messages=messages, sampling=sampling, stop=stops, logit_bias=bias)
+        raise _bad("the last message must be from the user, the system or a tool", "messages")
+    request = CompletionRequest(messages=messages, sampling=sampling, stop=stops, logit_bias=bias, tools=tools)
     return ParsedRequest(
         "chat", model, request, stream, include_usage, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     )
@@ -252,7 +318,7 @@ def _envelope(p: ParsedRequest, model: str, obj: str) -> dict[str, Any]:
     return {"id": p.id, "object": obj, "created": p.created, "model": model}
 
 
-def chat_chunk(p: ParsedRequest, model: str, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+def chat_chunk(p: ParsedRequest, model: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
     chunk = _envelope(p, model, "chat.completion.chunk")
     chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
     if p.include_usage:
@@ -275,10 +341,16 @@ def usage_chunk(p: ParsedRequest, model: str, used: dict[str, Any]) -> dict[str,
     return chunk
 
 
+def reply_message(p: ParsedRequest, content: str, finish_reason: str) -> tuple[dict[str, Any], str]:
+    """The assistant message of a chat reply and its ``finish_reason``: with tools offered, a reply that ended with
+    Olmo's ``<function_calls>`` block is ``tool_calls`` (``finish_reason`` "tool_calls")."""
+    return completion_to_openai(content, finish_reason, tools_offered=bool(p.completion.tools))
+
+
 def chat_response(
     p: ParsedRequest, model: str, content: str, reasoning: str | None, finish_reason: str, used: dict[str, Any]
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content}
+    message, finish_reason = reply_message(p, content, finish_reason)
     if reasoning is not None:
         message["reasoning_content"] = reasoning
     response = _envelope(p, model, "chat.completion")

@@ -4,18 +4,19 @@
 All functions work on the *conversation dict* of the versioned JSON format (what
 :meth:`olmo3.store.ConversationStore.export_dict` returns and :func:`from_json` yields)::
 
-    {"format": "olmo-desktop.conversation", "version": 2,
+    {"format": "olmo-desktop.conversation", "version": 3,
      "id", "title", "title_is_auto", "model_id", "model_revision", "system_prompt",
      "sampling", "created_at", "updated_at", "pinned", "folder", "engine_state",
      "messages": [{"id", "parent_id", "role", "content", "reasoning", "token_ids",
-                   "stats", "provenance", "state", "created_at", "active"}, ...],
+                   "stats", "provenance", "state", "created_at", "active", "tool"}, ...],
      "attachments": [{"id", "message_id", "name", "kind", "size", "sha256", "encoding",
                       "pages": [[number, text], ...], "tokens", "warnings", "created_at",
                       "passages": [{"ordinal", "page_start", "page_end", "tokens", "text"}, ...]}, ...]}
 
 Version 2 added ``attachments`` (attached documents in full: their text by page and their passages); a user
 message's ``provenance["attachments"]`` records which documents and passages its turn used, by attachment ``id``.
-Version 1 files (no attachments) still import.
+Version 3 added each message's ``tool``: an assistant's function calls, or an ``environment`` message's call and
+result (tool turns). Version 1 files (no attachments) and version 2 files (no tool data) still import.
 
 JSON is lossless (the whole branch tree, token ids, stats, provenance, the engine's state);
 Markdown and HTML (:func:`to_markdown`, :func:`to_html`, from :mod:`olmo3.store.render`) show the
@@ -51,6 +52,7 @@ from .records import (
     dump_json,
     dump_json_opt,
     encode_token_ids,
+    tool_search_text,
 )
 from .render import active_path, to_html, to_markdown
 from .validation import (
@@ -207,7 +209,7 @@ class InterchangeMixin:
             )
             rows = conn.execute(
                 "SELECT id, parent_id, role, content, reasoning, token_ids, stats, provenance, "
-                "state, created_at, active FROM messages WHERE conversation_id = ? ORDER BY seq",
+                "state, created_at, active, tool, tool_text FROM messages WHERE conversation_id = ? ORDER BY seq",
                 (conv_id,),
             ).fetchall()
             for r in rows:
@@ -215,8 +217,8 @@ class InterchangeMixin:
             documents = duplicate_attachments(conn, conv_id, new_conv, mapping)
             conn.executemany(
                 "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
-                "token_ids, stats, provenance, state, created_at, active) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "token_ids, stats, provenance, state, created_at, active, tool, tool_text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         mapping[r[0]],
@@ -227,6 +229,8 @@ class InterchangeMixin:
                         "interrupted" if r[8] == "streaming" else r[8],
                         r[9],
                         r[10],
+                        r[11],
+                        r[12],
                     )
                     for r in rows
                 ],
@@ -274,6 +278,7 @@ class InterchangeMixin:
                     "state": m.state,
                     "created_at": ts_to_iso(m.created_at),
                     "active": m.active,
+                    "tool": m.tool,
                 }
                 for m in messages
             ],
@@ -316,8 +321,8 @@ class InterchangeMixin:
             documents = import_attachments(conn, new_conv, data["attachments"], mapping, iso_to_ts)
             conn.executemany(
                 "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
-                "token_ids, stats, provenance, state, created_at, active) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "token_ids, stats, provenance, state, created_at, active, tool, tool_text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         mapping[m["id"]],
@@ -332,6 +337,8 @@ class InterchangeMixin:
                         "interrupted" if m["state"] == "streaming" else m["state"],
                         iso_to_ts(m["created_at"]),
                         int(m["active"]),
+                        dump_json_opt(m["tool"], "tool"),
+                        tool_search_text(m["tool"]),
                     )
                     for m in parents_first(data["messages"])
                 ],

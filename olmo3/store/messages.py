@@ -27,13 +27,15 @@ from .records import (
     encode_token_ids,
     load_json_opt,
     make_title,
+    tool_search_text,
 )
 from .streaming import Stream
 
 __all__ = ["MessagesMixin"]
 
 _MSG_COLUMNS = (
-    "id, conversation_id, parent_id, role, content, reasoning, token_ids, stats, provenance, state, created_at, active"
+    "id, conversation_id, parent_id, role, content, reasoning, token_ids, stats, provenance, state, created_at, "
+    "active, tool"
 )
 
 
@@ -65,18 +67,30 @@ class MessagesMixin:
         provenance: Mapping[str, Any] | None = None,
         state: State = "complete",
         message_id: str | None = None,
+        tool: Mapping[str, Any] | None = None,
     ) -> str:
         """Add a message under ``parent_id`` (None: a new root) and make it the active branch.
 
         Regenerate and edit are just appends under the same parent: the new message becomes a
         sibling of the old one and the shown branch. ``message_id``: an id made by the caller (the
-        GUI shares one id per message with the chat engine); a fresh one otherwise.
+        GUI shares one id per message with the chat engine); a fresh one otherwise. ``tool``: an assistant's
+        function calls or an environment message's call and result (see :class:`olmo3.store.Message`).
         """
         if not isinstance(content, str) or not isinstance(reasoning, str):
             raise ValueError("content and reasoning must be str")
         with self._write():
             msg_id = self._insert_message(
-                conv_id, parent_id, role, content, reasoning, token_ids, stats, provenance, state, message_id=message_id
+                conv_id,
+                parent_id,
+                role,
+                content,
+                reasoning,
+                token_ids,
+                stats,
+                provenance,
+                state,
+                message_id=message_id,
+                tool=tool,
             )
             if role == "user":
                 self._maybe_auto_title(conv_id, msg_id)
@@ -95,6 +109,7 @@ class MessagesMixin:
         state: str,
         stream_owner: str | None = None,
         message_id: str | None = None,
+        tool: Mapping[str, Any] | None = None,
     ) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
@@ -102,6 +117,7 @@ class MessagesMixin:
             raise ValueError(f"state must be one of {STATES}, not {state!r}")
         check_dict(stats, "stats")
         check_dict(provenance, "provenance")
+        check_dict(tool, "tool")
         conn = self._conn
         self._require_conversation(conv_id)
         if parent_id is not None:
@@ -123,8 +139,8 @@ class MessagesMixin:
         )
         conn.execute(
             "INSERT INTO messages (id, conversation_id, parent_id, role, content, reasoning, "
-            "token_ids, stats, provenance, state, created_at, active, stream_owner) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            "token_ids, stats, provenance, state, created_at, active, stream_owner, tool, tool_text) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
             (
                 msg_id,
                 conv_id,
@@ -138,6 +154,8 @@ class MessagesMixin:
                 state,
                 now,
                 stream_owner,
+                dump_json_opt(None if tool is None else dict(tool), "tool"),
+                tool_search_text(tool),
             ),
         )
         conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id))
@@ -213,6 +231,7 @@ class MessagesMixin:
             active=bool(row[11]),
             sibling_index=position[0],
             sibling_count=position[1],
+            tool=load_json_opt(row[12]),
         )
 
     def tree(self, conv_id: str) -> list[Message]:

@@ -30,15 +30,17 @@ __all__ = [
     "encode_token_ids",
     "load_json_opt",
     "make_title",
+    "tool_search_text",
 ]
 
 DEFAULT_TITLE: Final = "New conversation"
 TITLE_LIMIT: Final = 60
 
-Role = Literal["system", "user", "assistant"]
+# "environment": a tool's result (Olmo-3's template writes it as an environment turn after the call).
+Role = Literal["system", "user", "assistant", "environment"]
 State = Literal["streaming", "complete", "interrupted", "error"]
 Channel = Literal["answer", "reasoning"]
-ROLES: Final = ("system", "user", "assistant")
+ROLES: Final = ("system", "user", "assistant", "environment")
 STATES: Final = ("streaming", "complete", "interrupted", "error")
 FINAL_STATES: Final = ("complete", "interrupted", "error")
 
@@ -103,6 +105,9 @@ class Message:
     active: bool
     sibling_index: int
     sibling_count: int
+    # Tool data: an assistant's function calls ({"calls": [{"name", "arguments"}], "raw_calls"}) or, for an
+    # environment message, the call it answers and how it went ({"name", "server", "arguments", "is_error", ...}).
+    tool: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +158,27 @@ def load_json_opt(text: str | None) -> Any:
 def check_dict(value: Any, what: str) -> None:
     if value is not None and not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a dict or None, not {type(value).__name__}")
+
+
+def tool_search_text(tool: Mapping[str, Any] | None) -> str:
+    """What search finds in a message's tool data: each call's name and arguments, or the tool a result is from."""
+    if not tool:
+        return ""
+    parts: list[str] = []
+    calls = tool.get("calls")
+    for call in calls if isinstance(calls, list) else []:
+        if isinstance(call, Mapping):
+            parts.append(str(call.get("name") or ""))
+            arguments = call.get("arguments")
+            if isinstance(arguments, Mapping):
+                parts += [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items()]
+    for key in ("name", "server"):
+        if isinstance(tool.get(key), str):
+            parts.append(tool[key])
+    arguments = tool.get("arguments")
+    if not isinstance(calls, list) and isinstance(arguments, Mapping):
+        parts += [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items()]
+    return " ".join(p for p in parts if p)
 
 
 def encode_token_ids(token_ids: Sequence[int] | None) -> str | None:

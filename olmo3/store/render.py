@@ -14,6 +14,7 @@ Attached documents are listed at the top (name, pages, tokens); under each user 
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +24,51 @@ from olmo3.docs.turn import from_provenance
 
 from .mdsafe import neutralize
 
-__all__ = ["active_path", "provenance_line", "to_html", "to_markdown"]
+__all__ = ["active_path", "provenance_line", "to_html", "to_markdown", "tool_calls_text", "tool_result_heading"]
 
-_ROLE_LABELS = {"system": "System", "user": "You", "assistant": "Assistant"}
+_ROLE_LABELS = {"system": "System", "user": "You", "assistant": "Assistant", "environment": "Tool"}
+
+
+def tool_calls_text(msg: Mapping[str, Any]) -> list[str]:
+    """An assistant message's function calls, one ``name(key=<json>, …)`` each (none for other messages)."""
+    tool = msg.get("tool")
+    calls = tool.get("calls") if isinstance(tool, Mapping) else None
+    out: list[str] = []
+    for call in calls if isinstance(calls, list) else []:
+        if not isinstance(call, Mapping):
+            continue
+        given = call.get("arguments")
+        arguments: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
+        out.append(f"{call.get('name') or '?'}({args})")
+    return out
+
+
+def tool_result_heading(msg: Mapping[str, Any]) -> str:
+    """ "Tool result · add (calculator)", with how it went when it did not simply work."""
+    found = msg.get("tool")
+    tool: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    name = " ".join(str(tool.get("name") or "a tool").split())
+    server = f" ({' '.join(str(tool['server']).split())})" if tool.get("server") else ""
+    status = ""
+    if tool.get("declined"):
+        status = " · declined"
+    elif tool.get("cancelled"):
+        status = " · stopped"
+    elif tool.get("timed_out"):
+        status = " · timed out"
+    elif tool.get("is_error"):
+        status = " · error"
+    return f"Tool result · {name}{server}{status}"
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text`` (what is inside a fence is text everywhere)."""
+    longest, run = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
 
 
 def active_path(conv: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -158,15 +201,24 @@ def to_markdown(conv: Mapping[str, Any]) -> str:
         lines += [neutralize(f"- {_attachment_line(a)}") for a in conv["attachments"]] + [""]
     for msg in active_path(conv):
         index, count = msg["branch"]
-        heading = f"## {_ROLE_LABELS[msg['role']]}"
+        label = tool_result_heading(msg) if msg["role"] == "environment" else _ROLE_LABELS[msg["role"]]
+        heading = f"## {label}"
         if count > 1:
             heading += f" (branch {index + 1} of {count})"
-        lines += [heading, ""]
+        lines += [neutralize(heading), ""]
+        if msg["role"] == "environment":  # a tool's output, exactly as it came: a code block is text everywhere
+            fence = _fence(msg["content"])
+            lines += [fence, msg["content"].strip("\n"), fence, ""]
+            continue
         if msg["reasoning"]:
             lines += ["<details>", "<summary>Reasoning</summary>", ""]
             lines += [neutralize(msg["reasoning"].strip("\n")), "", "</details>", ""]
         if msg["content"]:
             lines += [neutralize(msg["content"].strip("\n")), ""]
+        calls = tool_calls_text(msg)
+        if calls:
+            fence = _fence("\n".join(calls))
+            lines += ["*Tool calls:*", "", fence, *calls, fence, ""]
         used = _turn_documents(msg)
         if used:
             lines += _markdown_documents(used)
@@ -207,6 +259,8 @@ h1 { font-size: 22px; margin: 0 0 4px; overflow-wrap: anywhere; }
 .passage { border-left: 3px solid #d2d2d7; padding: 0 12px; margin: 8px 0; color: #424245; }
 .cite { font-size: 12px; font-weight: 600; color: #6e6e73; }
 .provenance { color: #6e6e73; font-size: 11px; margin: 6px 0 0; }
+.environment .body { border: 1px solid #d2d2d7; border-radius: 8px; padding: 4px 12px; }
+.tool-calls { font-size: 12px; color: #6e6e73; margin: 8px 0 0; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; word-wrap: break-word; border-radius: 8px;
       padding: 10px 12px; font-size: 12.5px; background: #f6f8fa; }
 code { font-family: "SF Mono", Menlo, "DejaVu Sans Mono", Consolas, monospace; }
@@ -309,8 +363,13 @@ def to_html(conv: Mapping[str, Any]) -> str:
         index, count = msg["branch"]
         branch = f' <span class="branch">· branch {index + 1} of {count}</span>' if count > 1 else ""
         out.append(f'<section class="message {msg["role"]}">')
-        out.append(f'<div class="role">{_ROLE_LABELS[msg["role"]]}{branch}</div>')
+        label = tool_result_heading(msg) if msg["role"] == "environment" else _ROLE_LABELS[msg["role"]]
+        out.append(f'<div class="role">{html.escape(label)}{branch}</div>')
         out.append('<div class="body">')
+        if msg["role"] == "environment":  # a tool's output, exactly as it came (never Markdown)
+            out.append(f"<pre><code>{html.escape(msg['content'])}</code></pre>")
+            out += ["</div>", "</section>"]
+            continue
         if msg["reasoning"]:
             out.append('<details class="reasoning"><summary>Reasoning</summary>')
             out.append(md.render(msg["reasoning"]))
@@ -318,6 +377,10 @@ def to_html(conv: Mapping[str, Any]) -> str:
         if msg["content"]:
             # Model replies are Markdown; what people type is shown exactly as typed.
             out.append(md.render(msg["content"]) if msg["role"] == "assistant" else _plain(msg["content"]))
+        calls = tool_calls_text(msg)
+        if calls:
+            out.append('<p class="tool-calls">Tool calls:</p>')
+            out.append(f"<pre><code>{html.escape(chr(10).join(calls))}</code></pre>")
         used = _turn_documents(msg)
         if used:
             out.append(_html_documents(used))

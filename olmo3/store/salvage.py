@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .health import connect_read_only
-from .records import ROLES, STATES, NewerStoreError, NotAStoreError, StoreError
+from .records import ROLES, STATES, NewerStoreError, NotAStoreError, StoreError, tool_search_text
 from .schema import CURRENT_VERSION
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ _MSG_COLUMNS: Final = (
     "state",
     "created_at",
     "active",
+    "tool",  # schema 5 (tool turns); NULL from older files
 )
 RECOVERED_TITLE: Final = "Recovered messages"
 
@@ -305,6 +306,7 @@ def _clean_message(row: Sequence[Any], now: float) -> dict[str, Any] | None:
         "state": "interrupted" if state == "streaming" else state,
         "created_at": _time(r["created_at"], now),
         "active": 1 if r["active"] in (1, None) else 0,
+        "tool": _json_text(r["tool"], kind=dict),
     }
 
 
@@ -428,9 +430,13 @@ def _write(
             f"INSERT INTO conversations ({', '.join(_CONV_COLUMNS)}) VALUES ({', '.join('?' * len(_CONV_COLUMNS))})",
             [tuple(c[k] for k in _CONV_COLUMNS) for c in conversations.values()],
         )
+        columns = (*_MSG_COLUMNS, "tool_text")  # the tool data's searchable text, made again
         out.executemany(
-            f"INSERT INTO messages ({', '.join(_MSG_COLUMNS)}) VALUES ({', '.join('?' * len(_MSG_COLUMNS))})",
-            [tuple(m[k] for k in _MSG_COLUMNS) for m in messages],
+            f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [
+                (*(m[k] for k in _MSG_COLUMNS), tool_search_text(json.loads(m["tool"]) if m["tool"] else None))
+                for m in messages
+            ],
         )
     report.conversations = len(conversations)
     report.messages = len(messages)

@@ -152,6 +152,69 @@ _V4: Final[tuple[str, ...]] = (
 )
 
 
+# Version 5: tool turns. Messages may have the role 'environment' (a tool's result, the turn Olmo-3's template
+# writes after an assistant message with function calls) and a `tool` column: JSON with an assistant's calls or an
+# environment turn's call and result; `tool_text` is its searchable text (the calls as written, the tool's name).
+# SQLite cannot change a CHECK constraint in place, so the table is rebuilt (same rows, same seq, so the FTS rowids
+# hold), its new self-reference named after the new table (RENAME rewrites it), and the search index gets a third
+# column. The old table's triggers and indexes go and are made again.
+_MESSAGES_V5 = """CREATE TABLE messages_v5 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        parent_id TEXT REFERENCES messages_v5(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'environment')),
+        content TEXT NOT NULL DEFAULT '',
+        reasoning TEXT NOT NULL DEFAULT '',
+        token_ids TEXT,
+        stats TEXT,
+        state TEXT NOT NULL DEFAULT 'complete'
+            CHECK (state IN ('streaming', 'complete', 'interrupted', 'error')),
+        created_at REAL NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        provenance TEXT,
+        stream_owner TEXT,
+        tool TEXT,
+        tool_text TEXT NOT NULL DEFAULT ''
+    )"""
+_V4_MESSAGE_COLUMNS = (
+    "seq, id, conversation_id, parent_id, role, content, reasoning, token_ids, stats, state, created_at, active, "
+    "provenance, stream_owner"
+)
+_V5: Final[tuple[str, ...]] = (
+    _MESSAGES_V5,
+    f"INSERT INTO messages_v5 ({_V4_MESSAGE_COLUMNS}) SELECT {_V4_MESSAGE_COLUMNS} FROM messages",
+    # Triggers first: with them, the implicit DELETE of DROP TABLE fails ("database table is locked").
+    "DROP TRIGGER messages_fts_insert",
+    "DROP TRIGGER messages_fts_delete",
+    "DROP TRIGGER messages_fts_update",
+    "DROP TABLE messages",
+    "DROP TABLE messages_fts",
+    "ALTER TABLE messages_v5 RENAME TO messages",
+    "CREATE INDEX messages_by_conversation ON messages(conversation_id, seq)",
+    "CREATE INDEX messages_by_parent ON messages(parent_id)",
+    """CREATE UNIQUE INDEX messages_one_active_child
+        ON messages(conversation_id, ifnull(parent_id, '')) WHERE active = 1""",
+    f"""CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, reasoning, tool_text, content = 'messages', content_rowid = 'seq', {_FTS_TOKENIZE})""",
+    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, content, reasoning, tool_text)
+            VALUES (new.seq, new.content, new.reasoning, new.tool_text);
+    END""",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning, tool_text)
+            VALUES ('delete', old.seq, old.content, old.reasoning, old.tool_text);
+    END""",
+    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, reasoning, tool_text ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, content, reasoning, tool_text)
+            VALUES ('delete', old.seq, old.content, old.reasoning, old.tool_text);
+        INSERT INTO messages_fts(rowid, content, reasoning, tool_text)
+            VALUES (new.seq, new.content, new.reasoning, new.tool_text);
+    END""",
+    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+)
+
+
 def _statements(stmts: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
     """Wrap DDL/DML statements as a migration step (executescript would commit mid-transaction)."""
 
@@ -176,5 +239,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "model revision, folders, sticky renames, provenance", _statements(_V2)),
     Migration(3, "FTS5 search, engine state, stream owners", _statements(_V3)),
     Migration(4, "attached documents: text, passages, FTS5 index", _statements(_V4)),
+    Migration(5, "tool turns: the environment role, tool data, searchable calls", _statements(_V5)),
 )
 CURRENT_VERSION: Final = MIGRATIONS[-1].version

@@ -1,4 +1,4 @@
-"""Full-text search (FTS5) over titles, messages and reasoning: query building, snippets, ranking."""
+"""Full-text search (FTS5) over titles, messages, reasoning and tool calls: query building, snippets, ranking."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ class SearchMixin:
         """Full-text search over titles, messages and reasoning of conversations not in the trash.
 
         Conversations whose title matches come first, then matching messages; each group is
-        ranked by BM25 (reasoning counts half as much as the answer). Diacritics and case
+        ranked by BM25 (reasoning and tool calls count half as much as the answer; a tool's result is a message's
+        content). Diacritics and case
         are ignored, the last term matches as a prefix (as-you-type), FTS syntax is plain text.
         """
         fts = build_fts_query(query)
@@ -68,7 +69,7 @@ class SearchMixin:
             ).fetchall()
             message_rows = conn.execute(
                 """SELECT m.conversation_id, m.id, c.title,
-                          snippet(messages_fts, -1, ?, ?, '…', 16), bm25(messages_fts, 1.0, 0.5)
+                          snippet(messages_fts, -1, ?, ?, '…', 16), bm25(messages_fts, 1.0, 0.5, 0.5)
                    FROM messages_fts
                    JOIN messages m ON m.seq = messages_fts.rowid
                    JOIN conversations c ON c.id = m.conversation_id

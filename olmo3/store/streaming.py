@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .records import FINAL_STATES, Channel, Role, State, check_dict, dump_json_opt, encode_token_ids
+from .records import FINAL_STATES, Channel, Role, State, check_dict, dump_json_opt, encode_token_ids, tool_search_text
 
 try:  # POSIX only; without it every other session counts as dead (the pre-session behaviour).
     import fcntl
@@ -138,6 +138,7 @@ class StreamingMixin:
             state: str,
             stream_owner: str | None = None,
             message_id: str | None = None,
+            tool: Mapping[str, Any] | None = None,
         ) -> str: ...
 
     def begin_stream(
@@ -232,22 +233,26 @@ class StreamingMixin:
         token_ids: Sequence[int] | None = None,
         stats: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        tool: Mapping[str, Any] | None = None,
     ) -> None:
         """Commit the rest of the text and the final state, token ids and stats (one transaction).
 
-        ``provenance``, if given, replaces the one passed to :meth:`begin_stream`.
+        ``provenance``, if given, replaces the one passed to :meth:`begin_stream`; ``tool`` (a reply's function
+        calls) is set when given.
         """
         stream = self._stream(message_id)
         if state not in FINAL_STATES:
             raise ValueError(f"state must be one of {FINAL_STATES}, not {state!r}")
         check_dict(stats, "stats")
         check_dict(provenance, "provenance")
+        check_dict(tool, "tool")
         answer, reasoning = stream.pending()
         with self._write() as conn:
             conn.execute(
                 "UPDATE messages SET content = content || ?, reasoning = reasoning || ?, state = ?, "
                 "token_ids = coalesce(?, token_ids), stats = coalesce(?, stats), "
-                "provenance = coalesce(?, provenance), stream_owner = NULL WHERE id = ?",
+                "provenance = coalesce(?, provenance), tool = coalesce(?, tool), "
+                "tool_text = CASE WHEN ? IS NULL THEN tool_text ELSE ? END, stream_owner = NULL WHERE id = ?",
                 (
                     answer,
                     reasoning,
@@ -255,6 +260,9 @@ class StreamingMixin:
                     encode_token_ids(token_ids),
                     dump_json_opt(None if stats is None else dict(stats), "stats"),
                     dump_json_opt(None if provenance is None else dict(provenance), "provenance"),
+                    dump_json_opt(None if tool is None else dict(tool), "tool"),
+                    None if tool is None else 1,
+                    tool_search_text(tool),
                     message_id,
                 ),
             )

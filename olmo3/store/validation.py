@@ -32,8 +32,8 @@ __all__ = [
 ]
 
 FORMAT: Final = "olmo-desktop.conversation"
-VERSION: Final = 2
-READABLE_VERSIONS: Final = (1, 2)
+VERSION: Final = 3  # 2: attachments; 3: tool data on messages (``tool``)
+READABLE_VERSIONS: Final = (1, 2, 3)
 MAX_IMPORT_DEPTH: Final = MAX_JSON_DEPTH  # our own exports nest 6 levels deep (engine_state's nodes' stats)
 MAX_TOKEN_ID: Final = 2**32 - 1  # token ids are uint32 everywhere
 
@@ -90,6 +90,7 @@ _MSG_FIELDS: Final = (
     "state",
     "created_at",
     "active",
+    "tool",  # version 3: an assistant's function calls, or an environment message's call and result
 )
 
 
@@ -253,7 +254,7 @@ def validate_conversation(data: Any) -> dict[str, Any]:
     }
     if not isinstance(data["messages"], list):
         c.fail("messages", "a list")
-    messages = [_validate_message(m, i) for i, m in enumerate(data["messages"])]
+    messages = [_validate_message(m, i, version) for i, m in enumerate(data["messages"])]
     _check_tree(messages)
     out["messages"] = messages
     out["attachments"] = validate_attachments(data.get("attachments", []), {m["id"] for m in messages}, _check_time)
@@ -278,11 +279,11 @@ def _check_time(where: str, value: Any) -> str:
     raise ValueError(f"{where}: expected an ISO 8601 date-time between the years 1 and 9999 (UTC), got {_shown(value)}")
 
 
-def _validate_message(msg: Any, index: int) -> dict[str, Any]:
+def _validate_message(msg: Any, index: int, version: int) -> dict[str, Any]:
     where = f"messages[{index}]"
     if not isinstance(msg, Mapping):
         raise ValueError(f"{where}: expected an object, got {type(msg).__name__}")
-    c = _Checker(msg, where + ".", _MSG_FIELDS)
+    c = _Checker(msg, where + ".", _MSG_FIELDS if version >= 3 else _MSG_FIELDS[:-1])
     return {
         "id": c.str_("id", nonempty=True),
         "parent_id": c.str_("parent_id", optional=True, nonempty=True),
@@ -295,6 +296,7 @@ def _validate_message(msg: Any, index: int) -> dict[str, Any]:
         "state": c.choice("state", STATES),
         "created_at": c.time("created_at"),
         "active": c.bool_("active"),
+        "tool": c.dict_("tool", optional=True) if version >= 3 else None,
     }
 
 

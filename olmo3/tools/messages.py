@@ -181,3 +181,26 @@ def reply_to_openai(reply: ParsedReply, ids: Sequence[str] | None = None) -> dic
     if reply.calls:
         message["tool_calls"] = calls_to_openai(reply.calls, ids)
     return message
+
+
+def completion_to_openai(
+    text: str, finish_reason: str, *, tools_offered: bool, ids: Sequence[str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """A generated reply as an OpenAI assistant message and its ``finish_reason`` (the server's side of a turn).
+
+    With tools offered, a reply that ended on its stop token and holds a ``<function_calls>`` block becomes
+    ``tool_calls`` with ``finish_reason`` "tool_calls"; a block that cannot be read stays text (the client sees what
+    the model wrote). Without tools, or for a reply cut short ("length"), the text is returned as it is.
+    """
+    from .calls import ToolCallParseError, parse_reply
+
+    plain = {"role": "assistant", "content": text}
+    if not tools_offered or finish_reason != "stop":
+        return plain, finish_reason
+    try:
+        reply = parse_reply(text)
+    except ToolCallParseError:
+        return plain, finish_reason
+    if not reply.calls:
+        return plain, finish_reason
+    return reply_to_openai(reply, ids), "tool_calls"

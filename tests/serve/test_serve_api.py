@@ -123,12 +123,12 @@ def test_every_error_has_openai_shape_and_status(instruct_server, instruct):
         c.chat.completions.create(model=model, messages=user, n=2)
     assert e.value.body["param"] == "n"
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError) as e:  # tools are offered; forcing a call is not supported
+        c.chat.completions.create(model=model, messages=user, tools=[tool], tool_choice="required")
+    assert e.value.body["param"] == "tool_choice" and e.value.body["code"] == "tools_not_supported"
     with pytest.raises(openai.BadRequestError) as e:
-        c.chat.completions.create(model=model, messages=user, tools=[tool])
-    assert e.value.body["message"] == "tools are not supported yet"
-    with pytest.raises(openai.BadRequestError) as e:
-        c.chat.completions.create(model=model, messages=[*user, {"role": "tool", "content": "42", "tool_call_id": "1"}])
-    assert e.value.body["message"] == "tools are not supported yet"
+        c.chat.completions.create(model=model, messages=user, tools=[{"type": "code_interpreter"}])
+    assert e.value.body["param"] == "tools" and "only function tools" in e.value.body["message"]
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model=model, messages=user, logit_bias={"999999": 5})
     assert e.value.body["param"] == "logit_bias"

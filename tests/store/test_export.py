@@ -78,7 +78,7 @@ def test_json_round_trip_is_lossless(store: ConversationStore) -> None:
     first = store.export_dict(cid)
     text1 = interchange.to_json(first)
     assert json.loads(text1)["format"] == "olmo-desktop.conversation"
-    assert json.loads(text1)["version"] == interchange.VERSION == 2
+    assert json.loads(text1)["version"] == interchange.VERSION == 3
     assert interchange.to_json(interchange.from_json(text1)) == text1  # parse + validate changes nothing
 
     new_id = store.import_conversation(interchange.from_json(text1))
@@ -157,7 +157,7 @@ def test_from_json_rejects_bad_files_clearly(store: ConversationStore) -> None:
     cases = [
         (set_(("format",), "something.else"), r"not an Olmo Desktop conversation.*'something.else'"),
         (delete(("format",)), r"not an Olmo Desktop conversation"),
-        (set_(("version",), 3), r"unsupported conversation format version 3"),
+        (set_(("version",), 4), r"unsupported conversation format version 4"),
         (set_(("version",), True), r"unsupported conversation format version True"),
         (delete(("title",)), r"missing field 'title'"),
         (delete(("messages", 1, "role")), r"messages\[1\]\.missing field 'role'"),
@@ -417,3 +417,80 @@ def test_replies_carry_their_provenance_in_full_and_in_one_line(store: Conversat
     # Replies from before provenance was recorded (only the GUI's own keys) get no line.
     old = {**conv["messages"][1], "provenance": {"thought_s": 3.2}}
     assert provenance_line(old) is None
+
+
+# ---- tool turns --------------------------------------------------------------------------------
+
+
+def build_tool_turn(store: ConversationStore) -> tuple[str, dict[str, str]]:
+    """A turn that called a tool: the user asks, the reply calls (streamed, then finished with its calls), the
+    tool's result is an environment message, and the final reply reads it."""
+    cid = store.create_conversation()
+    ids: dict[str, str] = {}
+    ids["user"] = store.append_message(cid, None, "user", "What is 2 + 40?")
+    ids["call"] = store.begin_stream(cid, ids["user"])
+    store.stream_append(ids["call"], "Let me add them.")
+    calls = {"calls": [{"name": "add", "arguments": {"a": 2, "b": 40}}], "raw_calls": "add(a=2, b=40)"}
+    store.finish_stream(ids["call"], token_ids=[1, 2, 3], tool=calls)
+    result = {"name": "add", "server": "calculator", "arguments": {"a": 2, "b": 40}, "is_error": False}
+    ids["result"] = store.append_message(cid, ids["call"], "environment", "42 (from the abacus)", tool=result)
+    ids["answer"] = store.append_message(cid, ids["result"], "assistant", "2 + 40 = **42**.")
+    return cid, ids
+
+
+def test_tool_turns_are_stored_searchable_and_exported(store: ConversationStore) -> None:
+    cid, ids = build_tool_turn(store)
+    path = store.active_path(cid)
+    assert [m.role for m in path] == ["user", "assistant", "environment", "assistant"]
+    assert path[1].tool is not None and path[1].tool["raw_calls"] == "add(a=2, b=40)"
+    assert path[2].tool == {"name": "add", "server": "calculator", "arguments": {"a": 2, "b": 40}, "is_error": False}
+    # Search finds the call (its name and arguments) and the tool's result, like any message.
+    assert {h.message_id for h in store.search("abacus")} == {ids["result"]}
+    assert ids["call"] in {h.message_id for h in store.search("add")}
+    assert {h.message_id for h in store.search("calculator")} == {ids["result"]}
+
+    # JSON: lossless, tool data included; a duplicate keeps it too.
+    data = store.export_dict(cid)
+    text = interchange.to_json(data)
+    assert json.loads(text)["messages"][1]["tool"]["calls"][0] == {"name": "add", "arguments": {"a": 2, "b": 40}}
+    copy_id = store.import_conversation(interchange.from_json(text))
+    assert [m.tool for m in store.active_path(copy_id)] == [m.tool for m in path]
+    assert {h.conv_id for h in store.search("abacus")} == {cid, copy_id}
+    dup = store.duplicate(cid)
+    assert [m.tool for m in store.active_path(dup)] == [m.tool for m in path]
+
+    # Markdown and HTML show the call and the result (as text, never Markdown).
+    md = interchange.to_markdown(data)
+    assert "*Tool calls:*\n\n```\nadd(a=2, b=40)\n```" in md
+    assert "## Tool result · add (calculator)\n\n```\n42 (from the abacus)\n```" in md
+    page = interchange.to_html(data)
+    assert "Tool result · add (calculator)" in page and "<pre><code>add(a=2, b=40)</code></pre>" in page
+
+
+def test_exports_from_before_tool_turns_still_import(store: ConversationStore) -> None:
+    data = store.export_dict(build_branchy(store))
+    old = copy.deepcopy(data)
+    old["version"] = 2
+    for m in old["messages"]:
+        del m["tool"]  # version 2 files, written before tool turns, have no such key
+    new = store.import_conversation(interchange.from_json(interchange.to_json(old)))
+    assert all(m.tool is None for m in store.tree(new))
+    with pytest.raises(ValueError, match=r"messages\[0\]\.missing field 'tool'"):
+        interchange.validate_conversation({**old, "version": 3})
+    bad = copy.deepcopy(data)
+    bad["messages"][0]["tool"] = "add()"
+    with pytest.raises(ValueError, match=r"messages\[0\]\.tool: expected an object or null"):
+        interchange.validate_conversation(bad)
+
+
+def test_salvage_keeps_tool_turns(tmp_path: Path) -> None:
+    from olmo3.store.salvage import salvage
+
+    path = tmp_path / "tools.sqlite3"
+    with ConversationStore(path) as store:
+        cid, ids = build_tool_turn(store)
+        before = [(m.role, m.content, m.tool) for m in store.active_path(cid)]
+    salvage(path, tmp_path / "out.sqlite3")
+    with ConversationStore(tmp_path / "out.sqlite3") as store:
+        assert [(m.role, m.content, m.tool) for m in store.active_path(cid)] == before
+        assert {h.message_id for h in store.search("calculator")} == {ids["result"]}

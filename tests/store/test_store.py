@@ -836,9 +836,12 @@ def test_migrates_old_database_with_data_intact(tmp_path: Path, version: int) ->
         store.restore("c-2")
         assert [h.message_id for h in store.search("quokka")] == ["m-6"]
 
-        # And the migrated file is fully usable.
+        # And the migrated file is fully usable, tool turns included.
         new = store.append_message("c-1", "m-5", "user", "Danke")
         assert store.active_path("c-1")[-1].id == new
+        result = store.append_message("c-1", new, "environment", "42 Bohnen", tool={"name": "count_beans"})
+        assert [h.message_id for h in store.search("bohnen")] == [result]
+        assert [h.message_id for h in store.search("count_beans")] == [result]
         store.set_engine_state("c-1", {"ok": True})
         store.rename("c-1", "Kaffee")
         if version == 3:

@@ -231,7 +231,8 @@ def test_import_validates_attachments_and_writes_nothing_on_error(store: Convers
 
     # A version 1 file (before attachments) still imports.
     v1 = {k: v for k, v in good.items() if k != "attachments"} | {"version": 1}
-    v1["messages"] = [{**m, "provenance": None} for m in v1["messages"]]
+    # (and before tool data on messages: version 3)
+    v1["messages"] = [{**{k: v for k, v in m.items() if k != "tool"}, "provenance": None} for m in v1["messages"]]
     imported = store.import_conversation(v1)
     assert store.attachments(imported) == []
 

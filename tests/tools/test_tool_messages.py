@@ -206,3 +206,28 @@ def test_error_and_declined_results_become_environment_turns():
         parse_reply("<function_calls>add(1)</function_calls>")
     result = error_result(f"could not read the call: {info.value}")
     assert result.text.startswith("Error: could not read the call: 'add' has a positional argument")
+
+
+def test_a_completion_becomes_openai_tool_calls_only_when_it_is_a_call():
+    from olmo3.tools.messages import completion_to_openai
+
+    text = 'Checking.<function_calls>read_file(name="a (1).txt")\nadd(a=1, b=2)</function_calls>'
+    message, finish = completion_to_openai(text, "stop", tools_offered=True, ids=["call_1", "call_2"])
+    assert finish == "tool_calls" and message["content"] == "Checking."
+    assert [c["function"]["name"] for c in message["tool_calls"]] == ["read_file", "add"]
+    assert message["tool_calls"][0]["function"]["arguments"] == '{"name": "a (1).txt"}'
+    assert message["tool_calls"][1]["id"] == "call_2"
+    # Back through the OpenAI mapping, the calls render as the model wrote them.
+    again = openai_messages_to_template([message], with_tools=True)[0]
+    assert [c["function"]["name"] for c in again["tool_calls"]] == ["read_file", "add"]
+    assert completion_to_openai(text, "length", tools_offered=True) == (
+        {"role": "assistant", "content": text},
+        "length",
+    )
+    assert completion_to_openai(text, "stop", tools_offered=False)[1] == "stop"
+    broken = "<function_calls>add(a=</function_calls>"
+    assert completion_to_openai(broken, "stop", tools_offered=True) == (
+        {"role": "assistant", "content": broken},
+        "stop",
+    )
+    assert completion_to_openai("Hello.", "stop", tools_offered=True)[1] == "stop"
