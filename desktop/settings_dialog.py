@@ -22,7 +22,6 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractSpinBox,
     QApplication,
     QButtonGroup,
     QCheckBox,
@@ -46,147 +45,20 @@ from PySide6.QtWidgets import (
 
 from desktop.local_server import HOST, base_url
 from desktop.settings import Sampling, Settings, presets
-from olmo3.chat.sampling import THINKING_BUDGETS
-
-UNCHANGED = object()
-FIELD_WIDTH = 200
-SPIN_TEXT_MARGIN = 8  # with the QSS's padding, what puts a spin box's text where a line edit's is
-SAME = object()  # a conversation setting that follows the Sampling page
-KEEP_CHOICES: tuple[tuple[str, bool | None], ...] = (
-    ("As the model's template does", None),
-    ("Keep in context", True),
-    ("Drop from context (frees room)", False),
+from desktop.settings_fields import (
+    FIELD_WIDTH,
+    SAME,
+    BudgetPicker,
+    heading,
+    hint,
+    keep_combo,
+    model_shape,
+    same_inset,
+    template_system_prompt,
+    with_hint,
 )
 
-
-class BudgetPicker(QWidget):
-    """Off / 1K / 4K / 16K / a number of tokens (and, for a conversation, "Same as the Sampling page")."""
-
-    def __init__(self, value: object, *, allow_same: bool = False, parent: QWidget | None = None):
-        super().__init__(parent)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.setSpacing(8)
-        self.combo = QComboBox(self)
-        if allow_same:
-            self.combo.addItem("Same as the Sampling page", SAME)
-        for name, budget in THINKING_BUDGETS.items():
-            self.combo.addItem(name if budget is None else f"{name} tokens", budget)
-        self.combo.addItem("Custom…", "custom")
-        self.custom = QSpinBox(self)
-        self.custom.setRange(1, 1_000_000)
-        self.custom.setSingleStep(256)
-        self.custom.setSuffix(" tokens")
-        self.custom.setValue(value if isinstance(value, int) else 2048)
-        row.addWidget(self.combo)
-        row.addWidget(self.custom)
-        row.addStretch(1)
-        self.set_value(value)
-        self.combo.currentIndexChanged.connect(lambda _i: self.custom.setVisible(self.combo.currentData() == "custom"))
-
-    def set_value(self, value: object) -> None:
-        index = (
-            self.combo.findData(value) if value is SAME or value is None or value in THINKING_BUDGETS.values() else -1
-        )
-        if index < 0:
-            index = self.combo.findData("custom")
-            if isinstance(value, int):
-                self.custom.setValue(value)
-        self.combo.setCurrentIndex(index)
-        self.custom.setVisible(self.combo.currentData() == "custom")
-
-    def value(self) -> object:
-        data = self.combo.currentData()
-        return self.custom.value() if data == "custom" else data
-
-
-def _keep_combo(value: object, *, allow_same: bool, parent: QWidget) -> QComboBox:
-    combo = QComboBox(parent)
-    if allow_same:
-        combo.addItem("Same as the Sampling page", SAME)
-    for text, keep in KEEP_CHOICES:
-        combo.addItem(text, keep)
-    combo.setCurrentIndex(max(0, combo.findData(value)))
-    combo.setFixedWidth(280)
-    return combo
-
-
-def _hint(text: str, parent: QWidget) -> QLabel:
-    label = QLabel(text, parent)
-    label.setObjectName("formHint")
-    label.setWordWrap(True)
-    return label
-
-
-def _heading(text: str, parent: QWidget) -> QLabel:
-    label = QLabel(text, parent)
-    label.setObjectName("formHeading")
-    label.setTextFormat(Qt.TextFormat.PlainText)
-    return label
-
-
-def same_inset(box: QAbstractSpinBox) -> QAbstractSpinBox:
-    """Spin boxes ignore the style sheet's padding: inset their text like every other field's (8 px)."""
-    edit = box.findChild(QLineEdit)
-    if edit is not None:
-        edit.setTextMargins(SPIN_TEXT_MARGIN, 0, 0, 0)
-    return box
-
-
-def _with_hint(field: QWidget, hint: QLabel, parent: QWidget) -> QWidget:
-    """A form row's field with its hint right under it."""
-    box = QWidget(parent)
-    col = QVBoxLayout(box)
-    col.setContentsMargins(0, 0, 0, 0)
-    col.setSpacing(4)
-    col.addWidget(field, 0, Qt.AlignmentFlag.AlignLeft)
-    col.addWidget(hint)
-    return box
-
-
-def template_system_prompt(model_dir: str | Path | None) -> str | None:
-    """The system prompt the model's chat template writes when a conversation has none (None if unknown)."""
-    if not model_dir:
-        return None
-    try:
-        import jinja2.sandbox
-
-        from olmo3.model.modelinfo import chat_template_text
-
-        template = chat_template_text(Path(model_dir))
-        if not template:
-            return None
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        marker = "\x00"
-        text = env.from_string(template).render(
-            messages=[{"role": "user", "content": marker}],
-            add_generation_prompt=False,
-            eos_token="",
-            bos_token="",
-        )
-    except Exception:  # any template, any error: the hint just doesn't quote it
-        return None
-    head = "<|im_start|>system\n"
-    start = text.find(head)
-    if start < 0 or start > text.find(marker):
-        return None
-    end = text.find("<|im_end|>", start)
-    return (text[start + len(head) : end].strip() or None) if end > 0 else None
-
-
-def _model_shape(model_dir: str | None) -> tuple[Any, str]:
-    """(olmo3.fit.ModelShape, display name) of a model folder, or (None, "") if it can't be read."""
-    if not model_dir:
-        return None, ""
-    try:
-        from desktop.controller import model_display_name
-        from olmo3.fit import ModelShape
-        from olmo3.model.modelinfo import inspect_model_dir
-
-        info = inspect_model_dir(model_dir)
-        return ModelShape.of(info), model_display_name(info, model_dir)
-    except Exception:
-        return None, ""
+UNCHANGED = object()
 
 
 class SettingsDialog(QDialog):
@@ -226,7 +98,7 @@ class SettingsDialog(QDialog):
             budget = memory_budget()
         self._budget = budget
         self._model_prompt = template_system_prompt(self._model_dir)
-        self._model = model if model is not None else _model_shape(self._model_dir)
+        self._model = model if model is not None else model_shape(self._model_dir)
         self._conv_sampling = dict(conversation_sampling) if isinstance(conversation_sampling, dict) else {}
 
         outer = QVBoxLayout(self)
@@ -287,14 +159,14 @@ class SettingsDialog(QDialog):
     def _chat_page(self, conversation_prompt: str | object | None, title: str) -> QWidget:
         page, layout = self._page()
         own = f"“{self._model_prompt}”" if self._model_prompt else "the one its chat template writes"
-        layout.addWidget(_heading("System prompt for new conversations", page))
+        layout.addWidget(heading("System prompt for new conversations", page))
         self.system_prompt = QPlainTextEdit(page)
         self.system_prompt.setObjectName("formText")
         self.system_prompt.setPlaceholderText("Empty: the model's own system prompt")
         self.system_prompt.setPlainText(self._settings.system_prompt)
         self.system_prompt.setFixedHeight(88)
         layout.addWidget(self.system_prompt)
-        self.system_prompt_hint = _hint("", page)
+        self.system_prompt_hint = hint("", page)
         layout.addWidget(self.system_prompt_hint)
         self.system_prompt.textChanged.connect(lambda: self._update_prompt_hint(own))
         self._update_prompt_hint(own)
@@ -305,11 +177,11 @@ class SettingsDialog(QDialog):
         if self._has_conversation:
             layout.addSpacing(16)
             suffix = f" · {title}" if title else ""
-            layout.addWidget(_heading(f"This conversation’s system prompt{suffix}", page))
+            layout.addWidget(heading(f"This conversation’s system prompt{suffix}", page))
             self.conv_prompt.setPlainText(conversation_prompt if isinstance(conversation_prompt, str) else "")
             layout.addWidget(self.conv_prompt)
             layout.addWidget(
-                _hint(
+                hint(
                     "Each conversation keeps the prompt it started with. A change here applies from its next "
                     "message; earlier replies stay as they are. Empty: the model's own system prompt.",
                     page,
@@ -317,17 +189,17 @@ class SettingsDialog(QDialog):
             )
             chosen = self._conv_sampling
             self.conv_budget = BudgetPicker(chosen.get("thinking_budget", SAME), allow_same=True, parent=page)
-            self.conv_keep = _keep_combo(chosen.get("keep_reasoning", SAME), allow_same=True, parent=page)
+            self.conv_keep = keep_combo(chosen.get("keep_reasoning", SAME), allow_same=True, parent=page)
             form = QFormLayout()
             form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
             form.setHorizontalSpacing(14)
             form.addRow("Thinking budget", self.conv_budget)
             form.addRow("Earlier reasoning", self.conv_keep)
             layout.addSpacing(12)
-            layout.addWidget(_heading("This conversation’s reasoning (Think models)", page))
+            layout.addWidget(heading("This conversation’s reasoning (Think models)", page))
             layout.addLayout(form)
             layout.addWidget(
-                _hint(
+                hint(
                     "When the reasoning reaches the budget it is closed and the answer follows. Dropping earlier "
                     "replies' reasoning from the context leaves room for longer conversations.",
                     page,
@@ -347,7 +219,7 @@ class SettingsDialog(QDialog):
 
     def _model_page(self) -> QWidget:
         page, layout = self._page()
-        layout.addWidget(_heading("At start-up", page))
+        layout.addWidget(heading("At start-up", page))
         self.auto_load = QCheckBox("Load the last used model when Olmo Desktop starts", page)
         self.auto_load.setChecked(self._settings.auto_load_last_model)
         layout.addWidget(self.auto_load)
@@ -362,11 +234,11 @@ class SettingsDialog(QDialog):
         same_inset(self.context)
         self.context_default = QPushButton("Use the default", page)
         self.context_default.setObjectName("secondaryButton")
-        self.context_hint = _hint("", page)
-        self.context_fit = _hint("", page)
+        self.context_hint = hint("", page)
+        self.context_fit = hint("", page)
         if shape is None:
-            layout.addWidget(_heading("Context length", page))
-            layout.addWidget(_hint("Load a model to choose how long its conversations may grow.", page))
+            layout.addWidget(heading("Context length", page))
+            layout.addWidget(hint("Load a model to choose how long its conversations may grow.", page))
             self.context.hide()
             self.context_default.hide()
             self._default_context = 0
@@ -374,7 +246,7 @@ class SettingsDialog(QDialog):
             from olmo3.fit import default_context
 
             self._default_context = default_context(shape, self._budget)
-            layout.addWidget(_heading(f"Context length · {name}", page))
+            layout.addWidget(heading(f"Context length · {name}", page))
             row = QHBoxLayout()
             row.setSpacing(10)
             self.context.setRange(min(256, shape.max_context), shape.max_context)
@@ -422,9 +294,9 @@ class SettingsDialog(QDialog):
         self.preset.setMinimumWidth(FIELD_WIDTH)
         form.addRow(
             "Preset",
-            _with_hint(
+            with_hint(
                 self.preset,
-                _hint(
+                hint(
                     "Olmo 3 Think: temperature 0.6, top P 0.95, top K 50. Olmo 3 Instruct: the model's "
                     "generation config. Precise: greedy decoding (temperature 0).",
                     page,
@@ -446,25 +318,25 @@ class SettingsDialog(QDialog):
         self.seed.setPlaceholderText("random")
         self.seed.setFixedWidth(FIELD_WIDTH)
         self.budget = BudgetPicker(s.thinking_budget, parent=page)
-        self.keep_reasoning = _keep_combo(s.keep_reasoning, allow_same=False, parent=page)
+        self.keep_reasoning = keep_combo(s.keep_reasoning, allow_same=False, parent=page)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top P", self.top_p)
-        form.addRow("Top K", _with_hint(self.top_k, _hint("0 turns it off.", page), page))
+        form.addRow("Top K", with_hint(self.top_k, hint("0 turns it off.", page), page))
         form.addRow("Min P", self.min_p)
         form.addRow("Repetition penalty", self.repetition)
         form.addRow(
             "Max tokens per reply",
-            _with_hint(
-                self.max_tokens, _hint("A cap: a reply also stops when the conversation fills the context.", page), page
+            with_hint(
+                self.max_tokens, hint("A cap: a reply also stops when the conversation fills the context.", page), page
             ),
         )
-        self.seed_error = _hint("Empty: a new random seed for every reply.", page)
-        form.addRow("Seed", _with_hint(self.seed, self.seed_error, page))
+        self.seed_error = hint("Empty: a new random seed for every reply.", page)
+        form.addRow("Seed", with_hint(self.seed, self.seed_error, page))
         form.addRow(
             "Thinking budget",
-            _with_hint(
+            with_hint(
                 self.budget,
-                _hint(
+                hint(
                     "Think models: the reasoning is closed at this many tokens; max tokens then limits the answer.",
                     page,
                 ),
@@ -482,12 +354,12 @@ class SettingsDialog(QDialog):
 
     def _memory_page(self) -> QWidget:
         page, layout = self._page()
-        layout.addWidget(_heading("Conversation memory", page))
+        layout.addWidget(heading("Conversation memory", page))
         self.memory_budget = self._double(0.25, 512.0, 0.25, self._settings.memory_budget_gb)
         self.memory_budget.setSuffix(" GB")
         layout.addWidget(self.memory_budget)
         layout.addWidget(
-            _hint(
+            hint(
                 "How much memory recent conversations may keep so follow-ups start instantly. "
                 "Older ones are saved to disk and come back when you continue them.",
                 page,
@@ -498,14 +370,14 @@ class SettingsDialog(QDialog):
         layout.addSpacing(8)
         layout.addWidget(self.kv_8bit)
         layout.addWidget(
-            _hint(
+            hint(
                 "About halves the memory that grows with a conversation (the full-attention layers), so more "
                 "conversations stay warm. Replies can differ very slightly. From each conversation's next message.",
                 page,
             )
         )
         layout.addSpacing(16)
-        layout.addWidget(_heading("Models folder", page))
+        layout.addWidget(heading("Models folder", page))
         row = QHBoxLayout()
         row.setSpacing(10)
         self.models_dir = QLineEdit(self._settings.models_dir, page)
@@ -515,15 +387,13 @@ class SettingsDialog(QDialog):
         row.addWidget(self.models_dir, 1)
         row.addWidget(choose)
         layout.addLayout(row)
-        layout.addWidget(
-            _hint("Where downloaded models are kept. Models already downloaded stay where they are.", page)
-        )
+        layout.addWidget(hint("Where downloaded models are kept. Models already downloaded stay where they are.", page))
         layout.addStretch(1)
         return page
 
     def _appearance_page(self) -> QWidget:
         page, layout = self._page()
-        layout.addWidget(_heading("Theme", page))
+        layout.addWidget(heading("Theme", page))
         self.theme_group = QButtonGroup(page)
         for value, text in (("system", "Match the system"), ("light", "Light"), ("dark", "Dark")):
             button = QRadioButton(text, page)
@@ -540,7 +410,7 @@ class SettingsDialog(QDialog):
         self.server_enabled.setChecked(self._settings.server_enabled)
         layout.addWidget(self.server_enabled)
         layout.addWidget(
-            _hint(
+            hint(
                 f"Editors, agents and scripts on this computer can use the model like OpenAI's API (it listens on "
                 f"{HOST} only). They share the loaded model, its memory and its conversation caches with this "
                 "window.",
@@ -557,11 +427,11 @@ class SettingsDialog(QDialog):
         self.server_key.setPlaceholderText("none")
         self.server_key.setFixedWidth(FIELD_WIDTH * 2)
         form.addRow("Port", self.server_port)
-        key_hint = _hint("Optional. Clients then send “Authorization: Bearer KEY”.", page)
-        form.addRow("API key", _with_hint(self.server_key, key_hint, page))
+        key_hint = hint("Optional. Clients then send “Authorization: Bearer KEY”.", page)
+        form.addRow("API key", with_hint(self.server_key, key_hint, page))
         layout.addLayout(form)
         layout.addSpacing(16)
-        layout.addWidget(_heading("Base URL", page))
+        layout.addWidget(heading("Base URL", page))
         row = QHBoxLayout()
         row.setSpacing(10)
         self.server_url = QLabel("", page)

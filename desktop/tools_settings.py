@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop import theme as th
-from desktop.settings_dialog import same_inset
+from desktop.settings_fields import same_inset
 
 STATE_TEXT = {"running": "Running", "stopped": "Not started yet", "failed": "Couldn't start", "disabled": "Off"}
 
