@@ -9,6 +9,10 @@ first lose their turn snapshots, then have their live caches spilled to disk (ml
 ``save_prompt_cache`` format, in the user cache dir). A spilled cache comes back on the next turn if its
 file matches the model and the transcript; a corrupt or mismatched file is discarded with a log line and the
 turn re-prefilled. ``shutdown`` spills everything, so a follow-up after an app restart is instant too.
+
+Where the model comes from is the ``loader``'s business (:class:`ModelLoader`): by default this machine's folder;
+``olmo3.parallel.cluster.ClusterLoader`` gives rank 0 of a parallel group its part of the model, whose caches
+every rank holds a part of (spilling and restoring then involve every rank: ``LeaderModel.spill``/``load_spilled``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .events import (
     ModelWontFit,
     TurnFinished,
 )
+from .loaders import LocalLoader, ModelLoader
 
 if TYPE_CHECKING:
     from .session import ChatSession
@@ -104,8 +109,10 @@ class Engine:
         memory_limit_bytes: int | None = None,
         kv_bits: int | None = None,
         session_options: dict[str, Any] | None = None,
+        loader: ModelLoader | None = None,
     ):
         self.on_event = on_event or (lambda e: None)
+        self.loader: ModelLoader = loader or LocalLoader()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._budget = memory_budget_bytes
         self.memory_limit = memory_limit_bytes  # a user's cap on everything (olmo3 --memory-limit)
@@ -145,7 +152,7 @@ class Engine:
         if self._thread is None:
             return True
         self.cancel()
-        self._submit("shutdown", "", lambda job: self._spill_all())
+        self._submit("shutdown", "", lambda job: self._shutdown())
         self._queue.put(None)
         self._thread.join(timeout)
         stopped = not self._thread.is_alive()
@@ -368,8 +375,9 @@ class Engine:
         return Path(dst)
 
     def cache_path(self, conv_id: str) -> Path:
+        """The spilled cache of a conversation (a parallel model's rank 0 part: ``<id>.tensor2-r0.safetensors``)."""
         self._check_conv_id(conv_id)
-        return self.cache_dir / f"{conv_id}.safetensors"
+        return self.cache_dir / f"{conv_id}{getattr(self.model, 'cache_tag', '')}.safetensors"
 
     def delete_cache_file(self, conv_id: str) -> int:
         """Delete a conversation's spilled cache; returns the bytes freed (safe from any thread)."""
@@ -389,8 +397,9 @@ class Engine:
         if not self.cache_dir.is_dir():
             return 0
         for path in self.cache_dir.glob("*.safetensors"):
-            conv_id = path.name.removesuffix(".safetensors")
-            if conv_id.endswith(".tmp") or conv_id not in keep:
+            stem = path.name.removesuffix(".safetensors")
+            conv_id = stem.split(".", 1)[0]  # <id>, or <id>.<parallel tag>
+            if stem.endswith(".tmp") or conv_id not in keep:
                 try:
                     freed += path.stat().st_size
                     path.unlink()
@@ -453,14 +462,12 @@ class Engine:
                     self._done_cv.notify_all()
 
     def _load_model(self, job: _Job, path: Path, context_tokens: int | None, force: bool) -> None:
-        from ..fit import ModelWontFitError, plan_load
-        from ..model.loader import load
-        from ..model.modelinfo import inspect_model_dir
+        from ..fit import ModelWontFitError
 
         t0 = time.perf_counter()
         record_working_set()  # on the engine thread: Metal's working set becomes everyone's budget (olmo3.memory)
         try:
-            plan = plan_load(inspect_model_dir(path), context_tokens=context_tokens, budget=self.budget(), force=force)
+            plan = self.loader.plan(path, context_tokens=context_tokens, budget=self.budget(), force=force)
         except ModelWontFitError as e:
             fit = e.plan.fit
             log.info("refused to load %s: %s", path, fit.message)
@@ -479,7 +486,7 @@ class Engine:
             )
             return
         self._spill_all()
-        model, tokenizer = load(path)
+        model, tokenizer = self.loader.load(path)
         self.context_tokens, self._forced = plan.context_tokens, not plan.fits
         states = {cid: s.to_state() for cid, s in self.sessions.items()}
         options = {cid: (s.sampling, s.system_prompt) for cid, s in self.sessions.items()}
@@ -649,17 +656,29 @@ class Engine:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.cache_path(conv_id)
-        tmp = path.with_suffix(".tmp.safetensors")
         meta = {
             "format": CACHE_FORMAT,
             "model_fingerprint": s.info.fingerprint,
             "tokens_hash": s.tokens_hash(),
             "n_tokens": str(len(s.tokens)),
         }
-        save_prompt_cache(str(tmp), s.cache, meta)
-        os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half file under the real name
+        if getattr(s.cache, "mirror", None) is not None:
+            self.model.spill(path, conv_id, s.cache, meta)  # every rank writes its part
+        else:
+            tmp = path.with_suffix(".tmp.safetensors")
+            save_prompt_cache(str(tmp), s.cache, meta)
+            os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half file under the real name
         s.drop_cache()
         self._emit(CacheState(conv_id=conv_id, state="disk", nbytes=path.stat().st_size))
+
+    def _shutdown(self) -> None:
+        self._spill_all()
+        close = getattr(self.loader, "close", None)
+        if close is not None:  # a parallel group: the followers stop after the caches are written
+            try:
+                close()
+            except Exception:
+                log.exception("could not stop the parallel group")
 
     def _spill_all(self) -> None:
         for cid, s in list(self.sessions.items()):
@@ -674,6 +693,19 @@ class Engine:
 
         path = self.cache_path(conv_id)
         if not path.exists() or not s.tokens:
+            return
+        if getattr(self.model, "replicated", False):  # every rank checks its part; all restore or none
+            expect = {
+                "format": CACHE_FORMAT,
+                "model_fingerprint": s.info.fingerprint,
+                "tokens_hash": s.tokens_hash(),
+                "n_tokens": str(len(s.tokens)),
+            }
+            cache, problems = self.model.load_spilled(path, conv_id, expect)
+            if problems:
+                log.warning("discarding the cache parts of %s: %s; the turn re-prefills", conv_id, "; ".join(problems))
+                return
+            s.cache, s.restored_from_disk = cache, True
             return
         try:
             cache, meta = load_prompt_cache(str(path), return_metadata=True)

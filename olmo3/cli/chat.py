@@ -147,7 +147,8 @@ def _reproduce(engine: Engine, conv: str, last: TurnFinished | None) -> int | No
     return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling())
 
 
-def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
+def run_chat(args: argparse.Namespace, sampling: dict[str, Any], loader: Any = None) -> int:
+    """``loader``: rank 0's ``ClusterLoader`` under ``--parallel`` (else the engine loads this machine's folder)."""
     scripted = args.script is not None
     printer = _Printer(stream=not args.json)
     folder = model_path(args)
@@ -156,6 +157,7 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
         cache_dir=args.cache_dir,
         memory_limit_bytes=getattr(args, "memory_limit", None),
         kv_bits=getattr(args, "kv_bits", None),
+        loader=loader,
     )
     engine.start()
     conv = uuid.uuid4().hex

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..units import format_bytes
 from .options import add_model_options, check_fits, model_path
+from .parallel import add_parallel_option
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -95,7 +96,8 @@ def _budget(text: str) -> int | None:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def cmd_generate(args: argparse.Namespace, loader: Any = None) -> int:
+    """One reply. ``loader``: rank 0's ``ClusterLoader`` under ``--parallel`` (else this machine's folder)."""
     from ..chat.engine import record_working_set
     from ..chat.events import TextDelta, TurnFinished
     from ..chat.session import ChatSession
@@ -104,8 +106,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     folder = model_path(args)
     assert folder is not None
     record_working_set()  # this thread runs MLX: the GPU working set is the budget
-    plan = check_fits(args, folder)
-    model, tokenizer = load(folder)
+    if loader is None:
+        plan = check_fits(args, folder)
+        model, tokenizer = load(folder)
+    else:
+        plan = loader.plan(folder, context_tokens=args.context, force=args.load_anyway)
+        model, tokenizer = loader.load(folder)
     session = ChatSession(
         model,
         tokenizer,
@@ -217,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--system", help="system prompt (default: the model's own)")
     s.add_argument("--json", action="store_true", help="one JSON line: text, reasoning, stats, provenance")
     _add_sampling(s)
+    add_parallel_option(s)
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("chat", help="interactive chat (/regen, /reproduce, /edit N, /stats, /save), or --script")
@@ -229,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON line per turn")
     s.add_argument("--cache-dir", help="where conversation caches are spilled (default: the app's cache folder)")
     _add_sampling(s)
+    add_parallel_option(s)
     s.set_defaults(fn=cmd_chat)
 
     s = sub.add_parser("quantize", help="convert a bf16/fp32 folder to an MLX-quantized one")
@@ -280,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             from .models import run_models
 
             return run_models(args)
+        if getattr(args, "parallel", None):  # every rank of an mlx.launch group runs this
+            from .parallel import run_parallel
+
+            return run_parallel(args, _sampling_args(args))
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130

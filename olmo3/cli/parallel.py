@@ -1,0 +1,82 @@
+"""``--parallel tensor|pipeline`` for ``olmo3 generate`` and ``olmo3 chat``: one model across the ranks of
+``mlx.launch``.
+
+Every rank runs the same command line. Rank 0 does what the command does on one machine (only it prints); the
+others load their part of the model and follow rank 0's commands until it is done
+(:func:`olmo3.parallel.cluster.run_follower`). Before any MLX import, SIGTERM is taken over
+(:func:`olmo3.parallel.watchdog.take_sigterm`) so that ``mlx.launch`` stopping the group ends every rank cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .options import memory_limit, model_path
+
+if TYPE_CHECKING:
+    from ..parallel.cluster import Cluster
+
+__all__ = ["add_parallel_option", "launch_rank", "run_parallel"]
+
+HELP = (
+    "run across the processes mlx.launch started: tensor (every rank holds 1/N of each layer) or pipeline "
+    "(each rank holds a range of layers); rank 0 prints"
+)
+
+
+def add_parallel_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parallel", choices=("tensor", "pipeline"), help=HELP)
+
+
+def launch_rank() -> int:
+    """This process's rank as ``mlx.launch`` (or ``mpirun``) set it, before MLX is imported."""
+    for var in ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        value = os.environ.get(var)
+        if value and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    from ..appinfo import kv_cache_dir
+
+    given = getattr(args, "cache_dir", None)
+    return Path(given).expanduser() if given else kv_cache_dir()
+
+
+def run_parallel(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
+    """``olmo3 generate|chat … --parallel MODE`` on this rank."""
+    from ..parallel.watchdog import take_sigterm
+
+    rank = launch_rank()
+    cluster: Cluster | None = None
+    take_sigterm(rank, lambda: cluster.watchdog if cluster is not None else None)
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - only rank 0 prints; kept open until the process ends
+    from ..parallel.cluster import ClusterLoader, init_cluster, run_follower
+
+    cluster = init_cluster(args.parallel)
+    if cluster.rank != 0:
+        try:
+            folder, problem = model_path(args), ""
+        except ValueError as e:
+            folder, problem = None, str(e)
+        return run_follower(
+            cluster, folder, cache_dir=_cache_dir(args), memory_limit=memory_limit(args), problem=problem
+        )
+    loader = ClusterLoader(cluster, cache_dir=_cache_dir(args), memory_limit=memory_limit(args))
+    try:
+        if args.command == "generate":
+            from .main import cmd_generate
+
+            return cmd_generate(args, loader=loader)
+        from .chat import run_chat
+
+        return run_chat(args, sampling, loader=loader)
+    finally:
+        if args.command == "generate":  # chat: the engine stops the group after spilling its caches
+            loader.close()
