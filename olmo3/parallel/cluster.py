@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -204,6 +205,7 @@ class ClusterLoader:
     def __init__(self, cluster: Cluster, *, cache_dir: Path, memory_limit: int | None = None):
         self.cluster, self.cache_dir, self.memory_limit = cluster, Path(cache_dir), memory_limit
         self.model: LeaderModel | None = None
+        self.reader: SliceReader | None = None  # what rank 0 read (tests measure it)
         self._plan: LoadPlan | None = None
         self._folder: Path | None = None
 
@@ -266,7 +268,7 @@ class ClusterLoader:
         c = self.cluster
         assert c.layout is not None
         folder = Path(path)
-        shard, _ = _load_part(c, folder)
+        shard, self.reader = _load_part(c, folder)
         info = inspect_model_dir(folder)
         files = CacheFiles(self.cache_dir, 0, c.layout.key(), c.layout.tag(0), len(c.layout.layers_of(0)))
         model = LeaderModel(shard, files, info)
@@ -290,12 +292,19 @@ def _load_part(c: Cluster, folder: Path) -> tuple[Shard, SliceReader]:
 
 
 def run_follower(
-    cluster: Cluster, folder: Path | None, *, cache_dir: Path, memory_limit: int | None = None, problem: str = ""
+    cluster: Cluster,
+    folder: Path | None,
+    *,
+    cache_dir: Path,
+    memory_limit: int | None = None,
+    problem: str = "",
+    on_loaded: Callable[[Shard, SliceReader], None] | None = None,
 ) -> int:
     """A follower's whole life: hand-shake, verdict, its part of the model, then rank 0's commands until STOP.
 
-    ``problem``: why ``folder`` is None (the model name did not resolve on this host). Returns the exit status:
-    0 after STOP, 2 when the group did not start (rank 0 says why)."""
+    ``problem``: why ``folder`` is None (the model name did not resolve on this host); ``on_loaded(shard, reader)``
+    is told what was loaded (tests measure it). Returns the exit status: 0 after STOP, 2 when the group did not
+    start (rank 0 says why)."""
     c = cluster
     status, fingerprint, budget, local_problem = _local_report(folder, memory_limit)
     problem = problem or local_problem
@@ -312,7 +321,9 @@ def run_follower(
     if c.mode == "pipeline":
         c.handover = probe_handover(c)
     try:
-        shard, _ = _load_part(c, folder)
+        shard, reader = _load_part(c, folder)
+        if on_loaded is not None:
+            on_loaded(shard, reader)
         files = CacheFiles(
             Path(cache_dir), c.rank, c.layout.key(), c.layout.tag(c.rank), len(c.layout.layers_of(c.rank))
         )

@@ -204,7 +204,9 @@ def rank_weight_bytes(layout: Layout, sizes: Mapping[str, int], rank: int) -> in
         elif name == "model.embed_tokens.weight" or name.startswith("model.embed_tokens."):
             # Tensor parallel: every rank embeds (a lookup, no collective); pipeline: rank 0 only.
             total += n if layout.mode == "tensor" or rank == 0 else 0
-        elif rank == 0:  # the final norm and the head: rank 0 samples
+        elif name.startswith("model.norm."):  # pipeline: rank 0 applies it; tensor: every rank (a tiny vector)
+            total += n if layout.mode == "tensor" or rank == 0 else 0
+        elif rank == 0:  # the head: rank 0 alone samples
             total += n
     return total
 
