@@ -1,9 +1,10 @@
 """One rank's part of Olmo-3, loaded from its own slices of the files, and its forward pass.
 
 **Tensor parallel** (:class:`TensorShard`): the readable :class:`olmo3.model.model.Model`, with each layer's
-projections swapped for ``mlx.nn``'s distributed linear layers (``shard_linear``: ``AllToShardedLinear`` for
-q/k/v and gate/up, ``ShardedToAllLinear`` for o and down, whose ``__call__`` ends in the ``all_sum``; their
-quantized twins for MLX-quantized checkpoints). Attention keeps ``H/N`` query and ``Hk/N`` KV heads, and
+projections swapped for ``mlx.nn``'s distributed linear layers (``AllToShardedLinear`` for q/k/v and gate/up,
+``ShardedToAllLinear`` for o and down, whose ``__call__`` ends in the ``all_sum``; their quantized twins for
+MLX-quantized checkpoints), built at the rank's shape (``shard_linear`` would first need the full layer) and
+filled with the rank's slices. Attention keeps ``H/N`` query and ``Hk/N`` KV heads, and
 ``Attention.group`` makes q/k-norm add up the ranks' sums of squares (``olmo3.model.model.sharded_qk_norm``).
 So a layer costs three collectives: q/k-norm, after o, after down.
 
@@ -33,7 +34,6 @@ from typing import Any, Final, cast
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.nn.layers.distributed import shard_linear
 from mlx.utils import tree_flatten
 from mlx_lm.models.base import create_attention_mask
 
@@ -226,66 +226,112 @@ def _hidden_dtype(reader: SliceReader) -> Any:
 def load_shard(
     args: ModelArgs,
     quant: dict[str, Any] | None,
-    reader: SliceReader,
+    reader: SliceReader | None,
     group: Any,
     layout: Layout,
     rank: int,
     *,
     handover: str = "sendrecv",
-    lazy: bool = False,
+    dtype: Any = None,
 ) -> Shard:
-    """Build rank ``rank``'s part and load its slices (only those) from ``reader``."""
+    """Build rank ``rank``'s part and load its slices (only those) from ``reader``.
+
+    ``reader`` None: random weights made here in ``dtype``, layer by layer (``olmo3 bench parallel``: a 32B-shaped
+    part without 18 GB of files)."""
     if layout.mode == "tensor":
-        return _load_tensor(args, quant, reader, group, layout, rank, lazy=lazy)
-    return _load_pipeline(args, quant, reader, group, layout, rank, handover=handover, lazy=lazy)
+        return _tensor(args, quant, reader, group, layout, rank, dtype)
+    return _pipeline(args, quant, reader, group, layout, rank, handover, dtype)
 
 
-def _load_tensor(
+def _materialise(module: nn.Module, layers: list[Any], reader: SliceReader | None, dtype: Any) -> None:
+    """Random weights (no reader): cast, then compute them one layer at a time; loaded ones: compute them."""
+    if reader is None and dtype is not None:
+        module.set_dtype(dtype)
+    for layer in layers:
+        mx.eval(layer.parameters())
+    mx.eval(module.parameters())
+    module.eval()
+
+
+def _quant_of(quant: dict[str, Any] | None, path: str, is_quantized: Any) -> dict[str, Any] | None:
+    """How the linear layer at ``path`` is quantized (None: it is not), as the loader's ``nn.quantize`` would."""
+    if not quant or not is_quantized(path):
+        return None
+    q = {
+        "group_size": int(quant.get("group_size", 64)),
+        "bits": int(quant["bits"]),
+        "mode": quant.get("mode", "affine"),
+    }
+    override = quant.get(path)
+    return {**q, **override} if isinstance(override, dict) else q
+
+
+def _distributed_linear(
+    kind: str, in_dims: int, out_dims: int, bias: bool, q: dict[str, Any] | None, group: Any
+) -> Any:
+    """``mlx.nn``'s sharded linear layer of this rank's shape: all-to-sharded (split outputs) or sharded-to-all (split
+    inputs, then ``all_sum``), quantized or not. Built at its local shape: the full matrix is never made."""
+    if q is None:
+        plain = nn.AllToShardedLinear if kind == "all-to-sharded" else nn.ShardedToAllLinear
+        return plain(in_dims, out_dims, bias=bias, group=group)
+    quantized = nn.QuantizedAllToShardedLinear if kind == "all-to-sharded" else nn.QuantizedShardedToAllLinear
+    return quantized(
+        in_dims, out_dims, bias=bias, group_size=q["group_size"], bits=q["bits"], mode=q["mode"], group=group
+    )
+
+
+def _tensor(
     args: ModelArgs,
     quant: dict[str, Any] | None,
-    reader: SliceReader,
+    reader: SliceReader | None,
     group: Any,
     layout: Layout,
     rank: int,
-    lazy: bool,
+    dtype: Any,
 ) -> TensorShard:
     n = layout.world
-    model = Model(args)  # MLX is lazy: the constructor's random weights are never computed, only replaced
+    model = Model(args)  # MLX is lazy: weights that are replaced below are never computed
     if rank != 0 and not args.tie_word_embeddings:
         model.pop("lm_head")  # rank 0 alone samples (module docstring)
-    _quantize(model, quant, lambda path: f"{path}.scales" in reader)
-    for layer in model.model.layers:
-        a, m = layer.self_attn, layer.mlp
-        a.q_proj = shard_linear(a.q_proj, "all-to-sharded", group=group)
-        a.k_proj = shard_linear(a.k_proj, "all-to-sharded", group=group)
-        a.v_proj = shard_linear(a.v_proj, "all-to-sharded", group=group)
-        a.o_proj = shard_linear(a.o_proj, "sharded-to-all", group=group)
+    is_quantized = (lambda path: f"{path}.scales" in reader) if reader is not None else (lambda path: True)
+    _quantize(model, quant, is_quantized)  # the embedding and the head, as stored
+    e, hd, bias = args.hidden_size, args.head_dim, args.attention_bias
+    q_width, kv_width, mlp = args.num_attention_heads * hd, args.num_key_value_heads * hd, args.intermediate_size
+    for i, layer in enumerate(model.model.layers):
+        a, m, at = layer.self_attn, layer.mlp, f"model.layers.{i}"
+
+        def linear(kind: str, path: str, in_dims: int, out_dims: int, b: bool = False) -> Any:
+            return _distributed_linear(kind, in_dims, out_dims, b, _quant_of(quant, path, is_quantized), group)
+
+        a.q_proj = linear("all-to-sharded", f"{at}.self_attn.q_proj", e, q_width, bias)
+        a.k_proj = linear("all-to-sharded", f"{at}.self_attn.k_proj", e, kv_width, bias)
+        a.v_proj = linear("all-to-sharded", f"{at}.self_attn.v_proj", e, kv_width, bias)
+        a.o_proj = linear("sharded-to-all", f"{at}.self_attn.o_proj", q_width, e, bias)
         a.n_heads, a.n_kv_heads, a.group = a.n_heads // n, a.n_kv_heads // n, group
-        a.q_norm = nn.RMSNorm(a.n_heads * a.head_dim, eps=args.rms_norm_eps)
-        a.k_norm = nn.RMSNorm(a.n_kv_heads * a.head_dim, eps=args.rms_norm_eps)
-        m.gate_proj = shard_linear(m.gate_proj, "all-to-sharded", group=group)
-        m.up_proj = shard_linear(m.up_proj, "all-to-sharded", group=group)
-        m.down_proj = shard_linear(m.down_proj, "sharded-to-all", group=group)
-    weights = []
-    for name, _ in _flat(model):
-        axis = split_axis(name)
-        weights.append((name, reader.read(name, axis, rank, n) if axis is not None else reader.read(name)))
-    model.load_weights(weights, strict=True)
-    if not lazy:
-        mx.eval(model.parameters())
-    model.eval()
+        a.q_norm = nn.RMSNorm(q_width // n, eps=args.rms_norm_eps)
+        a.k_norm = nn.RMSNorm(kv_width // n, eps=args.rms_norm_eps)
+        m.gate_proj = linear("all-to-sharded", f"{at}.mlp.gate_proj", e, mlp)
+        m.up_proj = linear("all-to-sharded", f"{at}.mlp.up_proj", e, mlp)
+        m.down_proj = linear("sharded-to-all", f"{at}.mlp.down_proj", mlp, e)
+    if reader is not None:
+        weights = []
+        for name, _ in _flat(model):
+            axis = split_axis(name)
+            weights.append((name, reader.read(name, axis, rank, n) if axis is not None else reader.read(name)))
+        model.load_weights(weights, strict=True)
+    _materialise(model, model.model.layers, reader, dtype)
     return TensorShard(model, group, layout, rank)
 
 
-def _load_pipeline(
+def _pipeline(
     args: ModelArgs,
     quant: dict[str, Any] | None,
-    reader: SliceReader,
+    reader: SliceReader | None,
     group: Any,
     layout: Layout,
     rank: int,
     handover: str,
-    lazy: bool,
+    dtype: Any,
 ) -> PipelineShard:
     start, end = layout.ranges[rank]
     module = _StageModel(args, start, end, rank == 0)
@@ -297,10 +343,12 @@ def _load_pipeline(
             parts[2] = str(start + int(parts[2]))
         return ".".join(parts)
 
-    _quantize(module, quant, lambda path: f"{global_name(path)}.scales" in reader)
-    weights = [(name, reader.read(global_name(name))) for name, _ in _flat(module)]
-    module.load_weights(weights, strict=True)
-    if not lazy:
-        mx.eval(module.parameters())
-    module.eval()
-    return PipelineShard(module, group, layout, rank, args, _hidden_dtype(reader), handover)
+    if reader is None:
+        _quantize(module, quant, lambda path: True)
+    else:
+        _quantize(module, quant, lambda path: f"{global_name(path)}.scales" in reader)
+        weights = [(name, reader.read(global_name(name))) for name, _ in _flat(module)]
+        module.load_weights(weights, strict=True)
+    _materialise(module, module.model.layers, reader, dtype)
+    hidden = _hidden_dtype(reader) if reader is not None else (dtype or mx.float32)
+    return PipelineShard(module, group, layout, rank, args, hidden, handover)

@@ -78,13 +78,15 @@ def worker(mode: str, out: Path, cache_dir: Path, models: list[Path]) -> list[st
 
 @pytest.fixture(scope="session")
 def parallel_models(tmp_path_factory) -> dict[str, Path]:
-    """A GQA model (4 query heads, 2 KV heads) and an MHA one (4 and 4), sliding window 16, fp32."""
+    """A GQA model (4 query heads, 2 KV heads) and an MHA one (4 and 4), sliding window 16, fp32; and a 4-bit one
+    wide enough that each of 2 ranks gets whole 64-wide quantization groups of o_proj and down_proj."""
     from olmo3.model.tiny import make_tiny_model
 
     root = tmp_path_factory.mktemp("parallel-models")
     return {
         "gqa": make_tiny_model(root / "gqa", sliding_window=16),
         "mha": make_tiny_model(root / "mha", sliding_window=16, num_key_value_heads=4, seed=1),
+        "q4": make_tiny_model(root / "q4", sliding_window=16, quant_bits=4, hidden_size=128, intermediate_size=256),
     }
 
 

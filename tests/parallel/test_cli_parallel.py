@@ -44,6 +44,18 @@ def test_generate_tensor_parallel_prints_once_and_matches_one_machine(parallel_m
     assert "Traceback" not in r.stderr and "WARN" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("mode", ["tensor", "pipeline"])
+def test_a_4_bit_model_runs_split_with_mlx_quantized_sharded_layers(parallel_models, mode):
+    model = parallel_models["q4"]
+    single = subprocess.run(
+        olmo3(*gen_args(model, "--max-tokens", "12", "--json")), capture_output=True, text=True, env=run_env()
+    )
+    assert single.returncode == 0, single.stderr
+    r = launch(2, olmo3(*gen_args(model, "--max-tokens", "12", "--json", "--parallel", mode)))
+    assert r.stdout.strip(), r.stderr
+    assert json.loads(r.stdout)["reply_tokens"] == json.loads(single.stdout)["reply_tokens"]
+
+
 def test_chat_script_pipeline_parallel_matches_one_machine(parallel_models, tmp_path):
     model = parallel_models["mha"]
     script = tmp_path / "script.json"
