@@ -174,6 +174,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench_docs import run
 
         return run(args)
+    if args.what == "parallel":  # every rank of an mlx.launch group runs this
+        from .bench_parallel import run as run_parallel_bench
+
+        return run_parallel_bench(args)
     from . import bench
 
     folder = model_path(args)
@@ -246,11 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group-size", type=int, default=64, help="weights per quantization group (default 64)")
     s.set_defaults(fn=cmd_quantize)
 
-    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs")
+    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs | parallel")
     s.add_argument(
         "what",
-        choices=("decode", "chat", "docs"),
-        help="decode: tok/s against mlx_lm; chat: follow-up TTFT; docs: extract, index and retrieve",
+        choices=("decode", "chat", "docs", "parallel"),
+        help="decode: tok/s against mlx_lm; chat: follow-up TTFT; docs: extract, index and retrieve; parallel: "
+        "tensor/pipeline decode across mlx.launch's ranks against one device (run under mlx.launch)",
     )
     add_model_options(s, required=False)
     s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run (default 128)")
@@ -258,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pages", type=int, default=300, help="docs: pages of the generated PDF (default 300)")
     s.add_argument("--passages", type=int, default=10_000, help="docs: passages to search (default 10,000)")
     s.add_argument("--kv-bits", type=int, choices=(4, 8), help="chat: also measure quantized full-layer KV")
+    from .bench_parallel import add_arguments as add_parallel_bench_arguments
+
+    add_parallel_bench_arguments(s)
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("tiny", help="make a tiny random Olmo-3 model folder, to try the app without a download")
