@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -234,5 +233,16 @@ def test_killing_rank_0_stops_the_followers(parallel_models):
         g.cleanup(ranks)
 
 
-def test_sys_executable_has_the_launcher():
-    assert (Path(sys.executable).parent / "mlx.launch").exists()
+def test_bench_parallel_runs_under_the_launcher_and_prints_once():
+    r = launch(2, olmo3("bench", "parallel", "--tokens", "4", "--rounds", "1", "--prompt-tokens", "8"))
+    assert r.stdout.startswith("olmo3 bench parallel · shape tiny"), r.stdout + r.stderr
+    assert r.stdout.count("olmo3 bench parallel") == 1  # rank 0 alone prints
+    result = json.loads(r.stdout[r.stdout.index("\n{") :])
+    assert result["ranks"] == 2 and result["backend"] == "ring"
+    assert set(result["decode_tok_s"]) == {"one_device", "tensor", "pipeline"}
+    assert all(v > 0 for v in result["decode_tok_s"].values())
+    assert result["pipeline_handover"] == "sendrecv"
+    assert result["collectives_per_step"] == {"tensor": 3 * 8 + 1, "pipeline": 3}
+    assert result["all_sum_us"]["one_token"] > 0
+    assert set(result["ratios"]) == {"tensor_vs_one_device", "pipeline_vs_one_device"}
+    assert "tensor_vs_one_device" in r.stdout and "Traceback" not in r.stderr
