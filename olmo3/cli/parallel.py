@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,8 @@ def run_parallel(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
     take_sigterm(rank, lambda: cluster.watchdog if cluster is not None else None)
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - only rank 0 prints; kept open until the process ends
+        # Ctrl-C reaches every process in the terminal; on rank 0 it cancels the reply, the followers go on.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     from ..parallel.cluster import ClusterLoader, init_cluster, run_follower
 
     cluster = init_cluster(args.parallel)

@@ -37,7 +37,8 @@ import mlx.core as mx
 
 from ..fit import LoadPlan, ModelShape, ModelWontFitError, plan_load
 from ..memory import MemoryBudget, memory_budget
-from ..model.modelinfo import ModelInfo, _quantization, inspect_model_dir, read_config, weight_files
+from ..model.config import ModelArgs
+from ..model.modelinfo import ModelInfo, ModelLoadError, _quantization, inspect_model_dir, read_config, weight_files
 from ..units import format_bytes
 from .layout import Layout, ParallelError, make_layout, rank_kv_per_token, rank_weight_bytes
 from .replicate import CacheFiles, LeaderModel, follow, ints
@@ -45,7 +46,7 @@ from .shard import HANDOVERS, Shard, load_shard
 from .slices import SliceReader
 from .watchdog import Watchdog, leader_addresses
 
-__all__ = ["Cluster", "ClusterLoader", "RankReport", "init_cluster", "probe_handover", "run_follower"]
+__all__ = ["Cluster", "ClusterLoader", "RankReport", "cluster_fit", "init_cluster", "probe_handover", "run_follower"]
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +157,18 @@ def _sizes(folder: Path) -> tuple[dict[str, int], SliceReader]:
     return reader.sizes(), reader
 
 
-def _fit(
+def cluster_fit(
     info: ModelInfo,
+    args: ModelArgs,
     layout: Layout,
     sizes: dict[str, int],
     reports: list[RankReport],
     context_tokens: int | None,
     force: bool,
 ) -> LoadPlan:
-    """The cluster's verdict: the whole model against the budgets added up, then each rank's share against its own."""
-    _, args = read_config(Path(info.path))
+    """The cluster's verdict: the whole model against the budgets added up, then each rank's share against its own.
+
+    Raises ``ModelWontFitError`` (naming the rank whose part does not fit) unless ``force``."""
     shape = ModelShape.of(info)
     total = MemoryBudget(sum(r.budget_bytes for r in reports), "cluster")
     # Raises ModelWontFitError unless forced; the context is chosen against the cluster's budget.
@@ -194,7 +197,7 @@ def _local_report(folder: Path | None, memory_limit: int | None) -> tuple[int, s
         return NO_MODEL, "", budget, "no model given"
     try:
         return OK, inspect_model_dir(folder).fingerprint, budget, ""
-    except (ValueError, OSError) as e:
+    except (ModelLoadError, ValueError, OSError) as e:
         return NO_MODEL, "", budget, str(e)
 
 
@@ -243,7 +246,7 @@ class ClusterLoader:
             config, args = read_config(folder)
             sizes, _ = _sizes(folder)
             c.layout = make_layout(c.mode, c.world, args, sizes, _quantization(config))
-            self._plan = _fit(info, c.layout, sizes, reports, context_tokens, force)
+            self._plan = cluster_fit(info, args, c.layout, sizes, reports, context_tokens, force)
         except Exception as e:
             error = e
         if not _verdict(c, error is None) or error is not None:

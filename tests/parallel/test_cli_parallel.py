@@ -246,3 +246,15 @@ def test_bench_parallel_runs_under_the_launcher_and_prints_once():
     assert result["all_sum_us"]["one_token"] > 0
     assert set(result["ratios"]) == {"tensor_vs_one_device", "pipeline_vs_one_device"}
     assert "tensor_vs_one_device" in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["tensor", "pipeline"])
+def test_four_ranks_on_one_machine(parallel_models, mode):
+    """Four processes on this 2-core machine: 4 KV heads split four ways, or 4 layers one per rank."""
+    model = parallel_models["mha"]
+    single = subprocess.run(
+        olmo3(*gen_args(model, "--max-tokens", "10", "--json")), capture_output=True, text=True, env=run_env()
+    )
+    r = launch(4, olmo3(*gen_args(model, "--max-tokens", "10", "--json", "--parallel", mode)))
+    assert r.stdout.strip(), r.stderr
+    assert json.loads(r.stdout)["reply_tokens"] == json.loads(single.stdout)["reply_tokens"]

@@ -180,3 +180,44 @@ def test_slice_reader_reads_only_the_slice(tmp_path):
     assert mx.array_equal(reader.read("b"), full["b"])
     with pytest.raises(ValueError, match="equal parts"):
         reader.read("a", -1, 0, 4)
+
+
+def test_the_cluster_fits_in_the_budgets_added_up_and_each_part_in_its_rank(tiny_model_dir):
+    """Olmo-3 32B at 4 bits (~18 GB) on two machines of 12 GB: too much for one, fine for both together."""
+    import dataclasses
+
+    from olmo3.fit import ModelShape, ModelWontFitError, plan_load
+    from olmo3.memory import MemoryBudget
+    from olmo3.model.modelinfo import inspect_model_dir
+    from olmo3.model.tensors import expected_tensors
+    from olmo3.parallel.cluster import RankReport, cluster_fit
+
+    args = args_32b()
+    quant = {"group_size": 64, "bits": 4}
+    sizes = {
+        n: math.prod(spec.shape) * (4 if "U32" in spec.dtypes else 2)
+        for n, spec in expected_tensors(args, quant).items()
+    }
+    per_token = 2 * args.num_key_value_heads * args.head_dim * 2
+    info = dataclasses.replace(
+        inspect_model_dir(tiny_model_dir),
+        weight_bytes=sum(sizes.values()),
+        kv_bytes_per_token_full=per_token * 16,
+        kv_bytes_per_token_sliding=per_token * 48,
+        sliding_window=4096,
+        max_position_embeddings=65536,
+    )
+    gb = 1 << 30
+    one = MemoryBudget(12 * gb, "given")
+    with pytest.raises(ModelWontFitError):
+        plan_load(ModelShape.of(info), context_tokens=8192, budget=one)
+    layout = make_layout("tensor", 2, args, sizes, quant)
+    reports = [RankReport(r, 1, 100 + r, 12 * gb, 0, "f", f"mac-{r}") for r in range(2)]
+    plan = cluster_fit(info, args, layout, sizes, reports, 8192, False)
+    assert plan.fits and plan.fit.budget_bytes == 24 * gb and "every rank's budget added up" in plan.fit.message
+    # The same total, but one Mac too small for its half: refused, naming it.
+    lopsided = [RankReport(0, 1, 100, 18 * gb, 0, "f", "mac-0"), RankReport(1, 1, 101, 6 * gb, 0, "f", "mac-1")]
+    with pytest.raises(ModelWontFitError) as e:
+        cluster_fit(info, args, layout, sizes, lopsided, 8192, False)
+    assert str(e.value).startswith("rank 1 (mac-1, pid 101) cannot hold its part: Won't fit")
+    assert cluster_fit(info, args, layout, sizes, lopsided, 8192, True).context_tokens == 8192  # --load-anyway

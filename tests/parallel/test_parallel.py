@@ -75,3 +75,17 @@ def test_pipeline_with_all_sum_handover_matches_one_machine(tmp_path, parallel_m
     got, out = run_group("pipeline", tmp_path, parallel_models, env=["OLMO3_PIPELINE_HANDOVER=collective"])
     check_same(single_run, got)
     assert {load["handover"] for load in json.loads(Path(f"{out}.rank1.json").read_text())} == {"collective"}
+
+
+def test_rank_0_refuses_other_weights_or_a_missing_model_on_another_rank(tmp_path, parallel_models):
+    out = tmp_path / "refusals.json"
+    models = [parallel_models["gqa"], parallel_models["gqa"], parallel_models["gqa"]]
+    cmd = [*worker("tensor", out, tmp_path / "kv", models), "--refusals", "--rank1-models"]
+    cmd += [str(parallel_models["mha"]), str(tmp_path / "no-such-model"), str(parallel_models["gqa"])]
+    r = launch(2, cmd)
+    assert r.returncode == 0 and out.exists(), r.stdout + r.stderr
+    other, missing, same = (x["refused"] for x in json.loads(out.read_text()))
+    assert other.startswith("rank 1 (") and "other weights than rank 0 (fingerprints differ)" in other
+    assert missing.startswith("rank 1 (") and "could not open the model" in missing
+    assert "olmo3 (rank 1): " in r.stderr and "no-such-model" in r.stderr  # the follower says what it lacks
+    assert same is None  # and the group goes on: the next load is accepted

@@ -102,6 +102,8 @@ def main() -> int:
     p.add_argument("--mode", choices=("single", "tensor", "pipeline"), required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cache-dir", required=True)
+    p.add_argument("--rank1-models", nargs="*", help="what rank 1 loads instead (a host with other weights)")
+    p.add_argument("--refusals", action="store_true", help="rank 0 only asks to load; OUT gets why it was refused")
     args = p.parse_args()
     out = Path(args.out)
     if args.mode == "single":
@@ -140,11 +142,21 @@ def main() -> int:
             )
 
         if cluster.rank != 0:
-            status = run_follower(cluster, Path(m), cache_dir=cache_dir, on_loaded=loaded)
-            if status:
+            mine = Path(args.rank1_models[i]) if args.rank1_models and cluster.rank == 1 else Path(m)
+            status = run_follower(cluster, mine, cache_dir=cache_dir, on_loaded=loaded)
+            if status and not args.refusals:
                 return status
             continue
         loader = ClusterLoader(cluster, cache_dir=cache_dir)
+        if args.refusals:
+            try:
+                loader.plan(Path(m))
+                loader.load(Path(m))
+                results.append({"refused": None})
+            except ValueError as e:
+                results.append({"refused": str(e)})
+            loader.close()
+            continue
         results.append(conversation(Path(m), cache_dir, loader))
         assert loader.reader is not None and loader.model is not None
         loaded(loader.model.shard, loader.reader, at_load=False)
