@@ -90,6 +90,16 @@ def _release_thread_mlx_state() -> None:
             log.debug("mx.clear_streams failed", exc_info=True)
 
 
+def _cache_meta(s: Any) -> dict[str, str]:
+    """What a spilled cache must match to come back: format, weights, transcript."""
+    return {
+        "format": CACHE_FORMAT,
+        "model_fingerprint": s.info.fingerprint,
+        "tokens_hash": s.tokens_hash(),
+        "n_tokens": str(len(s.tokens)),
+    }
+
+
 class _Job:
     __slots__ = ("conv_id", "fn", "id", "kind")
 
@@ -656,12 +666,7 @@ class Engine:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.cache_path(conv_id)
-        meta = {
-            "format": CACHE_FORMAT,
-            "model_fingerprint": s.info.fingerprint,
-            "tokens_hash": s.tokens_hash(),
-            "n_tokens": str(len(s.tokens)),
-        }
+        meta = _cache_meta(s)
         if getattr(s.cache, "mirror", None) is not None:
             self.model.spill(path, conv_id, s.cache, meta)  # every rank writes its part
         else:
@@ -695,13 +700,7 @@ class Engine:
         if not path.exists() or not s.tokens:
             return
         if getattr(self.model, "replicated", False):  # every rank checks its part; all restore or none
-            expect = {
-                "format": CACHE_FORMAT,
-                "model_fingerprint": s.info.fingerprint,
-                "tokens_hash": s.tokens_hash(),
-                "n_tokens": str(len(s.tokens)),
-            }
-            cache, problems = self.model.load_spilled(path, conv_id, expect)
+            cache, problems = self.model.load_spilled(path, conv_id, _cache_meta(s))
             if problems:
                 log.warning("discarding the cache parts of %s: %s; the turn re-prefills", conv_id, "; ".join(problems))
                 return

@@ -72,14 +72,19 @@ def run_parallel(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
             cluster, folder, cache_dir=_cache_dir(args), memory_limit=memory_limit(args), problem=problem
         )
     loader = ClusterLoader(cluster, cache_dir=_cache_dir(args), memory_limit=memory_limit(args))
+    # Rank 0 runs the command as on one machine, with the loader in place of the folder. `olmo3 serve --parallel`
+    # plugs in here the same way: its engine gets `loader=loader` (and the engine stops the group at shutdown,
+    # after spilling); the cluster's `on_lost` (init_cluster) is where it answers 503 and restarts.
     try:
         if args.command == "generate":
             from .main import cmd_generate
 
             return cmd_generate(args, loader=loader)
-        from .chat import run_chat
+        if args.command == "chat":
+            from .chat import run_chat
 
-        return run_chat(args, sampling, loader=loader)
+            return run_chat(args, sampling, loader=loader)
+        raise ValueError(f"olmo3 {args.command} does not take --parallel")
     finally:
         if args.command == "generate":  # chat: the engine stops the group after spilling its caches
             loader.close()
