@@ -187,6 +187,19 @@ def cluster_fit(
     return plan
 
 
+def rank_share(info: ModelInfo, args: ModelArgs, layout: Layout, sizes: dict[str, int], rank: int) -> ModelInfo:
+    """``info`` with the weights and KV bytes per token of ``rank``'s part: what this machine holds. The engine's
+    memory policies (the KV kept warm, how long one conversation may grow) then weigh this machine's part against
+    this machine's budget; the fingerprint and everything else stay the whole model's."""
+    full, sliding = rank_kv_per_token(layout, args, info.kv_bytes_per_token_full, info.kv_bytes_per_token_sliding, rank)
+    return dataclasses.replace(
+        info,
+        weight_bytes=rank_weight_bytes(layout, sizes, rank),
+        kv_bytes_per_token_full=full,
+        kv_bytes_per_token_sliding=sliding,
+    )
+
+
 def _local_report(folder: Path | None, memory_limit: int | None) -> tuple[int, str, int, str]:
     """(status, fingerprint, budget bytes, problem) for this rank."""
     from ..chat.engine import record_working_set
@@ -272,7 +285,7 @@ class ClusterLoader:
         assert c.layout is not None
         folder = Path(path)
         shard, self.reader = _load_part(c, folder)
-        info = inspect_model_dir(folder)
+        info = rank_share(inspect_model_dir(folder), shard.args, c.layout, self.reader.sizes(), 0)
         files = CacheFiles(self.cache_dir, 0, c.layout.key(), c.layout.tag(0), len(c.layout.layers_of(0)))
         model = LeaderModel(shard, files, info)
         model.tokenizer = load_tokenizer(folder)
