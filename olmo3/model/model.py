@@ -107,10 +107,10 @@ def sharded_qk_norm(
     f32 = mx.float32
     sq = mx.stack([mx.sum(mx.square(q.astype(f32)), axis=-1), mx.sum(mx.square(k.astype(f32)), axis=-1)], axis=-1)
     sq = mx.distributed.all_sum(sq, group=group)  # [B, L, 2]: the full widths' sums of squares
-    width = mx.array([q.shape[-1] * n, k.shape[-1] * n], dtype=f32)
-    inv = mx.rsqrt(sq / width + mx.array([q_norm.eps, k_norm.eps], dtype=f32))  # [B, L, 2]
-    q = (q.astype(f32) * inv[..., 0:1]).astype(q.dtype) * q_norm.weight
-    k = (k.astype(f32) * inv[..., 1:2]).astype(k.dtype) * k_norm.weight
+    inv_q = mx.rsqrt(sq[..., 0:1] / (q.shape[-1] * n) + q_norm.eps)  # 1 / RMS over all H*D features
+    inv_k = mx.rsqrt(sq[..., 1:2] / (k.shape[-1] * n) + k_norm.eps)
+    q = (q.astype(f32) * inv_q).astype(q.dtype) * q_norm.weight
+    k = (k.astype(f32) * inv_k).astype(k.dtype) * k_norm.weight
     return q, k
 
 

@@ -248,7 +248,7 @@ def test_bench_parallel_runs_under_the_launcher_and_prints_once():
     assert "tensor_vs_one_device" in r.stdout and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("mode", ["tensor", "pipeline"])
+@pytest.mark.parametrize("mode", [pytest.param("tensor", marks=pytest.mark.slow), "pipeline"])  # tensor: ~30 s here
 def test_four_ranks_on_one_machine(parallel_models, mode):
     """Four processes on this 2-core machine: 4 KV heads split four ways, or 4 layers one per rank."""
     model = parallel_models["mha"]
