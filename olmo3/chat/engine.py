@@ -633,6 +633,8 @@ class Engine:
         self._last_used.pop(job.conv_id, None)
         if delete_cache:
             self.delete_cache_file(job.conv_id)
+            if getattr(self.model, "replicated", False):
+                self.model.delete_spilled(job.conv_id)  # the other ranks' parts too
         elif s is not None and s.cache is not None:
             self._spill(job.conv_id, s)
         self._emit(ConversationClosed(job_id=job.id, conv_id=job.conv_id))

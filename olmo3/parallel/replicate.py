@@ -60,6 +60,7 @@ class Op(IntEnum):
     FREE = 8  # rid
     SPILL = 9  # rid + payload {conv, meta}
     LOAD = 10  # rid + payload {conv, expect}: every rank checks its part, all load or none
+    DELETE = 11  # payload {conv}: a conversation's spilled parts are deleted everywhere
 
 
 class ReplicatedCache(list[Any]):
@@ -241,11 +242,16 @@ class LeaderModel:
 
     # ------------------------------------------------------------------ spilling (the engine's side)
     def spill(self, path: Path, conv: str, cache: list[Any], meta: dict[str, str]) -> None:
-        """Every rank writes its part of ``cache`` (rank 0 at ``path``), stamped with rank and layout."""
+        """Every rank writes its part of ``cache`` (rank 0 at ``path``), stamped with rank and layout; returns when
+        all have, or raises ``OSError`` naming the ranks that could not (the caller keeps the cache then)."""
         if not isinstance(cache, ReplicatedCache):
             raise TypeError("not a parallel cache")
         self._command(Op.SPILL, cache.rid, data=json.dumps({"conv": conv, "meta": meta}).encode())
-        self.files.save(path, cache, self.files.stamp(meta, self.layout.world))
+        error = _try(self.files.save, path, cache, self.files.stamp(meta, self.layout.world))
+        ok = _gather_ok(error is None, self.group)
+        if not all(ok):
+            bad = ", ".join(str(r) for r, good in enumerate(ok) if not good)
+            raise OSError(f"rank(s) {bad} could not write their part of the cache" + (f" ({error})" if error else ""))
 
     def load_spilled(self, path: Path, conv: str, expect: dict[str, str]) -> tuple[ReplicatedCache | None, list[str]]:
         """Every rank checks its part; all of them load (the files are then deleted) or none does (the parts are
@@ -264,11 +270,24 @@ class LeaderModel:
         weakref.finalize(cache, self._freed.append, rid)
         return cache, []
 
+    def delete_spilled(self, conv: str) -> None:
+        """Every other rank deletes its spilled part of ``conv`` (the engine deletes rank 0's); returns when done."""
+        self._command(Op.DELETE, data=json.dumps({"conv": conv}).encode())
+        _gather_ok(True, self.group)
+
     def close(self) -> None:
         """Tell every rank to stop (their loops end; they exit)."""
         if not self.closed:
             self._command(Op.STOP)
             self.closed = True
+
+
+def _try(fn: Any, *args: Any) -> Exception | None:
+    try:
+        fn(*args)
+    except Exception as e:  # a full disk, a read-only folder: reported by every rank together
+        return e
+    return None
 
 
 def _gather_ok(ok: bool, group: Any) -> list[bool]:
@@ -360,7 +379,13 @@ def follow(shard: Shard, files: CacheFiles, on_command: Any = None) -> int:
             caches.pop(rid, None)
         elif op == Op.SPILL:
             msg = json.loads(data)
-            files.save(files.path(msg["conv"]), caches[rid], files.stamp(msg["meta"], world))
+            error = _try(files.save, files.path(msg["conv"]), caches[rid], files.stamp(msg["meta"], world))
+            if error is not None:
+                log.warning("rank %d: cannot write its part of %s: %s", shard.rank, msg["conv"], error)
+            _gather_ok(error is None, group)
+        elif op == Op.DELETE:
+            error = _try(files.path(json.loads(data)["conv"]).unlink, True)
+            _gather_ok(error is None, group)
         elif op == Op.LOAD:
             msg = json.loads(data)
             path = files.path(msg["conv"])

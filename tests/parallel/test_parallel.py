@@ -31,6 +31,10 @@ def check_same(single: list[dict], parallel: list[dict]) -> None:
         assert by["follow-up"]["cached_tokens"] > 0 and by["follow-up"]["reconcile"].startswith("append")
         assert by["regenerate"]["reconcile"] == "snapshot"
         assert by["after restore"]["reconcile"] == "restored" and by["after restore"]["cached_tokens"] > 0
+        assert ref["spilled"] == ["conv.safetensors"] and ref["after_delete"] == []
+        tag = got["spilled"][0].split(".")[1][:-1]  # tensor2-r / pipeline2-r
+        assert got["spilled"] == [f"conv.{tag}0.safetensors", f"conv.{tag}1.safetensors"]  # a part per rank
+        assert got["after_delete"] == []  # deleting the conversation deletes every rank's part
         assert len(got["logits"]) == len(ref["logits"]) > 0
         assert max(abs(x - y) for x, y in zip(ref["logits"], got["logits"], strict=True)) <= 1e-4
 

@@ -49,6 +49,8 @@ def conversation(model: Path, cache_dir: Path, loader: Any = None) -> dict[str, 
     engine = Engine(rec, cache_dir=cache_dir, loader=loader, session_options=dict(SESSION))
     engine.start()
     turns: list[dict[str, Any]] = []
+    spilled: list[str] = []
+    deleted: list[str] = []
 
     def run(job: int, what: str) -> None:
         assert engine.wait(job, 300), f"{what}: timed out"
@@ -91,9 +93,13 @@ def conversation(model: Path, cache_dir: Path, loader: Any = None) -> dict[str, 
             logits.append(out[0, -1].astype(mx.float32).tolist())
 
         run(engine.call(first_logits), "logits")
+        run(engine.spill_all(), "spill again")
+        spilled = sorted(f.name for f in cache_dir.glob("*.safetensors"))
+        run(engine.close_conversation("conv", delete_cache=True), "delete")
+        deleted = sorted(f.name for f in cache_dir.glob("*.safetensors"))
     finally:
         engine.shutdown(60)
-    return {"turns": turns, "logits": logits[0] if logits else []}
+    return {"turns": turns, "logits": logits[0] if logits else [], "spilled": spilled, "after_delete": deleted}
 
 
 def main() -> int:
