@@ -320,7 +320,7 @@ def run_follower(
 
     ``problem``: why ``folder`` is None (the model name did not resolve on this host); ``on_loaded(shard, reader)``
     is told what was loaded (tests measure it). Returns the exit status: 0 after STOP, 2 when the group did not
-    start (rank 0 says why)."""
+    start (rank 0 says why), 1 when this rank failed (rank 0 is told why and stops the group)."""
     c = cluster
     status, fingerprint, budget, local_problem = _local_report(folder, memory_limit)
     problem = problem or local_problem
@@ -344,8 +344,10 @@ def run_follower(
             Path(cache_dir), c.rank, c.layout.key(), c.layout.tag(c.rank), len(c.layout.layers_of(c.rank))
         )
         follow(shard, files)
-    except Exception as e:
+    except Exception as e:  # rank 0 reports it (and stops the group); this rank says it once and exits
+        log.debug("rank %d failed", c.rank, exc_info=True)
         c.watchdog.report_error(f"{type(e).__name__}: {e}")
-        raise
+        sys.stderr.write(f"olmo3 (rank {c.rank}): {type(e).__name__}: {e}\n")
+        return 1
     c.watchdog.close()
     return 0
