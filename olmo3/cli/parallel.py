@@ -13,6 +13,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,10 @@ def run_parallel(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
 
             return run_chat(args, sampling, loader=loader)
         raise ValueError(f"olmo3 {args.command} does not take --parallel")
+    except RuntimeError as e:  # a collective failed ("[ring] connection to a peer was lost"): a rank went away
+        time.sleep(1.0)  # the watchdog names the rank and ends the process; if it has nothing to say:
+        print(f"olmo3: the parallel group failed: {e}", file=sys.stderr)
+        return 1
     finally:
         if args.command == "generate":  # chat: the engine stops the group after spilling its caches
             loader.close()
