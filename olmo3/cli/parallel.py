@@ -87,6 +87,7 @@ def run_parallel(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
             return run_chat(args, sampling, loader=loader)
         raise ValueError(f"olmo3 {args.command} does not take --parallel")
     except RuntimeError as e:  # a collective failed ("[ring] connection to a peer was lost"): a rank went away
+        loader.broken = True
         time.sleep(1.0)  # the watchdog names the rank and ends the process; if it has nothing to say:
         print(f"olmo3: the parallel group failed: {e}", file=sys.stderr)
         return 1

@@ -222,6 +222,7 @@ class ClusterLoader:
         self.cluster, self.cache_dir, self.memory_limit = cluster, Path(cache_dir), memory_limit
         self.model: LeaderModel | None = None
         self.reader: SliceReader | None = None  # what rank 0 read (tests measure it)
+        self.broken = False  # a collective failed: the group cannot be used any more
         self._plan: LoadPlan | None = None
         self._folder: Path | None = None
 
@@ -293,8 +294,9 @@ class ClusterLoader:
         return model, model.tokenizer
 
     def close(self) -> None:
-        """Stop the followers (rank 0's normal end) and the watchdog."""
-        if self.model is not None:
+        """Stop the followers (rank 0's normal end) and the watchdog. After a failed collective (``broken``) or a lost
+        rank nothing is sent: it could wait forever; the followers stop when the watchdog's connection closes."""
+        if self.model is not None and not self.broken and self.cluster.watchdog.lost is None:
             self.model.close()
         self.cluster.watchdog.close()
 
