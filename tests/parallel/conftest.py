@@ -37,25 +37,22 @@ def free_ports(n: int) -> int:
     raise RuntimeError("no free ports")
 
 
+# The ring backend on loopback here; OLMO3_TEST_BACKEND=nccl runs the same tests on a machine with 2+ CUDA GPUs.
+BACKEND = os.environ.get("OLMO3_TEST_BACKEND", "ring")
+
+
 def launch_cmd(n: int, command: list[str], env: list[str] = ()) -> list[str]:
     extra = [f"--env={e}" for e in env]
-    return [
-        str(BIN / "mlx.launch"),
-        "-n",
-        str(n),
-        "--backend",
-        "ring",
-        "-p",
-        str(free_ports(n)),
-        *extra,
-        "--",
-        *command,
-    ]
+    port = str(free_ports(n))
+    where = ["-p", port] if BACKEND == "ring" else ["--nccl-port", port]
+    return [str(BIN / "mlx.launch"), "-n", str(n), "--backend", BACKEND, *where, *extra, "--", *command]
 
 
 def run_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libopenblas.so.0")
+    openblas = "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"  # MLX's Linux CPU wheel: much faster matmuls
+    if Path(openblas).exists():
+        env.setdefault("LD_PRELOAD", openblas)
     return env
 
 
