@@ -9,5 +9,8 @@
 * ``cluster``: start-up (same model everywhere, the cluster's memory verdict), rank 0's loader, the followers'
   loop; ``watchdog``: a side channel that notices a rank that died or stopped answering (MLX-free).
 
+Not here (yet): tensor × pipeline on one group (e.g. 4 ranks as 2 stages of 2). It needs sub-groups
+(``Group.split``), which MLX's ring and JACCL backends do not have (NCCL and MPI do).
+
 This ``__init__`` imports nothing, so ``layout`` and ``watchdog`` stay MLX-free.
 """

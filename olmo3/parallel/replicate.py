@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 FRAME: Final = 64
 HEADER: Final = 8  # op, cache id, a, b, c, payload length, (reserved) x2
 INLINE: Final = FRAME - HEADER  # token ids carried in the frame itself (decode steps, short chunks)
-FORMAT: Final = "olmo-desktop-kv-1"
 
 
 class Op(IntEnum):
