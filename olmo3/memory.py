@@ -59,7 +59,7 @@ MIN_KV_BYTES: Final = 256 << 20
 POOL_FRACTION: Final = 0.5  # of what the weights leave: KV kept warm across conversations
 CONVERSATION_FRACTION: Final = 0.75  # of what the weights leave: the most one conversation may use
 
-BudgetSource = Literal["mlx_working_set", "ram_fraction", "given", "limit"]
+BudgetSource = Literal["mlx_working_set", "ram_fraction", "given", "limit", "cluster"]
 
 _working_set: int | None = None
 _working_set_lock = threading.Lock()
@@ -123,6 +123,8 @@ class MemoryBudget:
             return f"{format_bytes(self.bytes)} (your memory limit)"
         if self.source == "mlx_working_set":
             return f"{format_bytes(self.bytes)} (the GPU working set macOS recommends)"
+        if self.source == "cluster":
+            return f"{format_bytes(self.bytes)} (every rank's budget added up)"
         if self.source == "ram_fraction" and self.physical_bytes:
             return f"{format_bytes(self.bytes)} ({RAM_FRACTION:.0%} of {format_bytes(self.physical_bytes)} RAM)"
         return format_bytes(self.bytes)

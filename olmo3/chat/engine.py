@@ -20,6 +20,10 @@ continues. Its jobs report to their own listener only (the app's ``on_event`` ne
 job id (:meth:`Engine.cancel_job`; the app's ``cancel`` leaves them alone), and its conversations live under ids
 the app cannot use (``serve/…``), spilled to ``<cache_dir>/serve/``.
 
+Where the model comes from is the ``loader``'s business (:class:`ModelLoader`): by default this machine's folder;
+``olmo3.parallel.cluster.ClusterLoader`` gives rank 0 of a parallel group its part of the model, whose caches
+every rank holds a part of (spilling and restoring then involve every rank: ``LeaderModel.spill``/``load_spilled``).
+
 (Over 600 lines: the job queue, the memory pool and the disk tier share state that only the engine thread may
 touch; the server's own logic lives in ``prefix_index`` and ``serve_session``.)
 """
@@ -58,6 +62,7 @@ from .events import (
     ModelWontFit,
     TurnFinished,
 )
+from .loaders import LocalLoader, ModelLoader
 from .tool_turns import ConsentDesk, ToolRunner, offer, run_tool_turn
 
 if TYPE_CHECKING:
@@ -102,6 +107,16 @@ def _release_thread_mlx_state() -> None:
             log.debug("mx.clear_streams failed", exc_info=True)
 
 
+def _cache_meta(s: Any) -> dict[str, str]:
+    """What a spilled cache must match to come back: format, weights, transcript."""
+    return {
+        "format": CACHE_FORMAT,
+        "model_fingerprint": s.info.fingerprint,
+        "tokens_hash": s.tokens_hash(),
+        "n_tokens": str(len(s.tokens)),
+    }
+
+
 class _Job:
     __slots__ = ("conv_id", "fn", "id", "kind")
 
@@ -127,8 +142,10 @@ class Engine:
         kv_bits: int | None = None,
         session_options: dict[str, Any] | None = None,
         logits_processors: list[Any] | None = None,
+        loader: ModelLoader | None = None,
     ):
         self.on_event = on_event or (lambda e: None)
+        self.loader: ModelLoader = loader or LocalLoader()
         # Logits processors for every turn, on top of the sampling settings' (tests force a reply with one).
         self.logits_processors = list(logits_processors or [])
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -177,7 +194,7 @@ class Engine:
             return True
         self._stopping = True  # cancels the server's requests too
         self.cancel()
-        self._submit("shutdown", "", lambda job: self._spill_all())
+        self._submit("shutdown", "", lambda job: self._shutdown())
         self._queue.put(None)
         self._thread.join(timeout)
         stopped = not self._thread.is_alive()
@@ -452,13 +469,15 @@ class Engine:
         return Path(dst)
 
     def cache_path(self, conv_id: str) -> Path:
+        """The spilled cache of a conversation (a parallel model's rank 0 part: ``<id>.tensor2-r0.safetensors``)."""
         self._check_conv_id(conv_id)
-        return self.cache_dir / f"{conv_id}.safetensors"
+        return self.cache_dir / f"{conv_id}{getattr(self.model, 'cache_tag', '')}.safetensors"
 
     def _cache_file(self, conv_id: str) -> Path:
         """Where a conversation's cache is spilled: the app's beside each other, the server's in ``serve/``."""
         if is_serve_id(conv_id):
-            return self.cache_dir / "serve" / f"{conv_id[len(SERVE_PREFIX) :]}.safetensors"
+            tag = getattr(self.model, "cache_tag", "")  # a parallel model's part, as for the app's conversations
+            return self.cache_dir / "serve" / f"{conv_id[len(SERVE_PREFIX) :]}{tag}.safetensors"
         return self.cache_path(conv_id)
 
     def delete_cache_file(self, conv_id: str) -> int:
@@ -479,8 +498,9 @@ class Engine:
         if not self.cache_dir.is_dir():
             return 0
         for path in self.cache_dir.glob("*.safetensors"):
-            conv_id = path.name.removesuffix(".safetensors")
-            if conv_id.endswith(".tmp") or conv_id not in keep:
+            stem = path.name.removesuffix(".safetensors")
+            conv_id = stem.split(".", 1)[0]  # <id>, or <id>.<parallel tag>
+            if stem.endswith(".tmp") or conv_id not in keep:
                 try:
                     freed += path.stat().st_size
                     path.unlink()
@@ -558,14 +578,12 @@ class Engine:
                     self._done_cv.notify_all()
 
     def _load_model(self, job: _Job, path: Path, context_tokens: int | None, force: bool) -> None:
-        from ..fit import ModelWontFitError, plan_load
-        from ..model.loader import load
-        from ..model.modelinfo import inspect_model_dir
+        from ..fit import ModelWontFitError
 
         t0 = time.perf_counter()
         record_working_set()  # on the engine thread: Metal's working set becomes everyone's budget (olmo3.memory)
         try:
-            plan = plan_load(inspect_model_dir(path), context_tokens=context_tokens, budget=self.budget(), force=force)
+            plan = self.loader.plan(path, context_tokens=context_tokens, budget=self.budget(), force=force)
         except ModelWontFitError as e:
             fit = e.plan.fit
             log.info("refused to load %s: %s", path, fit.message)
@@ -584,7 +602,7 @@ class Engine:
             )
             return
         self._spill_all()
-        model, tokenizer = load(path)
+        model, tokenizer = self.loader.load(path)
         self.context_tokens, self._forced = plan.context_tokens, not plan.fits
         self._drop_serve_sessions()  # spilled above; read back from disk for this model by the next request
         states = {cid: s.to_state() for cid, s in self.sessions.items()}
@@ -764,6 +782,8 @@ class Engine:
         self._last_used.pop(job.conv_id, None)
         if delete_cache:
             self.delete_cache_file(job.conv_id)
+            if getattr(self.model, "replicated", False):
+                self.model.delete_spilled(job.conv_id)  # the other ranks' parts too
         elif s is not None and s.cache is not None:
             self._spill(job.conv_id, s)
         self._emit(ConversationClosed(job_id=job.id, conv_id=job.conv_id))
@@ -797,19 +817,26 @@ class Engine:
             return
         path = self._cache_file(conv_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.safetensors")
-        meta = {
-            "format": CACHE_FORMAT,
-            "model_fingerprint": s.info.fingerprint,
-            "tokens_hash": s.tokens_hash(),
-            "n_tokens": str(len(s.tokens)),
-        }
-        save_prompt_cache(str(tmp), s.cache, meta)
-        os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half file under the real name
+        meta = _cache_meta(s)
+        if getattr(s.cache, "mirror", None) is not None:
+            self.model.spill(path, conv_id, s.cache, meta)  # every rank writes its part
+        else:
+            tmp = path.with_suffix(".tmp.safetensors")
+            save_prompt_cache(str(tmp), s.cache, meta)
+            os.replace(tmp, path)  # atomic: a crash mid-write never leaves a half file under the real name
         s.drop_cache()
         self._emit(CacheState(conv_id=conv_id, state="disk", nbytes=path.stat().st_size))
         if self._pool is not None and is_serve_id(conv_id):
             self._pool.spilled(conv_id, s)
+
+    def _shutdown(self) -> None:
+        self._spill_all()
+        close = getattr(self.loader, "close", None)
+        if close is not None:  # a parallel group: the followers stop after the caches are written
+            try:
+                close()
+            except Exception:
+                log.exception("could not stop the parallel group")
 
     def _spill_all(self) -> None:
         for cid, s in list(self.sessions.items()):
@@ -824,6 +851,13 @@ class Engine:
 
         path = self._cache_file(conv_id)
         if not path.exists() or not s.tokens:
+            return
+        if getattr(self.model, "replicated", False):  # every rank checks its part; all restore or none
+            cache, problems = self.model.load_spilled(path, conv_id, _cache_meta(s))
+            if problems:
+                log.warning("discarding the cache parts of %s: %s; the turn re-prefills", conv_id, "; ".join(problems))
+                return
+            s.cache, s.restored_from_disk = cache, True
             return
         try:
             check_cache_file(path, len(s.info.layer_types))  # the header only: mlx-lm trusts what it reads

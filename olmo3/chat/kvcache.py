@@ -11,16 +11,41 @@ A conversation's cache mixes ``KVCache`` (full layers) and ``RotatingKVCache`` (
   ``offset >= max_size``; ``trim`` refuses rather than desynchronising layers.
 * A ``KVCache`` grows in 256-token steps; ``compact`` drops the unused tail so a cache at rest holds exactly
   its tokens.
+
+**Across several machines** (``olmo3.parallel``) each rank holds part of every cache, and every rank must run the
+same cache operations in the same order. Rank 0's caches then carry a ``mirror`` (a :class:`Mirror`): each
+operation here that makes, changes or rewinds a cache tells it, and it has the other ranks do the same to their
+parts. Without a mirror (one machine) nothing changes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, QuantizedKVCache, RotatingKVCache
 
 Cache = list[Any]
+
+
+class Mirror(Protocol):
+    """Has the other ranks repeat a cache operation on their parts (``olmo3.parallel.replicate``)."""
+
+    def derived(self, op: str, src: Cache, out: Cache, *args: int) -> Cache:
+        """``out`` was made from ``src`` by ``op`` ("snapshot", "quantize"); returns it as a mirrored cache."""
+        ...
+
+    def apply(self, op: str, cache: Cache, *args: int) -> None:
+        """``op`` ("trim", "compact") was applied to ``cache`` in place."""
+        ...
+
+    def can_trim(self, cache: Cache, n: int) -> bool:
+        """Whether every rank's part can be rewound by ``n`` (a rank's own layers do not tell)."""
+        ...
+
+
+def mirror_of(cache: Cache | None) -> Mirror | None:
+    return getattr(cache, "mirror", None)
 
 
 def _slice_time(x: Any, end: int | None) -> Any:
@@ -56,7 +81,9 @@ def _copy_layer(c: Any) -> Any:
 
 def snapshot(cache: Cache) -> Cache:
     """A copy-on-write snapshot: independent of later writes to ``cache`` (and vice versa)."""
-    return [_copy_layer(c) for c in cache]
+    out = [_copy_layer(c) for c in cache]
+    mirror = mirror_of(cache)
+    return mirror.derived("snapshot", cache, out) if mirror is not None else out
 
 
 def restore(snap: Cache) -> Cache:
@@ -74,6 +101,9 @@ def offset(cache: Cache) -> int:
 
 def can_trim(cache: Cache, n: int = 1) -> bool:
     """True if every layer can be rewound by ``n`` tokens (no sliding layer has wrapped)."""
+    mirror = mirror_of(cache)
+    if mirror is not None:
+        return mirror.can_trim(cache, n)
     for c in cache:
         if isinstance(c, RotatingKVCache) and c.offset >= c.max_size:
             return False
@@ -90,6 +120,9 @@ def trim(cache: Cache, n: int) -> None:
         raise ValueError(f"cannot trim {n} tokens: a sliding-window layer has wrapped")
     for c in cache:
         c.trim(n)
+    mirror = mirror_of(cache)
+    if mirror is not None:
+        mirror.apply("trim", cache, n)
 
 
 def compact(cache: Cache) -> None:
@@ -99,6 +132,9 @@ def compact(cache: Cache) -> None:
             c.keys = mx.contiguous(c.keys[..., : c.offset, :])
             c.values = mx.contiguous(c.values[..., : c.offset, :])
     mx.eval([c.state for c in cache])
+    mirror = mirror_of(cache)
+    if mirror is not None:
+        mirror.apply("compact", cache)
 
 
 def nbytes(cache: Cache | None) -> int:
@@ -127,4 +163,5 @@ def quantize_full_layers(cache: Cache, bits: int = 8) -> Cache:
             if group is not None:
                 c = c.to_quantized(group_size=group, bits=bits)
         out.append(c)
-    return out
+    mirror = mirror_of(cache)
+    return mirror.derived("quantize", cache, out, bits) if mirror is not None else out

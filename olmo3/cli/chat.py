@@ -171,11 +171,17 @@ def _reproduce(engine: Engine, conv: str, last: TurnFinished | None, tools: Any 
     return engine.regenerate(conv, sampling=last.provenance.reproduce_sampling(), tools=tools)
 
 
-def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options: dict[str, Any] | None = None) -> int:
-    """The chat; ``engine_options`` go to the ``Engine`` (tests pass logits processors that force replies)."""
+def run_chat(
+    args: argparse.Namespace,
+    sampling: dict[str, Any],
+    engine_options: dict[str, Any] | None = None,
+    loader: Any = None,
+) -> int:
+    """The chat; ``engine_options`` go to the ``Engine`` (tests pass logits processors that force replies);
+    ``loader``: rank 0's ``ClusterLoader`` under ``--parallel`` (else the engine loads this machine's folder)."""
     folder = model_path(args)
-    if folder is not None:  # no model, or one that won't fit, is refused before the engine imports MLX
-        check_fits(args, folder)
+    if folder is not None and loader is None:  # no model, or one that won't fit, is refused before MLX loads
+        check_fits(args, folder)  # (a parallel group's rank 0 checks the cluster's budgets when it loads)
     actions = read_script(Path(args.script)) if args.script is not None else []  # refused before a model loads
     docs: CliAttachments | None = None
     if getattr(args, "attach", None):
@@ -197,7 +203,7 @@ def run_chat(args: argparse.Namespace, sampling: dict[str, Any], engine_options:
             docs.close()
         return 2
     try:
-        return _chat(args, sampling, actions, folder, docs, tools, engine_options or {})
+        return _chat(args, sampling, actions, folder, docs, tools, engine_options or {}, loader)
     finally:
         engine_log.setLevel(engine_log_level)
         if tools is not None:
@@ -212,6 +218,7 @@ def _chat(
     docs: CliAttachments | None,
     tools: tuple[Any, Any] | None,
     engine_options: dict[str, Any],
+    loader: Any = None,
 ) -> int:
     scripted = args.script is not None
     hub, runner = tools if tools is not None else (None, None)
@@ -223,6 +230,7 @@ def _chat(
         memory_limit_bytes=getattr(args, "memory_limit", None),
         kv_bits=getattr(args, "kv_bits", None),
         **engine_options,
+        loader=loader,
     )
     engine.start()
     conv = uuid.uuid4().hex

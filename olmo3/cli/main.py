@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from ..units import format_bytes
 from .options import add_model_options, check_fits, model_path
+from .parallel import add_parallel_option
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -106,7 +107,8 @@ def _budget(text: str) -> int | None:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def cmd_generate(args: argparse.Namespace, loader: Any = None) -> int:
+    """One reply. ``loader``: rank 0's ``ClusterLoader`` under ``--parallel`` (else this machine's folder)."""
     sampling = _sampling_args(args)  # refused before the model loads
     folder = model_path(args)
     assert folder is not None
@@ -117,8 +119,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..model.loader import load
 
     record_working_set()  # this thread runs MLX: the GPU working set is the budget
-    plan = check_fits(args, folder)
-    model, tokenizer = load(folder)
+    if loader is None:
+        plan = check_fits(args, folder)
+        model, tokenizer = load(folder)
+    else:
+        plan = loader.plan(folder, context_tokens=args.context, force=args.load_anyway)
+        model, tokenizer = loader.load(folder)
     session = ChatSession(
         model,
         tokenizer,
@@ -184,6 +190,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench_docs import run
 
         return run(args)
+    if args.what == "parallel":  # every rank of an mlx.launch group runs this
+        from .bench_parallel import run as run_parallel_bench
+
+        return run_parallel_bench(args)
     if args.rounds < 1 or args.tokens < 1:
         raise ValueError(f"--rounds and --tokens must be at least 1 (got {args.rounds} and {args.tokens})")
     folder = model_path(args)
@@ -264,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--system", help="system prompt (default: the model's own)")
     s.add_argument("--json", action="store_true", help="one JSON line: text, reasoning, stats, provenance")
     _add_sampling(s)
+    add_parallel_option(s)
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("chat", help="interactive chat (/regen, /reproduce, /edit N, /stats, /save), or --script")
@@ -283,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_tool_options(s)
     _add_sampling(s)
+    add_parallel_option(s)
     s.set_defaults(fn=cmd_chat)
 
     s = sub.add_parser("quantize", help="convert a bf16/fp32 folder to an MLX-quantized one")
@@ -292,12 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group-size", type=int, default=64, help="weights per quantization group (default 64)")
     s.set_defaults(fn=cmd_quantize)
 
-    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs | serve")
+    s = sub.add_parser("bench", help="benchmarks: decode | chat | docs | serve | parallel")
     s.add_argument(
         "what",
-        choices=("decode", "chat", "docs", "serve"),
+        choices=("decode", "chat", "docs", "serve", "parallel"),
         help="decode: tok/s against mlx_lm; chat: follow-up TTFT; docs: extract, index and retrieve; "
-        "serve: our server against mlx_lm.server",
+        "serve: our server against mlx_lm.server; parallel: tensor/pipeline decode across mlx.launch's ranks "
+        "against one device (run under mlx.launch)",
     )
     add_model_options(s, required=False)
     s.add_argument("--tokens", type=int, default=128, help="decode: tokens per run (default 128)")
@@ -305,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pages", type=int, default=300, help="docs: pages of the generated PDF (default 300)")
     s.add_argument("--passages", type=int, default=10_000, help="docs: passages to search (default 10,000)")
     s.add_argument("--kv-bits", type=int, choices=(4, 8), help="chat: also measure quantized full-layer KV")
+    from .bench_parallel import add_arguments as add_parallel_bench_arguments
+
+    add_parallel_bench_arguments(s)
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("tiny", help="make a tiny random Olmo-3 model folder, to try the app without a download")
@@ -343,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             from .models import run_models
 
             return run_models(args)
+        if getattr(args, "parallel", None):  # every rank of an mlx.launch group runs this
+            from .parallel import run_parallel
+
+            return run_parallel(args, _sampling_args(args))
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ and each shows up below:
 2. **Q/K RMSNorm over the full projected width.** The query and key projections are RMS-normalised across all
    heads together (``q_norm`` has ``n_heads * head_dim`` weights), before RoPE. Normalising q and k bounds the
    attention logits, which keeps long-context training stable without a softcap (OLMo 2 introduced it).
+   (Split across machines by heads, each machine must first add up its partial sums: ``sharded_qk_norm``.)
 3. **Hybrid attention.** Three of every four layers use sliding-window attention (4,096 tokens); every fourth
    layer attends to the whole context. Which is which comes from ``config.layer_types``.
 4. **RoPE per layer type.** Sliding layers use plain RoPE (θ = 500,000); full layers use the configured scaling
@@ -88,12 +89,41 @@ def make_rope(dims: int, p: dict[str, Any]) -> nn.Module:
     return nn.RoPE(dims, traditional=False, base=float(p["rope_theta"]))
 
 
+def sharded_qk_norm(
+    q: mx.array, k: mx.array, q_norm: nn.RMSNorm, k_norm: nn.RMSNorm, group: Any
+) -> tuple[mx.array, mx.array]:
+    """``q_norm(q), k_norm(k)`` when this rank holds only its slice of the heads (tensor parallelism).
+
+    RMSNorm divides by the root mean square over the **full** projected width, ``sqrt(sum(q²) / (H*D) + eps)``.
+    A rank holding ``H/N`` heads sees only its slice, and the heads differ in scale, so the slice's mean square is
+    not the full one: normalising it alone would compute a different model. Each rank therefore takes the sum of
+    squares of its slice (in float32), one ``all_sum`` adds the ``N`` partial sums, and every rank divides its
+    slice by the full width's root mean square and scales it by its slice of the weight.
+
+    q's and k's partial sums travel together (``[B, L, 2]``): one small collective per layer rather than two,
+    which also keeps the collectives in one order on every rank.
+    """
+    n = group.size()
+    f32 = mx.float32
+    sq = mx.stack([mx.sum(mx.square(q.astype(f32)), axis=-1), mx.sum(mx.square(k.astype(f32)), axis=-1)], axis=-1)
+    sq = mx.distributed.all_sum(sq, group=group)  # [B, L, 2]: the full widths' sums of squares
+    inv_q = mx.rsqrt(sq[..., 0:1] / (q.shape[-1] * n) + q_norm.eps)  # 1 / RMS over all H*D features
+    inv_k = mx.rsqrt(sq[..., 1:2] / (k.shape[-1] * n) + k_norm.eps)
+    q = (q.astype(f32) * inv_q).astype(q.dtype) * q_norm.weight
+    k = (k.astype(f32) * inv_k).astype(k.dtype) * k_norm.weight
+    return q, k
+
+
 class Attention(nn.Module):
     """Multi-head attention with grouped KV heads, Q/K RMSNorm and per-layer-type RoPE.
 
     ``q_norm``/``k_norm`` normalise the whole projected width (all heads at once), *before* the reshape to
     heads and before RoPE. Without them the dot products q·k can grow without bound during training; with
     them the logits stay in a range where softmax neither saturates nor collapses.
+
+    Because the norm spans all heads, tensor parallelism (``olmo3.parallel``: each rank holds some heads) cannot
+    normalise a rank's slice on its own: the slice's mean square is not the full width's. ``group`` is then the
+    ranks that share this layer, and :func:`sharded_qk_norm` adds up the ranks' partial sums of squares first.
 
     The layer's cache is a ``KVCache`` (full attention) or a ``RotatingKVCache`` (sliding window); both expose
     ``offset`` (absolute position of the first new token) and ``update_and_fetch``.
@@ -116,11 +146,15 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(q_width, eps=args.rms_norm_eps)
         self.k_norm = nn.RMSNorm(kv_width, eps=args.rms_norm_eps)
         self.rope = make_rope(self.head_dim, args.rope[layer_type])
+        self.group: Any = None  # tensor parallel: the mx.distributed group sharing this layer's heads
 
     def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
         B, L, _ = x.shape  # x: [B, L, E]
-        q = self.q_norm(self.q_proj(x))  # [B, L, H*D]
-        k = self.k_norm(self.k_proj(x))  # [B, L, Hk*D]
+        q, k = self.q_proj(x), self.k_proj(x)  # [B, L, H*D], [B, L, Hk*D]
+        if self.group is None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        else:  # this rank holds H/N and Hk/N of the heads: normalise over the full width all the same
+            q, k = sharded_qk_norm(q, k, self.q_norm, self.k_norm, self.group)
         v = self.v_proj(x)  # [B, L, Hk*D]
 
         q = q.reshape(B, L, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)  # [B, H, L, D]

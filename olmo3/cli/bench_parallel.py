@@ -1,0 +1,318 @@
+"""``olmo3 bench parallel``: decode speed split across the ranks of ``mlx.launch``, against one device.
+
+Run it under the launcher, every rank the same command::
+
+    mlx.launch -n 2 --backend ring -- olmo3 bench parallel                 # two processes on this machine
+    mlx.launch --backend nccl -n 2 -- olmo3 bench parallel --shape 32b    # two GPUs of one host
+
+Each rank makes random weights for its own part in memory (``--shape 32b``: 64 layers, hidden 5120, 40 query and
+8 KV heads, 4-bit, bf16; nothing is written to disk), so no checkpoint is needed. Measured in one run:
+
+1. **one device**: rank 0 decodes with the whole model while the others wait;
+2. **tensor**: every rank holds 1/N of each layer (:mod:`olmo3.parallel.shard`), driven exactly as a chat is
+   (rank 0's :class:`~olmo3.parallel.replicate.LeaderModel`, the others :func:`~olmo3.parallel.replicate.follow`);
+3. **pipeline**: contiguous layer ranges, the hand-over (send/recv, or ``all_sum`` where send/recv are missing) found
+   by trying;
+4. **communication**: one ``all_sum`` of one token's activation (and of 512 tokens), timed in a chain inside one
+   graph; the per-step cost is that times the collectives a step runs (tensor: 3 per layer + the command frame).
+
+Decode runs one step ahead, as ``generate_step`` does. Reported: tok/s, their ratios to one device (targets: tensor
+≥ 1.25, pipeline ≥ 0.9: a pipeline splits memory, not time), milliseconds per step, and the communication estimate;
+as a table and as JSON (rank 0 prints; the others print nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .parallel import launch_rank
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # Small enough for two CPU processes on one machine (the tests run it), large enough to be mostly compute.
+    "tiny": {
+        "vocab": 1024,
+        "config": dict(
+            hidden_size=384,
+            num_hidden_layers=8,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            intermediate_size=1024,
+            head_dim=64,
+            sliding_window=128,
+            max_position_embeddings=8192,
+        ),
+        "quant": None,
+        "dtype": "float32",
+    },
+    # Olmo-3 32B (config.json of allenai/Olmo-3-32B-Think), 4-bit as mlx-community converts it.
+    "32b": {
+        "vocab": 100278,
+        "config": dict(
+            hidden_size=5120,
+            num_hidden_layers=64,
+            num_attention_heads=40,
+            num_key_value_heads=8,
+            intermediate_size=27648,
+            head_dim=128,
+            sliding_window=4096,
+            max_position_embeddings=65536,
+        ),
+        "quant": {"group_size": 64, "bits": 4, "mode": "affine"},
+        "dtype": "bfloat16",
+    },
+}
+TARGETS = {"tensor": ">= 1.25", "pipeline": ">= 0.9"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shape", choices=tuple(SHAPES), default="tiny", help="parallel: the model shape (default tiny)")
+    p.add_argument("--modes", default="tensor,pipeline", help="parallel: tensor, pipeline or both (default both)")
+    p.add_argument("--prompt-tokens", type=int, default=64, help="parallel: prompt length before decoding (64)")
+
+
+def _backend() -> str:
+    if os.environ.get("NCCL_HOST_IP"):
+        return "nccl"
+    if os.environ.get("MLX_JACCL_COORDINATOR"):
+        return "jaccl"
+    if os.environ.get("MLX_HOSTFILE"):
+        return "ring"
+    if os.environ.get("OMPI_COMM_WORLD_RANK"):
+        return "mpi"
+    return "?"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..parallel.watchdog import take_sigterm
+
+    rank = launch_rank()
+    holder: list[Any] = []
+    take_sigterm(rank, lambda: holder[0].watchdog if holder else None)
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - only rank 0 prints
+    from ..parallel.cluster import OK, _verdict, handshake, init_cluster
+
+    cluster = init_cluster("tensor")
+    holder.append(cluster)
+    handshake(cluster, OK, f"bench-{args.shape}", 0)
+    missing = cluster.watchdog.wait_for_followers() if cluster.rank == 0 else []
+    if not _verdict(cluster, not missing):
+        if cluster.rank == 0:
+            print(f"olmo3: rank(s) {missing} did not reach rank 0's watchdog", file=sys.stderr)
+        return 2
+    try:
+        result = _bench(cluster, args)
+    finally:
+        cluster.watchdog.close()
+    if cluster.rank == 0:
+        print(format_table(result))
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def _model_args(shape: dict[str, Any]) -> Any:
+    from ..model.config import ModelArgs
+    from ..model.tiny import tiny_config
+
+    return ModelArgs.from_config(tiny_config(shape["vocab"], **shape["config"]))
+
+
+def _sizes(args: Any, quant: dict[str, Any] | None, float_bytes: int) -> dict[str, int]:
+    """Bytes per tensor of this shape (what the pipeline balances), from what ``config.json`` would imply."""
+    from ..model.tensors import expected_tensors
+
+    return {
+        name: math.prod(spec.shape) * (4 if "U32" in spec.dtypes else float_bytes)
+        for name, spec in expected_tensors(args, quant).items()
+    }
+
+
+def _barrier(cluster: Any) -> None:
+    import mlx.core as mx
+
+    mx.eval(mx.distributed.all_sum(mx.ones((1,)), group=cluster.group))
+
+
+def _decode(model: Any, prompt: list[int], tokens: int) -> float:
+    """Greedy decode tok/s, one step ahead (the next step is queued before the last token is read)."""
+    import mlx.core as mx
+
+    cache = model.make_cache()
+    y = mx.argmax(model(mx.array(prompt)[None], cache=cache)[:, -1, :], axis=-1)
+    mx.async_eval(y)
+    times = []
+    for _ in range(tokens):
+        nxt = mx.argmax(model(y[None], cache=cache)[:, -1, :], axis=-1)
+        mx.async_eval(nxt)
+        y.item()
+        times.append(time.perf_counter())
+        y = nxt
+    y.item()
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def _measure(model: Any, prompt: list[int], tokens: int, rounds: int) -> list[float]:
+    _decode(model, prompt, min(8, tokens))  # warm-up: kernels for these shapes
+    return [_decode(model, prompt, tokens) for _ in range(rounds)]
+
+
+def _random_model(args: Any, quant: dict[str, Any] | None, dtype: Any) -> Any:
+    """The whole model with random weights, made one layer at a time."""
+    import mlx.core as mx
+
+    from ..model.model import Model
+    from ..parallel.shard import _quantize
+
+    model = Model(args)
+    _quantize(model, quant, lambda path: True)
+    model.set_dtype(dtype)
+    for layer in model.model.layers:
+        mx.eval(layer.parameters())
+    mx.eval(model.parameters())
+    model.eval()
+    return model
+
+
+def _all_sum_us(group: Any, shape: tuple[int, ...], dtype: Any, k: int) -> float:
+    import mlx.core as mx
+
+    x = mx.ones(shape, dtype)
+    mx.eval(mx.distributed.all_sum(x, group=group))
+    t0 = time.perf_counter()
+    y = x
+    for _ in range(k):  # a chain: each waits for the one before, as a forward pass's collectives do
+        y = mx.distributed.all_sum(y, group=group) * (1.0 / group.size())
+    mx.eval(y)
+    return (time.perf_counter() - t0) / k * 1e6
+
+
+def _bench(cluster: Any, opts: argparse.Namespace) -> dict[str, Any]:
+    import mlx.core as mx
+
+    from ..parallel.cluster import probe_handover
+    from ..parallel.layout import Layout, ParallelError, check_tensor_split, make_layout
+    from ..parallel.replicate import CacheFiles, LeaderModel, follow
+    from ..parallel.shard import load_shard
+
+    shape = SHAPES[opts.shape]
+    args, quant = _model_args(shape), shape["quant"]
+    dtype = getattr(mx, shape["dtype"])
+    rank, world, group = cluster.rank, cluster.world, cluster.group
+    prompt = [(7 * i + 3) % args.vocab_size for i in range(opts.prompt_tokens)]
+    tokens, rounds = opts.tokens, opts.rounds
+    modes = [m.strip() for m in opts.modes.split(",") if m.strip()]
+    runs: dict[str, list[float]] = {}
+    notes: list[str] = []
+    handover = ""
+
+    # 1. One device: rank 0 alone, with the whole model.
+    if rank == 0:
+        model = _random_model(args, quant, dtype)
+        runs["one_device"] = _measure(model, prompt, tokens, rounds)
+        del model
+        mx.clear_cache()
+    _barrier(cluster)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in modes:
+            if mode == "tensor":
+                try:
+                    check_tensor_split(args, quant, world)
+                except ParallelError as e:
+                    notes.append(str(e))
+                    continue
+                layout = Layout("tensor", world, tuple((0, args.num_hidden_layers) for _ in range(world)))
+            elif mode == "pipeline":
+                layout = make_layout("pipeline", world, args, _sizes(args, quant, dtype.size))
+                handover = probe_handover(cluster)
+            else:
+                raise ParallelError(f"--modes: unknown mode {mode!r} (tensor, pipeline)")
+            shard = load_shard(args, quant, None, group, layout, rank, handover=handover or "sendrecv", dtype=dtype)
+            files = CacheFiles(Path(tmp), rank, layout.key(), layout.tag(rank), len(layout.layers_of(rank)))
+            if rank == 0:
+                leader = LeaderModel(shard, files)
+                runs[mode] = _measure(leader, prompt, tokens, rounds)
+                leader.close()
+                del leader
+            else:
+                follow(shard, files)
+            del shard
+            mx.clear_cache()
+            _barrier(cluster)
+
+    width = args.hidden_size
+    one_token = _all_sum_us(group, (1, 1, width), dtype, 50)
+    prefill = _all_sum_us(group, (1, 512, width), dtype, 10)
+    per_step = {
+        "tensor": 3 * args.num_hidden_layers + 1,  # q/k-norm, o, down per layer; the command frame
+        "pipeline": (world - 1) + 1 + 1 if handover == "sendrecv" else world + 1,  # hops, the way back, the frame
+    }
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    base = med.get("one_device", 0.0)
+    ratios = {
+        f"{m}_vs_one_device": {"value": round(med[m] / base, 3) if base else 0.0, "target": TARGETS[m]}
+        for m in modes
+        if m in med
+    }
+    return {
+        "benchmark": "parallel",
+        "model": f"random weights, shape {opts.shape}",
+        "shape": opts.shape,
+        "layers": args.num_hidden_layers,
+        "hidden": width,
+        "heads": [args.num_attention_heads, args.num_key_value_heads],
+        "quantization": quant,
+        "dtype": shape["dtype"],
+        "ranks": world,
+        "backend": _backend(),
+        "device": str(mx.default_device()),
+        "tokens_per_run": tokens,
+        "rounds": rounds,
+        "prompt_tokens": len(prompt),
+        "decode_tok_s": {k: round(v, 2) for k, v in med.items()},
+        "step_ms": {k: round(1000 / v, 3) for k, v in med.items() if v},
+        "runs_tok_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+        "pipeline_handover": handover or None,
+        "all_sum_us": {"one_token": round(one_token, 1), "512_tokens": round(prefill, 1)},
+        "collectives_per_step": {m: per_step[m] for m in modes if m in per_step},
+        "comm_ms_per_step_estimate": {m: round(per_step[m] * one_token / 1000, 3) for m in modes if m in per_step},
+        "notes": notes,
+        "ratios": ratios,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    from .bench import _passes
+
+    q = result["quantization"]
+    lines = [
+        f"olmo3 bench parallel · shape {result['shape']} ({result['layers']} layers, hidden {result['hidden']}, "
+        f"{result['heads'][0]}/{result['heads'][1]} heads, {f'{q["bits"]}-bit' if q else result['dtype']}) · "
+        f"{result['ranks']} ranks · backend {result['backend']} · device {result['device']}",
+        "  decode tok/s: " + " · ".join(f"{k} {v}" for k, v in result["decode_tok_s"].items()),
+        "  ms per step:  " + " · ".join(f"{k} {v}" for k, v in result["step_ms"].items()),
+        f"  all_sum of one token's activation: {result['all_sum_us']['one_token']} µs "
+        f"(512 tokens: {result['all_sum_us']['512_tokens']} µs)",
+        "  communication per step (estimate): "
+        + " · ".join(
+            f"{m} {ms} ms ({result['collectives_per_step'][m]} collectives)"
+            for m, ms in result["comm_ms_per_step_estimate"].items()
+        ),
+    ]
+    if result["pipeline_handover"]:
+        lines.append(f"  pipeline hand-over: {result['pipeline_handover']}")
+    lines += [f"  note: {n}" for n in result["notes"]]
+    lines.append(f"  {'ratio':<40} {'value':>8}  {'target':<8}  ok")
+    for name, r in result["ratios"].items():
+        ok = "yes" if _passes(r["value"], r["target"]) else "NO"
+        lines.append(f"  {name:<40} {r['value']:>8}  {r['target']:<8}  {ok}")
+    return "\n".join(lines)
