@@ -20,8 +20,13 @@ Think turns (:mod:`olmo3.chat.thinking`): a thinking budget closes the reasoning
 part of the reply (so the transcript stays exact); earlier reasoning is kept or dropped as asked, and a dropped
 one is served by a snapshot taken where the reply began. Each reply carries its :class:`Provenance`.
 
-Branches: messages form a tree. Regenerate adds a sibling reply; edit adds a sibling user message. Nothing
-is erased; ``switch_branch`` picks which alternative is active.
+Branches: messages form a tree (:mod:`olmo3.chat.tree`). Regenerate adds a sibling reply; edit adds a sibling
+user message. Nothing is erased; ``switch_branch`` picks which alternative is active. The decode loop itself, with
+the thinking budget, is :mod:`olmo3.chat.decode`.
+
+(Over 600 lines: a turn is one transaction over the transcript and the cache: plan and render, take the best
+cache, prefill with its checkpoints, decode, snapshot, and put everything back as it was if anything fails; the
+parts that stand alone — the tree, the decoder, tool turns, thinking — live in modules of their own.)
 """
 
 from __future__ import annotations
@@ -31,11 +36,10 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from .. import __version__
@@ -45,25 +49,23 @@ from ..model.modelinfo import ModelInfo
 from ..model.template import Rendering, for_tokenizer
 from ..tools.messages import system_message
 from . import kvcache
-from .events import Event, PrefillProgress, TextDelta, TurnFinished
+from .decode import Decoder
+from .events import Event, PrefillProgress, TurnFinished
 from .sampling import Sampling, recommended
 from .thinking import BUDGET_CLOSE, has_reasoning, render_keeping_reasoning, strip_reasoning, template_keeps_reasoning
 from .transcript import (
-    THINK_CLOSE,
     THINK_OPEN,
-    BranchKind,
     FinishReason,
-    NodeState,
     OverflowPolicy,
     OverflowReason,
     Provenance,
     Reconcile,
-    Role,
     TranscriptMessage,
     TranscriptState,
     TurnStats,
     split_reasoning,
 )
+from .tree import ConversationTree, Node
 
 log = logging.getLogger(__name__)
 
@@ -97,66 +99,6 @@ class _CancelledError(Exception):
 
 
 @dataclass
-class Node:
-    """A message in the conversation tree (the session's working copy; :class:`NodeState` is its saved form)."""
-
-    id: str
-    role: Role
-    content: str  # what is shown: the user's text, or the answer (reasoning removed)
-    raw: str  # what the chat template renders as this message's content
-    parent: str | None  # None: a first user message (child of the conversation root)
-    reasoning: str | None = None
-    tokens: list[int] = field(default_factory=list)  # assistant: the sampled ids, stop token included
-    children: list[str] = field(default_factory=list)
-    active: int = 0  # which child is on the active path
-    finish_reason: FinishReason | None = None
-    stats: TurnStats | None = None
-    think: bool = False
-    provenance: Provenance | None = None
-    calls: str | None = None  # assistant: its function calls, verbatim (see olmo3.chat.tool_turns)
-    tool: dict[str, Any] | None = None  # the calls parsed, or an environment turn's call and result
-
-    def freeze(self) -> NodeState:
-        return NodeState(
-            id=self.id,
-            role=self.role,
-            content=self.content,
-            raw=self.raw,
-            parent=self.parent,
-            reasoning=self.reasoning,
-            tokens=tuple(self.tokens),
-            children=tuple(self.children),
-            active=self.active,
-            finish_reason=self.finish_reason,
-            stats=self.stats,
-            think=self.think,
-            provenance=self.provenance,
-            calls=self.calls,
-            tool=self.tool,
-        )
-
-    @classmethod
-    def thaw(cls, n: NodeState) -> Node:
-        return cls(
-            id=n.id,
-            role=n.role,
-            content=n.content,
-            raw=n.raw,
-            parent=n.parent,
-            reasoning=n.reasoning,
-            tokens=list(n.tokens),
-            children=list(n.children),
-            active=n.active,
-            finish_reason=n.finish_reason,
-            stats=n.stats,
-            think=n.think,
-            provenance=n.provenance,
-            calls=n.calls,
-            tool=dict(n.tool) if n.tool is not None else None,
-        )
-
-
-@dataclass
 class _TurnPlan:
     """A planned turn: what it feeds and where its messages go (built before anything is touched)."""
 
@@ -178,57 +120,6 @@ class _TurnPlan:
 class _Snapshot:
     tokens: list[int]
     cache: list[Any]
-
-
-class ReasoningSplitter:
-    """Splits streamed text of a Think turn into reasoning and answer at ``</think>`` (even across chunks).
-
-    Newlines right after ``</think>`` are not part of the answer (as ``split_reasoning`` has it)."""
-
-    def __init__(self, think: bool):
-        self.in_reasoning = think
-        self._held = ""
-        self._answer_started = not think
-
-    def _answer(self, text: str) -> list[tuple[str, str]]:
-        if not self._answer_started:
-            text = text.lstrip("\n")
-            self._answer_started = bool(text)
-        return [(text, "answer")] if text else []
-
-    def feed(self, text: str) -> list[tuple[str, str]]:
-        if not self.in_reasoning:
-            return self._answer(text)
-        buf = self._held + text
-        i = buf.find(THINK_CLOSE)
-        if i >= 0:
-            self.in_reasoning = False
-            self._held = ""
-            out = [(buf[:i], "reasoning")] if buf[:i] else []
-            return out + self._answer(buf[i + len(THINK_CLOSE) :])
-        # Hold back a tail that could be the start of "</think>".
-        keep = 0
-        for k in range(1, len(THINK_CLOSE)):
-            if buf.endswith(THINK_CLOSE[:k]):
-                keep = k
-        self._held = buf[len(buf) - keep :] if keep else ""
-        emit = buf[: len(buf) - keep] if keep else buf
-        return [(emit, "reasoning")] if emit else []
-
-    def flush(self) -> list[tuple[str, str]]:
-        held, self._held = self._held, ""
-        if not self.in_reasoning:
-            return self._answer(held)
-        return [(held, "reasoning")] if held else []
-
-
-def _with_context(processors: list[Any], context: list[int]) -> list[Any]:
-    """Logits processors that also see ``context`` before the tokens ``generate_step`` gives them (the reply so
-    far, when decoding resumes after forced tokens: a repetition penalty then sees what one run would)."""
-    if not context:
-        return processors
-    prefix = mx.array(context)
-    return [lambda tokens, logits, p=p: p(mx.concatenate([prefix, tokens]), logits) for p in processors]
 
 
 def _raw(text: str, prompt_text: str | None) -> str:
@@ -276,7 +167,7 @@ def model_info(model: Any) -> ModelInfo:
     )
 
 
-class ChatSession:
+class ChatSession(ConversationTree):
     """One conversation: messages (a tree with branches), ``tokens`` and the live hybrid KV cache.
 
     ``send``/``regenerate``/``edit`` return iterators of events (``PrefillProgress``, ``TextDelta``, then one
@@ -298,6 +189,7 @@ class ChatSession:
         kv_budget_bytes: int | None = None,
         **sampling: Any,
     ):
+        super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.template = for_tokenizer(tokenizer)
@@ -310,10 +202,6 @@ class ChatSession:
         self.kv_bits = kv_bits
         self.context_limit = min(context_limit or self.info.max_position_embeddings, self.info.max_position_embeddings)
         self.kv_budget_bytes = kv_budget_bytes
-        self.nodes: dict[str, Node] = {}
-        self.root_children: list[str] = []
-        self.root_active = 0
-        self.drop_turns = 0  # oldest user turns left out of the prompt (the overflow policy)
         self.tokens: list[int] = []
         self.cache: list[Any] | None = None
         self.snapshots: list[_Snapshot] = []
@@ -323,113 +211,6 @@ class ChatSession:
         # The tools offered to the model (template definitions, as ``olmo3.tools.messages`` makes them), or None.
         # Set per turn by the engine (olmo3.chat.tool_turns); rendered by the model's own template.
         self.tools: list[dict[str, Any]] | None = None
-
-    # ------------------------------------------------------------------ the tree
-    def _children(self, node_id: str | None) -> list[str]:
-        return self.root_children if node_id is None else self.nodes[node_id].children
-
-    def _active_child(self, node_id: str | None) -> str | None:
-        kids = self._children(node_id)
-        if not kids:
-            return None
-        idx = self.root_active if node_id is None else self.nodes[node_id].active
-        return kids[min(idx, len(kids) - 1)]
-
-    def _set_active(self, child: Node) -> None:
-        kids = self._children(child.parent)
-        idx = kids.index(child.id)
-        if child.parent is None:
-            self.root_active = idx
-        else:
-            self.nodes[child.parent].active = idx
-
-    def _add(self, node: Node) -> Node:
-        self.nodes[node.id] = node
-        self._children(node.parent).append(node.id)
-        self._set_active(node)
-        return node
-
-    def _remove(self, node: Node) -> None:
-        kids = self._children(node.parent)
-        kids.remove(node.id)
-        del self.nodes[node.id]
-        if node.parent is None:
-            self.root_active = max(0, len(kids) - 1)
-        else:
-            self.nodes[node.parent].active = max(0, len(kids) - 1)
-
-    def active_path(self) -> list[Node]:
-        path, cur = [], self._active_child(None)
-        while cur is not None:
-            path.append(self.nodes[cur])
-            cur = self._active_child(cur)
-        return path
-
-    def _path_to(self, node: Node) -> list[Node]:
-        path = [node]
-        while path[-1].parent is not None:
-            path.append(self.nodes[path[-1].parent])
-        return path[::-1]
-
-    def _user_nodes(self) -> list[Node]:
-        return [n for n in self.active_path() if n.role == "user"]
-
-    @property
-    def messages(self) -> tuple[TranscriptMessage, ...]:
-        """The active conversation: role, content, reasoning (Think), plus branch positions for the UI."""
-        out, turn = [], -1
-        for n in self.active_path():
-            if n.role == "user":
-                turn += 1
-            out.append(self._message(n, turn))
-        return tuple(out)
-
-    def _message(self, n: Node, user_turn_index: int) -> TranscriptMessage:
-        siblings = self._children(n.parent)
-        return TranscriptMessage(
-            id=n.id,
-            role=n.role,
-            content=n.content,
-            reasoning=n.reasoning,
-            parent_id=n.parent,
-            user_turn_index=user_turn_index,
-            branch_index=siblings.index(n.id),
-            branch_count=len(siblings),
-            finish_reason=n.finish_reason,
-            stats=n.stats,
-            tokens=tuple(n.tokens),
-            in_context=user_turn_index >= self.drop_turns,
-            provenance=n.provenance,
-            calls=n.calls,
-            tool=n.tool,
-        )
-
-    def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
-        """``{"user": (active, count), "reply": (active, count)}`` for user turn ``i`` (edits / regenerations)."""
-        u = self._user_node(user_turn_index)
-        siblings = self._children(u.parent)
-        reply = (min(u.active, max(len(u.children) - 1, 0)), len(u.children))
-        return {"user": (siblings.index(u.id), len(siblings)), "reply": reply}
-
-    def switch_branch(self, user_turn_index: int, index: int, which: BranchKind = "reply") -> None:
-        u = self._user_node(user_turn_index)
-        if which == "user":
-            kids = self._children(u.parent)
-            if not 0 <= index < len(kids):
-                raise IndexError(f"user turn {user_turn_index} has {len(kids)} version(s); no #{index}")
-            self._set_active(self.nodes[kids[index]])
-        elif which == "reply":
-            if not 0 <= index < len(u.children):
-                raise IndexError(f"user turn {user_turn_index} has {len(u.children)} repl(ies); no #{index}")
-            u.active = index
-        else:
-            raise ValueError(f"which={which!r}: expected 'reply' or 'user'")
-
-    def _user_node(self, i: int) -> Node:
-        users = self._user_nodes()
-        if not 0 <= i < len(users):
-            raise IndexError(f"user turn {i} does not exist (the conversation has {len(users)})")
-        return users[i]
 
     # ------------------------------------------------------------------ rendering
     def _template_messages(self, path: list[Node], keep_reasoning: bool = True) -> list[dict[str, str]]:
@@ -695,16 +476,6 @@ class ChatSession:
         )
         return self._message(node, self._turn_index(node))
 
-    def _turn_index(self, node: Node) -> int:
-        return sum(1 for n in self._path_to(node) if n.role == "user") - 1
-
-    def _fresh_id(self, wanted: str | None) -> str:
-        if wanted is None:
-            return new_id()
-        if not isinstance(wanted, str) or not wanted or wanted in self.nodes:
-            raise ValueError(f"message id {wanted!r} is empty or already used in this conversation")
-        return wanted
-
     # ------------------------------------------------------------------ the turn
     def _fits(self, n_tokens: int) -> tuple[bool, int, OverflowReason]:
         if n_tokens > self.context_limit:
@@ -757,9 +528,6 @@ class ChatSession:
                 raise ContextOverflowError(len(target), new_tokens, min_reply, limit, max(droppable, 0), reason)
             self.drop_turns += 1
             dropped += 1
-
-    def _path_to_parent(self, user: Node) -> list[Node]:
-        return self._path_to(self.nodes[user.parent]) if user.parent is not None else []
 
     def _turn(
         self,
@@ -874,79 +642,28 @@ class ChatSession:
             make_logits_processors(repetition_penalty=s.repetition_penalty if s.repetition_penalty != 1.0 else None)
             + plan.extra_lp
         )
-        eos = set(self.tokenizer.eos_token_ids)
-        detok = self.tokenizer.detokenizer
-        detok.reset()
-        splitter = ReasoningSplitter(think)
-        generated: list[int] = []
-        room = self._room(len(target))  # the reply never runs past the context: it stops with "context"
-        finish: FinishReason = "length"  # if no stop token comes
-        t_first: float | None = None
-        t_last = 0.0
-        # Thinking budget: once the reasoning reaches ``close_at`` tokens the engine feeds ``close`` itself (like
-        # prompt tokens: they become part of the reply) and sampling goes on with the answer, which max tokens
-        # then limits on its own. Without a budget max tokens limits the whole reply, as before.
         budget = s.thinking_budget if think else None
-        close = self.template.encode_text(BUDGET_CLOSE) if budget is not None else []
-        close_at = budget - self._tokens_to_close(close) if budget is not None else None
-        reasoning_tokens, stopped = 0, False
-        prompt, context = feed[-1:], list[int]()
-        if close_at is not None and close_at <= 0 and len(close) < room:  # a budget shorter than the closing tag
-            prompt, stopped, generated = prompt + close, True, list(close)
-            for text, channel in self._detokenize(detok, splitter, close):
-                yield TextDelta(text=text, channel=channel)
-            reasoning_tokens = self._tokens_to_close(close)
-        while True:
-            force = False
-            cap = s.max_tokens + (budget + len(close) if budget is not None else 0)
-            for token, _ in generate_step(
-                mx.array(prompt),
-                self.model,
-                max_tokens=max(1, min(cap, room) - len(generated)),
-                sampler=sampler,
-                logits_processors=_with_context(processors, context) or None,
-                prompt_cache=cache,
-            ):
-                now = time.perf_counter()
-                t_first = t_first or now
-                t_last = now
-                generated.append(int(token))
-                if token in eos:
-                    finish = "stop"
-                    break
-                for text, channel in self._detokenize(detok, splitter, [int(token)]):
-                    yield TextDelta(text=text, channel=channel)
-                if think and not reasoning_tokens and not splitter.in_reasoning:
-                    reasoning_tokens = len(generated)
-                if stop():
-                    finish = "cancelled"
-                    break
-                if len(generated) >= room:
-                    finish = "context"
-                    break
-                if splitter.in_reasoning:
-                    if close_at is not None and len(generated) >= close_at:
-                        if len(generated) + len(close) >= room:  # no room to close and answer: the context ends
-                            finish = "context"
-                        else:
-                            force = True
-                        break
-                elif len(generated) - reasoning_tokens >= s.max_tokens:
-                    break  # the answer reached max tokens: "length"
-            if not force:
-                break
-            # Everything sampled so far is in the cache; feed the close, then sample the answer after it.
-            context, prompt, stopped = [*feed[-1:], *generated], close, True
-            generated += close
-            for text, channel in self._detokenize(detok, splitter, close):
-                yield TextDelta(text=text, channel=channel)
-            reasoning_tokens = len(generated) - len(close) + self._tokens_to_close(close)
-        detok.finalize()
-        tail = detok.last_segment
-        for text, channel in splitter.feed(tail) + splitter.flush():
-            yield TextDelta(text=text, channel=channel)
-        if think and splitter.in_reasoning:
-            reasoning_tokens = len(generated)  # the reply ended inside its reasoning
+        decoder = Decoder(
+            self.model,
+            cache,
+            self.tokenizer,
+            sampler=sampler,
+            processors=processors,
+            think=think,
+            max_tokens=s.max_tokens,
+            room=self._room(len(target)),  # the reply never runs past the context: it stops with "context"
+            budget=budget,
+            close=self.template.encode_text(BUDGET_CLOSE) if budget is not None else [],
+            stop=stop,
+        )
+        yield from decoder.run(feed[-1])
+        generated, finish, reasoning_tokens, stopped = (
+            decoder.generated,
+            decoder.finish,
+            decoder.reasoning_tokens,
+            decoder.stopped,
+        )
+        t_first, t_last = decoder.t_first, decoder.t_last
 
         self.tokens = target + generated
         self.cache = cache
@@ -1026,18 +743,6 @@ class ChatSession:
             if len(tail) >= len(THINK_OPEN) and target_text.endswith(tail):
                 return k
         return self._verbatim_prefix(target, target_text[: -len(THINK_OPEN)])
-
-    def _tokens_to_close(self, close: list[int]) -> int:
-        """How many of the budget's closing ids it takes to complete ``</think>`` (they count as reasoning)."""
-        return next((i for i in range(1, len(close) + 1) if THINK_CLOSE in self._decode(close[:i])), len(close))
-
-    @staticmethod
-    def _detokenize(detok: Any, splitter: ReasoningSplitter, ids: list[int]) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        for token in ids:
-            detok.add_token(token)
-            out += splitter.feed(detok.last_segment)
-        return out
 
     def _discard_turn(self, user: Node, new_user: bool, previous_active: str | None) -> None:
         """A turn cancelled before any token: remove the new user message (the UI keeps its text)."""
