@@ -20,7 +20,10 @@ passages, against the context the engine reported as left) and hands the engine 
 the text the chat shows. ``documents`` (a :class:`desktop.attachments.DocumentAttacher`, set by the window) owns the
 composer's chips.
 
-Engine events arrive through :class:`desktop.bridge.EngineBridge` on the GUI thread.
+Engine events arrive through :class:`desktop.bridge.EngineBridge` on the GUI thread; the answers to them are in
+:mod:`desktop.controller_events`, the store and transcript lookups in :mod:`desktop.sync`, the rows of a turn in
+:mod:`desktop.turns`. (Just over 600 lines: every user action on a conversation — send, edit, regenerate, retry,
+reproduce, branch, continue, stop — checks and changes the same turn state, so they stay together.)
 
 Tools (:mod:`desktop.tools`): each turn gets the enabled tools of the app's MCP servers. The engine runs the calls
 between rounds of the turn; the controller shows each call as a card, asks before a tool runs (a non-blocking
@@ -45,11 +48,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from desktop import controller_events as events
 from desktop import provenance, sync
 from desktop.chat import ChatView
 from desktop.composer import Composer, StatusRow
@@ -58,7 +63,7 @@ from desktop.tool_calls import ToolCalls
 from desktop.turns import Turn, TurnRecorder, plan_documents, restore_prompt_texts
 from olmo3.chat import events as ev
 from olmo3.chat.sampling import Sampling
-from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptError, TranscriptMessage, TranscriptState
+from olmo3.chat.transcript import BranchKind, OverflowPolicy, TranscriptMessage
 from olmo3.docs.turn import TurnPlan, remaining_context
 from olmo3.ids import new_id
 
@@ -195,7 +200,7 @@ class ChatController(QObject):
         if conv_id in self._opened or self.model_info is None:
             return
         conv = self.store.get_conversation(conv_id)
-        state = self._engine_state(conv_id)
+        state = sync.engine_state(self.store, conv_id)
         tree = self.store.tree(conv_id)
         if state is None and any(m.role == "user" for m in tree):
             state = sync.state_from_store(
@@ -311,10 +316,10 @@ class ChatController(QObject):
             return False
         conv_id = self.ensure_conversation()
         self.ensure_open(conv_id)
-        turn_index = self._user_count(conv_id) - (1 if attach_user_id is not None else 0)
+        turn_index = sync.user_count(self.store, conv_id) - (1 if attach_user_id is not None else 0)
         user_id = attach_user_id or new_id()
         reply_id = new_id()
-        parent_id = self._engine_leaf_id(conv_id) if attach_user_id is None else None
+        parent_id = sync.engine_leaf_id(self.store, conv_id) if attach_user_id is None else None
         if attach_user_id is not None:
             new_ids: tuple[int, ...] = ()
             plan = self._plan(conv_id, text, self.store.get_message(attach_user_id).parent_id, (), attach_user_id)
@@ -383,7 +388,7 @@ class ChatController(QObject):
             return used, limit
         options = getattr(getattr(self.bridge, "engine", None), "session_options", None) or {}
         limits = [int(x) for x in (options.get("context_limit"), self.context_tokens) if x]
-        state = self._engine_state(conv_id) if conv_id is not None else None
+        state = sync.engine_state(self.store, conv_id) if conv_id is not None else None
         return (len(state.tokens) if state is not None else 0), (min(limits) if limits else 0)
 
     def remaining_context(self) -> int:
@@ -413,7 +418,7 @@ class ChatController(QObject):
             return False
         conv_id = self.current
         path = self.store.active_path(conv_id)
-        user_id = self._engine_last_user_id(conv_id)
+        user_id = sync.engine_last_user_id(self.store, conv_id)
         if not path or path[-1].role != "assistant" or user_id is None:
             return False
         self.ensure_open(conv_id)
@@ -432,7 +437,7 @@ class ChatController(QObject):
             user_id=user_id,
             reply_id=reply_id,
             new_user=False,
-            user_turn_index=max(0, self._user_count(conv_id) - 1),
+            user_turn_index=max(0, sync.user_count(self.store, conv_id) - 1),
             overflow=overflow,
         )
         self.view.remove_last_assistant()
@@ -495,7 +500,7 @@ class ChatController(QObject):
         if not users:
             return False
         last_user = users[-1]
-        if self._engine_last_user_id(conv_id) == last_user.id:
+        if sync.engine_last_user_id(self.store, conv_id) == last_user.id:
             return self.regenerate()
         if path[-1].role == "assistant":
             self.view.remove_last_assistant()
@@ -523,7 +528,7 @@ class ChatController(QObject):
             return
         target = siblings[index]
         self.store.set_active(target.id)
-        state = self._engine_state(conv_id)
+        state = sync.engine_state(self.store, conv_id)
         node = state.node(target.id) if state is not None else None
         if state is not None and node is not None and conv_id in self._opened:
             parent = state.node(node.parent) if node.parent is not None else None
@@ -554,36 +559,6 @@ class ChatController(QObject):
         self.busy_changed.emit(True)
         self._flush_timer.start()
 
-    def _user_count(self, conv_id: str) -> int:
-        return sum(1 for m in self.store.active_path(conv_id) if m.role == "user")
-
-    def _engine_state(self, conv_id: str) -> TranscriptState | None:
-        data = self.store.get_engine_state(conv_id)
-        if data is None:
-            return None
-        try:
-            return TranscriptState.from_json(data)
-        except TranscriptError as e:
-            log.warning("conversation %s: unreadable engine state (%s); it is rebuilt from the messages", conv_id, e)
-            return None
-
-    def _engine_last_user_id(self, conv_id: str) -> str | None:
-        state = self._engine_state(conv_id)
-        users = [n for n in state.active_path() if n.role == "user"] if state is not None else []
-        return users[-1].id if users else None
-
-    def _engine_leaf_id(self, conv_id: str) -> str | None:
-        """The message a new user message goes under: the shown leaf when the engine knows it (normal case, also
-        right after a branch switch), else the engine's own last message."""
-        leaf = self.store.active_leaf(conv_id)
-        if leaf is None:
-            return None
-        state = self._engine_state(conv_id)
-        if state is None or state.node(leaf.id) is not None:
-            return str(leaf.id)
-        path = state.active_path()
-        return path[-1].id if path else None
-
     def _sampling(self) -> dict[str, Any]:
         """The settings' sampling with the open conversation's own settings (thinking budget, earlier reasoning)."""
         base = self._settings().sampling
@@ -606,17 +581,17 @@ class ChatController(QObject):
     def on_engine_event(self, event: object) -> None:
         """Dispatch one engine event (GUI thread)."""
         handler = {
-            ev.TextDelta: self._on_delta,
-            ev.PrefillProgress: self._on_prefill,
-            ev.TurnFinished: self._on_turn_finished,
-            ev.ContextOverflow: self._on_overflow,
-            ev.JobFailed: self._on_failed,
-            ev.ModelWontFit: self._on_wont_fit,
-            ev.ModelLoaded: self._on_model_loaded,
-            ev.ModelUnloaded: self._on_model_unloaded,
-            ev.ConversationOpened: self._on_opened,
-            ev.BranchSwitched: self._on_branch_switched,
-            ev.CacheState: self._on_cache_state,
+            ev.TextDelta: partial(events.on_delta, self),
+            ev.PrefillProgress: partial(events.on_prefill, self),
+            ev.TurnFinished: partial(events.on_turn_finished, self),
+            ev.ContextOverflow: partial(events.on_overflow, self),
+            ev.JobFailed: partial(events.on_failed, self),
+            ev.ModelWontFit: partial(events.on_wont_fit, self),
+            ev.ModelLoaded: partial(events.on_model_loaded, self),
+            ev.ModelUnloaded: partial(events.on_model_unloaded, self),
+            ev.ConversationOpened: partial(events.on_opened, self),
+            ev.BranchSwitched: partial(events.on_branch_switched, self),
+            ev.CacheState: partial(events.on_cache_state, self),
             ev.ToolRoundFinished: self.tool_calls.on_round_finished,
             ev.ToolCallRequested: self.tool_calls.on_requested,
             ev.ToolCallStarted: self.tool_calls.on_started,
@@ -632,54 +607,6 @@ class ChatController(QObject):
 
     def _turn_of(self, event: ev.Event) -> Turn | None:
         return self.turn if self.turn is not None and event.job_id == self.turn.job_id else None
-
-    def _on_delta(self, event: ev.TextDelta) -> None:
-        turn = self._turn_of(event)
-        if turn is None:
-            return
-        if self.recorder.ensure_rows(turn):
-            self.draft_saver(None, "")
-            self.conversations_changed.emit()
-        self.recorder.on_delta(turn, event)
-        if self.current == turn.conv_id:
-            self.view.append_delta(event.text, event.channel)
-
-    def _on_prefill(self, event: ev.PrefillProgress) -> None:
-        turn = self._turn_of(event)
-        if turn is None or self.current != turn.conv_id:
-            return
-        if event.total >= 512 and event.done < event.total:
-            self.view.set_pending_text(f"Reading the conversation… {event.done / event.total:.0%}")
-
-    def _on_turn_finished(self, event: ev.TurnFinished) -> None:
-        turn = self._turn_of(event)
-        if turn is None:
-            return
-        self.tool_calls.close_consent()
-        self.turn = None
-        self._flush_timer.stop()
-        stats = event.stats
-        self.last_stats = stats
-        self.last_finished = event
-        conv_id = turn.conv_id
-        self._context[conv_id] = (int(stats.context_used), int(stats.context_limit))
-        if not self.recorder.on_finished(turn, event):
-            # Cancelled before the first token: the engine kept nothing, so neither do we.
-            self._end_turn_view(conv_id, restore_text=turn.text if turn.kind in ("send", "edit") else "")
-            self._restore_documents(conv_id)
-            self.message.emit("Stopped before the reply started.")
-            return
-        self._engine_msgs[conv_id] = event.messages
-        made_with = event.provenance
-        if made_with is not None:  # the conversation names the model its latest reply came from
-            conv = self.store.get_conversation(conv_id)
-            model_id = made_with.model_repo_id or conv.model_id
-            if (conv.model_id, conv.model_revision) != (model_id, made_with.model_revision):
-                self.store.update_settings(conv_id, model_id=model_id, model_revision=made_with.model_revision)
-        self._end_turn_view(conv_id)
-        if self.current == conv_id:
-            self.status.set_stats_text(format_stats(stats))
-        self.conversations_changed.emit()
 
     def _restore_documents(self, conv_id: str) -> None:
         """A message that never reached the store leaves its documents pending: back to the composer with them."""
@@ -698,114 +625,6 @@ class ChatController(QObject):
         self.view.set_busy(False)
         self.busy_changed.emit(False)
         self._update_composer()
-
-    def _on_overflow(self, event: ev.ContextOverflow) -> None:
-        turn = self._turn_of(event)
-        if turn is None:
-            return
-        self.turn = None
-        self._flush_timer.stop()
-        self._end_turn_view(turn.conv_id)
-        self._restore_documents(turn.conv_id)
-        choice = self.ask_overflow(event) if event.droppable_turns > 0 else "cancel"
-        if event.droppable_turns <= 0:
-            self.message.emit(
-                "This message doesn't fit in the model's context even on its own. "
-                "Shorten it, or choose a longer context for this model in Settings."
-            )
-        if choice == "drop":
-            if turn.kind == "send":
-                self.send(
-                    turn.text,
-                    overflow="drop_oldest",
-                    attach_user_id=None if turn.new_user else turn.user_id,
-                    documents=turn.attachment_ids,
-                )
-            elif turn.kind == "edit":
-                self.edit(turn.user_turn_index, turn.text, overflow="drop_oldest")
-            else:
-                self.regenerate(overflow="drop_oldest")
-        elif turn.text and not self.composer.text().strip():
-            self.composer.set_text(turn.text)
-
-    def _on_failed(self, event: ev.JobFailed) -> None:
-        if self._load_job is not None and event.job_id == self._load_job:
-            self._load_job = None
-            self.loading = None
-            self.model_failed.emit(event.message)
-            self._update_composer()
-            return
-        turn = self._turn_of(event)
-        if turn is None:
-            log.warning("engine job %s failed: %s", event.job_id, event.message)
-            if event.conv_id and event.conv_id in self._opened and "not open" in event.message:
-                self._opened.discard(event.conv_id)
-            return
-        self.turn = None
-        self._flush_timer.stop()
-        self.recorder.on_failed(turn, event.message)
-        if self.current == turn.conv_id:
-            if turn.rows_written:
-                self.view.end_stream()
-                self._render_current()
-            else:
-                self.view.fail_stream(event.message)
-                self._restore_documents(turn.conv_id)
-        self.view.set_busy(False)
-        self.busy_changed.emit(False)
-        self._update_composer()
-        self.conversations_changed.emit()
-
-    def _on_wont_fit(self, event: ev.ModelWontFit) -> None:
-        if event.job_id != self._load_job:
-            return
-        self._load_job = None
-        self.loading = None
-        self._update_composer()
-        self.model_wont_fit.emit(event)
-
-    def _on_model_loaded(self, event: Any) -> None:
-        info = event.info
-        self.model_info = info
-        self.context_tokens = int(getattr(event, "context_tokens", 0) or getattr(info, "max_position_embeddings", 0))
-        path, name = self.loading if self.loading else (str(getattr(info, "path", "")), str(getattr(info, "name", "")))
-        self.model_path, self.model_name = path, name
-        self.loading = None
-        self._load_job = None
-        # The engine re-created the sessions it had; others are opened on demand.
-        self.view.set_model_name(name)
-        self.model_changed.emit(info)
-        if self.current is not None:
-            self.ensure_open(self.current)
-        self._update_composer()
-
-    def _on_model_unloaded(self, _event: Any) -> None:
-        self.model_info = None
-        self.model_path = None
-        self.model_name = ""
-        self.view.set_model_name(None)
-        self.model_changed.emit(None)
-        self._update_composer()
-
-    def _on_opened(self, event: ev.ConversationOpened) -> None:
-        self._engine_msgs[event.conv_id] = event.messages
-        self._context[event.conv_id] = (int(event.context_used), int(event.context_limit))
-        if event.cache_state:
-            nbytes = self._cache.get(event.conv_id, ("", 0))[1]
-            self._cache[event.conv_id] = (event.cache_state, nbytes)
-            self.cache_state_changed.emit(event.conv_id, event.cache_state, nbytes)
-        if event.conv_id == self.current:
-            self.status.context.set_usage(int(event.context_used), int(event.context_limit))
-
-    def _on_branch_switched(self, event: ev.BranchSwitched) -> None:
-        self.store.set_engine_state(event.conv_id, event.state.to_json())
-        self._engine_msgs[event.conv_id] = event.messages
-
-    def _on_cache_state(self, event: ev.CacheState) -> None:
-        self._cache[event.conv_id] = (event.state, int(event.nbytes))
-        self.cache_state_changed.emit(event.conv_id, event.state, int(event.nbytes))
-        if event.conv_id == self.current:
-            self._update_context_details()
 
     def _update_context_details(self) -> None:
         """The context bar's tooltip: tokens freed by dropping earlier reasoning, memory saved by 8-bit KV."""

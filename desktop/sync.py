@@ -21,6 +21,7 @@ conversation, when it is opened.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from desktop.formatting import format_stats
 from olmo3.chat.transcript import (
     HistoryMessage,
     NodeState,
+    TranscriptError,
     TranscriptMessage,
     TranscriptState,
     TurnStats,
@@ -35,6 +37,7 @@ from olmo3.chat.transcript import (
 )
 from olmo3.docs.turn import from_provenance
 
+log = logging.getLogger(__name__)
 LEGACY_ENGINE_ID = "engine_id"
 
 
@@ -216,3 +219,40 @@ def _stats(value: Any) -> TurnStats | None:
         return TurnStats.from_dict(value)
     except ValueError:
         return None
+
+
+# ---- the engine's view of a conversation, read back from the store (the GUI's questions about a turn) ----------
+def user_count(store: Any, conv_id: str) -> int:
+    return sum(1 for m in store.active_path(conv_id) if m.role == "user")
+
+
+def engine_state(store: Any, conv_id: str) -> TranscriptState | None:
+    """The engine state saved with a conversation; None (logged) when there is none or it cannot be read."""
+    data = store.get_engine_state(conv_id)
+    if data is None:
+        return None
+    try:
+        return TranscriptState.from_json(data)
+    except TranscriptError as e:
+        log.warning("conversation %s: unreadable engine state (%s); it is rebuilt from the messages", conv_id, e)
+        return None
+
+
+def engine_last_user_id(store: Any, conv_id: str) -> str | None:
+    """The last user message on the engine's active path (what a regenerate answers again)."""
+    state = engine_state(store, conv_id)
+    users = [n for n in state.active_path() if n.role == "user"] if state is not None else []
+    return users[-1].id if users else None
+
+
+def engine_leaf_id(store: Any, conv_id: str) -> str | None:
+    """The message a new user message goes under: the shown leaf when the engine knows it (normal case, also
+    right after a branch switch), else the engine's own last message."""
+    leaf = store.active_leaf(conv_id)
+    if leaf is None:
+        return None
+    state = engine_state(store, conv_id)
+    if state is None or state.node(leaf.id) is not None:
+        return str(leaf.id)
+    path = state.active_path()
+    return path[-1].id if path else None
