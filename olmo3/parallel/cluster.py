@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -309,6 +310,9 @@ def _load_part(c: Cluster, folder: Path) -> tuple[Shard, SliceReader]:
     return shard, reader
 
 
+FOLLOWER_GRACE_S = 5.0  # a refused group: how long a follower waits for rank 0 to explain and exit
+
+
 def run_follower(
     cluster: Cluster,
     folder: Path | None,
@@ -330,6 +334,9 @@ def run_follower(
         sys.stderr.write(f"olmo3 (rank {c.rank}): {problem}\n")
     handshake(c, status, fingerprint, budget)
     if not _verdict(c):
+        # Rank 0 says why. Leave it the time to: mlx.launch stops every rank as soon as one exits with an error,
+        # and a follower that left first would have the launcher stop rank 0 before its one line was out.
+        time.sleep(FOLLOWER_GRACE_S)
         c.watchdog.close()
         return 2
     assert folder is not None

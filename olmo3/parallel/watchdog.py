@@ -261,10 +261,8 @@ def take_sigterm(rank: int, watchdog: Callable[[], Watchdog | None] = lambda: No
     if _sigterm_taken or not hasattr(signal, "pthread_sigmask"):
         return
     _sigterm_taken = True
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
-    def wait() -> None:
-        signal.sigwait({signal.SIGTERM})
+    def stopped() -> None:
         if rank != 0:
             os._exit(143)
         deadline = time.monotonic() + 1.0
@@ -275,5 +273,18 @@ def take_sigterm(rank: int, watchdog: Callable[[], Watchdog | None] = lambda: No
                 break
             time.sleep(0.05)
         _die(0, "stopped by mlx.launch (another rank exited; see its message)", 143)
+
+    # Threads that existed before this call (OpenBLAS starts its pool when the library loads, before any Python
+    # runs) do not block SIGTERM, and the kernel may hand the signal to one of them. With SIGTERM's default action
+    # that would end the process at once, with no message. A Python handler makes SIGTERM "caught" for the whole
+    # process: whichever thread receives it, nothing dies, and the handler runs when the main thread next runs
+    # Python. The waiting thread covers the main thread being blocked in a collective.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped())
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        signal.sigwait({signal.SIGTERM})
+        stopped()
 
     threading.Thread(target=wait, name="olmo3-sigterm", daemon=True).start()
