@@ -24,7 +24,9 @@ def olmo3_script() -> str:
 
 
 class ServeProcess:
-    """``olmo3 serve --port 0 ...`` in a subprocess; its stderr is collected on a thread (never blocks)."""
+    """``olmo3 serve --port 0 ...`` in a subprocess; its stderr is collected on a thread (never blocks).
+
+    ``wrap``: turns the command into another (``mlx.launch … -- olmo3 serve …`` for a parallel group)."""
 
     def __init__(
         self,
@@ -33,10 +35,18 @@ class ServeProcess:
         *args: str,
         startup_s: float = 120.0,
         env: dict[str, str] | None = None,
+        wrap: Any = None,
     ) -> None:
         cmd = [olmo3_script(), "serve", "--model", str(model), "--port", "0", "--cache-dir", str(cache_dir), *args]
+        if wrap is not None:
+            cmd = wrap(cmd)
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         self.lines: list[str] = []
         self._cv = threading.Condition()
@@ -66,6 +76,17 @@ class ServeProcess:
     def log(self) -> str:
         with self._cv:
             return "".join(self.lines)
+
+    def wait_log(self, text: str, timeout: float = 30.0) -> bool:
+        """Whether ``text`` shows in stderr within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while text not in "".join(self.lines):
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    return False
+                self._cv.wait(min(left, 0.1))
+            return True
 
     def client(self, api_key: str = "none", **kw: Any) -> Any:
         import openai

@@ -1,5 +1,5 @@
-"""``--parallel tensor|pipeline`` for ``olmo3 generate`` and ``olmo3 chat``: one model across the ranks of
-``mlx.launch``.
+"""``--parallel tensor|pipeline`` for ``olmo3 generate``, ``olmo3 chat`` and ``olmo3 serve``: one model across the
+ranks of ``mlx.launch``.
 
 Every rank runs the same command line. Rank 0 does what the command does on one machine (only it prints); the
 others load their part of the model and follow rank 0's commands until it is done
@@ -30,8 +30,8 @@ HELP = (
 )
 
 
-def add_parallel_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--parallel", choices=("tensor", "pipeline"), help=HELP)
+def add_parallel_option(p: argparse.ArgumentParser, text: str = HELP) -> None:
+    p.add_argument("--parallel", choices=("tensor", "pipeline"), help=text)
 
 
 def launch_rank() -> int:
@@ -51,10 +51,14 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 
 
 def run_parallel(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
-    """``olmo3 generate|chat … --parallel MODE`` on this rank."""
+    """``olmo3 generate|chat|serve … --parallel MODE`` on this rank."""
     from ..parallel.watchdog import take_sigterm
 
     rank = launch_rank()
+    if rank == 0 and args.command == "serve":  # rank 0 serves HTTP (its signals and a lost rank: serve_parallel)
+        from .serve_parallel import serve_leader
+
+        return serve_leader(args)
     cluster: Cluster | None = None
     take_sigterm(rank, lambda: cluster.watchdog if cluster is not None else None)
     if rank != 0:
@@ -73,9 +77,8 @@ def run_parallel(args: argparse.Namespace, sampling: dict[str, Any]) -> int:
             cluster, folder, cache_dir=_cache_dir(args), memory_limit=memory_limit(args), problem=problem
         )
     loader = ClusterLoader(cluster, cache_dir=_cache_dir(args), memory_limit=memory_limit(args))
-    # Rank 0 runs the command as on one machine, with the loader in place of the folder. `olmo3 serve --parallel`
-    # plugs in here the same way: its engine gets `loader=loader` (and the engine stops the group at shutdown,
-    # after spilling); the cluster's `on_lost` (init_cluster) is where it answers 503 and restarts.
+    # Rank 0 runs the command as on one machine, with the loader in place of the folder (`olmo3 serve --parallel`
+    # does the same in serve_parallel, with an on_lost of its own: 503 answers, then an exit for a restart).
     try:
         if args.command == "generate":
             from .main import cmd_generate

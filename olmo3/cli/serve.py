@@ -4,8 +4,12 @@
 loads a model shares (``--memory-limit``, ``--context``, ``--load-anyway``). Exit codes: 0 after a clean stop
 (SIGINT/SIGTERM; every conversation cache is spilled to disk first, so the next start reuses it); 1 when the address
 cannot be bound; 2 for refused input (no such model, a model that won't fit or fails to load, a non-loopback host
-without ``--api-key``, bad numbers), one line on stderr. When ready it prints
-``olmo3 serve: serving MODEL at http://HOST:PORT/v1`` on stderr (``--port 0`` picks a free port).
+without ``--api-key``, bad numbers), one line on stderr; 3 (``--parallel`` only) when the group lost a rank
+(:mod:`olmo3.cli.serve_parallel`). When ready it prints ``olmo3 serve: serving MODEL at http://HOST:PORT/v1`` on
+stderr (``--port 0`` picks a free port).
+
+``--parallel tensor|pipeline`` under ``mlx.launch``: rank 0 serves, the other ranks hold their part of the model
+(:mod:`olmo3.cli.serve_parallel`).
 """
 
 from __future__ import annotations
@@ -13,12 +17,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..chat.events import Event, JobFailed, ModelLoaded, ModelWontFit
 from ..units import parse_bytes
 from .options import add_model_options, model_path
+from .parallel import add_parallel_option
+
+if TYPE_CHECKING:
+    from ..chat.loaders import ModelLoader
+    from ..serve.server import LocalServer
 
 
 def _bytes(text: str) -> int:
@@ -45,10 +55,30 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument(
         "--max-body-bytes", type=_bytes, default=16 * 1024**2, metavar="BYTES", help="request body limit (default 16M)"
     )
+    add_parallel_option(
+        s,
+        "serve one model from the processes mlx.launch started: tensor (every rank holds 1/N of each layer) or "
+        "pipeline (each rank holds a range of layers); rank 0 serves HTTP",
+    )
+    s.add_argument(
+        "--lost-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="--parallel: after the group lost a rank, answer 503 this long, then exit with status 3 for a "
+        "supervisor to start the group again (default 10)",
+    )
     s.set_defaults(fn=run_serve)
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(
+    args: argparse.Namespace,
+    *,
+    loader: ModelLoader | None = None,
+    on_serving: Callable[[LocalServer], None] | None = None,
+) -> int:
+    """Load the model, serve until stopped. ``loader``: rank 0's ``ClusterLoader`` under ``--parallel``;
+    ``on_serving(server)`` runs once the address is bound, before the first request."""
     from ..chat.engine import Engine
     from ..serve.server import LocalServer, ServeConfig, check_config
 
@@ -68,7 +98,13 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("olmo3.serve").setLevel(logging.INFO)  # a line per request: ids and numbers, never contents
 
     events: list[Event] = []
-    engine = Engine(events.append, cache_dir=args.cache_dir, memory_limit_bytes=args.memory_limit, kv_bits=args.kv_bits)
+    engine = Engine(
+        events.append,
+        cache_dir=args.cache_dir,
+        memory_limit_bytes=args.memory_limit,
+        kv_bits=args.kv_bits,
+        loader=loader,
+    )
     engine.serve_disk_limit = args.disk_limit
     engine.start()
     try:
@@ -83,6 +119,8 @@ def run_serve(args: argparse.Namespace) -> int:
         except OSError as e:
             print(f"olmo3 serve: cannot listen on {config.host}:{config.port}: {e.strerror or e}", file=sys.stderr)
             return 1
+        if on_serving is not None:
+            on_serving(server)
         print(f"olmo3 serve: serving {model_id} at {server.base_url}", file=sys.stderr, flush=True)
         server.run()
         return 0

@@ -15,9 +15,10 @@ Every rank runs the same command line (``mlx.launch … -- olmo3 generate|chat �
    chat (:class:`ClusterLoader` gives the engine a :class:`olmo3.parallel.replicate.LeaderModel`), the followers
    :func:`run_follower` until rank 0 says stop.
 
-**The seam for ``olmo3 serve --parallel``**: rank 0 builds its ``Engine`` with ``loader=ClusterLoader(…)`` (as
-``olmo3 chat --parallel`` does) and serves HTTP from it; the other ranks call :func:`run_follower` and serve nothing.
-The watchdog's ``on_lost`` is where the server turns a lost rank into 503 answers and a restart.
+**``olmo3 serve --parallel``** (``olmo3.cli.serve_parallel``): rank 0 builds its ``Engine`` with
+``loader=ClusterLoader(…)`` (as ``olmo3 chat --parallel`` does) and serves HTTP from it; the other ranks call
+:func:`run_follower` and serve nothing. Its watchdog's ``on_lost`` turns a lost rank into 503 answers, then an exit
+for a supervisor to start the group again.
 
 Imports MLX: the hand-shake and loading run on the MLX thread.
 """
@@ -224,6 +225,8 @@ class ClusterLoader:
         self.model: LeaderModel | None = None
         self.reader: SliceReader | None = None  # what rank 0 read (tests measure it)
         self.broken = False  # a collective failed: the group cannot be used any more
+        self.reports: list[RankReport] = []  # every rank's hand-shake report (after plan)
+        self.weight_bytes = 0  # the whole model's (each rank's engine sees its own part)
         self._plan: LoadPlan | None = None
         self._folder: Path | None = None
 
@@ -238,6 +241,7 @@ class ClusterLoader:
         folder = Path(path)
         status, fingerprint, own_budget, problem = _local_report(folder, self.memory_limit)
         reports = handshake(c, status, fingerprint, own_budget)
+        self.reports = reports
         error: Exception | None = None
         try:
             if problem:
@@ -258,6 +262,7 @@ class ClusterLoader:
                     "set OLMO3_LEADER_ADDR to an address of rank 0 they can reach (mlx.launch --env …)"
                 )
             info = inspect_model_dir(folder)
+            self.weight_bytes = info.weight_bytes
             config, args = read_config(folder)
             sizes, _ = _sizes(folder)
             c.layout = make_layout(c.mode, c.world, args, sizes, _quantization(config))
@@ -275,6 +280,21 @@ class ClusterLoader:
             "parallel: %s; budgets %s", c.layout.describe(), ", ".join(format_bytes(r.budget_bytes) for r in reports)
         )
         return self._plan
+
+    def describe(self) -> dict[str, Any]:
+        """The group as a server reports it (``/health``, ``/v1/olmo/info``): the split, every rank's host and
+        memory budget, and the budgets added up (what the model was checked against)."""
+        c = self.cluster
+        return {
+            "mode": c.mode,
+            "ranks": c.world,
+            "layout": c.layout.describe() if c.layout is not None else "",
+            "weight_bytes": self.weight_bytes,
+            "budget_bytes": sum(r.budget_bytes for r in self.reports),
+            "hosts": [
+                {"rank": r.rank, "host": r.host, "pid": r.pid, "budget_bytes": r.budget_bytes} for r in self.reports
+            ],
+        }
 
     def load(self, path: Path) -> tuple[LeaderModel, Any]:
         from ..model.loader import load_tokenizer

@@ -1,7 +1,12 @@
 """The ASGI app (Starlette): OpenAI's endpoints over the :class:`Backend`, errors in OpenAI's shape.
 
-* ``GET /health`` (no key needed): ``{"status", "model", "requests": {waiting, running, served, ...}}``.
+* ``GET /health`` (no key needed): ``{"status", "model", "requests": {waiting, running, served, ...}}``; a parallel
+  server adds ``"group"`` (mode, ranks, hosts), and once its group lost a rank answers 503 with ``"status":
+  "group_down"`` and the ``"error"`` that says which (:meth:`Backend.mark_down`).
 * ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
+* ``GET /v1/olmo/info`` (Olmo's own): the loaded model's :class:`olmo3.model.modelinfo.ModelInfo` (its ``path``
+  left out), the context every conversation gets, the server's version and its group: what the app's "Connect to an
+  Olmo server" shows in the picker and the context bar.
 
 Streaming answers are Server-Sent Events: ``data: {chunk}`` lines, ``data: [DONE]`` at the end. Headers go out
 only once the engine has planned the turn (its first ``PrefillProgress``), so a prompt that does not fit is still
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -42,7 +48,7 @@ from ..chat.events import ContextOverflow, Event, JobCancelled, JobFailed, Prefi
 from ..chat.tool_turns import CallTextFilter
 from ..fileio import loads_json
 from . import protocol
-from .backend import TERMINAL, Backend, Ticket
+from .backend import TERMINAL, Backend, Ticket, Unavailable, unavailable
 from .errors import ApiError, context_length_exceeded, error_body
 
 __all__ = ["AppConfig", "create_app"]
@@ -51,6 +57,7 @@ log = logging.getLogger(__name__)
 
 BODY_LIMIT_BYTES = 16 * 1024**2
 KEEPALIVE_S = 10.0
+GROUP_REPORT_S = 2.0  # how long a failed job of a parallel server waits for the watchdog's word on the group
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,33 @@ def create_app(backend: Backend, config: AppConfig | None = None) -> Starlette:
     async def health(request: Request) -> Response:
         model = backend.model_id
         status = "ok" if model is not None else "no_model"
-        return JSONResponse({"status": status, "model": model, "requests": backend.stats.to_dict()})
+        body: dict[str, Any] = {"status": status, "model": model, "requests": backend.stats.to_dict()}
+        if backend.group is not None:
+            body["group"] = backend.group
+        down = backend.down
+        if down is None:
+            return JSONResponse(body)
+        body.update(status=down.code, error=down.message)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(down.retry_after_s)})
+
+    async def olmo_info(request: Request) -> Response:
+        authorize(request)
+        model = require_model()
+        engine = backend.engine
+        info = engine.info.to_dict() if hasattr(engine.info, "to_dict") else {}
+        info["path"] = ""  # where the server keeps its models is none of the client's business
+        from .. import __version__
+
+        return JSONResponse(
+            {
+                "object": "olmo.info",
+                "model": model,
+                "info": info,
+                "context_tokens": int(getattr(engine, "context_tokens", 0) or 0),
+                "version": __version__,
+                "group": backend.group,
+            }
+        )
 
     def model_card(model: str) -> dict[str, Any]:
         return {"id": model, "object": "model", "created": 0, "owned_by": "olmo-desktop"}
@@ -176,14 +209,14 @@ def create_app(backend: Backend, config: AppConfig | None = None) -> Starlette:
             if first is None:  # the client left while the request waited
                 return Response(status_code=499)
             if not isinstance(first, PrefillProgress):
-                raise _terminal_error(first)
+                raise _terminal_error(await _settle(backend, first))
             if parsed.stream:
                 return StreamingResponse(
-                    _stream(parsed, model, ticket, config.keepalive_s, started),
+                    _stream(backend, parsed, model, ticket, config.keepalive_s, started),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            return await _complete(request, parsed, model, ticket, started)
+            return await _complete(backend, request, parsed, model, ticket, started)
 
         return handle
 
@@ -215,6 +248,7 @@ def create_app(backend: Backend, config: AppConfig | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/v1/olmo/info", olmo_info, methods=["GET"]),
         Route("/v1/chat/completions", endpoint(protocol.parse_chat), methods=["POST"]),
         Route("/v1/completions", endpoint(protocol.parse_completion), methods=["POST"]),
     ]
@@ -243,7 +277,19 @@ async def _first_event(request: Request, ticket: Ticket) -> Event | None:
         watcher.cancel()
 
 
+async def _settle(backend: Backend, event: Event) -> Event:
+    """A failed job of a parallel server whose group is going down is the group's 503, not a 500: the collective
+    that failed on the engine thread and the watchdog naming the rank behind it arrive in either order."""
+    if isinstance(event, JobFailed):
+        down = await backend.went_down(GROUP_REPORT_S)
+        if down is not None:
+            return dataclasses.replace(down, job_id=event.job_id)
+    return event
+
+
 def _terminal_error(event: Event) -> ApiError:
+    if isinstance(event, Unavailable):
+        return unavailable(event)
     if isinstance(event, CompletionRejected):
         headers = {"Retry-After": "5"} if event.status == 503 else None
         return ApiError(event.status, event.message, param=event.param, code=event.code, headers=headers)
@@ -275,7 +321,7 @@ def _log_done(parsed: protocol.ParsedRequest, fin: CompletionFinished, started: 
 
 
 async def _complete(
-    request: Request, parsed: protocol.ParsedRequest, model: str, ticket: Ticket, started: float
+    backend: Backend, request: Request, parsed: protocol.ParsedRequest, model: str, ticket: Ticket, started: float
 ) -> Response:
     """A non-streaming answer: collect the reply, cancelling the job if the client leaves meanwhile."""
     answer: list[str] = []
@@ -302,7 +348,7 @@ async def _complete(
                     body = protocol.chat_response(parsed, model, "".join(answer), think, event.finish_reason, used)
                 return JSONResponse(body)
             elif isinstance(event, TERMINAL):
-                raise _terminal_error(event)
+                raise _terminal_error(await _settle(backend, event))
     finally:
         watcher.cancel()
         with contextlib.suppress(Exception):
@@ -310,7 +356,7 @@ async def _complete(
 
 
 async def _stream(
-    parsed: protocol.ParsedRequest, model: str, ticket: Ticket, keepalive_s: float, started: float
+    backend: Backend, parsed: protocol.ParsedRequest, model: str, ticket: Ticket, keepalive_s: float, started: float
 ) -> AsyncIterator[str]:
     """SSE chunks of a streaming answer; Starlette cancels this generator when the client disconnects."""
     chat = parsed.kind == "chat"
@@ -357,7 +403,7 @@ async def _stream(
                 yield "data: [DONE]\n\n"
                 return
             elif isinstance(event, TERMINAL):
-                yield _sse(_terminal_error(event).body())
+                yield _sse(_terminal_error(await _settle(backend, event)).body())
                 yield "data: [DONE]\n\n"
                 return
     finally:

@@ -6,6 +6,11 @@ a request (``Engine.complete``) with a listener that the engine calls on its thr
 ``loop.call_soon_threadsafe``, the one thread-safe way into an event loop. A request whose client goes away is
 cancelled by its own job id, so a disconnect never stops anyone else's generation.
 
+**A server whose engine can go away** (``olmo3 serve --parallel``: a rank of the group died or stopped answering):
+:meth:`Backend.mark_down` ends every request in flight with :class:`Unavailable` (a 503 with ``Retry-After``;
+the engine thread may be stuck in a collective for good, so nothing waits for it) and refuses every later one
+the same way; ``/health`` then says why. It happens once: an MLX group cannot be joined again by the same process.
+
 MLX-free: the engine is anything with ``complete``, ``cancel_job`` and ``info`` (:class:`EngineLike`).
 """
 
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,13 +28,24 @@ from ..chat.completion import CompletionFinished, CompletionRejected, Completion
 from ..chat.events import ContextOverflow, Event, JobCancelled, JobFailed, JobStarted
 from .errors import ApiError
 
-__all__ = ["TERMINAL", "Backend", "EngineLike", "ServerStats", "Ticket"]
+__all__ = ["TERMINAL", "Backend", "EngineLike", "ServerStats", "Ticket", "Unavailable"]
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True, kw_only=True)
+class Unavailable(Event):
+    """The server can no longer run requests (its parallel group lost a rank): the request ends with a 503."""
+
+    message: str
+    code: str = "group_down"
+    retry_after_s: int = 10
+
+
 # The last event of a request (the engine may still emit cache bookkeeping after it; nobody waits for that).
-TERMINAL = (CompletionFinished, CompletionRejected, ContextOverflow, JobFailed, JobCancelled)
+TERMINAL = (CompletionFinished, CompletionRejected, ContextOverflow, JobFailed, JobCancelled, Unavailable)
 RETRY_AFTER_S = 2
+DOWN_RETRY_AFTER_S = 10  # a group that lost a rank: about the time a supervisor needs to start it again
 
 
 class EngineLike(Protocol):
@@ -97,6 +114,8 @@ class Backend:
         self._stats = ServerStats()
         self._tickets: set[Ticket] = set()
         self.on_change: Any = None  # called (any thread) after the counts change: the app's status line
+        self.group: dict[str, Any] | None = None  # a parallel group: what /health and /v1/olmo/info say about it
+        self._down: Unavailable | None = None
 
     # ------------------------------------------------------------------ the model
     @property
@@ -111,11 +130,46 @@ class Backend:
         info = getattr(self.engine, "info", None)
         return info is not None and name in {self.model_id, str(info.name), str(info.path)}
 
+    # ------------------------------------------------------------------ a group that went away
+    @property
+    def down(self) -> Unavailable | None:
+        """Why the server can no longer run requests (None: it can)."""
+        return self._down
+
+    def mark_down(self, message: str, *, code: str = "group_down", retry_after_s: int = DOWN_RETRY_AFTER_S) -> None:
+        """From now on every request is answered 503: those in flight at once, later ones when they come (any
+        thread; only the first call counts)."""
+        with self._lock:
+            if self._down is not None:
+                return
+            self._down = Unavailable(message=message, code=code, retry_after_s=retry_after_s)
+            tickets = list(self._tickets)
+        for t in tickets:
+            t.on_event(Unavailable(job_id=t.job_id, message=message, code=code, retry_after_s=retry_after_s))
+            with contextlib.suppress(Exception):
+                self.engine.cancel_job(t.job_id)  # if the engine still runs, it stops what nobody waits for
+        log.warning("serving stopped: %s", message)
+
+    async def went_down(self, within_s: float) -> Unavailable | None:
+        """Whether the server is (or, within ``within_s``, goes) down: a failed collective on the engine thread
+        and the watchdog's report of the rank behind it arrive in either order."""
+        deadline = time.monotonic() + within_s
+        while self._down is None and self.group is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self._down
+
+    def unavailable_error(self) -> ApiError | None:
+        down = self._down
+        return None if down is None else unavailable(down)
+
     # ------------------------------------------------------------------ requests
     def submit(self, request: CompletionRequest) -> Ticket:
-        """Queue ``request`` on the engine, or raise a 503 when ``max_queue`` requests already wait."""
+        """Queue ``request`` on the engine, or raise a 503 when ``max_queue`` requests already wait (or the server
+        is down)."""
         ticket = Ticket(self, asyncio.get_running_loop())
         with self._lock:
+            if self._down is not None:
+                raise unavailable(self._down)
             if self._stats.waiting >= self.max_queue:
                 raise ApiError(
                     503,
@@ -166,6 +220,11 @@ class Backend:
                 self.on_change(self.stats)
             except Exception:
                 log.exception("server status listener failed")
+
+
+def unavailable(event: Unavailable) -> ApiError:
+    """The 503 a request gets from a server that is down."""
+    return ApiError(503, event.message, code=event.code, headers={"Retry-After": str(event.retry_after_s)})
 
 
 def _outcome(event: Event) -> str:

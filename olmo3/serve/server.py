@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .app import BODY_LIMIT_BYTES, KEEPALIVE_S, AppConfig, create_app
 from .backend import Backend, EngineLike, ServerStats
@@ -94,6 +95,9 @@ class LocalServer:
         )
         self._socket: socket.socket | None = None
         self._server: object | None = None
+        self._stop_requested = False
+        # While run() serves: called with SIGINT/SIGTERM; True when it took care of the signal (else uvicorn stops).
+        self.signal_hook: Callable[[int], bool] | None = None
         self._thread: threading.Thread | None = None
 
     def bind(self) -> None:
@@ -140,6 +144,15 @@ class LocalServer:
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
+        server.should_exit = self._stop_requested  # a stop asked for before uvicorn started
+        hook, default = self.signal_hook, server.handle_exit
+        if hook is not None:
+
+            def handle_exit(sig: int, frame: Any) -> None:
+                if not hook(sig):
+                    default(sig, frame)
+
+            server.handle_exit = handle_exit  # type: ignore[method-assign]
         self._server = server
         return server
 
@@ -160,6 +173,13 @@ class LocalServer:
                 signal.signal(sig, handler)
             self.backend.abandon_all()
             self._close_socket()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return (any thread): as SIGINT does, requests in flight are cancelled."""
+        self._stop_requested = True
+        self.backend.abandon_all()
+        if self._server is not None:
+            self._server.should_exit = True  # type: ignore[attr-defined]
 
     def start(self, timeout: float = 10.0) -> None:
         """Serve on a thread of its own (the app); returns once uvicorn accepts connections."""

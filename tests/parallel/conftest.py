@@ -67,6 +67,41 @@ def launch(n: int, command: list[str], *, timeout: float = 240, env: list[str] =
     )
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def rank_pids(launcher: int) -> dict[int, int]:
+    """The ranks ``mlx.launch`` started (its children, by their MLX_RANK)."""
+    ranks = {}
+    for pid in _children(launcher):
+        try:
+            env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in env:
+            if item.startswith(b"MLX_RANK="):
+                ranks[int(item.split(b"=", 1)[1])] = pid
+    return ranks
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def worker(mode: str, out: Path, cache_dir: Path, models: list[Path]) -> list[str]:
     return [sys.executable, str(WORKER), "--mode", mode, "--out", str(out), "--cache-dir", str(cache_dir)] + [
         str(m) for m in models

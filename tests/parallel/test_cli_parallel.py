@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BACKEND, BIN, launch, launch_cmd, run_env
+from .conftest import BACKEND, BIN, alive, launch, launch_cmd, rank_pids, run_env
 
 PROMPT = "Hello there, how are you? Tell me about the quick brown fox."
 
@@ -105,41 +105,6 @@ def test_a_split_that_cannot_work_is_refused_on_rank_0(parallel_models):
 # ---------------------------------------------------------------------------------------------------------------
 # Lost ranks
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def rank_pids(launcher: int) -> dict[int, int]:
-    """The ranks ``mlx.launch`` started (its children, by their MLX_RANK)."""
-    ranks = {}
-    for pid in _children(launcher):
-        try:
-            env = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for item in env:
-            if item.startswith(b"MLX_RANK="):
-                ranks[int(item.split(b"=", 1)[1])] = pid
-    return ranks
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class Group:
