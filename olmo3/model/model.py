@@ -8,7 +8,8 @@ and each shows up below:
 2. **Q/K RMSNorm over the full projected width.** The query and key projections are RMS-normalised across all
    heads together (``q_norm`` has ``n_heads * head_dim`` weights), before RoPE. Normalising q and k bounds the
    attention logits, which keeps long-context training stable without a softcap (OLMo 2 introduced it).
-   (Split across machines by heads, each machine must first add up its partial sums: ``sharded_qk_norm``.)
+   (Split across machines by heads, a machine's slice does not know the full width's mean square: each machine
+   either computes the whole q and k itself, or adds up the machines' partial sums: see ``Attention``.)
 3. **Hybrid attention.** Three of every four layers use sliding-window attention (4,096 tokens); every fourth
    layer attends to the whole context. Which is which comes from ``config.layer_types``.
 4. **RoPE per layer type.** Sliding layers use plain RoPE (θ = 500,000); full layers use the configured scaling
@@ -101,7 +102,8 @@ def sharded_qk_norm(
     slice by the full width's root mean square and scales it by its slice of the weight.
 
     q's and k's partial sums travel together (``[B, L, 2]``): one small collective per layer rather than two,
-    which also keeps the collectives in one order on every rank.
+    which also keeps the collectives in one order on every rank. This is the memory-lean way (each rank holds
+    ``1/N`` of q_proj and k_proj); the default is to hold them whole and need no collective (``Attention``).
     """
     n = group.size()
     f32 = mx.float32
@@ -122,8 +124,17 @@ class Attention(nn.Module):
     them the logits stay in a range where softmax neither saturates nor collapses.
 
     Because the norm spans all heads, tensor parallelism (``olmo3.parallel``: each rank holds some heads) cannot
-    normalise a rank's slice on its own: the slice's mean square is not the full width's. ``group`` is then the
-    ranks that share this layer, and :func:`sharded_qk_norm` adds up the ranks' partial sums of squares first.
+    normalise a rank's slice on its own: the slice's mean square is not the full width's. Two ways out:
+
+    * ``heads`` (the default): every rank keeps q_proj, k_proj and both norms **whole**, projects and normalises
+      the full width exactly as one machine does, and keeps its own heads' columns (``heads = (q slice, k slice)``).
+      No collective, and the same arithmetic as one machine; the price is memory: the whole q and k projections
+      on every rank (Olmo-3 32B: ``(H + Hk)·D × E`` = 6 % more weights per rank at 2 ranks) and their reads each
+      token. Computing only the norm, e.g. as ``xᵀ(W_qᵀW_q)x`` with a Gram matrix, would cost more: that matrix
+      is ``E × E`` per projection and needs high precision (cancellation), where the 4-bit q_proj is a quarter
+      of its bytes in bf16.
+    * ``group`` (the memory-lean way): the projections are split by heads too, and :func:`sharded_qk_norm` adds
+      up the ranks' partial sums of squares with one small collective per layer before dividing.
 
     The layer's cache is a ``KVCache`` (full attention) or a ``RotatingKVCache`` (sliding window); both expose
     ``offset`` (absolute position of the first new token) and ``update_and_fetch``.
@@ -146,14 +157,19 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(q_width, eps=args.rms_norm_eps)
         self.k_norm = nn.RMSNorm(kv_width, eps=args.rms_norm_eps)
         self.rope = make_rope(self.head_dim, args.rope[layer_type])
-        self.group: Any = None  # tensor parallel: the mx.distributed group sharing this layer's heads
+        # Tensor parallel (see the class docstring): this rank's columns of the full q and k, or the group whose
+        # partial sums of squares make up the full width's.
+        self.heads: tuple[slice, slice] | None = None
+        self.group: Any = None
 
     def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
         B, L, _ = x.shape  # x: [B, L, E]
         q, k = self.q_proj(x), self.k_proj(x)  # [B, L, H*D], [B, L, Hk*D]
         if self.group is None:
             q, k = self.q_norm(q), self.k_norm(k)
-        else:  # this rank holds H/N and Hk/N of the heads: normalise over the full width all the same
+            if self.heads is not None:  # tensor parallel: the full width was projected and normalised; keep ours
+                q, k = q[..., self.heads[0]], k[..., self.heads[1]]
+        else:  # this rank projected only its H/N and Hk/N heads: normalise over the full width all the same
             q, k = sharded_qk_norm(q, k, self.q_norm, self.k_norm, self.group)
         v = self.v_proj(x)  # [B, L, Hk*D]
 

@@ -11,6 +11,9 @@ Every rank runs the same command line (``mlx.launch â€¦ -- olmo3 generate|chat â
    rank stops; rank 0 says why (the followers say nothing more).
 3. **Pipeline hand-over**: send/recv if every rank can evaluate them (tried once, agreed with an ``all_sum``), else
    ``all_sum`` hops (MLX-CUDA has no send/recv). ``OLMO3_PIPELINE_HANDOVER=sendrecv|collective`` skips the trial.
+   **Tensor q/k-norm** (``olmo3.parallel.layout``): rank 0 picks ``local`` (whole q/k projections on every rank, no
+   collective: faster) unless a rank's part then does not fit and ``collective`` would, or rank 0 has
+   ``OLMO3_TP_QK_NORM=local|collective``; it tells the others with an ``all_sum``.
 4. Each rank loads only its slices (``olmo3.parallel.slices``); rank 0 also the tokenizer. Rank 0 then runs the
    chat (:class:`ClusterLoader` gives the engine a :class:`olmo3.parallel.replicate.LeaderModel`), the followers
    :func:`run_follower` until rank 0 says stop.
@@ -42,13 +45,22 @@ from ..memory import MemoryBudget, memory_budget
 from ..model.config import ModelArgs
 from ..model.modelinfo import ModelInfo, ModelLoadError, _quantization, inspect_model_dir, read_config, weight_files
 from ..units import format_bytes
-from .layout import Layout, ParallelError, make_layout, rank_kv_per_token, rank_weight_bytes
+from .layout import QK_NORMS, Layout, ParallelError, make_layout, rank_kv_per_token, rank_weight_bytes
 from .replicate import CacheFiles, LeaderModel, follow, ints
 from .shard import HANDOVERS, Shard, load_shard
 from .slices import SliceReader
 from .watchdog import Watchdog, leader_addresses
 
-__all__ = ["Cluster", "ClusterLoader", "RankReport", "cluster_fit", "init_cluster", "probe_handover", "run_follower"]
+__all__ = [
+    "Cluster",
+    "ClusterLoader",
+    "RankReport",
+    "agree_qk_norm",
+    "cluster_fit",
+    "init_cluster",
+    "probe_handover",
+    "run_follower",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +138,38 @@ def _verdict(cluster: Cluster, ok: bool = False) -> bool:
     out = mx.distributed.all_sum(flag, group=cluster.group)
     mx.eval(out)
     return bool(ints(out)[0])
+
+
+def agree_qk_norm(cluster: Cluster, choice: str = "local") -> str:
+    """Rank 0's ``choice`` of q/k-norm (``layout.QK_NORMS``) on every rank."""
+    mine = QK_NORMS.index(choice) if cluster.rank == 0 else 0
+    out = mx.distributed.all_sum(mx.array([mine], dtype=mx.int32), group=cluster.group)
+    mx.eval(out)
+    return QK_NORMS[ints(out)[0]]
+
+
+def _tensor_layout(
+    info: ModelInfo,
+    args: ModelArgs,
+    world: int,
+    sizes: dict[str, int],
+    quant: Any,
+    reports: list[RankReport],
+    context_tokens: int | None,
+    force: bool,
+) -> tuple[Layout, LoadPlan]:
+    """Rank 0's tensor layout and its fit: q/k-norm ``local`` unless only ``collective`` fits (or the environment
+    says which)."""
+    forced = os.environ.get("OLMO3_TP_QK_NORM", "")
+    choices = [forced] if forced in QK_NORMS else list(QK_NORMS)
+    for qk in choices[:-1]:
+        layout = make_layout("tensor", world, args, sizes, quant, qk_norm=qk)
+        try:
+            return layout, cluster_fit(info, args, layout, sizes, reports, context_tokens, force)
+        except ModelWontFitError:
+            log.info("parallel: whole q/k projections on every rank do not fit; q/k-norm by all_sum")
+    layout = make_layout("tensor", world, args, sizes, quant, qk_norm=choices[-1])
+    return layout, cluster_fit(info, args, layout, sizes, reports, context_tokens, force)
 
 
 def probe_handover(cluster: Cluster) -> str:
@@ -265,8 +309,12 @@ class ClusterLoader:
             self.weight_bytes = info.weight_bytes
             config, args = read_config(folder)
             sizes, _ = _sizes(folder)
-            c.layout = make_layout(c.mode, c.world, args, sizes, _quantization(config))
-            self._plan = cluster_fit(info, args, c.layout, sizes, reports, context_tokens, force)
+            quant = _quantization(config)
+            if c.mode == "tensor":
+                c.layout, self._plan = _tensor_layout(info, args, c.world, sizes, quant, reports, context_tokens, force)
+            else:
+                c.layout = make_layout(c.mode, c.world, args, sizes, quant)
+                self._plan = cluster_fit(info, args, c.layout, sizes, reports, context_tokens, force)
         except Exception as e:
             error = e
         if not _verdict(c, error is None) or error is not None:
@@ -274,6 +322,9 @@ class ClusterLoader:
             raise error if error is not None else ParallelError("the group stopped")
         if c.mode == "pipeline":
             c.handover = probe_handover(c)
+        else:
+            assert c.layout is not None
+            agree_qk_norm(c, c.layout.qk_norm)
         self._folder = folder
         assert c.layout is not None and self._plan is not None
         log.info(
@@ -362,9 +413,12 @@ def run_follower(
     assert folder is not None
     config, args = read_config(folder)
     sizes, _ = _sizes(folder)
-    c.layout = make_layout(c.mode, c.world, args, sizes, _quantization(config))
     if c.mode == "pipeline":
+        c.layout = make_layout(c.mode, c.world, args, sizes, _quantization(config))
         c.handover = probe_handover(c)
+    else:
+        qk = agree_qk_norm(c)
+        c.layout = make_layout(c.mode, c.world, args, sizes, _quantization(config), qk_norm=qk)
     try:
         shard, reader = _load_part(c, folder)
         if on_loaded is not None:

@@ -7,6 +7,12 @@ evenly too (query head ``i`` reads KV head ``i // (H/Hk)``; with both split into
 query heads read exactly its KV heads): Olmo-3 32B has 8 KV heads, so 2, 4 or 8 ranks. Quantized o and down
 projections are split by input columns, so each rank's share must hold whole quantization groups.
 
+q/k-norm spans all heads (``olmo3.model.model.Attention``), so by default (``qk_norm="local"``) every rank holds
+q_proj, k_proj and the two norms **whole**: it projects and normalises the full width and keeps its heads, with no
+collective. ``qk_norm="collective"`` splits them by heads like v_proj and adds up the ranks' sums of squares with
+one small ``all_sum`` per layer: less memory (Olmo-3 32B at 2 ranks: 6 % less per rank), one more collective per
+layer and many small operations per token (what a decode step pays for: ``olmo3 bench parallel``).
+
 **Pipeline parallel** (``--parallel pipeline``): each rank runs a contiguous range of layers. Rank 0 also holds the
 embedding, the final norm and the head (it embeds the prompt and samples: the hidden state goes round the ring and
 comes back to it), so the ranges are balanced by bytes with those counted on rank 0.
@@ -22,6 +28,7 @@ from ..model.config import FULL, SLIDING, ModelArgs
 
 __all__ = [
     "MODES",
+    "QK_NORMS",
     "Layout",
     "Mode",
     "ParallelError",
@@ -36,6 +43,7 @@ __all__ = [
 
 Mode = Literal["tensor", "pipeline"]
 MODES: Final = ("tensor", "pipeline")
+QK_NORMS: Final = ("local", "collective")
 
 
 class ParallelError(ValueError):
@@ -44,11 +52,13 @@ class ParallelError(ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """How a model is split over ``world`` ranks: the mode and the layers each rank runs (``[start, end)``)."""
+    """How a model is split over ``world`` ranks: the mode, the layers each rank runs (``[start, end)``) and, for
+    tensor parallelism, how q/k-norm sees the full width (module docstring)."""
 
     mode: Mode
     world: int
     ranges: tuple[tuple[int, int], ...]
+    qk_norm: str = "local"
 
     def layers_of(self, rank: int) -> range:
         start, end = self.ranges[rank]
@@ -56,8 +66,8 @@ class Layout:
 
     def key(self) -> str:
         """A machine form that changes whenever the split does (it goes into spilled caches' fingerprints)."""
-        if self.mode == "tensor":
-            return f"tensor/{self.world}"
+        if self.mode == "tensor":  # the other q/k-norm does other (equal up to rounding) arithmetic: another key
+            return f"tensor/{self.world}" + ("" if self.qk_norm == "local" else f"/qk-{self.qk_norm}")
         return f"pipeline/{self.world}/" + ",".join(f"{a}:{b}" for a, b in self.ranges)
 
     def tag(self, rank: int) -> str:
@@ -66,7 +76,8 @@ class Layout:
 
     def describe(self) -> str:
         if self.mode == "tensor":
-            return f"tensor parallel over {self.world} ranks (each holds 1/{self.world} of every layer)"
+            qk = "whole q/k projections on every rank" if self.qk_norm == "local" else "q/k-norm by all_sum"
+            return f"tensor parallel over {self.world} ranks (each holds 1/{self.world} of every layer; {qk})"
         parts = ", ".join(f"rank {r}: layers {a}-{b - 1}" for r, (a, b) in enumerate(self.ranges))
         return f"pipeline parallel over {self.world} ranks ({parts})"
 
@@ -112,12 +123,14 @@ _ROWS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # output feature
 _COLS = ("o_proj", "down_proj")  # input features: columns (their bias is added once, after the all_sum)
 
 
-def split_axis(name: str) -> int | None:
+def split_axis(name: str, qk_norm: str = "local") -> int | None:
     """Tensor parallel: the axis ``name`` is split along (0 rows, -1 columns), or None when every rank holds it."""
     parts = name.split(".")
     if len(parts) < 2:
         return None
     module, leaf = parts[-2], parts[-1]
+    if qk_norm == "local" and module in ("q_proj", "k_proj", "q_norm", "k_norm"):  # whole: the norm is local
+        return None
     if module in _ROWS:
         return 0
     if module in _COLS:
@@ -180,13 +193,16 @@ def make_layout(
     args: ModelArgs,
     sizes: Mapping[str, int],
     quantization: Mapping[str, Any] | None = None,
+    qk_norm: str = "local",
 ) -> Layout:
     """The layout for ``mode`` over ``world`` ranks (``sizes``: bytes of each tensor, from the file headers)."""
     if mode not in MODES:
         raise ParallelError(f"--parallel {mode}: use tensor or pipeline")
     if mode == "tensor":
+        if qk_norm not in QK_NORMS:
+            raise ParallelError(f"q/k-norm {qk_norm!r}: use {' or '.join(QK_NORMS)}")
         check_tensor_split(args, quantization, world)
-        return Layout("tensor", world, tuple((0, args.num_hidden_layers) for _ in range(world)))
+        return Layout("tensor", world, tuple((0, args.num_hidden_layers) for _ in range(world)), qk_norm)
     per_layer, extra = layer_sizes(sizes, args.num_hidden_layers)
     return Layout("pipeline", world, balance_layers(per_layer, world, extra))
 
@@ -200,7 +216,8 @@ def rank_weight_bytes(layout: Layout, sizes: Mapping[str, int], rank: int) -> in
             i = int(name.split(".")[2])
             if layout.mode == "pipeline" and not start <= i < end:
                 continue
-            total += n // layout.world if layout.mode == "tensor" and split_axis(name) is not None else n
+            split = layout.mode == "tensor" and split_axis(name, layout.qk_norm) is not None
+            total += n // layout.world if split else n
         elif name == "model.embed_tokens.weight" or name.startswith("model.embed_tokens."):
             # Tensor parallel: every rank embeds (a lookup, no collective); pipeline: rank 0 only.
             total += n if layout.mode == "tensor" or rank == 0 else 0

@@ -13,8 +13,20 @@ has a valid part.
 ``all_sum``-ed, rank 0 contributing the command and everyone else zeros (a broadcast), then, if it has one, a
 payload the same way. A forward command carries the token ids to feed in its frame, and the frame is part of the
 forward pass's graph: rank 0 can build the next decode step from a token that is not sampled yet (as
-``generate_step`` does, one step ahead) and never waits for the broadcast; the followers evaluate the frame, then
-run the same pass. Every other command is evaluated at once (they are rare: a few per turn).
+``generate_step`` does, one step ahead) and never waits for the broadcast. Every other command is evaluated at once
+(they are rare: a few per turn).
+
+**The followers decode one step ahead too** (:func:`follow`). A follower that learnt each step from its frame
+first would start building and queueing the step's thousands of kernels only once the frame had arrived, while every
+rank waits for it at the step's first collective: the whole host-side cost of a step on the critical path, every
+step. So after a one-token pass a follower queues, at once, the next one-token pass on the same cache *together with
+the frame it is waiting for*, its token read from that frame on the device. If the frame says so, that pass is the
+step and is already running. If not (rank 0 sent another command), rank 0 knows the followers guessed (its last
+command was a one-token pass on that cache) and runs the same collectives: a one-token pass on a fresh cache that it
+throws away (:meth:`LeaderModel._settle`). The followers take the guessed token back out of their caches with
+``trim(1)`` and carry on with the command. That is exact even for a sliding-window cache that has wrapped (which
+cannot be trimmed in general): the guessed token overwrote the oldest entry, which no later pass can read (a one-token
+pass overwrites it again; a longer one drops it: ``RotatingKVCache`` keeps ``window - 1`` old entries).
 
 Ordering: collectives pair up by their order on each rank. Rank 0's forward passes may run on ``generate_step``'s
 own stream while a later command would go on the default one, so before a command on a different stream than the
@@ -144,6 +156,7 @@ class LeaderModel:
         self._freed: list[int] = []
         self._streams: tuple[Any, Any] | None = None
         self._any_sliding = SLIDING in self.args.layer_types
+        self._ahead: int | None = None  # the cache the followers run a one-token pass ahead on (module docstring)
         self.closed = False
 
     # ------------------------------------------------------------------ sending commands
@@ -158,23 +171,35 @@ class LeaderModel:
     def _header(self, op: Op, rid: int = 0, a: int = 0, b: int = 0, c: int = 0, payload: int = 0) -> list[int]:
         return [int(op), rid, a, b, c, payload, 0, 0]
 
+    def _settle(self, frame: mx.array, step_of: int | None) -> mx.array:
+        """After broadcasting ``frame`` (``step_of``: the cache it runs a one-token pass on, else None): if the
+        followers ran a one-token pass ahead that this frame is not, run the same collectives (a one-token pass on a
+        fresh cache, thrown away). Returns what this rank's next collective must depend on."""
+        ahead, self._ahead = self._ahead, step_of
+        if ahead is None or ahead == step_of:
+            return frame
+        ids = mx.depends(mx.zeros((1, 1), mx.int32), frame)
+        return self.shard.forward(ids, 1, self.shard.make_cache())
+
     def _command(self, op: Op, rid: int = 0, a: int = 0, b: int = 0, c: int = 0, data: bytes = b"") -> None:
         """Send a command (not a forward pass) and wait until every rank has it."""
         if self.closed:
             raise RuntimeError("the parallel group has stopped")
         self._flush_freed()
         self._issue()
-        frame = mx.array(self._header(op, rid, a, b, c, len(data)) + [0] * INLINE, dtype=mx.int32)
-        out = [_broadcast(frame, self.group)]
+        header = self._header(op, rid, a, b, c, len(data))
+        frame = _broadcast(mx.array(header + [0] * INLINE, dtype=mx.int32), self.group)
+        out = [frame, self._settle(frame, None)]
         if data:
-            out.append(_broadcast(mx.depends(_payload(data), out[0]), self.group))
+            out.append(_broadcast(mx.depends(_payload(data), out[-1]), self.group))
         mx.eval(out)
 
     def _flush_freed(self) -> None:
         while self._freed:
             rid = self._freed.pop()
             self._issue()
-            mx.eval(_broadcast(mx.array(self._header(Op.FREE, rid) + [0] * INLINE, dtype=mx.int32), self.group))
+            frame = _broadcast(mx.array(self._header(Op.FREE, rid) + [0] * INLINE, dtype=mx.int32), self.group)
+            mx.eval(frame, self._settle(frame, None))
 
     def _wrap(self, layers: list[Any]) -> ReplicatedCache:
         rid = self._next_rid
@@ -203,11 +228,14 @@ class LeaderModel:
         self._issue()
         header = mx.array(self._header(Op.FORWARD, cache.rid, n), dtype=mx.int32)
         if n <= INLINE:
-            frame = mx.concatenate([header, ids, mx.zeros((INLINE - n,), mx.int32)])
-            got = _broadcast(frame, self.group)[HEADER : HEADER + n]
+            frame = _broadcast(mx.concatenate([header, ids, mx.zeros((INLINE - n,), mx.int32)]), self.group)
+            after = self._settle(frame, cache.rid if n == 1 else None)
+            got = frame[HEADER : HEADER + n]
+            if after is not frame:
+                got = mx.depends(got, after)
         else:
             frame = _broadcast(mx.concatenate([header, mx.zeros((INLINE,), mx.int32)]), self.group)
-            got = _broadcast(mx.depends(ids, frame), self.group)
+            got = _broadcast(mx.depends(ids, self._settle(frame, None)), self.group)
         return self.shard.forward(got[None], n, list(cache))
 
     # ------------------------------------------------------------------ kvcache.Mirror
@@ -295,54 +323,39 @@ def _gather_ok(ok: bool, group: Any) -> list[bool]:
     return [bool(v) for v in ints(flags)]
 
 
-def _saved(cache: list[Any]) -> list[dict[str, Any]]:
-    """Each layer cache's attributes, its arrays as new array objects (building a pass updates them in place)."""
-
-    def keep(v: Any) -> Any:
-        if isinstance(v, mx.array):
-            return v[...]
-        if isinstance(v, (tuple, list)):
-            return type(v)(keep(x) for x in v)
-        return v
-
-    return [{k: keep(v) for k, v in vars(c).items()} for c in cache]
+def _run_ahead(shard: Shard, group: Any, cache: list[Any]) -> mx.array:
+    """Queue the frame to come and, behind it, a one-token pass on ``cache`` fed with the frame's first token
+    (module docstring); returns the frame (evaluating it waits for rank 0's next command)."""
+    frame = _broadcast(mx.zeros((FRAME,), mx.int32), group)
+    mx.async_eval(frame)  # queued first: a pass's first collective need not depend on the frame (a pipeline's recv)
+    out = shard.forward(frame[HEADER : HEADER + 1][None], 1, cache)
+    mx.async_eval(out, [layer.state for layer in cache])
+    return frame
 
 
 def follow(shard: Shard, files: CacheFiles, on_command: Any = None) -> int:
     """A follower's loop: receive each command and do to its parts what rank 0 did to its own. Returns the number
     of commands served when rank 0 says STOP.
 
-    Decoding, rank 0 builds each step before the last one has finished (``generate_step`` runs one step ahead). A
-    follower learns of a step only from its frame, and building the step's graph (a few milliseconds for 64 layers)
-    would hold up every rank at the step's first collective. So after a one-token step the follower builds the next
-    one-token step on the same cache *before* the frame arrives, with the ids taken from the frame still to come,
-    and runs it if the frame says so; any other command puts the caches back as they were (nothing of the guess was
-    evaluated, so nothing was sent)."""
+    After every one-token pass the follower queues the next one-token pass on the same cache before it knows
+    whether rank 0 will send one (module docstring: "The followers decode one step ahead too"): decoding, each
+    step's kernels are queued while the step before runs, as on rank 0. A wrong guess costs one token's pass and
+    a ``trim(1)``, once per reply."""
     group, world = shard.group, shard.layout.world
     caches: dict[int, list[Any]] = {}
     served = 0
-    zeros = mx.zeros((FRAME,), mx.int32)
-    decoding: int | None = None  # the cache of the last one-token step
+    ahead: int | None = None  # the cache a one-token pass runs ahead on, queued behind ``frame``
+    frame = _broadcast(mx.zeros((FRAME,), mx.int32), group)
     while True:
-        frame = _broadcast(zeros, group)
-        guess: tuple[mx.array, list[dict[str, Any]]] | None = None
-        target = caches.get(decoding) if decoding is not None else None
-        if target is not None:
-            saved = _saved(target)
-            guess = (shard.forward(frame[HEADER : HEADER + 1][None], 1, target), saved)
-        mx.eval(frame)
-        op, rid, a, b, _, n_payload = ints(frame[:6])
+        op, rid, a, b, _, n_payload = ints(frame)[:6]  # waits for rank 0's next command
         served += 1
-        if guess is not None:
-            if op == Op.FORWARD and rid == decoding and a == 1:
-                out, saved = guess
-                del guess, saved  # no references to the old arrays: the cache updates in place
-                mx.async_eval(out, [layer.state for layer in caches[rid]])
+        if ahead is not None:
+            if op == Op.FORWARD and rid == ahead and a == 1:  # the pass queued ahead is this step: it runs already
+                frame = _run_ahead(shard, group, caches[rid])
                 continue
-            assert target is not None
-            for layer, attrs in zip(target, guess[1], strict=True):
-                vars(layer).update(attrs)
-            guess = None
+            for layer in caches[ahead]:  # not a step: take the guessed token back out (exact: module docstring)
+                layer.trim(1)
+            ahead = None
         data = b""
         if n_payload:
             payload = _broadcast(mx.zeros((n_payload,), mx.int32), group)
@@ -351,7 +364,6 @@ def follow(shard: Shard, files: CacheFiles, on_command: Any = None) -> int:
         log.debug("rank %d: command %s %s", shard.rank, op, (rid, a, b, n_payload))
         if on_command is not None:
             on_command(op)
-        decoding = None
         if op == Op.STOP:
             return served
         if op == Op.FORWARD:
@@ -362,8 +374,11 @@ def follow(shard: Shard, files: CacheFiles, on_command: Any = None) -> int:
                 mx.eval(ids)
             cache = caches[rid]
             out = shard.forward(ids[None], a, cache)
+            if a == 1:  # a one-token pass: the next one is queued at once, behind the next frame
+                mx.async_eval(out, [layer.state for layer in cache])
+                frame, ahead = _run_ahead(shard, group, cache), rid
+                continue
             mx.eval(out, [layer.state for layer in cache])
-            decoding = rid if a == 1 else None
         elif op == Op.MAKE:
             caches[rid] = shard.make_cache()
         elif op == Op.SNAPSHOT:
@@ -399,3 +414,4 @@ def follow(shard: Shard, files: CacheFiles, on_command: Any = None) -> int:
             raise RuntimeError(f"unknown command {op} from rank 0")
         if op in (Op.FREE, Op.COMPACT):
             mx.clear_cache()
+        frame = _broadcast(mx.zeros((FRAME,), mx.int32), group)

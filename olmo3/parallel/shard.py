@@ -4,9 +4,11 @@
 projections swapped for ``mlx.nn``'s distributed linear layers (``AllToShardedLinear`` for q/k/v and gate/up,
 ``ShardedToAllLinear`` for o and down, whose ``__call__`` ends in the ``all_sum``; their quantized twins for
 MLX-quantized checkpoints), built at the rank's shape (``shard_linear`` would first need the full layer) and
-filled with the rank's slices. Attention keeps ``H/N`` query and ``Hk/N`` KV heads, and
-``Attention.group`` makes q/k-norm add up the ranks' sums of squares (``olmo3.model.model.sharded_qk_norm``).
-So a layer costs three collectives: q/k-norm, after o, after down.
+filled with the rank's slices. Attention keeps ``H/N`` query and ``Hk/N`` KV heads. q/k-norm spans every head
+(``olmo3.model.model.Attention``): by default (``Layout.qk_norm == "local"``) q_proj, k_proj and their norms stay
+whole, plain ``mlx.nn`` layers, and ``Attention.heads`` keeps this rank's columns of the normalised q and k, so a
+layer costs two collectives (after o, after down); with ``"collective"`` they are split like v_proj and
+``Attention.group`` adds up the ranks' sums of squares (``olmo3.model.model.sharded_qk_norm``): three.
 
 * The **embedding is replicated**: every rank needs the whole hidden state of each new token; a lookup costs no
   compute, while sharding it (by vocabulary or by width) would add a collective to every call. At 4 bits it is
@@ -303,20 +305,25 @@ def _tensor(
         def linear(kind: str, path: str, in_dims: int, out_dims: int, b: bool = False) -> Any:
             return _distributed_linear(kind, in_dims, out_dims, b, _quant_of(quant, path, is_quantized), group)
 
-        a.q_proj = linear("all-to-sharded", f"{at}.self_attn.q_proj", e, q_width, bias)
-        a.k_proj = linear("all-to-sharded", f"{at}.self_attn.k_proj", e, kv_width, bias)
+        if layout.qk_norm == "local":  # q_proj, k_proj and the norms stay the model's own, whole
+            qs, ks = q_width // n, kv_width // n
+            a.heads = (slice(rank * qs, (rank + 1) * qs), slice(rank * ks, (rank + 1) * ks))
+        else:
+            a.q_proj = linear("all-to-sharded", f"{at}.self_attn.q_proj", e, q_width, bias)
+            a.k_proj = linear("all-to-sharded", f"{at}.self_attn.k_proj", e, kv_width, bias)
+            a.q_norm = nn.RMSNorm(q_width // n, eps=args.rms_norm_eps)
+            a.k_norm = nn.RMSNorm(kv_width // n, eps=args.rms_norm_eps)
+            a.group = group
         a.v_proj = linear("all-to-sharded", f"{at}.self_attn.v_proj", e, kv_width, bias)
         a.o_proj = linear("sharded-to-all", f"{at}.self_attn.o_proj", q_width, e, bias)
-        a.n_heads, a.n_kv_heads, a.group = a.n_heads // n, a.n_kv_heads // n, group
-        a.q_norm = nn.RMSNorm(q_width // n, eps=args.rms_norm_eps)
-        a.k_norm = nn.RMSNorm(kv_width // n, eps=args.rms_norm_eps)
+        a.n_heads, a.n_kv_heads = a.n_heads // n, a.n_kv_heads // n
         m.gate_proj = linear("all-to-sharded", f"{at}.mlp.gate_proj", e, mlp)
         m.up_proj = linear("all-to-sharded", f"{at}.mlp.up_proj", e, mlp)
         m.down_proj = linear("sharded-to-all", f"{at}.mlp.down_proj", mlp, e)
     if reader is not None:
         weights = []
         for name, _ in _flat(model):
-            axis = split_axis(name)
+            axis = split_axis(name, layout.qk_norm)
             weights.append((name, reader.read(name, axis, rank, n) if axis is not None else reader.read(name)))
         model.load_weights(weights, strict=True)
     _materialise(model, model.model.layers, reader, dtype)

@@ -207,10 +207,19 @@ def test_bench_parallel_runs_under_the_launcher_and_prints_once():
     assert set(result["decode_tok_s"]) == {"one_device", "tensor", "pipeline"}
     assert all(v > 0 for v in result["decode_tok_s"].values())
     assert result["pipeline_handover"] == ("sendrecv" if BACKEND == "ring" else "collective")
-    assert result["collectives_per_step"] == {"tensor": 3 * 8 + 1, "pipeline": 3}
+    assert result["collectives_per_step"] == {"tensor": 2 * 8 + 1, "pipeline": 3}  # q/k-norm local: no collective
+    assert set(result["host_ms_per_step"]) == {"one_device", "tensor", "pipeline"}
+    assert all(v > 0 for v in result["host_ms_per_step"].values())
+    assert result["device_ms_per_step"] == {} and result["all_sum_device_us"] is None  # only with --device-floor
     assert result["all_sum_us"]["one_token"] > 0
     assert set(result["ratios"]) == {"tensor_vs_one_device", "pipeline_vs_one_device"}
     assert "tensor_vs_one_device" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_bench_parallel_refuses_an_unknown_mode_in_one_line():
+    r = launch(2, olmo3("bench", "parallel", "--modes", "tensor,data"))
+    assert r.stderr.count("olmo3: --modes: unknown mode 'data'") == 1  # rank 0 says it, once
+    assert "Traceback" not in r.stderr and not r.stdout
 
 
 @pytest.mark.parametrize("mode", [pytest.param("tensor", marks=pytest.mark.slow), "pipeline"])  # tensor: ~30 s here

@@ -64,27 +64,29 @@ def test_one_rank_is_refused():
 
 
 @pytest.mark.parametrize(
-    ("name", "axis"),
+    ("name", "axis", "collective_axis"),
     [
-        ("model.layers.3.self_attn.q_proj.weight", 0),
-        ("model.layers.3.self_attn.k_proj.scales", 0),
-        ("model.layers.3.self_attn.v_proj.bias", 0),
-        ("model.layers.3.self_attn.o_proj.weight", -1),
-        ("model.layers.3.self_attn.o_proj.biases", -1),
-        ("model.layers.3.self_attn.o_proj.bias", None),
-        ("model.layers.3.self_attn.q_norm.weight", 0),
-        ("model.layers.3.self_attn.k_norm.weight", 0),
-        ("model.layers.3.mlp.gate_proj.weight", 0),
-        ("model.layers.3.mlp.up_proj.biases", 0),
-        ("model.layers.3.mlp.down_proj.scales", -1),
-        ("model.layers.3.post_attention_layernorm.weight", None),
-        ("model.embed_tokens.weight", None),
-        ("lm_head.weight", None),
-        ("model.norm.weight", None),
+        # By default q/k-norm is local: q_proj, k_proj and the norms are whole on every rank.
+        ("model.layers.3.self_attn.q_proj.weight", None, 0),
+        ("model.layers.3.self_attn.k_proj.scales", None, 0),
+        ("model.layers.3.self_attn.q_norm.weight", None, 0),
+        ("model.layers.3.self_attn.k_norm.weight", None, 0),
+        ("model.layers.3.self_attn.v_proj.bias", 0, 0),
+        ("model.layers.3.self_attn.o_proj.weight", -1, -1),
+        ("model.layers.3.self_attn.o_proj.biases", -1, -1),
+        ("model.layers.3.self_attn.o_proj.bias", None, None),
+        ("model.layers.3.mlp.gate_proj.weight", 0, 0),
+        ("model.layers.3.mlp.up_proj.biases", 0, 0),
+        ("model.layers.3.mlp.down_proj.scales", -1, -1),
+        ("model.layers.3.post_attention_layernorm.weight", None, None),
+        ("model.embed_tokens.weight", None, None),
+        ("lm_head.weight", None, None),
+        ("model.norm.weight", None, None),
     ],
 )
-def test_split_axis(name, axis):
+def test_split_axis(name, axis, collective_axis):
     assert split_axis(name) == axis
+    assert split_axis(name, "collective") == collective_axis
 
 
 def test_balance_is_contiguous_covers_every_layer_and_minimises_the_largest_share():
@@ -125,13 +127,22 @@ def test_rank_shares_add_up():
     assert sum(rank_weight_bytes(pipe, sizes, r) for r in range(2)) == total
     a, b = (rank_weight_bytes(pipe, sizes, r) for r in range(2))
     assert abs(a - b) / total < 0.02  # balanced by bytes
-    tensor = make_layout("tensor", 4, args, sizes)
-    shares = [rank_weight_bytes(tensor, sizes, r) for r in range(4)]
     embed, head = sizes["model.embed_tokens.weight"], sizes["lm_head.weight"]
-    # Every rank: a quarter of each projection; the embedding and the norms whole; rank 0 also the head.
     replicated = embed + sum(n for name, n in sizes.items() if "norm." in name and "_norm" not in name)
+    qk = sum(n for name, n in sizes.items() if any(m in name for m in ("q_proj", "k_proj", "q_norm", "k_norm")))
+    # q/k-norm by all_sum: every rank holds a quarter of each projection; the embedding and the norms whole; rank 0
+    # also the head.
+    tensor = make_layout("tensor", 4, args, sizes, qk_norm="collective")
+    shares = [rank_weight_bytes(tensor, sizes, r) for r in range(4)]
     assert shares[0] - shares[1] == head
     assert sum(shares) == total + 3 * replicated
+    # Local q/k-norm (the default): q_proj, k_proj and their norms whole on every rank too.
+    local = [rank_weight_bytes(make_layout("tensor", 4, args, sizes), sizes, r) for r in range(4)]
+    assert sum(local) == total + 3 * (replicated + qk)
+    two = [
+        rank_weight_bytes(make_layout("tensor", 2, args, sizes, qk_norm=q), sizes, 1) for q in ("local", "collective")
+    ]
+    assert 1.05 < two[0] / two[1] < 1.08  # Olmo-3 32B at 2 ranks: about 6 % more per rank
     full, sliding = rank_kv_per_token(tensor, args, 1000, 3000, 1)
     assert (full, sliding) == (250, 750)
     full, sliding = rank_kv_per_token(pipe, args, 1600, 4800, 0)
@@ -143,7 +154,10 @@ def test_layout_keys_differ_by_split():
     args = args_32b()
     sizes = sizes_of(args)
     keys = {make_layout(m, w, args, sizes).key() for m in ("tensor", "pipeline") for w in (2, 4)}
-    assert len(keys) == 4
+    keys.add(make_layout("tensor", 2, args, sizes, qk_norm="collective").key())
+    assert len(keys) == 5
+    with pytest.raises(ParallelError, match="local or collective"):
+        make_layout("tensor", 2, args, sizes, qk_norm="gram")
     with pytest.raises(ParallelError, match="tensor or pipeline"):
         make_layout("data", 2, args, sizes)
 

@@ -67,6 +67,13 @@ def test_tensor_parallel_matches_one_machine(tmp_path, parallel_models, single_r
     check_loads(out, "tensor/2")
 
 
+def test_tensor_parallel_with_qk_norm_by_all_sum_matches_one_machine(tmp_path, parallel_models, single_run):
+    """The memory-lean q/k-norm (projections split by heads, partial sums of squares added up by all_sum)."""
+    got, out = run_group("tensor", tmp_path, parallel_models, env=["OLMO3_TP_QK_NORM=collective"])
+    check_same(single_run, got)
+    check_loads(out, "tensor/2/qk-collective")
+
+
 def test_pipeline_parallel_matches_one_machine(tmp_path, parallel_models, single_run):
     got, out = run_group("pipeline", tmp_path, parallel_models)
     check_same(single_run, got)
