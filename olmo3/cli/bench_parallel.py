@@ -394,8 +394,11 @@ def format_table(result: dict[str, Any]) -> str:
         "  ms per step:  " + " · ".join(f"{k} {v}" for k, v in result["step_ms"].items()),
         "  host ms/step: " + " · ".join(f"{k} {v}" for k, v in result["host_ms_per_step"].items()),
     ]
-    if result["device_ms_per_step"]:
-        lines.append("  device ms/step: " + " · ".join(f"{k} {v}" for k, v in result["device_ms_per_step"].items()))
+    device = result["device_ms_per_step"]
+    if device and any(v is not None for v in device.values()):
+        lines.append("  device ms/step: " + " · ".join(f"{k} {v}" for k, v in device.items()))
+    elif device:  # asked for, but the device ran each step as it was queued: no floor to read
+        lines.append("  device ms/step: not measurable here (the steps did not queue behind the stall)")
     lines += [
         f"  all_sum of one token's activation: {result['all_sum_us']['one_token']} µs "
         f"(512 tokens: {result['all_sum_us']['512_tokens']} µs)"
