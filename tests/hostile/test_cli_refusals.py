@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # dozens of CLI subprocesses: about 30 s (.ci/run runs them)
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 OLMO3 = [str(BIN / "olmo3")] if (BIN / "olmo3").exists() else [sys.executable, "-m", "olmo3.cli"]

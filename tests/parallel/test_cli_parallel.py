@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import BACKEND, BIN, alive, launch, launch_cmd, rank_pids, run_env
 
+pytestmark = pytest.mark.slow  # mlx.launch groups of real processes: minutes on 2 cores (.ci/run runs them)
+
 PROMPT = "Hello there, how are you? Tell me about the quick brown fox."
 
 

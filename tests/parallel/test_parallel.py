@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import BACKEND, launch, worker
+
+pytestmark = pytest.mark.slow  # mlx.launch groups of real processes: about a minute (.ci/run runs them)
 
 
 def check_same(single: list[dict], parallel: list[dict]) -> None:

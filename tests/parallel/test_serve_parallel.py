@@ -23,6 +23,8 @@ from serve_server import ServeProcess, olmo3_script
 
 from .conftest import alive, launch_cmd, rank_pids, run_env
 
+pytestmark = pytest.mark.slow  # mlx.launch groups serving over HTTP: about a minute (.ci/run runs them)
+
 EXIT_GROUP_LOST = 3
 
 

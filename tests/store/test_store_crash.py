@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from olmo3.store import FLUSH_INTERVAL_S, ConversationStore
 
 CHILD = Path(__file__).with_name("_store_child.py")
@@ -113,6 +115,7 @@ def check_after_kill(
     return {"required": n_required, "lag_s": (last_tb - unsaved[0]) if unsaved else 0.0}
 
 
+@pytest.mark.slow  # SIGKILL trials over ~20 s of streaming
 def test_sigkill_while_streaming_loses_at_most_the_last_second(tmp_path: Path) -> None:
     child = load_child()
     db = tmp_path / "crash.sqlite3"

@@ -215,6 +215,7 @@ def test_unique_names_stay_plain_and_qualified_names_always_work(tmp_path):
         assert hub.find_tool("nope") is None
 
 
+@pytest.mark.slow  # waits out MCP servers' shutdown: ~10 s
 def test_close_stops_every_server_and_the_thread(tmp_path):
     hang = tmp_path / "hang.pid"
     config = parse_config(
