@@ -282,8 +282,9 @@ class ServerClient:
             )
             response = conn.getresponse()
         except Exception as e:
-            stream.close()
-            if stream.closed_by_us:
+            cancelled = stream.closed_by_us
+            stream.release()
+            if cancelled:
                 raise RemoteError("cancelled", code="cancelled") from None
             raise self._network_error(e) from None
         if stream.closed_by_us:
@@ -294,11 +295,11 @@ class ServerClient:
                 data = _read_bounded(response, MAX_JSON_BYTES, self.address.label)
             except Exception:
                 data = b""
-            stream.close()
+            stream.release()
             raise self._status_error(response.status, data, "/v1/chat/completions")
         ctype = response.getheader("Content-Type", "")
         if "text/event-stream" not in ctype:
-            stream.close()
+            stream.release()
             raise RemoteError(f"{self.address.label} did not stream its reply (it sent {one_line(ctype, 60)}).")
         stream.response = response
         return stream

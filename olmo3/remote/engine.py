@@ -34,12 +34,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
 from ..chat.events import (
     BranchSwitched,
-    ContextOverflow,
     ConversationClosed,
     ConversationOpened,
     Event,
@@ -65,44 +64,13 @@ from ..chat.transcript import (
 from ..chat.tree import ConversationTree, Node
 from ..model.modelinfo import ModelInfo
 from .client import RemoteError, ServerAddress, ServerClient, ServerInfo, one_line
+from .turns import TurnReader, finish_stats, model_info_from_dict, overflow_event, request_body
 
-__all__ = ["RemoteEngine", "model_info_from_dict"]
+__all__ = ["RemoteEngine"]
 
 log = logging.getLogger(__name__)
 
 _CONV_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_LIMIT = re.compile(r"(?:context length is|allows) (\d+) tokens")
-_USED = re.compile(r"\((\d+) in the messages, (\d+) in the completion\)")
-
-
-def model_info_from_dict(data: dict[str, Any], fallback_name: str) -> ModelInfo:
-    """The server's ModelInfo, read leniently: a field of the wrong type gets a neutral value, text is one line."""
-    neutral: dict[str, Any] = {"quantization": None, "revision": None, "repo_id": None}
-    values: dict[str, Any] = {}
-    for f in fields(ModelInfo):
-        value = data.get(f.name)
-        if f.name in ("path",):
-            values[f.name] = ""  # where the server keeps its models is not a folder here
-        elif f.name in ("name", "model_type", "fingerprint"):
-            values[f.name] = one_line(value, 120) if isinstance(value, str) else ""
-        elif f.name in ("revision", "repo_id"):
-            values[f.name] = one_line(value, 200) if isinstance(value, str) and value else None
-        elif f.name == "quantization":
-            values[f.name] = dict(value) if isinstance(value, dict) else None
-        elif f.name == "is_think":
-            values[f.name] = value if isinstance(value, bool) else False
-        elif f.name == "layer_types":
-            values[f.name] = [str(v) for v in value] if isinstance(value, list) else []
-        elif f.name == "eos_token_ids":
-            values[f.name] = [v for v in value if _count(v)] if isinstance(value, list) else []
-        else:  # the sizes and counts
-            values[f.name] = value if _count(value) else neutral.get(f.name, 0)
-    values["name"] = values["name"] or one_line(fallback_name, 120)
-    return ModelInfo(**values)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class _Conversation(ConversationTree):
@@ -443,8 +411,6 @@ class RemoteEngine:
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy,
     ) -> None:
-        from .turns import TurnReader, finish_stats, request_body
-
         server = self._require_server()
         s = conv.sampling.merged(sampling)
         s.validate()
@@ -478,7 +444,7 @@ class RemoteEngine:
                         continue
                     conv.drop_turns -= dropped
                     self._discard(conv, user, new_user, previous_active)
-                    self._emit(_overflow(job, e, droppable, s.max_tokens))
+                    self._emit(overflow_event(job.id, job.conv_id, e, droppable, s.max_tokens))
                     return
                 finally:
                     self._watch(job, None)
@@ -586,22 +552,6 @@ class RemoteEngine:
             engine_version=f"olmo3 serve {server.version} at {self.address.label}".replace("  ", " "),
             reconcile=how,
         )
-
-
-def _overflow(job: _Job, e: RemoteError, droppable: int, max_tokens: int) -> ContextOverflow:
-    """A 400 ``context_length_exceeded`` as the local engine reports it (the numbers read from its message)."""
-    limit = _LIMIT.search(e.message)
-    used = _USED.search(e.message)
-    return ContextOverflow(
-        job_id=job.id,
-        conv_id=job.conv_id,
-        used=int(used.group(1)) if used else 0,
-        new_tokens=0,
-        max_tokens=int(used.group(2)) if used else max_tokens,
-        limit=int(limit.group(1)) if limit else 0,
-        droppable_turns=max(droppable, 0),
-        reason="memory" if "memory budget" in e.message else "context",
-    )
 
 
 def _check_conv_id(conv_id: str) -> None:

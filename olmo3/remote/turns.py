@@ -8,16 +8,23 @@ server renders them with the model's own template, where they are content, never
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
+from ..chat.events import ContextOverflow
 from ..chat.sampling import Sampling
 from ..chat.transcript import FinishReason, Reconcile, TurnStats
 from ..chat.tree import Node
+from ..model.modelinfo import ModelInfo
 from .client import RemoteError, one_line
 
-__all__ = ["TurnReader", "finish_stats", "request_body"]
+__all__ = ["TurnReader", "finish_stats", "model_info_from_dict", "overflow_event", "request_body"]
+
+_LIMIT = re.compile(r"(?:context length is|allows) (\d+) tokens")
+_USED = re.compile(r"\((\d+) in the messages, (\d+) in the completion\)")
 
 
 def request_body(
@@ -124,10 +131,6 @@ class TurnReader:
         self.cached_tokens = min(_count(cached), self.prompt_tokens)
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
 def finish_stats(
     reader: TurnReader,
     t0: float,
@@ -159,4 +162,54 @@ def finish_stats(
         seed=seed,
         dropped_turns=dropped,
         answer_tokens=n,
+    )
+
+
+def _count(value: Any) -> int:
+    return value if _is_count(value) else 0
+
+
+def model_info_from_dict(data: dict[str, Any], fallback_name: str) -> ModelInfo:
+    """The server's ModelInfo, read leniently: a field of the wrong type gets a neutral value, text is one line."""
+    neutral: dict[str, Any] = {"quantization": None, "revision": None, "repo_id": None}
+    values: dict[str, Any] = {}
+    for f in fields(ModelInfo):
+        value = data.get(f.name)
+        if f.name in ("path",):
+            values[f.name] = ""  # where the server keeps its models is not a folder here
+        elif f.name in ("name", "model_type", "fingerprint"):
+            values[f.name] = one_line(value, 120) if isinstance(value, str) else ""
+        elif f.name in ("revision", "repo_id"):
+            values[f.name] = one_line(value, 200) if isinstance(value, str) and value else None
+        elif f.name == "quantization":
+            values[f.name] = dict(value) if isinstance(value, dict) else None
+        elif f.name == "is_think":
+            values[f.name] = value if isinstance(value, bool) else False
+        elif f.name == "layer_types":
+            values[f.name] = [str(v) for v in value] if isinstance(value, list) else []
+        elif f.name == "eos_token_ids":
+            values[f.name] = [v for v in value if _is_count(v)] if isinstance(value, list) else []
+        else:  # the sizes and counts
+            values[f.name] = value if _is_count(value) else neutral.get(f.name, 0)
+    values["name"] = values["name"] or one_line(fallback_name, 120)
+    return ModelInfo(**values)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def overflow_event(job_id: int, conv_id: str, e: RemoteError, droppable: int, max_tokens: int) -> ContextOverflow:
+    """A 400 ``context_length_exceeded`` as the local engine reports it (the numbers read from its message)."""
+    limit = _LIMIT.search(e.message)
+    used = _USED.search(e.message)
+    return ContextOverflow(
+        job_id=job_id,
+        conv_id=conv_id,
+        used=int(used.group(1)) if used else 0,
+        new_tokens=0,
+        max_tokens=int(used.group(2)) if used else max_tokens,
+        limit=int(limit.group(1)) if limit else 0,
+        droppable_turns=max(droppable, 0),
+        reason="memory" if "memory budget" in e.message else "context",
     )
