@@ -221,12 +221,10 @@ class ModelPickerDialog(QDialog):
         self.search_header = None
         local = self.manager.installed()
         shown: set[str] = set()
-        server = self._cards["remote-server"] = remote_card(
-            self.body, *self._remote, self.connect_requested.emit, self.disconnect_requested.emit
-        )
+        server = remote_card(self.body, *self._remote, self.connect_requested.emit, self.disconnect_requested.emit)
+        self._cards["remote-server"] = server
         if self._remote[0]:
-            self._section("OLMO SERVER", "")  # the model that chats now: on top
-            self._add(server)
+            self._section("OLMO SERVER", "", server)  # the model that chats now: on top
         self._section(
             "ON THIS MAC", "" if local else "No models yet. Download one below or add a folder you already have."
         )
@@ -234,7 +232,7 @@ class ModelPickerDialog(QDialog):
             self._add(self._local_card(model, budget))
             shown.add(model.repo_id or model.name)
         if not self._remote[0]:
-            self._add(server)
+            self._section("OLMO SERVER", "", server)
         catalog = self.manager.catalog()
         offered = [item for item in catalog if item.entry.repo_id not in shown]
         mlx = [item for item in offered if item.entry.quantize_bits is None]
@@ -264,13 +262,15 @@ class ModelPickerDialog(QDialog):
         self.body_layout.addWidget(widget)
         widget.show()
 
-    def _section(self, title: str, hint: str) -> None:
+    def _section(self, title: str, hint: str, card: QWidget | None = None) -> None:
         label = QLabel(title, self.body)
         label.setObjectName("sectionTitle")
         self.body_layout.addSpacing(6)
         self._add(label)
         if hint:
             self._hint(hint)
+        if card is not None:
+            self._add(card)
 
     def _hint(self, text: str) -> QLabel:
         hint_label = QLabel(text, self.body)

@@ -168,7 +168,7 @@ def remote_card(parent: QWidget, label: str | None, model_name: str, on_connect:
         card.set_name("An Olmo server")
         card.description.setText("Chat with a model another computer serves with olmo3 serve (address and API key).")
         card.meta.setText("The model and its caches stay on the server.")
-        card.add_button("connect", "Connect…", on_connect, kind="primaryButton")
+        card.add_button("connect", "Connect…", on_connect)
     return card
 
 

@@ -163,7 +163,7 @@ class ChatHeader(QWidget):
         self.settings_button = self._button("sliders", "Settings (⌘,)")
         row.addWidget(self.sidebar_button)
         row.addWidget(self.model_button)
-        row.addWidget(self.remote_chip)
+        row.addWidget(self.remote_chip, 0, Qt.AlignmentFlag.AlignVCenter)
         row.addWidget(self.download_chip)
         row.addWidget(self.title_stack, 1)
         row.addWidget(self.cache_chip)

@@ -215,7 +215,7 @@ class ServerClient:
                 message = one_line(error)
         where = self.address.label
         if status == 401:
-            told = f" ({message})" if message else ""
+            told = f": {message.rstrip('.')}" if message else ""
             return RemoteError(f"{where} refused the API key{told}. Check the key.", status=401, code=code)
         if status == 404 and path.startswith("/v1/olmo/"):
             return RemoteError(f"{where} is not an Olmo server (it has no {path}).", status=404, code=code)
