@@ -9,6 +9,7 @@ temporary folder. The window's actions live in helpers it owns, each given the w
   duplicate/delete/restore/undo;
 - :class:`desktop.transfer.Transfer`: export and import, with their dialogs;
 - :class:`desktop.model_actions.ModelActions`: the model picker, loading, downloads;
+- :class:`desktop.remote.RemoteActions`: "Connect to an Olmo server" (the bridge then chats on the server);
 - :class:`desktop.attachments.DocumentAttacher`: documents attached with 📎, dropped on the window or pasted;
 - :func:`desktop.menus.build_menus`: the menu bar; :class:`desktop.window_state.WindowState`: geometry and drafts.
 
@@ -44,6 +45,7 @@ from desktop.model_actions import ModelActions, name_for_path
 from desktop.model_picker import ModelPickerDialog
 from desktop.models import ModelManager
 from desktop.paths import HOME_ENV, AppPaths
+from desktop.remote import RemoteActions
 from desktop.settings import Settings, load_settings, save_settings
 from desktop.settings_dialog import UNCHANGED, SettingsDialog
 from desktop.sidebar import Sidebar
@@ -164,6 +166,7 @@ class MainWindow(QMainWindow):
         self.conversations = ConversationActions(self)
         self.transfer = Transfer(self)
         self.model_actions = ModelActions(self)
+        self.remote = RemoteActions(self)
         self.local_server = LocalServerControl(self.bridge, self)
         self._wire()
         self.menus = build_menus(self)
@@ -254,6 +257,8 @@ class MainWindow(QMainWindow):
         c.conversations_changed.connect(self.refresh_sidebar)
         c.current_changed.connect(self._on_current_changed)
         c.model_changed.connect(models.on_changed)
+        c.model_changed.connect(self.remote.on_model_changed)
+        c.model_failed.connect(self.remote.on_failed)
         c.model_loading.connect(models.on_loading)
         c.model_failed.connect(models.on_failed)
         c.model_wont_fit.connect(models.on_wont_fit)

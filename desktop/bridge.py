@@ -14,6 +14,12 @@ Threads in the app:
 ``event`` (a Qt signal). Receivers are bound methods of GUI-thread QObjects, so Qt queues every delivery to the
 GUI thread (never connect a lambda: it would run on the emitting thread). The same pattern forwards download
 events (:class:`DownloadRelay`).
+
+"Connect to an Olmo server": the bridge can drive a :class:`olmo3.remote.engine.RemoteEngine` instead (a thread of its
+own, ``olmo3-remote``, no MLX), with the same job methods and events; while it is connected, the chat's jobs go to
+it and the local engine's events are held back (the local engine keeps running for quantizing and the local
+server). Loading a local model, unloading, or :meth:`EngineBridge.disconnect_remote` goes back to the local engine.
+``generation`` counts the switches, so the controller knows to open its conversations again.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +73,58 @@ class EngineBridge(QObject):
             session_options=session_options,
         )
         self._started = False
+        self._remote: Any = None  # olmo3.remote.engine.RemoteEngine while connected to a server
+        self._connections = 0
+        self.generation = 0  # engine switches so far (local → remote → local ...)
 
     @property
     def engine(self) -> Any:
+        """The local engine (budgets, caches on disk, quantizing and the local server are always its)."""
         return self._engine
+
+    @property
+    def remote(self) -> Any:
+        """The connected :class:`olmo3.remote.engine.RemoteEngine`, or None (the local engine chats)."""
+        return self._remote
+
+    def _chat(self) -> Any:
+        """The engine the chat's jobs go to."""
+        return self._remote if self._remote is not None else self._engine
+
+    def connect_remote(self, address: Any, api_key: str | None) -> int:
+        """Chat on the server at ``address`` (an ``olmo3.remote.client.ServerAddress``) from now on: its
+        ``ModelLoaded`` (or ``JobFailed``) answers the returned job. The local model is unloaded (its caches spill
+        to disk) to free its memory."""
+        from olmo3.remote.engine import RemoteEngine
+
+        self._stop_remote()
+        self._connections += 1
+        remote = RemoteEngine(None, address, api_key, first_job_id=self._connections << 40)
+        remote.on_event = partial(self._on_remote_event, remote)
+        self._remote = remote
+        self.generation += 1
+        if self._started:
+            self._engine.unload_model()  # its ModelUnloaded is held back: the window now shows the server's model
+        remote.start()
+        return int(remote.load_model())
+
+    def disconnect_remote(self) -> bool:
+        """Back to the local engine (no model loaded): the window hears ``ModelUnloaded``. False if not connected."""
+        if not self._stop_remote():
+            return False
+        from olmo3.chat.events import ModelUnloaded
+
+        self.engine_event.emit(ModelUnloaded())
+        return True
+
+    def _stop_remote(self) -> bool:
+        remote, self._remote = self._remote, None
+        if remote is None:
+            return False
+        self.generation += 1
+        if not remote.shutdown(timeout=10):
+            log.error("the remote engine's thread did not stop within 10 s")
+        return True
 
     def start(self) -> None:
         if not self._started:
@@ -82,6 +137,7 @@ class EngineBridge(QObject):
 
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Cancel, spill every conversation cache to disk and join the engine thread. True if it stopped."""
+        self._stop_remote()
         if not self._started:
             return True
         stopped = bool(self._engine.shutdown(timeout=timeout))
@@ -92,13 +148,22 @@ class EngineBridge(QObject):
 
     # Runs on the engine thread: touch nothing but the signal.
     def _on_engine_event(self, event: object) -> None:
-        self.engine_event.emit(event)
+        if self._remote is None:  # while a server chats, the local engine's news is not the window's
+            self.engine_event.emit(event)
+
+    # Runs on the remote engine's thread; a disconnected one's late events are dropped.
+    def _on_remote_event(self, remote: Any, event: object) -> None:
+        if remote is self._remote:
+            self.engine_event.emit(event)
 
     # Job submission (thread-safe, returns a job id at once) --------------------------------------------------
     def load_model(self, path: str | Path, *, context_tokens: int | None = None, force: bool = False) -> int:
+        self._stop_remote()  # a local model: back to the local engine
         return int(self._engine.load_model(path, context_tokens=context_tokens, force=force))
 
     def unload_model(self) -> int:
+        if self.disconnect_remote():
+            return 0
         return int(self._engine.unload_model())
 
     def open_conversation(
@@ -109,7 +174,7 @@ class EngineBridge(QObject):
         state: TranscriptState | None,
         sampling: dict[str, Any] | None,
     ) -> int:
-        return int(self._engine.open_conversation(conv_id, system_prompt=system_prompt, state=state, sampling=sampling))
+        return int(self._chat().open_conversation(conv_id, system_prompt=system_prompt, state=state, sampling=sampling))
 
     def send(
         self,
@@ -125,7 +190,7 @@ class EngineBridge(QObject):
     ) -> int:
         """``tools``: the turn's ``olmo3.tools.runner.HubTools`` (None: no tools)."""
         return int(
-            self._engine.send(
+            self._chat().send(
                 conv_id,
                 text,
                 prompt_text=prompt_text,
@@ -147,7 +212,7 @@ class EngineBridge(QObject):
         tools: Any = None,
     ) -> int:
         return int(
-            self._engine.regenerate(conv_id, reply_id=reply_id, sampling=sampling, overflow=overflow, tools=tools)
+            self._chat().regenerate(conv_id, reply_id=reply_id, sampling=sampling, overflow=overflow, tools=tools)
         )
 
     def edit(
@@ -164,7 +229,7 @@ class EngineBridge(QObject):
         prompt_text: str | None = None,
     ) -> int:
         return int(
-            self._engine.edit(
+            self._chat().edit(
                 conv_id,
                 user_turn_index,
                 text,
@@ -179,16 +244,16 @@ class EngineBridge(QObject):
 
     def answer_tool_call(self, request_id: int, decision: str) -> bool:
         """Answer a ``ToolCallRequested``: "once", "always" (both allow) or "deny" (thread-safe)."""
-        return bool(self._engine.answer_tool_call(request_id, decision))
+        return bool(self._chat().answer_tool_call(request_id, decision))
 
     def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: BranchKind) -> int:
-        return int(self._engine.switch_branch(conv_id, user_turn_index, branch_index, which))
+        return int(self._chat().switch_branch(conv_id, user_turn_index, branch_index, which))
 
     def set_system_prompt(self, conv_id: str, system_prompt: str | None) -> int:
-        return int(self._engine.set_system_prompt(conv_id, system_prompt))
+        return int(self._chat().set_system_prompt(conv_id, system_prompt))
 
     def close_conversation(self, conv_id: str, *, delete_cache: bool = False) -> int:
-        return int(self._engine.close_conversation(conv_id, delete_cache=delete_cache))
+        return int(self._chat().close_conversation(conv_id, delete_cache=delete_cache))
 
     def set_memory_budget(self, nbytes: int | None) -> int:
         return int(self._engine.set_memory_budget(nbytes))
@@ -201,7 +266,7 @@ class EngineBridge(QObject):
         return self._engine.kv_bits
 
     def cancel(self) -> None:
-        self._engine.cancel()
+        self._chat().cancel()
 
     def run_quantize(
         self,

@@ -113,6 +113,7 @@ class ChatController(QObject):
         self.loading: tuple[str, str] | None = None
         self._load_job: int | None = None
         self._opened: set[str] = set()
+        self._generation = 0  # the bridge's engine switches when _opened was filled
         self._engine_msgs: dict[str, tuple[TranscriptMessage, ...]] = {}
         self._context: dict[str, tuple[int, int]] = {}
         self._cache: dict[str, tuple[str, int]] = {}
@@ -197,6 +198,10 @@ class ChatController(QObject):
 
     def ensure_open(self, conv_id: str) -> None:
         """Open the conversation in the engine once per engine (restoring its state; the cache comes from disk)."""
+        generation = getattr(self.bridge, "generation", 0)
+        if generation != self._generation:  # another engine now (a server, or back to local): open them again
+            self._opened.clear()
+            self._generation = generation
         if conv_id in self._opened or self.model_info is None:
             return
         conv = self.store.get_conversation(conv_id)

@@ -16,6 +16,7 @@ from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QApplication, QMenu
 
 from desktop import dialogs
+from desktop.remote import CONNECT_TEXT
 from desktop.transfer import FORMATS
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class MenuActions:
     delete: QAction
     stop: QAction
     regenerate: QAction
+    disconnect: QAction | None = None  # "Disconnect from the Server": enabled while an Olmo server chats
 
     def sync(self, *, busy: bool, has_conversation: bool) -> None:
         """Stop only while a reply runs; regenerate, export and delete need an open conversation."""
@@ -98,12 +100,15 @@ def build_menus(window: MainWindow) -> MenuActions:
     add(window_menu, "Zoom", lambda: window.showNormal() if window.isMaximized() else window.showMaximized())
     window_menu.addSeparator()
     add(window_menu, "Models…", window.model_actions.open_picker, "Ctrl+Shift+M")
+    add(window_menu, CONNECT_TEXT, window.remote.open_dialog)
+    disconnect = add(window_menu, "Disconnect from the Server", window.remote.disconnect)
+    disconnect.setEnabled(False)
 
     help_menu = bar.addMenu("&Help")
     add(help_menu, "Show Logs", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(window.paths.log_dir))))
     about = add(help_menu, "About Olmo Desktop", lambda: dialogs.show_about(window))
     about.setMenuRole(QAction.MenuRole.AboutRole)
-    return MenuActions(new=new, export=export, delete=delete, stop=stop, regenerate=regenerate)
+    return MenuActions(new=new, export=export, delete=delete, stop=stop, regenerate=regenerate, disconnect=disconnect)
 
 
 def _on_focus(method: str) -> None:

@@ -45,6 +45,9 @@ class ModelActions:
             self.picker.context_for = self.context_for
             self.picker.load_requested.connect(self.load)
             self.picker.unload_requested.connect(w.controller.unload_model)
+            self.picker.connect_requested.connect(w.remote.open_dialog)
+            self.picker.disconnect_requested.connect(w.remote.disconnect)
+            w.remote.on_model_changed(w.controller.model_info)
         loading = w.controller.loading[0] if w.controller.loading else None
         self.picker.set_loaded(w.controller.model_path, loading=loading)
         self.picker.show()
@@ -87,7 +90,8 @@ class ModelActions:
         if info is not None:
             name = w.controller.model_name or model_display_name(info)
             w.header.set_model(name)
-            w.settings = replace(w.settings, last_model=w.controller.model_path or "")
+            if w.bridge.remote is None:  # a server's model is no folder to load at start-up
+                w.settings = replace(w.settings, last_model=w.controller.model_path or "")
             if w.settings.sampling_follows_model:
                 preset = THINK_PRESET if getattr(info, "is_think", False) else instruct_preset(w.controller.model_path)
                 # The seed, thinking budget and earlier-reasoning choice are the user's, not the preset's.

@@ -10,9 +10,12 @@ Failure stays on its card: a failed download's message wraps under it, with Resu
 offer the same. The banner at the top is for what belongs to no card (adding a folder, deleting, a custom repo)
 and clears after the next success. The list is rebuilt after every add, import, delete and download.
 
+An Olmo server's card (:mod:`desktop.remote`): on top while connected, after the models on this Mac otherwise.
+
 Signals:
     load_requested(str, str): model folder, display name (the picker closes: Load returns to the chat).
     unload_requested()
+    connect_requested(), disconnect_requested(): the server card's buttons.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from desktop.model_cards import (
     wont_fit_reason,
 )
 from desktop.models import ModelManager, friendly_error
+from desktop.remote import remote_card
 
 __all__ = ["DESCRIPTIONS", "ModelCard", "ModelPickerDialog", "fit_text", "pretty_name"]
 
@@ -60,6 +64,8 @@ class ModelPickerDialog(QDialog):
 
     load_requested = Signal(str, str)
     unload_requested = Signal()
+    connect_requested = Signal()
+    disconnect_requested = Signal()
 
     def __init__(self, manager: ModelManager, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -74,6 +80,7 @@ class ModelPickerDialog(QDialog):
         self._banner_is_error = False
         self._search: Any = manager.cached_search()  # olmo3.hub.search.SearchResults (shown offline too)
         self._custom: tuple[str, Any] | None = None  # a custom repo's id and DownloadPlan, after "Check"
+        self._remote: tuple[str | None, str] = (None, "")  # the connected server's "host:port" and model name
         # Overridable for tests (no modal dialogs offscreen).
         self.confirm: Callable[[str, str], bool] = self._confirm_box
         self.ask_folder: Callable[[], str | None] = self._folder_dialog
@@ -179,6 +186,10 @@ class ModelPickerDialog(QDialog):
             self.banner.hide()  # a model loaded: an old error is stale
         self.refresh()
 
+    def set_remote(self, label: str | None, model_name: str = "") -> None:
+        self._remote = (label, model_name)
+        self.refresh()
+
     def show_error(self, title: str, message: str) -> None:
         self.banner_icon.setPixmap(th.pixmap("warning", 18, "danger"))
         self.banner_text.setText(f"<b>{_esc(title)}</b><br>{_esc(breakable(message))}")
@@ -210,12 +221,18 @@ class ModelPickerDialog(QDialog):
         self.search_header = None
         local = self.manager.installed()
         shown: set[str] = set()
+        server = remote_card(self.body, *self._remote, self.connect_requested.emit, self.disconnect_requested.emit)
+        self._cards["remote-server"] = server
+        if self._remote[0]:
+            self._section("OLMO SERVER", "", server)  # the model that chats now: on top
         self._section(
             "ON THIS MAC", "" if local else "No models yet. Download one below or add a folder you already have."
         )
         for model in local:
             self._add(self._local_card(model, budget))
             shown.add(model.repo_id or model.name)
+        if not self._remote[0]:
+            self._section("OLMO SERVER", "", server)
         catalog = self.manager.catalog()
         offered = [item for item in catalog if item.entry.repo_id not in shown]
         mlx = [item for item in offered if item.entry.quantize_bits is None]
@@ -245,13 +262,15 @@ class ModelPickerDialog(QDialog):
         self.body_layout.addWidget(widget)
         widget.show()
 
-    def _section(self, title: str, hint: str) -> None:
+    def _section(self, title: str, hint: str, card: QWidget | None = None) -> None:
         label = QLabel(title, self.body)
         label.setObjectName("sectionTitle")
         self.body_layout.addSpacing(6)
         self._add(label)
         if hint:
             self._hint(hint)
+        if card is not None:
+            self._add(card)
 
     def _hint(self, text: str) -> QLabel:
         hint_label = QLabel(text, self.body)
@@ -323,7 +342,7 @@ class ModelPickerDialog(QDialog):
             if loaded:
                 card.add_button("unload", "Unload", self.unload_requested.emit)
             elif self._loading_path == path:
-                card.add_button("load", "Loading…", _nothing, kind="primaryButton").setEnabled(False)
+                card.add_button("load", "Loading…", lambda: None, kind="primaryButton").setEnabled(False)
             else:
                 card.add_button("load", "Load", _call(self._load, path, model.name), kind="primaryButton")
             card.add_button("delete", "Delete…", _call(self._delete, model), kind="dangerButton")
@@ -575,10 +594,6 @@ def _call(fn: Callable[..., object], *args: Any) -> Callable[[], None]:
         fn(*args)
 
     return call
-
-
-def _nothing() -> None:
-    return None
 
 
 def _esc(text: str) -> str:

@@ -66,6 +66,10 @@ class Settings:
     server_enabled: bool = False
     server_port: int = 8000  # on 127.0.0.1 only; 0 picks a free port
     server_api_key: str = ""  # empty: no key asked (only programs on this computer can connect)
+    # "Connect to an Olmo server": the last server's address and key (the dialog offers them again; the key shows
+    # as dots).
+    remote_url: str = ""
+    remote_api_key: str = ""
 
     @property
     def memory_budget_bytes(self) -> int:

@@ -155,10 +155,15 @@ class ChatHeader(QWidget):
         self.cache_chip = QLabel("", self)
         self.cache_chip.setObjectName("cacheChip")
         self.cache_chip.hide()
+        self.remote_chip = QLabel("", self)  # "remote: host:port" while an Olmo server chats
+        self.remote_chip.setObjectName("remoteChip")
+        self.remote_chip.setTextFormat(Qt.TextFormat.PlainText)
+        self.remote_chip.hide()
         self.export_button = self._button("share", "Export this conversation (⌘⇧E)")
         self.settings_button = self._button("sliders", "Settings (⌘,)")
         row.addWidget(self.sidebar_button)
         row.addWidget(self.model_button)
+        row.addWidget(self.remote_chip, 0, Qt.AlignmentFlag.AlignVCenter)
         row.addWidget(self.download_chip)
         row.addWidget(self.title_stack, 1)
         row.addWidget(self.cache_chip)
@@ -199,6 +204,15 @@ class ChatHeader(QWidget):
             self.model_button.setText(f"Loading {name}…")
         else:
             self.model_button.setText(name or "No model")  # "Choose a model" is said once, elsewhere
+
+    def set_remote(self, label: str | None) -> None:
+        """ "remote: host:port" beside the model while a server chats (None: the model runs here)."""
+        self.remote_chip.setVisible(bool(label))
+        self.remote_chip.setText(f"remote: {label}" if label else "")
+        self.remote_chip.setToolTip(
+            f"Replies come from the Olmo server at {label}; its caches live there." if label else ""
+        )
+        self.model_button.setToolTip("Choose a model or a server" if label else "Choose a model")
 
     def set_title(self, title: str, *, renamable: bool) -> None:
         self.title.setText(title)

@@ -22,7 +22,7 @@ FAST_SAMPLING = {
     "seed": 0,
 }
 
-THREAD_PREFIXES = ("olmo3-engine", "olmo3-serve", "download ")
+THREAD_PREFIXES = ("olmo3-engine", "olmo3-serve", "olmo3-remote", "download ")
 _windows: list[Any] = []
 
 
