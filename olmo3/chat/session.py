@@ -395,9 +395,7 @@ class ChatSession(ConversationTree):
             raise ValueError("the message is empty")
         path = self.active_path()
         parent = path[-1].id if path else None
-        user = Node(
-            id=self._fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=parent
-        )
+        user = Node(id=self.fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=parent)
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def regenerate(
@@ -410,7 +408,7 @@ class ChatSession(ConversationTree):
         logits_processors: list[Any] | None = None,
     ) -> Iterator[Event]:
         """A new reply to the last user message, kept beside the old ones."""
-        users = self._user_nodes()
+        users = self.user_nodes()
         if not users:
             raise ValueError("nothing to regenerate: the conversation has no user message")
         return self._turn(users[-1], False, reply_id, sampling, overflow, should_stop, logits_processors)
@@ -432,9 +430,9 @@ class ChatSession(ConversationTree):
         :meth:`send`)."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty")
-        old = self._user_node(user_turn_index)
+        old = self.user_node(user_turn_index)
         user = Node(
-            id=self._fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=old.parent
+            id=self.fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=old.parent
         )
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
@@ -472,7 +470,7 @@ class ChatSession(ConversationTree):
         if parent_id not in self.nodes:
             raise KeyError(f"no message {parent_id} in this conversation")
         node = self._add(
-            Node(id=self._fresh_id(node_id), role="environment", content=text, raw=text, parent=parent_id, tool=tool)
+            Node(id=self.fresh_id(node_id), role="environment", content=text, raw=text, parent=parent_id, tool=tool)
         )
         return self._message(node, self._turn_index(node))
 

@@ -130,7 +130,8 @@ class ConversationTree:
             path.append(self.nodes[path[-1].parent])
         return path[::-1]
 
-    def _user_nodes(self) -> list[Node]:
+    def user_nodes(self) -> list[Node]:
+        """The user messages of the active path, oldest first (``user_turn_index`` counts these)."""
         return [n for n in self.active_path() if n.role == "user"]
 
     @property
@@ -165,13 +166,13 @@ class ConversationTree:
 
     def branches(self, user_turn_index: int) -> dict[str, tuple[int, int]]:
         """``{"user": (active, count), "reply": (active, count)}`` for user turn ``i`` (edits / regenerations)."""
-        u = self._user_node(user_turn_index)
+        u = self.user_node(user_turn_index)
         siblings = self._children(u.parent)
         reply = (min(u.active, max(len(u.children) - 1, 0)), len(u.children))
         return {"user": (siblings.index(u.id), len(siblings)), "reply": reply}
 
     def switch_branch(self, user_turn_index: int, index: int, which: BranchKind = "reply") -> None:
-        u = self._user_node(user_turn_index)
+        u = self.user_node(user_turn_index)
         if which == "user":
             kids = self._children(u.parent)
             if not 0 <= index < len(kids):
@@ -184,8 +185,9 @@ class ConversationTree:
         else:
             raise ValueError(f"which={which!r}: expected 'reply' or 'user'")
 
-    def _user_node(self, i: int) -> Node:
-        users = self._user_nodes()
+    def user_node(self, i: int) -> Node:
+        """User turn ``i`` of the active path; IndexError naming the count if there is none."""
+        users = self.user_nodes()
         if not 0 <= i < len(users):
             raise IndexError(f"user turn {i} does not exist (the conversation has {len(users)})")
         return users[i]
@@ -196,7 +198,8 @@ class ConversationTree:
     def _turn_index(self, node: Node) -> int:
         return sum(1 for n in self._path_to(node) if n.role == "user") - 1
 
-    def _fresh_id(self, wanted: str | None) -> str:
+    def fresh_id(self, wanted: str | None) -> str:
+        """A new node's id: ``wanted`` (the store's id), or a new one when None; ValueError if empty or taken."""
         if wanted is None:
             return new_id()
         if not isinstance(wanted, str) or not wanted or wanted in self.nodes:

@@ -210,7 +210,7 @@ class RemoteEngine:
             conv = self._conversation(job)
             path = conv.active_path()
             user = Node(
-                id=conv._fresh_id(message_id),
+                id=conv.fresh_id(message_id),
                 role="user",
                 content=text,
                 raw=prompt_text if prompt_text else text,
@@ -233,7 +233,7 @@ class RemoteEngine:
 
         def run(job: _Job) -> None:
             conv = self._conversation(job)
-            users = conv._user_nodes()
+            users = conv.user_nodes()
             if not users:
                 raise ValueError("nothing to regenerate: the conversation has no user message")
             self._turn(job, conv, users[-1], False, reply_id, sampling, overflow)
@@ -259,9 +259,9 @@ class RemoteEngine:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError("the message is empty")
             conv = self._conversation(job)
-            old = conv._user_node(user_turn_index)
+            old = conv.user_node(user_turn_index)
             raw = prompt_text if prompt_text else text
-            user = Node(id=conv._fresh_id(message_id), role="user", content=text, raw=raw, parent=old.parent)
+            user = Node(id=conv.fresh_id(message_id), role="user", content=text, raw=raw, parent=old.parent)
             self._turn(job, conv, user, True, reply_id, sampling, overflow)
 
         return self._submit("edit", conv_id, run)
@@ -494,7 +494,7 @@ class RemoteEngine:
         reasoning = "".join(reader.reasoning) if reader.reasoning else None
         content = "".join(reader.answer)
         reply = Node(
-            id=conv._fresh_id(reply_id),
+            id=conv.fresh_id(reply_id),
             role="assistant",
             content=content,
             raw=f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{content}" if reasoning is not None else content,
