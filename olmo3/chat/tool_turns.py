@@ -356,7 +356,7 @@ class ToolTurn:
                 reply=message, stats=finished.stats, round=number, calls=tuple(parsed), state=s.to_state()
             )
             this = _Round(number, message, finished)
-            stopped = yield from self._run_calls(this, calls)
+            stopped = yield from self.run_calls(number, message.id, calls)
         else:
             assert problem is not None
             message = reply
@@ -365,17 +365,18 @@ class ToolTurn:
             )
             this = _Round(number, message, finished)
             result = error_result(f"could not read the call: {problem}")
-            yield self._record(this, reply.id, 0, "", "", {}, result, declined=False, elapsed=0.0)
+            yield self._record(number, reply.id, 0, "", "", {}, result, declined=False, elapsed=0.0)
             stopped = False
         if stopped or number > self.runner.max_rounds:
             yield self._finish(finished, this, cancelled=stopped)
             return None
         return this
 
-    def _run_calls(self, this: _Round, calls: tuple[FunctionCall, ...]) -> Generator[Event, None, bool]:
-        """Run the round's calls in order, each answered by an environment turn. Returns True if stopped."""
-        parent, stopped = this.reply.id, False
-        over = this.number > self.runner.max_rounds
+    def run_calls(self, number: int, reply_id: str, calls: tuple[FunctionCall, ...]) -> Generator[Event, None, bool]:
+        """Run round ``number``'s calls (made by reply ``reply_id``) in order, each answered by an environment turn
+        (``session.add_environment``; the remote engine runs its server's calls here too). True if stopped."""
+        parent, stopped = reply_id, False
+        over = number > self.runner.max_rounds
         for index, call in enumerate(calls):
             call_id = new_id()
             info = self.runner.describe(call.name)
@@ -395,7 +396,7 @@ class ToolTurn:
                     yield ToolCallRequested(
                         request_id=request_id,
                         call_id=call_id,
-                        round=this.number,
+                        round=number,
                         index=index,
                         name=call.name,
                         server=server,
@@ -413,7 +414,7 @@ class ToolTurn:
                 else:
                     yield ToolCallStarted(
                         call_id=call_id,
-                        round=this.number,
+                        round=number,
                         index=index,
                         name=call.name,
                         server=server,
@@ -422,7 +423,9 @@ class ToolTurn:
                     started = time.monotonic()
                     result, stopped = self._call(call, server)
             elapsed = time.monotonic() - started
-            event = self._record(this, parent, index, call.name, server, arguments, result, declined, elapsed, call_id)
+            event = self._record(
+                number, parent, index, call.name, server, arguments, result, declined, elapsed, call_id
+            )
             parent = call_id
             yield event
         return stopped
@@ -437,7 +440,7 @@ class ToolTurn:
 
     def _record(
         self,
-        this: _Round,
+        number: int,
         parent: str,
         index: int,
         name: str,
@@ -455,7 +458,7 @@ class ToolTurn:
         return ToolCallFinished(
             call_id=message.id,
             parent_id=parent,
-            round=this.number,
+            round=number,
             index=index,
             name=name,
             server=server,

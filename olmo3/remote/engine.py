@@ -19,9 +19,13 @@ runs the jobs in order and reports through ``on_event(event)`` with the same ``o
   prompt that does not fit (400 ``context_length_exceeded``) is a ``ContextOverflow``; with ``drop_oldest`` the
   oldest turns are left out of the request until it fits.
 
-What a remote server does not do here: tools (the app's MCP tools run on this computer; a remote turn is sent
-without them), a thinking budget (the server's API has no such setting), KV quantization and memory budgets (the
-server's own). Tokens are not known here, so replies carry no token ids; the next local turn re-reads the history.
+* Tools: a turn given the app's tools (a ``ToolRunner``) offers them to the server as OpenAI ``tools``; the calls
+  the server returns run here, on this computer's MCP servers, with the local engine's events, consent
+  (``answer_tool_call``) and limits, and the turn goes on in rounds (``olmo3.remote.tool_rounds``).
+
+What a remote server does not do here: a thinking budget (the server's API has no such setting), KV quantization
+and memory budgets (the server's own). Tokens are not known here, so replies carry no token ids; the next local turn
+re-reads the history.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 
 from ..chat.events import (
     BranchSwitched,
+    ContextOverflow,
     ConversationClosed,
     ConversationOpened,
     Event,
@@ -48,44 +53,44 @@ from ..chat.events import (
     ModelLoaded,
     ModelUnloaded,
     TextDelta,
+    ToolRoundFinished,
+    ToolRoundStarted,
     TurnFinished,
 )
 from ..chat.sampling import Sampling
+from ..chat.tool_turns import ConsentDesk, ToolRunner
 from ..chat.transcript import (
-    THINK_CLOSE,
-    THINK_OPEN,
     BranchKind,
     FinishReason,
     OverflowPolicy,
     Provenance,
     Reconcile,
     TranscriptState,
+    TurnStats,
 )
-from ..chat.tree import ConversationTree, Node
+from ..chat.tree import Node
+from ..ids import new_id
 from ..model.modelinfo import ModelInfo
+from ..tools.calls import FunctionCall
 from .client import RemoteError, ServerAddress, ServerClient, ServerInfo, one_line
-from .turns import TurnReader, finish_stats, model_info_from_dict, overflow_event, request_body
+from .tool_rounds import mark_calls, offer, read_calls, run_calls
+from .turns import (
+    RemoteConversation,
+    TurnOptions,
+    TurnReader,
+    finish_stats,
+    model_info_from_dict,
+    overflow_event,
+    provenance,
+    request_body,
+)
 
 __all__ = ["RemoteEngine"]
 
 log = logging.getLogger(__name__)
 
+Finish = FinishReason | None
 _CONV_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
-
-class _Conversation(ConversationTree):
-    def __init__(self, system_prompt: str | None, sampling: Sampling) -> None:
-        super().__init__()
-        self.system_prompt = system_prompt or None
-        self.sampling = sampling
-        self.context_used = 0  # the last turn's prompt + reply, as the server counted them
-
-    def load(self, state: TranscriptState) -> None:
-        self.system_prompt = state.system_prompt
-        self.drop_turns = state.drop_turns
-        self.nodes = {n.id: Node.thaw(n) for n in state.nodes}
-        self.root_children = list(state.root_children)
-        self.root_active = state.root_active
 
 
 class _Job:
@@ -124,9 +129,10 @@ class RemoteEngine:
         self.server: ServerInfo | None = None
         self.info: ModelInfo | None = None
         self.context_tokens = 0
-        self.conversations: dict[str, _Conversation] = {}
+        self.conversations: dict[str, RemoteConversation] = {}
         self.kv_bits: int | None = None  # the server's business
         self.session_options: dict[str, Any] = {}
+        self.consent = ConsentDesk()  # tool calls waiting for the person's yes or no
 
     # ------------------------------------------------------------------ thread control (any thread)
     def start(self) -> None:
@@ -158,7 +164,9 @@ class RemoteEngine:
                 self._stream.close()
 
     def answer_tool_call(self, request_id: int, decision: str) -> bool:
-        return False  # a remote turn runs no tools
+        """Answer a ``ToolCallRequested``: "allow" (or "once"/"always") or "deny" (any thread). False when the call
+        no longer waits (its turn was stopped)."""
+        return self.consent.answer(request_id, decision)
 
     def wait(self, job_id: int, timeout: float | None = None) -> bool:
         """Block until job ``job_id`` has finished (for tests and scripts)."""
@@ -200,7 +208,7 @@ class RemoteEngine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
-        tools: Any = None,
+        tools: ToolRunner | None = None,
     ) -> int:
         _check_conv_id(conv_id)
 
@@ -216,7 +224,7 @@ class RemoteEngine:
                 raw=prompt_text if prompt_text else text,
                 parent=path[-1].id if path else None,
             )
-            self._turn(job, conv, user, True, reply_id, sampling, overflow)
+            self._turn(job, conv, user, True, reply_id, sampling, overflow, tools)
 
         return self._submit("send", conv_id, run)
 
@@ -227,7 +235,7 @@ class RemoteEngine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
-        tools: Any = None,
+        tools: ToolRunner | None = None,
     ) -> int:
         _check_conv_id(conv_id)
 
@@ -236,7 +244,7 @@ class RemoteEngine:
             users = conv.user_nodes()
             if not users:
                 raise ValueError("nothing to regenerate: the conversation has no user message")
-            self._turn(job, conv, users[-1], False, reply_id, sampling, overflow)
+            self._turn(job, conv, users[-1], False, reply_id, sampling, overflow, tools)
 
         return self._submit("regenerate", conv_id, run)
 
@@ -251,7 +259,7 @@ class RemoteEngine:
         reply_id: str | None = None,
         sampling: dict[str, Any] | None = None,
         overflow: OverflowPolicy = "error",
-        tools: Any = None,
+        tools: ToolRunner | None = None,
     ) -> int:
         _check_conv_id(conv_id)
 
@@ -262,7 +270,7 @@ class RemoteEngine:
             old = conv.user_node(user_turn_index)
             raw = prompt_text if prompt_text else text
             user = Node(id=conv.fresh_id(message_id), role="user", content=text, raw=raw, parent=old.parent)
-            self._turn(job, conv, user, True, reply_id, sampling, overflow)
+            self._turn(job, conv, user, True, reply_id, sampling, overflow, tools)
 
         return self._submit("edit", conv_id, run)
 
@@ -356,7 +364,7 @@ class RemoteEngine:
             raise RemoteError(f"not connected to {self.address.label}: connect to the server first")
         return self.server
 
-    def _conversation(self, job: _Job) -> _Conversation:
+    def _conversation(self, job: _Job) -> RemoteConversation:
         conv = self.conversations.get(job.conv_id)
         if conv is None:
             raise KeyError(f"conversation {job.conv_id} is not open")
@@ -368,7 +376,7 @@ class RemoteEngine:
         self._require_server()
         conv = self.conversations.get(job.conv_id)
         if conv is None or state is not None:
-            conv = _Conversation(system_prompt, Sampling().merged(sampling))
+            conv = RemoteConversation(system_prompt, Sampling().merged(sampling))
             if state is not None:
                 conv.load(state)
                 if system_prompt is not None:
@@ -387,50 +395,104 @@ class RemoteEngine:
             )
         )
 
-    def _state(self, conv: _Conversation) -> TranscriptState:
-        """The tree as the store keeps it; no token ids (the server's), so a local model re-reads the history."""
-        return TranscriptState(
-            system_prompt=conv.system_prompt,
-            drop_turns=conv.drop_turns,
-            root_children=tuple(conv.root_children),
-            root_active=conv.root_active,
-            nodes=tuple(n.freeze() for n in conv.nodes.values()),
-            tokens=(),
-            model_fingerprint=self.info.fingerprint if self.info is not None else "",
-            template_hash="",
-        )
+    def _state(self, conv: RemoteConversation) -> TranscriptState:
+        return conv.state(self.info.fingerprint if self.info is not None else "")
 
     # ------------------------------------------------------------------ a turn
     def _turn(
         self,
         job: _Job,
-        conv: _Conversation,
+        conv: RemoteConversation,
         user: Node,
         new_user: bool,
         reply_id: str | None,
         sampling: dict[str, Any] | None,
         overflow: OverflowPolicy,
+        tools: ToolRunner | None,
     ) -> None:
-        server = self._require_server()
+        """One turn: a request and its streamed reply; with tools, more rounds after the calls ran (see
+        ``olmo3.remote.tool_rounds``). A failure before the first reply takes a new user message back out."""
+        self._require_server()
         s = conv.sampling.merged(sampling)
         s.validate()
         if reply_id is not None and (reply_id in conv.nodes or reply_id == user.id):
             raise ValueError(f"message id {reply_id!r} is already used in this conversation")
-        keep = s.keep_reasoning is not False
-        seed = s.seed if s.seed is not None else random.getrandbits(31)
+        opts = TurnOptions(s, random.getrandbits(31) if s.seed is None else s.seed, s.keep_reasoning is not False)
         previous_active = conv._active_child(user.parent) if new_user else None
         if new_user:
             conv._add(user)
+        stop = lambda: self._stop_requested(job)  # noqa: E731
+        emit = lambda e: self._emit(replace(e, job_id=job.id, conv_id=job.conv_id))  # noqa: E731
+        try:
+            opts.tools = offer(tools, stop)
+            first = self._round(job, conv, user, opts, overflow)
+        except BaseException:
+            conv.discard(user, new_user, previous_active)
+            raise
+        if isinstance(first, ContextOverflow):
+            conv.discard(user, new_user, previous_active)
+            self._emit(first)
+            return
+        reader, t0, cut = first
+        if cut and not reader.text_seen:
+            conv.discard(user, new_user, previous_active)
+            stats = finish_stats(reader, t0, "cancelled", "fresh", conv.context_used, self.context_tokens, opts.seed, 0)
+            self._emit(self._finished(job, conv, stats, None))
+            self._emit(JobCancelled(job_id=job.id, conv_id=job.conv_id))
+            return
+        number, leaf = 1, user
+        while True:
+            reply, calls = self._reply(conv, leaf, reply_id, reader, t0, cut, opts)
+            if not calls or tools is None:
+                self._emit(self._finished(job, conv, reply.stats, reply))
+                return
+            message = conv._message(reply, conv._turn_index(reply))
+            assert reply.stats is not None
+            self._emit(
+                ToolRoundFinished(
+                    job_id=job.id,
+                    conv_id=job.conv_id,
+                    reply=message,
+                    stats=reply.stats,
+                    round=number,
+                    calls=tuple(reply.tool["calls"]) if reply.tool else (),
+                    state=self._state(conv),
+                )
+            )
+            stopped = run_calls(conv, tools, self.consent, stop, number, reply.id, calls, emit)
+            if stopped or number > tools.max_rounds:
+                self._emit(self._finished(job, conv, reply.stats, reply, "cancelled" if stopped else None))
+                return
+            leaf, reply_id, number = conv.active_path()[-1], new_id(), number + 1
+            self._emit(
+                ToolRoundStarted(job_id=job.id, conv_id=job.conv_id, reply_id=reply_id, parent_id=leaf.id, round=number)
+            )
+            following = self._round(job, conv, leaf, opts, overflow)
+            if isinstance(following, ContextOverflow):  # the results do not fit: the turn ends with the last reply
+                self._emit(self._finished(job, conv, reply.stats, reply, "context"))
+                return
+            reader, t0, cut = following
+            if cut and not reader.text_seen:
+                self._emit(self._finished(job, conv, reply.stats, reply, "cancelled"))
+                return
+
+    def _round(
+        self, job: _Job, conv: RemoteConversation, leaf: Node, opts: TurnOptions, overflow: OverflowPolicy
+    ) -> tuple[TurnReader, float, bool] | ContextOverflow:
+        """Send the conversation up to ``leaf`` and read the streamed reply: ``(reader, t0, cut)`` (``cut``: the
+        person stopped it), or the ContextOverflow that it does not fit (``drop_oldest``: after leaving out turns)."""
+        server = self._require_server()
         t0 = time.perf_counter()
-        dropped = 0
         reader = TurnReader()
-        cut = False  # the person stopped the turn
+        dropped = 0
         try:
             while True:
                 if self._stop_requested(job):
                     raise RemoteError("cancelled", code="cancelled")
-                path = conv._path_to(user)
-                body = request_body(server.model_id, conv.system_prompt, path, conv.drop_turns, s, seed, keep)
+                path = conv._path_to(leaf)
+                body = request_body(
+                    server.model_id, conv.system_prompt, path, conv.drop_turns, opts.s, opts.seed, opts.keep, opts.tools
+                )
                 try:
                     stream = self.client.stream_chat(body, opened=lambda st: self._watch(job, st))
                     break
@@ -443,9 +505,7 @@ class RemoteEngine:
                         dropped += 1
                         continue
                     conv.drop_turns -= dropped
-                    self._discard(conv, user, new_user, previous_active)
-                    self._emit(overflow_event(job.id, job.conv_id, e, droppable, s.max_tokens))
-                    return
+                    return overflow_event(job.id, job.conv_id, e, droppable, opts.s.max_tokens)
                 finally:
                     self._watch(job, None)
             self._watch(job, stream)
@@ -460,62 +520,52 @@ class RemoteEngine:
         except RemoteError as e:
             if e.code != "cancelled":
                 conv.drop_turns -= dropped
-                self._discard(conv, user, new_user, previous_active)
                 raise
             cut = True
         except BaseException:
             conv.drop_turns -= dropped
-            self._discard(conv, user, new_user, previous_active)
             raise
         if not cut and reader.finish is None:
-            self._discard(conv, user, new_user, previous_active)
             raise RemoteError(f"{self.address.label} ended the reply without saying how it finished.")
+        reader.dropped = dropped
+        return reader, t0, cut
+
+    def _reply(
+        self,
+        conv: RemoteConversation,
+        leaf: Node,
+        reply_id: str | None,
+        reader: TurnReader,
+        t0: float,
+        cut: bool,
+        opts: TurnOptions,
+    ) -> tuple[Node, tuple[FunctionCall, ...]]:
+        """The streamed reply as a node under ``leaf`` (added to the tree), and the calls it made."""
+        calls = read_calls(reader, self.address.label) if opts.tools and not cut else ()
         finish: FinishReason = "cancelled" if cut else reader.finish or "stop"
-        if cut and not reader.text_seen:
-            self._discard(conv, user, new_user, previous_active)
-            stats = finish_stats(reader, t0, "cancelled", "fresh", conv.context_used, self.context_tokens, seed, 0)
-            self._emit(
-                TurnFinished(
-                    job_id=job.id,
-                    conv_id=job.conv_id,
-                    stats=stats,
-                    reply=None,
-                    messages=conv.messages,
-                    state=self._state(conv),
-                )
-            )
-            self._emit(JobCancelled(job_id=job.id, conv_id=job.conv_id))
-            return
-        users_before = sum(1 for n in conv._path_to(user) if n.role == "user")
+        users_before = sum(1 for n in conv._path_to(leaf) if n.role == "user")
         how: Reconcile = "append" if reader.cached_tokens > 0 else ("fresh" if users_before == 1 else "reprefill")
         if reader.prompt_tokens or reader.completion_tokens:
             conv.context_used = reader.prompt_tokens + reader.completion_tokens
-        stats = finish_stats(reader, t0, finish, how, conv.context_used, self.context_tokens, seed, dropped)
-        reasoning = "".join(reader.reasoning) if reader.reasoning else None
-        content = "".join(reader.answer)
-        reply = Node(
-            id=conv.fresh_id(reply_id),
-            role="assistant",
-            content=content,
-            raw=f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{content}" if reasoning is not None else content,
-            parent=user.id,
-            reasoning=reasoning,
-            finish_reason=finish,
-            think=reasoning is not None,
-            stats=stats,
-            provenance=self._provenance(s, seed, keep, how),
+        stats = finish_stats(reader, t0, finish, how, conv.context_used, self.context_tokens, opts.seed, reader.dropped)
+        reply = reader.reply(
+            conv.fresh_id(reply_id), leaf.id, stats, self._provenance(opts.s, opts.seed, opts.keep, how)
         )
+        if calls:
+            mark_calls(reply, calls)
         conv._add(reply)
-        message = conv._message(reply, users_before - 1)
-        self._emit(
-            TurnFinished(
-                job_id=job.id,
-                conv_id=job.conv_id,
-                stats=stats,
-                reply=message,
-                messages=conv.messages,
-                state=self._state(conv),
-            )
+        return reply, calls
+
+    def _finished(
+        self, job: _Job, conv: RemoteConversation, stats: TurnStats | None, reply: Node | None, finish: Finish = None
+    ) -> TurnFinished:
+        """The turn's end: ``reply`` (the last round's; None: nothing came) stands for it, ``finish`` overrides."""
+        assert stats is not None
+        stats = replace(stats, finish_reason=finish) if finish is not None else stats
+        message = conv._message(reply, conv._turn_index(reply)) if reply is not None else None
+        state, messages = self._state(conv), conv.messages
+        return TurnFinished(
+            job_id=job.id, conv_id=job.conv_id, stats=stats, reply=message, messages=messages, state=state
         )
 
     def _watch(self, job: _Job, stream: Any) -> None:
@@ -525,33 +575,9 @@ class RemoteEngine:
             if stream is not None and self._stop_requested(job):
                 stream.close()
 
-    def _discard(self, conv: _Conversation, user: Node, new_user: bool, previous_active: str | None) -> None:
-        """Take a new user message back out of the tree (its turn failed or was cancelled before any text)."""
-        if new_user and user.id in conv.nodes and not conv.nodes[user.id].children:
-            conv._remove(user)
-            if previous_active is not None and previous_active in conv.nodes:
-                conv._set_active(conv.nodes[previous_active])
-
     def _provenance(self, s: Sampling, seed: int, keep: bool, how: Reconcile) -> Provenance:
-        info, server = self.info, self.server
-        assert info is not None and server is not None
-        return Provenance(
-            sampling=replace(s, seed=seed, keep_reasoning=keep, thinking_budget=None),
-            seed=seed,
-            seed_was_random=s.seed is None,
-            model_name=info.name,
-            model_repo_id=info.repo_id,
-            model_revision=info.revision,
-            model_fingerprint=info.fingerprint,
-            quantization=dict(info.quantization) if info.quantization else None,
-            template_hash="",
-            thinking_budget=None,
-            keep_reasoning=keep,
-            kv_bits=None,
-            context_limit=self.context_tokens,
-            engine_version=f"olmo3 serve {server.version} at {self.address.label}".replace("  ", " "),
-            reconcile=how,
-        )
+        assert self.info is not None and self.server is not None
+        return provenance(self.info, self.server, self.context_tokens, s, seed, keep, how)
 
 
 def _check_conv_id(conv_id: str) -> None:
