@@ -186,7 +186,9 @@ class MainWindow(QMainWindow):
             self.bridge.start()
             self.local_server.apply(self.settings)
             last_model = self.settings.last_model
-            if auto_load and self.settings.auto_load_last_model and last_model and Path(last_model).is_dir():
+            if auto_load and self.settings.remote_connected and self.settings.remote_url:
+                self.remote.reconnect()  # connected when the app quit: the server again (or, failing, the local model)
+            elif auto_load and self.settings.auto_load_last_model and last_model and Path(last_model).is_dir():
                 self.controller.load_model(last_model, name_for_path(last_model))
         if kept_aside is not None:
             self.damaged_store_notice = DamagedStoreNotice(self, kept_aside)

@@ -6,6 +6,9 @@ reached, refuses the key, is down or is no Olmo server is one line in the dialog
 :class:`RemoteActions` (one per window) connects the window's bridge (``desktop.bridge.EngineBridge.connect_remote``),
 remembers the address and key in the settings, shows "remote: host:port" beside the model in the top bar and on the
 picker's card, and disconnects back to the local models (reloading the last local model, if there is one).
+An app that quit while connected reconnects at its next start (:meth:`RemoteActions.reconnect`, the settings'
+``remote_connected``); a server that does not answer then is one notice, and the local models are used as usual
+(the address and key stay saved for the dialog). Disconnecting clears the flag.
 
 Text from the server (its model's name, its error messages) is shown as plain text, never as markup.
 """
@@ -179,6 +182,7 @@ class RemoteActions:
         self.window = window
         self.dialog: ConnectDialog | None = None
         self.label: str | None = None  # "host:port" while connected
+        self.reconnecting: str | None = None  # "host:port" while the start-up reconnection asks the server
         self.model_name = ""
 
     @property
@@ -217,7 +221,7 @@ class RemoteActions:
         if ctl.is_busy():
             w.show_toast("Stop the running reply first, then connect.")
             return False
-        w.settings = replace(w.settings, remote_url=address.url, remote_api_key=api_key or "")
+        w.settings = replace(w.settings, remote_url=address.url, remote_api_key=api_key or "", remote_connected=True)
         w.save_settings()
         self.label = address.label
         self.model_name = model_display_name(model_info_from_dict(server.info, server.model_id))
@@ -235,9 +239,50 @@ class RemoteActions:
         if w.controller.is_busy():
             w.controller.stop()
         w.bridge.disconnect_remote()
-        last = w.settings.last_model
+        w.settings = replace(w.settings, remote_connected=False)  # chosen: the next start stays on this Mac
+        w.save_settings()
+        self._load_last_local()
+
+    def _load_last_local(self) -> None:
+        last = self.window.settings.last_model
         if last and Path(last).is_dir():
-            w.model_actions.load(last)
+            self.window.model_actions.load(last)
+
+    def reconnect(self) -> None:
+        """At start-up, when the app quit connected: ask the saved server (on the chores thread) and chat there
+        again; if it does not answer as one, one notice, and the models on this Mac (the address stays saved)."""
+        from olmo3.remote.client import ServerClient, parse_address
+
+        w = self.window
+        try:
+            address = parse_address(w.settings.remote_url)
+        except ValueError as e:
+            self._reconnect_failed(w.settings.remote_url, str(e))
+            return
+        key = w.settings.remote_api_key or None
+        self.reconnecting = address.label
+        w.header.set_model(f"Connecting to {address.label}…", loading=True)
+
+        def probed(result: object, error: BaseException | None) -> None:
+            from olmo3.remote.client import RemoteError
+
+            self.reconnecting = None
+            if error is not None:
+                message = error.message if isinstance(error, RemoteError) else f"{type(error).__name__}: {error}"
+                self._reconnect_failed(address.label, message)
+            elif self.connected or w.controller.model_info is not None or w.controller.loading:
+                pass  # the person chose another model meanwhile
+            elif not self.connect(address, key, result):
+                self._reconnect_failed(address.label, "a reply was running")
+
+        w.chores.submit(ServerClient(address, key).info, probed)
+
+    def _reconnect_failed(self, where: str, message: str) -> None:
+        w = self.window
+        w.header.set_model(None)
+        w.show_toast(f"Couldn't reconnect to {where}: {message.rstrip('.')}. Using the models on this Mac.")
+        if w.settings.auto_load_last_model:
+            self._load_last_local()
 
     def on_model_changed(self, info: object) -> None:
         """The top bar and the picker say where the model runs."""

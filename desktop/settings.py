@@ -70,6 +70,7 @@ class Settings:
     # as dots).
     remote_url: str = ""
     remote_api_key: str = ""
+    remote_connected: bool = False  # connected when the app quit: it reconnects at the next start
 
     @property
     def memory_budget_bytes(self) -> int:

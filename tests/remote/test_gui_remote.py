@@ -70,3 +70,57 @@ def test_the_window_chats_on_a_server_and_disconnects(qtbot, tmp_path, olmo_serv
     assert "connect" in window.open_model_picker().cards()["remote-server"]._button_widgets
     assert [m.content for m in window.store.active_path(conv)][-2] == "And a follow-up"  # the chat stays here
     close_window(window)
+
+
+def test_an_app_that_quit_connected_reconnects_at_start(qtbot, tmp_path, olmo_server):
+    from dataclasses import replace
+
+    from gui_helpers import fast_settings
+
+    label = olmo_server.root.removeprefix("http://")
+    settings = replace(fast_settings(), remote_url=olmo_server.root, remote_api_key=KEY, remote_connected=True)
+    window = make_window(qtbot, tmp_path / "home", settings=settings)
+    qtbot.waitUntil(lambda: window.controller.model_info is not None, timeout=20_000)
+    assert window.bridge.remote is not None and window.header.model_button.text() == "tiny remote instruct"
+    assert window.header.remote_chip.isVisible() and window.header.remote_chip.text() == f"remote: {label}"
+    send(qtbot, window, "Hello again")
+    assert window.controller.last_finished is not None and window.controller.last_finished.reply is not None
+    assert window.settings.remote_connected
+    window.remote.disconnect()  # chosen: the next start stays on this computer
+    qtbot.waitUntil(lambda: window.bridge.remote is None, timeout=10_000)
+    assert not window.settings.remote_connected and window.settings.remote_url == olmo_server.root
+    close_window(window)
+
+
+def test_a_server_gone_at_start_is_one_notice_and_the_local_model_loads(qtbot, tmp_path, remote_model_dir):
+    import socket
+    from dataclasses import replace
+
+    from gui_helpers import fast_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    url = f"http://127.0.0.1:{port}"
+    settings = replace(
+        fast_settings(),
+        remote_url=url,
+        remote_api_key=KEY,
+        remote_connected=True,
+        auto_load_last_model=True,
+        last_model=str(remote_model_dir),
+    )
+    window = make_window(qtbot, tmp_path / "home", settings=settings)
+    qtbot.waitUntil(lambda: window.controller.model_info is not None, timeout=30_000)
+    assert window.bridge.remote is None and window.controller.model_path == str(remote_model_dir)
+    toast = window.toast.label.text()
+    assert f"Couldn't reconnect to 127.0.0.1:{port}" in toast and "connection was refused" in toast
+    assert "Using the models on this Mac" in toast and window.header.remote_chip.isHidden()
+    # Nothing lost: the address and key stay for the dialog (and the next start tries again).
+    assert (window.settings.remote_url, window.settings.remote_api_key) == (url, KEY)
+    dialog = window.remote.open_dialog()
+    assert dialog.url_field.text() == url and dialog.key_field.text() == KEY
+    dialog.reject()
+    send(qtbot, window, "Hello, here")
+    assert window.controller.last_finished is not None and window.controller.last_finished.reply is not None
+    close_window(window)
