@@ -91,7 +91,8 @@ class ModelActions:
             name = w.controller.model_name or model_display_name(info)
             w.header.set_model(name)
             if w.bridge.remote is None:  # a server's model is no folder to load at start-up
-                w.settings = replace(w.settings, last_model=w.controller.model_path or "")
+                # A model on this Mac: the next start loads it, not the server.
+                w.settings = replace(w.settings, last_model=w.controller.model_path or "", remote_connected=False)
             if w.settings.sampling_follows_model:
                 preset = THINK_PRESET if getattr(info, "is_think", False) else instruct_preset(w.controller.model_path)
                 # The seed, thinking budget and earlier-reasoning choice are the user's, not the preset's.

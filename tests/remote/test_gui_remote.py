@@ -116,8 +116,9 @@ def test_a_server_gone_at_start_is_one_notice_and_the_local_model_loads(qtbot, t
     toast = window.toast.label.text()
     assert f"Couldn't reconnect to 127.0.0.1:{port}" in toast and "connection was refused" in toast
     assert "Using the models on this Mac" in toast and window.header.remote_chip.isHidden()
-    # Nothing lost: the address and key stay for the dialog (and the next start tries again).
+    # Nothing lost: the address and key stay for the dialog; the model on this computer is the next start's.
     assert (window.settings.remote_url, window.settings.remote_api_key) == (url, KEY)
+    assert not window.settings.remote_connected
     dialog = window.remote.open_dialog()
     assert dialog.url_field.text() == url and dialog.key_field.text() == KEY
     dialog.reject()
