@@ -122,6 +122,7 @@ class ServerInfo:
     context_tokens: int
     version: str
     status: str  # /health's: "ok" (or "no_model", "group_down")
+    capabilities: frozenset[str] = frozenset()  # the extension fields its chat requests take ("thinking_budget")
 
 
 class ServerClient:
@@ -254,6 +255,7 @@ class ServerClient:
             raise RemoteError(f"{self.address.label} is not an Olmo server (its /v1/olmo/info is not one).")
         model = body.get("model")
         context = body.get("context_tokens")
+        caps = body.get("capabilities")
         if not isinstance(model, str) or not model:
             raise RemoteError(f"{self.address.label} did not say which model it serves.")
         return ServerInfo(
@@ -263,6 +265,7 @@ class ServerClient:
             context_tokens=context if isinstance(context, int) and not isinstance(context, bool) and context > 0 else 0,
             version=one_line(body.get("version") or "", 40),
             status=status,
+            capabilities=frozenset(k for k, v in caps.items() if v is True) if isinstance(caps, dict) else frozenset(),
         )
 
     # ------------------------------------------------------------------ streaming

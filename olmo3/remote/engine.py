@@ -23,9 +23,11 @@ runs the jobs in order and reports through ``on_event(event)`` with the same ``o
   the server returns run here, on this computer's MCP servers, with the local engine's events, consent
   (``answer_tool_call``) and limits, and the turn goes on in rounds (``olmo3.remote.tool_rounds``).
 
-What a remote server does not do here: a thinking budget (the server's API has no such setting), KV quantization
-and memory budgets (the server's own). Tokens are not known here, so replies carry no token ids; the next local turn
-re-reads the history.
+* The thinking budget goes with every request (``thinking_budget``, olmo3 serve's extension) when the server lists it
+  in ``/v1/olmo/info``'s ``capabilities``, and the reply's provenance records it.
+
+What a remote server does not do here: KV quantization and memory budgets (the server's own). Tokens are not known
+here, so replies carry no token ids; the next local turn re-reads the history.
 """
 
 from __future__ import annotations
@@ -412,12 +414,14 @@ class RemoteEngine:
     ) -> None:
         """One turn: a request and its streamed reply; with tools, more rounds after the calls ran (see
         ``olmo3.remote.tool_rounds``). A failure before the first reply takes a new user message back out."""
-        self._require_server()
+        server = self._require_server()
         s = conv.sampling.merged(sampling)
         s.validate()
         if reply_id is not None and (reply_id in conv.nodes or reply_id == user.id):
             raise ValueError(f"message id {reply_id!r} is already used in this conversation")
         opts = TurnOptions(s, random.getrandbits(31) if s.seed is None else s.seed, s.keep_reasoning is not False)
+        if "thinking_budget" in server.capabilities:
+            opts.thinking_budget = s.thinking_budget
         previous_active = conv._active_child(user.parent) if new_user else None
         if new_user:
             conv._add(user)
@@ -490,9 +494,8 @@ class RemoteEngine:
                 if self._stop_requested(job):
                     raise RemoteError("cancelled", code="cancelled")
                 path = conv._path_to(leaf)
-                body = request_body(
-                    server.model_id, conv.system_prompt, path, conv.drop_turns, opts.s, opts.seed, opts.keep, opts.tools
-                )
+                args = (server.model_id, conv.system_prompt, path, conv.drop_turns, opts.s, opts.seed, opts.keep)
+                body = request_body(*args, opts.tools, opts.thinking_budget)
                 try:
                     stream = self.client.stream_chat(body, opened=lambda st: self._watch(job, st))
                     break
@@ -548,9 +551,7 @@ class RemoteEngine:
         if reader.prompt_tokens or reader.completion_tokens:
             conv.context_used = reader.prompt_tokens + reader.completion_tokens
         stats = finish_stats(reader, t0, finish, how, conv.context_used, self.context_tokens, opts.seed, reader.dropped)
-        reply = reader.reply(
-            conv.fresh_id(reply_id), leaf.id, stats, self._provenance(opts.s, opts.seed, opts.keep, how)
-        )
+        reply = reader.reply(conv.fresh_id(reply_id), leaf.id, stats, self._provenance(opts, how))
         if calls:
             mark_calls(reply, calls)
         conv._add(reply)
@@ -575,9 +576,9 @@ class RemoteEngine:
             if stream is not None and self._stop_requested(job):
                 stream.close()
 
-    def _provenance(self, s: Sampling, seed: int, keep: bool, how: Reconcile) -> Provenance:
+    def _provenance(self, opts: TurnOptions, how: Reconcile) -> Provenance:
         assert self.info is not None and self.server is not None
-        return provenance(self.info, self.server, self.context_tokens, s, seed, keep, how)
+        return provenance(self.info, self.server, self.context_tokens, opts, how)
 
 
 def _check_conv_id(conv_id: str) -> None:

@@ -61,6 +61,7 @@ def request_body(
     seed: int,
     keep_reasoning: bool,
     tools: list[dict[str, Any]] | None = None,
+    thinking_budget: int | None = None,
 ) -> dict[str, Any]:
     """``/v1/chat/completions``'s body for the conversation up to ``path[-1]`` (a user message, or a tool result);
     ``tools``: the offered tools' definitions (OpenAI's function shape already), None for none."""
@@ -98,6 +99,8 @@ def request_body(
     }
     if tools:
         body["tools"] = tools
+    if thinking_budget is not None:  # olmo3 serve's extension (only sent to a server that lists it)
+        body["thinking_budget"] = thinking_budget
     return body
 
 
@@ -375,14 +378,14 @@ class TurnOptions:
     seed: int
     keep: bool
     tools: list[dict[str, Any]] | None = None
+    thinking_budget: int | None = None  # sent when the server takes it
 
 
-def provenance(
-    info: ModelInfo, server: ServerInfo, context: int, s: Sampling, seed: int, keep: bool, how: Reconcile
-) -> Provenance:
-    """A remote reply's provenance: the server's model, this turn's settings."""
+def provenance(info: ModelInfo, server: ServerInfo, context: int, opts: TurnOptions, how: Reconcile) -> Provenance:
+    """A remote reply's provenance: the server's model, this turn's settings (the thinking budget if it was sent)."""
+    s, seed, keep = opts.s, opts.seed, opts.keep
     return Provenance(
-        sampling=replace(s, seed=seed, keep_reasoning=keep, thinking_budget=None),
+        sampling=replace(s, seed=seed, keep_reasoning=keep, thinking_budget=opts.thinking_budget),
         seed=seed,
         seed_was_random=s.seed is None,
         model_name=info.name,
@@ -391,7 +394,7 @@ def provenance(
         model_fingerprint=info.fingerprint,
         quantization=dict(info.quantization) if info.quantization else None,
         template_hash="",
-        thinking_budget=None,
+        thinking_budget=opts.thinking_budget,
         keep_reasoning=keep,
         kv_bits=None,
         context_limit=context,

@@ -6,7 +6,8 @@
 * ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
 * ``GET /v1/olmo/info`` (Olmo's own): the loaded model's :class:`olmo3.model.modelinfo.ModelInfo` (its ``path``
   left out), the context every conversation gets, the server's version and its group: what the app's "Connect to an
-  Olmo server" shows in the picker and the context bar.
+  Olmo server" shows in the picker and the context bar; ``capabilities`` names the extension fields a chat request
+  may carry (``thinking_budget``, see ``olmo3.serve.protocol``).
 
 Streaming answers are Server-Sent Events: ``data: {chunk}`` lines, ``data: [DONE]`` at the end. Headers go out
 only once the engine has planned the turn (its first ``PrefillProgress``), so a prompt that does not fit is still
@@ -175,6 +176,7 @@ def create_app(backend: Backend, config: AppConfig | None = None) -> Starlette:
                 "context_tokens": int(getattr(engine, "context_tokens", 0) or 0),
                 "version": __version__,
                 "group": backend.group,
+                "capabilities": {"thinking_budget": True},  # the chat request's extension fields
             }
         )
 

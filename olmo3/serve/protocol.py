@@ -10,6 +10,10 @@ Tools: ``tools`` (function tools) are offered to the model through its own chat 
 that calls tools comes back as ``tool_calls`` with ``finish_reason`` "tool_calls" (:func:`reply_message`).
 ``tool_choice`` may be "auto" or "none"; forcing a call ("required", a named function) and the legacy
 ``functions`` are refused with :data:`TOOLS_NOT_SUPPORTED`.
+
+Olmo's extension: a chat request may carry ``thinking_budget`` (an integer, 1 to :data:`MAX_THINKING_BUDGET`, or
+null): a Think model's reasoning is closed after that many tokens, as the app's own setting does (other models
+ignore it). ``/v1/olmo/info`` lists it under ``capabilities``; OpenAI's client sends it with ``extra_body``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "usage",
 ]
 
+MAX_THINKING_BUDGET = 1 << 20
 TOOLS_NOT_SUPPORTED = "only tool_choice 'auto' and 'none' are supported, with function tools (not 'functions')"
 MAX_STOPS = 4
 LEGACY_DEFAULT_MAX_TOKENS = 16  # /v1/completions' documented default
@@ -268,6 +273,9 @@ def _tools(body: Mapping[str, Any]) -> tuple[dict[str, Any], ...] | None:
 def parse_chat(body: Any) -> ParsedRequest:
     """``POST /v1/chat/completions``."""
     model, sampling, stops, bias, stream, include_usage = _common(body, "chat")
+    budget = _integer(body, "thinking_budget", 1, MAX_THINKING_BUDGET)
+    if budget is not None:  # Olmo's extension: a Think model's reasoning stops after this many tokens
+        sampling["thinking_budget"] = budget
     tools = _tools(body)
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):

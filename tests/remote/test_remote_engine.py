@@ -153,6 +153,7 @@ def test_a_server_killed_mid_reply_is_an_error_within_seconds(remote_model_dir, 
         failed = rec.of(job, ev.JobFailed)[0]
         assert "closed the connection" in failed.message or "Lost the connection" in failed.message
         # The engine lives on; the next turn says the server is gone, and the conversation is as it was.
+        server.proc.wait(30)  # gone for good (its listening socket too), not just its reply
         job = engine.send("c1", "Are you there?", message_id="u3", reply_id="r3", sampling=GREEDY)
         assert engine.wait(job, 15)
         assert "connection was refused" in rec.of(job, ev.JobFailed)[0].message
@@ -283,3 +284,36 @@ def test_addresses_that_are_no_server_say_why(typed):
     with pytest.raises(ValueError) as info:
         parse_address(typed)
     assert str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("capabilities", [{"thinking_budget": True}, None])
+def test_the_thinking_budget_goes_to_a_server_that_takes_it(canned: Canned, capabilities):
+    canned.json("/health", 200, {"status": "ok"})
+    canned.json("/v1/olmo/info", 200, {**INFO, "capabilities": capabilities})
+    done = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "Hi."}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    canned.routes["/v1/chat/completions"] = (200, {"Content-Type": "text/event-stream"}, done)
+    engine, rec, _ = connect(f"127.0.0.1:{canned.port}")
+    try:
+        engine.open_conversation("c1", system_prompt=None, state=None, sampling={**GREEDY, "thinking_budget": 5})
+        fin = turn(engine, rec, engine.send("c1", "Hello", message_id="u1", reply_id="r1"))
+        prov = fin.reply.provenance
+        if capabilities:
+            assert canned.posts[-1]["thinking_budget"] == 5
+            assert prov.thinking_budget == 5 and prov.sampling.thinking_budget == 5
+        else:  # a server that does not say it takes one gets none (an unknown field could be refused)
+            assert "thinking_budget" not in canned.posts[-1]
+            assert prov.thinking_budget is None
+    finally:
+        assert engine.shutdown(5)
+
+
+def test_a_real_server_takes_the_thinking_budget(olmo_server):
+    engine, rec, _ = connect(olmo_server.root)
+    try:
+        engine.open_conversation("c1", system_prompt=None, state=None, sampling={**GREEDY, "thinking_budget": 7})
+        fin = turn(engine, rec, engine.send("c1", "Hello", message_id="u1", reply_id="r1"))
+        assert fin.reply.provenance.thinking_budget == 7
+    finally:
+        assert engine.shutdown(10)
