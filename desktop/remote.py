@@ -280,7 +280,10 @@ class RemoteActions:
     def _reconnect_failed(self, where: str, message: str) -> None:
         w = self.window
         w.header.set_model(None)
-        w.show_toast(f"Couldn't reconnect to {where}: {message.rstrip('.')}. Using the models on this Mac.")
+        reason = message.rstrip(".")
+        if not reason.startswith("Couldn't"):  # the client's messages already say "Couldn't reach HOST: …"
+            reason = f"Couldn't reconnect to {where}: {reason}"
+        w.show_toast(f"{reason}. Using the models on this Mac.")
         if w.settings.auto_load_last_model:
             self._load_last_local()
 
