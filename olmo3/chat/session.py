@@ -122,15 +122,6 @@ class _Snapshot:
     cache: list[Any]
 
 
-def _raw(text: str, prompt_text: str | None) -> str:
-    """A user message's rendered content: ``prompt_text`` when given (documents + the text), else the text."""
-    if prompt_text is None:
-        return text
-    if not isinstance(prompt_text, str) or not prompt_text.strip():
-        raise ValueError("prompt_text must be non-empty text")
-    return prompt_text
-
-
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -391,11 +382,7 @@ class ChatSession(ConversationTree):
         differs from the shown ``text`` (attached documents, then the text); it is kept as the message's rendered
         content, so later turns reuse its cached tokens.
         """
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("the message is empty")
-        path = self.active_path()
-        parent = path[-1].id if path else None
-        user = Node(id=self.fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=parent)
+        user = self.new_user_node(text, prompt_text=prompt_text, message_id=message_id)
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def regenerate(
@@ -408,10 +395,7 @@ class ChatSession(ConversationTree):
         logits_processors: list[Any] | None = None,
     ) -> Iterator[Event]:
         """A new reply to the last user message, kept beside the old ones."""
-        users = self.user_nodes()
-        if not users:
-            raise ValueError("nothing to regenerate: the conversation has no user message")
-        return self._turn(users[-1], False, reply_id, sampling, overflow, should_stop, logits_processors)
+        return self._turn(self.last_user_node(), False, reply_id, sampling, overflow, should_stop, logits_processors)
 
     def edit(
         self,
@@ -428,12 +412,7 @@ class ChatSession(ConversationTree):
     ) -> Iterator[Event]:
         """Replace user turn ``i`` with ``text`` (as a new branch) and generate its reply (``prompt_text``: as in
         :meth:`send`)."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("the message is empty")
-        old = self.user_node(user_turn_index)
-        user = Node(
-            id=self.fresh_id(message_id), role="user", content=text, raw=_raw(text, prompt_text), parent=old.parent
-        )
+        user = self.new_user_node(text, prompt_text=prompt_text, message_id=message_id, replacing=user_turn_index)
         return self._turn(user, True, reply_id, sampling, overflow, should_stop, logits_processors)
 
     # ------------------------------------------------------------------ tool turns (olmo3.chat.tool_turns)

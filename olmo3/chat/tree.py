@@ -15,6 +15,15 @@ from ..ids import new_id
 from .transcript import BranchKind, FinishReason, NodeState, Provenance, Role, TranscriptMessage, TurnStats
 
 
+def _raw(text: str, prompt_text: str | None) -> str:
+    """A user message's rendered content: ``prompt_text`` when given (documents + the text), else the text."""
+    if prompt_text is None:
+        return text
+    if not isinstance(prompt_text, str) or not prompt_text.strip():
+        raise ValueError("prompt_text must be non-empty text")
+    return prompt_text
+
+
 @dataclass
 class Node:
     """A message in the conversation tree (the session's working copy; :class:`NodeState` is its saved form)."""
@@ -184,6 +193,29 @@ class ConversationTree:
             u.active = index
         else:
             raise ValueError(f"which={which!r}: expected 'reply' or 'user'")
+
+    def new_user_node(
+        self, text: str, *, prompt_text: str | None = None, message_id: str | None = None, replacing: int | None = None
+    ) -> Node:
+        """A user message to send after the active path's last message or, with ``replacing=i``, beside user turn
+        ``i`` as its edit (not yet added). ``prompt_text``: what the model reads as this message when it differs from
+        the shown ``text`` (attached documents, then the text). ValueError for an empty message."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the message is empty")
+        if replacing is None:
+            path = self.active_path()
+            parent = path[-1].id if path else None
+        else:
+            parent = self.user_node(replacing).parent
+        raw = _raw(text, prompt_text)
+        return Node(id=self.fresh_id(message_id), role="user", content=text, raw=raw, parent=parent)
+
+    def last_user_node(self) -> Node:
+        """The user message a regeneration answers again; ValueError when there is none."""
+        users = self.user_nodes()
+        if not users:
+            raise ValueError("nothing to regenerate: the conversation has no user message")
+        return users[-1]
 
     def user_node(self, i: int) -> Node:
         """User turn ``i`` of the active path; IndexError naming the count if there is none."""

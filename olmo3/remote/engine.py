@@ -215,17 +215,8 @@ class RemoteEngine:
         _check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError("the message is empty")
             conv = self._conversation(job)
-            path = conv.active_path()
-            user = Node(
-                id=conv.fresh_id(message_id),
-                role="user",
-                content=text,
-                raw=prompt_text if prompt_text else text,
-                parent=path[-1].id if path else None,
-            )
+            user = conv.new_user_node(text, prompt_text=prompt_text, message_id=message_id)
             self._turn(job, conv, user, True, reply_id, sampling, overflow, tools)
 
         return self._submit("send", conv_id, run)
@@ -243,10 +234,7 @@ class RemoteEngine:
 
         def run(job: _Job) -> None:
             conv = self._conversation(job)
-            users = conv.user_nodes()
-            if not users:
-                raise ValueError("nothing to regenerate: the conversation has no user message")
-            self._turn(job, conv, users[-1], False, reply_id, sampling, overflow, tools)
+            self._turn(job, conv, conv.last_user_node(), False, reply_id, sampling, overflow, tools)
 
         return self._submit("regenerate", conv_id, run)
 
@@ -266,12 +254,8 @@ class RemoteEngine:
         _check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError("the message is empty")
             conv = self._conversation(job)
-            old = conv.user_node(user_turn_index)
-            raw = prompt_text if prompt_text else text
-            user = Node(id=conv.fresh_id(message_id), role="user", content=text, raw=raw, parent=old.parent)
+            user = conv.new_user_node(text, prompt_text=prompt_text, message_id=message_id, replacing=user_turn_index)
             self._turn(job, conv, user, True, reply_id, sampling, overflow, tools)
 
         return self._submit("edit", conv_id, run)
