@@ -35,7 +35,6 @@ import itertools
 import logging
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..appinfo import kv_cache_dir
+from ..ids import check_conv_id
 from ..memory import MemoryBudget, conversation_memory_limit, default_memory_budget, describe_error, memory_budget
 from .cachefile import check_cache_file
 from .completion import SERVE_PREFIX, CompletionRejected, CompletionRequest, is_serve_id
@@ -73,7 +73,6 @@ from .transcript import BranchKind, CacheStateKind, OverflowPolicy, TranscriptSt
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "olmo-desktop-kv-1"
-_CONV_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def default_cache_dir() -> Path:
@@ -255,7 +254,7 @@ class Engine:
         state: TranscriptState | None = None,
         sampling: dict[str, Any] | None = None,
     ) -> int:
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self._submit("open", conv_id, lambda job: self._open(job, system_prompt, state, sampling))
 
     def send(
@@ -273,7 +272,7 @@ class Engine:
         """A new user message and its reply. ``message_id``/``reply_id``: the store's ids for the two messages
         (with tools, ``reply_id`` is the first reply; later ones are announced by ``ToolRoundStarted``);
         ``prompt_text``: what the model reads instead of ``text`` (attached documents; see ``ChatSession.send``)."""
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self._submit(
             "send",
             conv_id,
@@ -304,7 +303,7 @@ class Engine:
         overflow: OverflowPolicy = "error",
         tools: ToolRunner | None = None,
     ) -> int:
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self._submit(
             "regenerate",
             conv_id,
@@ -336,7 +335,7 @@ class Engine:
         overflow: OverflowPolicy = "error",
         tools: ToolRunner | None = None,
     ) -> int:
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self._submit(
             "edit",
             conv_id,
@@ -360,13 +359,13 @@ class Engine:
         )
 
     def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: BranchKind = "reply") -> int:
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self._submit(
             "switch_branch", conv_id, lambda job: self._switch(job, user_turn_index, branch_index, which)
         )
 
     def set_system_prompt(self, conv_id: str, system_prompt: str | None) -> int:
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
             self._session(job).system_prompt = system_prompt or None
@@ -374,7 +373,7 @@ class Engine:
         return self._submit("set_system_prompt", conv_id, run)
 
     def close_conversation(self, conv_id: str, *, delete_cache: bool = False) -> int:
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self._submit("close", conv_id, lambda job: self._close(job, delete_cache))
 
     def set_kv_bits(self, bits: int | None) -> int:
@@ -470,7 +469,7 @@ class Engine:
 
     def cache_path(self, conv_id: str) -> Path:
         """The spilled cache of a conversation (a parallel model's rank 0 part: ``<id>.tensor2-r0.safetensors``)."""
-        self._check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self.cache_dir / f"{conv_id}{getattr(self.model, 'cache_tag', '')}.safetensors"
 
     def _cache_file(self, conv_id: str) -> Path:
@@ -520,11 +519,6 @@ class Engine:
         return default_memory_budget(self.info.weight_bytes if self.info else 0, self.budget())
 
     # ------------------------------------------------------------------ internals (engine thread)
-    @staticmethod
-    def _check_conv_id(conv_id: str) -> None:
-        if not isinstance(conv_id, str) or not _CONV_ID.match(conv_id):
-            raise ValueError(f"bad conversation id {conv_id!r}: use letters, digits, '-' or '_'")
-
     def _submit(
         self, kind: str, conv_id: str, fn: Callable[[_Job], None], listener: Callable[[Event], None] | None = None
     ) -> int:

@@ -36,7 +36,6 @@ import itertools
 import logging
 import queue
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -71,7 +70,7 @@ from ..chat.transcript import (
     TurnStats,
 )
 from ..chat.tree import Node
-from ..ids import new_id
+from ..ids import check_conv_id, new_id
 from ..model.modelinfo import ModelInfo
 from ..tools.calls import FunctionCall
 from .client import RemoteError, ServerAddress, ServerClient, ServerInfo, one_line
@@ -92,7 +91,6 @@ __all__ = ["RemoteEngine"]
 log = logging.getLogger(__name__)
 
 Finish = FinishReason | None
-_CONV_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 class _Job:
@@ -197,7 +195,7 @@ class RemoteEngine:
         state: TranscriptState | None = None,
         sampling: dict[str, Any] | None = None,
     ) -> int:
-        _check_conv_id(conv_id)
+        check_conv_id(conv_id)
         return self._submit("open", conv_id, lambda job: self._open(job, system_prompt, state, sampling))
 
     def send(
@@ -212,7 +210,7 @@ class RemoteEngine:
         overflow: OverflowPolicy = "error",
         tools: ToolRunner | None = None,
     ) -> int:
-        _check_conv_id(conv_id)
+        check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
             conv = self._conversation(job)
@@ -230,7 +228,7 @@ class RemoteEngine:
         overflow: OverflowPolicy = "error",
         tools: ToolRunner | None = None,
     ) -> int:
-        _check_conv_id(conv_id)
+        check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
             conv = self._conversation(job)
@@ -251,7 +249,7 @@ class RemoteEngine:
         overflow: OverflowPolicy = "error",
         tools: ToolRunner | None = None,
     ) -> int:
-        _check_conv_id(conv_id)
+        check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
             conv = self._conversation(job)
@@ -261,7 +259,7 @@ class RemoteEngine:
         return self._submit("edit", conv_id, run)
 
     def switch_branch(self, conv_id: str, user_turn_index: int, branch_index: int, which: BranchKind = "reply") -> int:
-        _check_conv_id(conv_id)
+        check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
             conv = self._conversation(job)
@@ -275,7 +273,7 @@ class RemoteEngine:
         return self._submit("switch_branch", conv_id, run)
 
     def set_system_prompt(self, conv_id: str, system_prompt: str | None) -> int:
-        _check_conv_id(conv_id)
+        check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
             self._conversation(job).system_prompt = system_prompt or None
@@ -283,7 +281,7 @@ class RemoteEngine:
         return self._submit("set_system_prompt", conv_id, run)
 
     def close_conversation(self, conv_id: str, *, delete_cache: bool = False) -> int:
-        _check_conv_id(conv_id)
+        check_conv_id(conv_id)
 
         def run(job: _Job) -> None:
             self.conversations.pop(job.conv_id, None)
@@ -563,8 +561,3 @@ class RemoteEngine:
     def _provenance(self, opts: TurnOptions, how: Reconcile) -> Provenance:
         assert self.info is not None and self.server is not None
         return provenance(self.info, self.server, self.context_tokens, opts, how)
-
-
-def _check_conv_id(conv_id: str) -> None:
-    if not isinstance(conv_id, str) or not _CONV_ID.match(conv_id):
-        raise ValueError(f"bad conversation id {conv_id!r}: use letters, digits, '-' or '_'")
